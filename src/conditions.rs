@@ -1,0 +1,229 @@
+//! kstatus-compatible conditions: the vocabulary (types and reasons) and how a desired set is merged
+//! with the observed one so `lastTransitionTime` moves only when a status flips.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    Ready,
+    Degraded,
+    Stalled,
+    Reconciling,
+    ExpiringSoon,
+}
+
+impl Type {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Degraded => "Degraded",
+            Self::Stalled => "Stalled",
+            Self::Reconciling => "Reconciling",
+            Self::ExpiringSoon => "ExpiringSoon",
+        }
+    }
+}
+
+/// Every reason tenantcred writes, in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    TokenValid,
+    Probing,
+    Rotating,
+    SourceNotFound,
+    InvalidToken,
+    InsecureBaseUrl,
+    SecretConflict,
+    /// The spec slipped past schema validation (unknown provider, unparsable duration, ...).
+    InvalidSpec,
+    Unauthorized,
+    Forbidden,
+    Expired,
+    OtpRequired,
+    InvalidGrant,
+    ExpiringSoon,
+    /// The False side of Degraded and ExpiringSoon.
+    AsExpected,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenValid => "TokenValid",
+            Self::Probing => "Probing",
+            Self::Rotating => "Rotating",
+            Self::SourceNotFound => "SourceNotFound",
+            Self::InvalidToken => "InvalidToken",
+            Self::InsecureBaseUrl => "InsecureBaseUrl",
+            Self::SecretConflict => "SecretConflict",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::Expired => "Expired",
+            Self::OtpRequired => "OtpRequired",
+            Self::InvalidGrant => "InvalidGrant",
+            Self::ExpiringSoon => "ExpiringSoon",
+            Self::AsExpected => "AsExpected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    const ALL: [Self; 15] = [
+        Self::TokenValid,
+        Self::Probing,
+        Self::Rotating,
+        Self::SourceNotFound,
+        Self::InvalidToken,
+        Self::InsecureBaseUrl,
+        Self::SecretConflict,
+        Self::InvalidSpec,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::Expired,
+        Self::OtpRequired,
+        Self::InvalidGrant,
+        Self::ExpiringSoon,
+        Self::AsExpected,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One condition as the planner wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: Type,
+    pub status: Status,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(type_: Type, status: Status, reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Renders the desired conditions in a stable order, keeping `lastTransitionTime` of every
+/// condition whose status did not flip. Conditions not desired (Stalled, Reconciling while False)
+/// are dropped.
+pub fn merge(
+    observed: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let now = Time(truncate(now));
+    desired
+        .iter()
+        .map(|d| {
+            let previous = observed.iter().find(|c| c.type_ == d.type_.as_str());
+            let last_transition_time = match previous {
+                Some(p) if p.status == d.status.as_str() => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: d.type_.as_str().into(),
+                status: d.status.as_str().into(),
+                reason: d.reason.as_str().into(),
+                message: d.message.clone(),
+                last_transition_time,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+/// Status times are stored with whole seconds; truncating first keeps "desired == observed" exact.
+pub fn truncate(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+pub fn find<'a>(conditions: &'a [Condition], type_: Type) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
+}
+
+pub fn is_true(conditions: &[Condition], type_: Type) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_flip() {
+        let first = merge(
+            &[],
+            &[Desired::new(
+                Type::Ready,
+                Status::Unknown,
+                Reason::Probing,
+                "probing",
+            )],
+            Some(1),
+            t(0),
+        );
+        let same = merge(
+            &first,
+            &[Desired::new(
+                Type::Ready,
+                Status::Unknown,
+                Reason::Probing,
+                "other msg",
+            )],
+            Some(2),
+            t(10),
+        );
+        assert_eq!(same[0].last_transition_time, Time(t(0)));
+        assert_eq!(same[0].observed_generation, Some(2));
+        let flipped = merge(
+            &same,
+            &[Desired::new(
+                Type::Ready,
+                Status::True,
+                Reason::TokenValid,
+                "ok",
+            )],
+            Some(2),
+            t(20),
+        );
+        assert_eq!(flipped[0].last_transition_time, Time(t(20)));
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::parse("Nope"), None);
+    }
+}

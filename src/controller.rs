@@ -1,0 +1,710 @@
+//! The imperative shell: gathers what a decision needs from the Kubernetes API, asks `plan` what
+//! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::budget::Budget;
+use crate::crd::{
+    FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus,
+};
+use crate::events::{Notice, Severity};
+use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
+use crate::probe::Prober;
+use crate::schedule::{self, Jitter};
+use crate::secret::{self, FIELD_MANAGER, Ownership};
+use crate::token::{self, Lifetime, Token};
+use crate::{Error, Result};
+
+/// How the operator runs; set from `tenantcred run` flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    pub allow_insecure_http: bool,
+    pub max_concurrent_probes: usize,
+    pub max_probes_per_host: usize,
+    /// Reconciles in flight at once (each holds at most one probe).
+    pub concurrency: u16,
+    /// Name reported on events (`reportingController`).
+    pub reporter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            allow_insecure_http: false,
+            max_concurrent_probes: 16,
+            max_probes_per_host: 8,
+            concurrency: 64,
+            reporter: "tenantcred".into(),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    prober: Prober,
+    budget: Arc<Budget>,
+    config: Config,
+    started_at: Timestamp,
+    /// Managed Secrets, cached by label selector (never every Secret of the cluster).
+    managed: Store<Secret>,
+    sources: SourceIndex,
+    errors: Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>,
+}
+
+/// Which credentials read which source Secret, so a Secret event wakes exactly those.
+#[derive(Default)]
+struct SourceIndex {
+    inner: Mutex<SourceMaps>,
+}
+
+#[derive(Default)]
+struct SourceMaps {
+    by_secret: HashMap<(String, String), HashSet<String>>,
+    by_credential: HashMap<(String, String), Vec<String>>,
+}
+
+impl SourceIndex {
+    fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
+        let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (ns.to_owned(), credential.to_owned());
+        if m.by_credential.get(&key) == Some(&secrets) {
+            return;
+        }
+        for old in m.by_credential.remove(&key).unwrap_or_default() {
+            if let Some(set) = m.by_secret.get_mut(&(ns.to_owned(), old.clone())) {
+                set.remove(credential);
+                if set.is_empty() {
+                    m.by_secret.remove(&(ns.to_owned(), old));
+                }
+            }
+        }
+        for s in &secrets {
+            m.by_secret
+                .entry((ns.to_owned(), s.clone()))
+                .or_default()
+                .insert(credential.to_owned());
+        }
+        if !secrets.is_empty() {
+            m.by_credential.insert(key, secrets);
+        }
+    }
+
+    fn readers(&self, ns: &str, secret: &str) -> Vec<String> {
+        let m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        m.by_secret
+            .get(&(ns.to_owned(), secret.to_owned()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn source_names(tac: &TenantApiCredential) -> Vec<String> {
+    let spec = &tac.spec;
+    let mut names: Vec<String> = [
+        spec.credential_ref.as_ref(),
+        spec.pending_credential_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.clone())
+    .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
+    .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Runs the controller until SIGTERM/SIGINT: one controller per watched namespace (or one for all).
+pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    let prober = Prober::new()?;
+    let budget = Arc::new(Budget::new(
+        config.max_concurrent_probes,
+        config.max_probes_per_host,
+    ));
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    info!(namespaces = ?config.namespaces, "starting tenantcred controller");
+    let runs = scopes.into_iter().map(|ns| {
+        run_scope(
+            client.clone(),
+            config.clone(),
+            prober.clone(),
+            budget.clone(),
+            ns,
+        )
+    });
+    futures::future::join_all(runs).await;
+    Ok(())
+}
+
+fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_scope(
+    client: Client,
+    config: Config,
+    prober: Prober,
+    budget: Arc<Budget>,
+    ns: Option<String>,
+) {
+    let (ctx, controller) = build_context(client, config, prober, budget, ns.as_deref());
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(credential = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Builds the context and the controller with its three watches (credentials, managed Secrets,
+/// source Secret metadata). Exposed for tests, which drive it against the API server double.
+pub fn controller(
+    client: Client,
+    config: Config,
+    prober: Prober,
+    ns: Option<&str>,
+) -> (Arc<Context>, Controller<TenantApiCredential>) {
+    let budget = Arc::new(Budget::new(
+        config.max_concurrent_probes,
+        config.max_probes_per_host,
+    ));
+    build_context(client, config, prober, budget, ns)
+}
+
+fn build_context(
+    client: Client,
+    config: Config,
+    prober: Prober,
+    budget: Arc<Budget>,
+    ns: Option<&str>,
+) -> (Arc<Context>, Controller<TenantApiCredential>) {
+    let tacs: Api<TenantApiCredential> = api_for(&client, ns);
+    let secrets: Api<Secret> = api_for(&client, ns);
+
+    let (tac_reader, tac_writer) = reflector::store();
+    let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(tac_writer)
+        .applied_objects()
+        // Our own status writes must not wake us: only spec, annotations (probe-now) and
+        // finalizers (deletion) matter.
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+
+    let (managed_reader, managed_writer) = reflector::store();
+    let managed_stream = watcher(
+        secrets,
+        watcher::Config::default().labels(secret::MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(managed_writer)
+    .touched_objects();
+
+    let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
+    let source_stream = watcher(source_meta, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::resource_version, Default::default());
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: config.reporter.clone(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        prober,
+        budget,
+        config: config.clone(),
+        started_at: Timestamp::now(),
+        managed: managed_reader,
+        sources: SourceIndex::default(),
+        errors: Mutex::new(HashMap::new()),
+    });
+
+    let for_sources = ctx.clone();
+    let controller = Controller::for_stream(tac_stream, tac_reader)
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
+        .watches_stream(managed_stream, |s: Secret| {
+            let ns = s.namespace()?;
+            let name = s.labels().get(secret::CREDENTIAL_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&ns))
+        })
+        .watches_stream(source_stream, move |s: PartialObjectMeta<Secret>| {
+            let ns = s.namespace().unwrap_or_default();
+            if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str)
+                == Some(secret::MANAGED_BY_VALUE)
+            {
+                return Vec::new();
+            }
+            for_sources
+                .sources
+                .readers(&ns, &s.name_any())
+                .into_iter()
+                .map(|name| ObjectRef::new(&name).within(&ns))
+                .collect()
+        });
+    (ctx, controller)
+}
+
+impl Context {
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+}
+
+pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = ObjectRef::from_obj(&*tac);
+    let action = finalizer(&api, FINALIZER, tac, |event| async {
+        match event {
+            Finalized::Apply(tac) => apply(&tac, &ctx, &ns).await,
+            Finalized::Cleanup(tac) => cleanup(&tac, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.errors
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&key);
+    Ok(action)
+}
+
+/// API errors: capped exponential backoff with jitter, per resource.
+pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*tac);
+    let attempts = {
+        let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = errors.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let base = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.min(6) - 1));
+    let delay = Jitter::random().scale(base.min(Duration::from_secs(300)), 0.5, 1.0);
+    warn!(credential = %key, error = %err, attempts, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// What the source Secret yielded.
+enum Source {
+    Token(Token, Lifetime),
+    Problem(Problem),
+}
+
+async fn read_source(
+    tac: &TenantApiCredential,
+    settings: &Settings,
+    ns: &str,
+    secrets: &Api<Secret>,
+) -> Result<Source> {
+    let Some(r) = tac.spec.credential_ref.as_ref() else {
+        return Ok(Source::Problem(Problem::InvalidSpec(
+            "spec.credentialRef is not set".into(),
+        )));
+    };
+    let Some(secret) = secrets.get_opt(&r.name).await? else {
+        return Ok(Source::Problem(Problem::SourceNotFound(format!(
+            "source Secret {ns}/{} not found; create it with the token under key {:?}",
+            r.name, r.key
+        ))));
+    };
+    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else {
+        return Ok(Source::Problem(Problem::SourceNotFound(format!(
+            "source Secret {ns}/{} has no key {:?}",
+            r.name, r.key
+        ))));
+    };
+    let Ok(raw) = std::str::from_utf8(&raw.0) else {
+        return Ok(Source::Problem(Problem::InvalidToken(format!(
+            "key {:?} of Secret {ns}/{} is not UTF-8 text",
+            r.key, r.name
+        ))));
+    };
+    Ok(match token::check(raw, settings.profile.token_format) {
+        Ok((token, lifetime)) => match lifetime.not_before {
+            // A minute of grace for clock skew between the issuer and us.
+            Some(nbf) if nbf > schedule::add(Timestamp::now(), Duration::from_secs(60)) => {
+                Source::Problem(Problem::InvalidToken(format!(
+                    "the token in Secret {ns}/{} is not valid before {nbf}",
+                    r.name
+                )))
+            }
+            _ => Source::Token(token, lifetime),
+        },
+        Err(e) => Source::Problem(Problem::InvalidToken(format!(
+            "Secret {ns}/{} key {:?}: {e}",
+            r.name, r.key
+        ))),
+    })
+}
+
+/// The Secret with the target name, from the cache, or from the API when the cache has none
+/// (a foreign Secret is not in the managed-label cache).
+async fn read_target(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Arc<Secret>>> {
+    if let Some(s) = ctx.managed.get(&ObjectRef::new(name).within(ns)) {
+        return Ok(Some(s));
+    }
+    Ok(secrets.get_opt(name).await?.map(Arc::new))
+}
+
+async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
+    let name = tac
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let now = Timestamp::now();
+    let observed = tac.status.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    ctx.sources.set(ns, &name, source_names(tac));
+
+    if tac.spec.suspend {
+        let mut status = observed.clone();
+        status.observed_generation = tac.metadata.generation;
+        status.next_probe_time = None;
+        write_status(ctx, tac, ns, &observed, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let mut notices = Vec::new();
+    let mut problem = None;
+    let mut token_facts = None;
+    let mut token_in_use = None;
+    let settings = plan::resolve(tac, ctx.config.allow_insecure_http);
+    match &settings {
+        Err(p) => problem = Some(p.clone()),
+        Ok(settings) => {
+            let source = read_source(tac, settings, ns, &secrets).await?;
+            let target = read_target(ctx, &secrets, ns, &settings.secret_name).await?;
+            let ownership = secret::ownership(target.as_deref(), &name);
+            // The token in the Secret now (before any change) still identifies what pods use.
+            if ownership == Ownership::Ours {
+                token_in_use = target.as_deref().and_then(secret::token_in);
+            }
+            match (source, ownership) {
+                (_, Ownership::Foreign) => {
+                    problem = Some(Problem::SecretConflict(format!(
+                        "Secret {ns}/{} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name",
+                        settings.secret_name
+                    )));
+                }
+                (Source::Problem(p), _) => problem = Some(p),
+                (Source::Token(token, lifetime), ownership) => {
+                    let desired =
+                        secret::desired(tac, &settings.secret_name, &settings.base_url, &token);
+                    let write = match (&target, ownership) {
+                        (Some(observed), Ownership::Ours) => {
+                            secret::needs_apply(&desired, observed)
+                        }
+                        _ => true,
+                    };
+                    if write {
+                        apply_secret(&secrets, &desired).await?;
+                        let old = token_in_use.as_ref().map(Token::fingerprint);
+                        notices.push(match (ownership, old) {
+                            (Ownership::Absent, _) => Notice::normal(
+                                "SecretCreated",
+                                format!(
+                                    "created Secret {} with token {}",
+                                    settings.secret_name,
+                                    token.fingerprint()
+                                ),
+                            ),
+                            (_, Some(old)) if old != token.fingerprint() => Notice::normal(
+                                "SecretUpdated",
+                                format!(
+                                    "Secret {} now holds token {} (was {old})",
+                                    settings.secret_name,
+                                    token.fingerprint()
+                                ),
+                            ),
+                            _ => Notice::normal(
+                                "SecretUpdated",
+                                format!("updated Secret {}", settings.secret_name),
+                            ),
+                        });
+                    }
+                    token_facts = Some(TokenFacts {
+                        fingerprint: token.fingerprint(),
+                        lifetime,
+                    });
+                    token_in_use = Some(token);
+                }
+            }
+            // With unusable input, the status keeps describing the token still in the Secret.
+            if token_facts.is_none() {
+                token_facts = token_in_use.as_ref().map(|t| TokenFacts {
+                    fingerprint: t.fingerprint(),
+                    lifetime: token::check(t.expose(), crate::provider::TokenFormat::Opaque)
+                        .map(|(_, l)| l)
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    let requested = tac
+        .annotations()
+        .get(PROBE_REQUESTED_ANNOTATION)
+        .map(String::as_str);
+    let mut probe = ProbeStep::None;
+    let mut honoured = None;
+    let mut wake_at = None;
+    if let (Ok(settings), None, Some(facts), Some(token)) =
+        (&settings, &problem, &token_facts, &token_in_use)
+    {
+        let expired = facts
+            .lifetime
+            .expires_at
+            .into_iter()
+            .chain(settings.not_after)
+            .any(|e| e <= now);
+        if expired {
+            probe = ProbeStep::Expired;
+        } else if let Some(due) = plan::probe_due(
+            &observed,
+            facts,
+            settings,
+            requested,
+            now,
+            ctx.started_at,
+            stable_offset(tac),
+        ) {
+            if due <= now {
+                honoured = requested;
+                probe = probe_once(ctx, settings, token, &facts.fingerprint, now).await;
+            } else {
+                wake_at = Some(due);
+            }
+        }
+    }
+
+    let decision = plan::decide(&Input {
+        generation: tac.metadata.generation,
+        observed: &observed,
+        settings: settings.as_ref().ok(),
+        token: token_facts.as_ref(),
+        problem: problem.as_ref(),
+        probe: &probe,
+        probe_request: honoured,
+        now,
+        jitter: Jitter::random(),
+    });
+    notices.extend(crate::events::transitions(&observed, &decision.status));
+    write_status(ctx, tac, ns, &observed, &decision.status).await?;
+    publish(ctx, tac, notices).await;
+    Ok(requeue(&decision, wake_at, now))
+}
+
+fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
+    match [decision.requeue_at, wake_at].into_iter().flatten().min() {
+        // A second late, so the instant has surely passed when we look.
+        Some(at) => Action::requeue(schedule::until(now, at) + Duration::from_secs(1)),
+        None => Action::await_change(),
+    }
+}
+
+/// Sends one probe within the budget, or says until when it must wait.
+async fn probe_once(
+    ctx: &Context,
+    settings: &Settings,
+    token: &Token,
+    key: &crate::token::Fingerprint,
+    now: Timestamp,
+) -> ProbeStep {
+    let host = settings.host();
+    if let Err(until) = ctx.budget.admit(&host, key, &settings.profile, now) {
+        debug!(%host, %key, %until, "probe deferred by the rate-limit budget");
+        return ProbeStep::Deferred(until);
+    }
+    let _permit = ctx.budget.acquire(&host).await;
+    let outcome = ctx
+        .prober
+        .probe(&settings.probe_url(), token, settings.timeout)
+        .await;
+    if let Some(until) = outcome.back_off_until() {
+        ctx.budget
+            .back_off(&host, key, settings.profile.limit_scope, until);
+    }
+    debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
+    ProbeStep::Sent(outcome)
+}
+
+fn stable_offset(tac: &TenantApiCredential) -> u64 {
+    let mut h = DefaultHasher::new();
+    tac.metadata.uid.hash(&mut h);
+    tac.metadata.name.hash(&mut h);
+    h.finish()
+}
+
+/// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
+/// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
+async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<()> {
+    let name = desired
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let mut body = serde_json::to_value(desired)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    let params = PatchParams::apply(FIELD_MANAGER);
+    match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Only reached for a Secret that carries our labels (ownership was checked first).
+            secrets
+                .patch(&name, &params.force(), &Patch::Apply(&body))
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status by server-side apply, only when it differs from what was observed.
+async fn write_status(
+    ctx: &Context,
+    tac: &TenantApiCredential,
+    ns: &str,
+    observed: &TenantApiCredentialStatus,
+    desired: &TenantApiCredentialStatus,
+) -> Result<()> {
+    if serde_json::to_value(observed)? == serde_json::to_value(desired)? {
+        return Ok(());
+    }
+    let name = tac
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": "tenantcred.dev/v1alpha1",
+        "kind": "TenantApiCredential",
+        "status": desired,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, tac: &TenantApiCredential, notices: Vec<Notice>) {
+    let reference = tac.object_ref(&());
+    for n in notices {
+        let event = KubeEvent {
+            type_: match n.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: n.reason.into(),
+            note: Some(n.message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            // Events are best effort; the status carries the same facts.
+            warn!(error = %e, reason = n.reason, "could not publish event");
+        }
+    }
+}
+
+/// Deletion: `Retain` keeps the Secret and drops our owner reference so garbage collection spares
+/// it; `Delete` leaves it to garbage collection (and deletes it when it lacks the reference).
+async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
+    let name = tac
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    ctx.sources.set(ns, &name, Vec::new());
+    let Some(target) = tac.target_name().map(str::to_owned) else {
+        return Ok(Action::await_change());
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(existing) = secrets.get_opt(&target).await? else {
+        return Ok(Action::await_change());
+    };
+    if secret::ownership(Some(&existing), &name) != Ownership::Ours {
+        return Ok(Action::await_change());
+    }
+    let uid = tac.metadata.uid.clone().unwrap_or_default();
+    let refs = existing
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    let owned = refs.iter().any(|r| r.uid == uid);
+    match tac.spec.target.deletion_policy {
+        crate::crd::DeletionPolicy::Retain if owned => {
+            let remaining: Vec<_> = refs.into_iter().filter(|r| r.uid != uid).collect();
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": existing.resource_version(), "ownerReferences": remaining}
+            });
+            secrets
+                .patch(&target, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            info!(secret = %target, namespace = ns, "retained managed Secret");
+        }
+        crate::crd::DeletionPolicy::Retain => {}
+        crate::crd::DeletionPolicy::Delete if !owned => {
+            secrets.delete(&target, &DeleteParams::default()).await?;
+        }
+        crate::crd::DeletionPolicy::Delete => {}
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,591 @@
+//! The functional core of a reconcile: from the spec, what was observed, the probe outcome and
+//! the clock to the status to write and the instant to look again. No I/O here.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::conditions::{self, Desired, Reason, Status as S, Type};
+use crate::crd::{ProbeResult, RateLimitStatus, TenantApiCredential, TenantApiCredentialStatus};
+use crate::duration;
+use crate::provider::Profile;
+use crate::schedule::{self, Finished, Interval, Jitter};
+use crate::token::{Fingerprint, Lifetime};
+use crate::verdict::{self, ProbeOutcome};
+
+/// The spec, resolved and checked once: every default applied, every duration parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub profile: Profile,
+    pub base_url: String,
+    pub probe_path: String,
+    pub interval: Interval,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub warn_before: Duration,
+    pub not_after: Option<Timestamp>,
+    pub secret_name: String,
+}
+
+impl Settings {
+    pub fn probe_url(&self) -> String {
+        format!("{}{}", self.base_url.trim_end_matches('/'), self.probe_path)
+    }
+
+    /// `host:port` of the provider, the unit of concurrency caps and of host-wide back-off.
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| self.base_url.clone())
+    }
+}
+
+/// Input that cannot be used as it is. Each maps to one condition reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    InvalidSpec(String),
+    InsecureBaseUrl(String),
+    SourceNotFound(String),
+    InvalidToken(String),
+    SecretConflict(String),
+}
+
+impl Problem {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidSpec(_) => Reason::InvalidSpec,
+            Self::InsecureBaseUrl(_) => Reason::InsecureBaseUrl,
+            Self::SourceNotFound(_) => Reason::SourceNotFound,
+            Self::InvalidToken(_) => Reason::InvalidToken,
+            Self::SecretConflict(_) => Reason::SecretConflict,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidSpec(m)
+            | Self::InsecureBaseUrl(m)
+            | Self::SourceNotFound(m)
+            | Self::InvalidToken(m)
+            | Self::SecretConflict(m) => m,
+        }
+    }
+
+    /// A missing source recovers by itself when the Secret appears; the rest need a person.
+    pub fn stalls(&self) -> bool {
+        !matches!(self, Self::SourceNotFound(_))
+    }
+}
+
+/// Resolves the spec. `allow_insecure_http` is the operator's `--allow-insecure-http`.
+pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<Settings, Problem> {
+    let spec = &tac.spec;
+    let invalid = |m: String| Err(Problem::InvalidSpec(m));
+    let Some(profile) = Profile::for_provider(&spec.provider) else {
+        return invalid(format!(
+            "unknown provider {:?}; use one of {}",
+            spec.provider.as_str(),
+            crate::crd::ProviderName::KNOWN.join(", ")
+        ));
+    };
+    if spec.credential_ref.is_some() == spec.oauth.is_some() {
+        return invalid("exactly one of credentialRef and oauth must be set".into());
+    }
+    if spec.oauth.is_some() {
+        return invalid("oauth credentials are not supported by this version of tenantcred yet; use credentialRef".into());
+    }
+    let Some(base_url) = spec
+        .base_url
+        .clone()
+        .or(profile.default_base_url.map(str::to_owned))
+    else {
+        return invalid(format!("provider {} requires spec.baseUrl", profile.name));
+    };
+    let Some(probe_path) = spec
+        .probe
+        .path
+        .clone()
+        .or(profile.default_probe_path.map(str::to_owned))
+    else {
+        return invalid(format!(
+            "provider {} requires spec.probe.path",
+            profile.name
+        ));
+    };
+    if !probe_path.starts_with('/') {
+        return invalid(format!("spec.probe.path {probe_path:?} must start with /"));
+    }
+    match url::Url::parse(&base_url) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
+            if !allow_insecure_http {
+                return Err(Problem::InsecureBaseUrl(format!(
+                    "baseUrl {base_url} is plain http: the token would cross the network unencrypted; use https (the operator's --allow-insecure-http is for local development only)"
+                )));
+            }
+        }
+        _ => return invalid(format!("spec.baseUrl {base_url:?} is not an http(s) URL")),
+    }
+    let dur = |field: &str, v: &str| {
+        duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")))
+    };
+    let requested = dur("spec.probe.interval", &spec.probe.interval)?;
+    if requested < Duration::from_secs(60) {
+        return invalid(format!(
+            "spec.probe.interval {} is below the minimum of 1m",
+            spec.probe.interval
+        ));
+    }
+    let timeout = dur("spec.probe.timeout", &spec.probe.timeout)?;
+    if timeout.is_zero() {
+        return invalid("spec.probe.timeout must be positive".into());
+    }
+    let warn_before = dur("spec.expiry.warnBefore", &spec.expiry.warn_before)?;
+    if spec.probe.failure_threshold == 0 {
+        return invalid("spec.probe.failureThreshold must be at least 1".into());
+    }
+    let Some(secret_name) = tac.target_name().map(str::to_owned) else {
+        return invalid("the resource has no name".into());
+    };
+    Ok(Settings {
+        interval: schedule::effective_interval(requested, &profile),
+        profile,
+        base_url,
+        probe_path,
+        timeout,
+        failure_threshold: spec.probe.failure_threshold,
+        warn_before,
+        not_after: spec.expiry.not_after.as_ref().map(|t| t.0),
+        secret_name,
+    })
+}
+
+/// What the last decisive probe said about the token in the Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No decisive answer yet for this token.
+    Probing,
+    Valid,
+    Failing(Failure),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Unauthorized,
+    Forbidden,
+    Expired,
+}
+
+impl Failure {
+    fn reason(self) -> Reason {
+        match self {
+            Self::Unauthorized => Reason::Unauthorized,
+            Self::Forbidden => Reason::Forbidden,
+            Self::Expired => Reason::Expired,
+        }
+    }
+}
+
+/// Reads the health the previous status recorded.
+pub fn health_of(status: &TenantApiCredentialStatus) -> Health {
+    let degraded =
+        conditions::find(&status.conditions, Type::Degraded).filter(|c| c.status == "True");
+    match degraded.and_then(|c| Reason::parse(&c.reason)) {
+        Some(Reason::Unauthorized) => return Health::Failing(Failure::Unauthorized),
+        Some(Reason::Forbidden) => return Health::Failing(Failure::Forbidden),
+        Some(Reason::Expired) => return Health::Failing(Failure::Expired),
+        _ => {}
+    }
+    if conditions::is_true(&status.conditions, Type::Ready) {
+        Health::Valid
+    } else {
+        Health::Probing
+    }
+}
+
+/// The token currently in the managed Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub fingerprint: Fingerprint,
+    pub lifetime: Lifetime,
+}
+
+/// What this reconcile did about probing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeStep {
+    /// Not due (or blocked by a problem): nothing happened.
+    None,
+    /// Due, but held back by the key's budget or the host's back-off until this instant.
+    Deferred(Timestamp),
+    /// Past expiry: decided without sending a request.
+    Expired,
+    /// A request was sent.
+    Sent(ProbeOutcome),
+}
+
+pub struct Input<'a> {
+    pub generation: Option<i64>,
+    pub observed: &'a TenantApiCredentialStatus,
+    pub settings: Option<&'a Settings>,
+    pub token: Option<&'a TokenFacts>,
+    pub problem: Option<&'a Problem>,
+    pub probe: &'a ProbeStep,
+    /// The `probe-requested-at` annotation value this reconcile honoured.
+    pub probe_request: Option<&'a str>,
+    pub now: Timestamp,
+    pub jitter: Jitter,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: TenantApiCredentialStatus,
+    /// When something is next due (a probe, entering the warning window, expiry).
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// Whether a probe is due now, per the previous status. `started_at` spreads overdue probes after a
+/// restart; `stable_offset` is a per-resource hash.
+pub fn probe_due(
+    observed: &TenantApiCredentialStatus,
+    token: &TokenFacts,
+    settings: &Settings,
+    requested: Option<&str>,
+    now: Timestamp,
+    started_at: Timestamp,
+    stable_offset: u64,
+) -> Option<Timestamp> {
+    let same_token = observed.token_fingerprint.as_deref() == Some(token.fingerprint.as_str());
+    let new_request =
+        requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
+    if !same_token || observed.last_probe_result.is_none() || new_request {
+        return Some(now);
+    }
+    let next = observed.next_probe_time.as_ref()?.0;
+    let at = schedule::catch_up(next, started_at, settings.interval.effective, stable_offset);
+    Some(at)
+}
+
+pub fn decide(input: &Input<'_>) -> Decision {
+    let now = conditions::truncate(input.now);
+    let mut s = input.observed.clone();
+    s.observed_generation = input.generation;
+    let mut health = health_of(input.observed);
+    let mut previous_transient_delay = None;
+    if let Some(settings) = input.settings {
+        s.secret_name = Some(settings.secret_name.clone());
+    }
+    if let Some(token) = input.token {
+        if s.token_fingerprint.as_deref() != Some(token.fingerprint.as_str()) {
+            // A different token is in the Secret: what was learnt about the old one no longer holds.
+            s.token_fingerprint = Some(token.fingerprint.to_string());
+            s.consecutive_failures = 0;
+            s.last_probe_result = None;
+            s.last_probe_http_status = None;
+            s.rate_limit = None;
+            s.next_probe_time = None;
+            health = Health::Probing;
+        } else if matches!(
+            s.last_probe_result,
+            Some(ProbeResult::RateLimited | ProbeResult::Unavailable)
+        ) {
+            previous_transient_delay = match (&s.last_probe_time, &s.next_probe_time) {
+                (Some(last), Some(next)) => Some(schedule::until(last.0, next.0)),
+                _ => None,
+            };
+        }
+        let not_after = input.settings.and_then(|st| st.not_after);
+        s.expires_at = [token.lifetime.expires_at, not_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(time);
+    }
+
+    match input.probe {
+        ProbeStep::None => {}
+        ProbeStep::Deferred(until) => s.next_probe_time = Some(time(*until)),
+        ProbeStep::Expired => {
+            s.last_probe_result = Some(ProbeResult::Expired);
+            s.last_probe_http_status = None;
+            s.next_probe_time = None;
+            health = Health::Failing(Failure::Expired);
+        }
+        ProbeStep::Sent(outcome) => {
+            let result = verdict::classify(outcome);
+            let first_for_token = s.last_probe_result.is_none();
+            s.last_probe_time = Some(time(now));
+            s.last_probe_result = Some(result);
+            s.last_probe_http_status = outcome.http_status();
+            if !outcome.rate_limit.is_empty() {
+                s.rate_limit = Some(RateLimitStatus {
+                    limit: outcome.rate_limit.limit,
+                    remaining: outcome.rate_limit.remaining,
+                    reset_at: outcome.rate_limit.reset_at.map(time),
+                });
+            }
+            let threshold = input.settings.map_or(3, |st| st.failure_threshold);
+            match result {
+                ProbeResult::Valid => {
+                    s.consecutive_failures = 0;
+                    s.last_successful_probe_time = Some(time(now));
+                    health = Health::Valid;
+                }
+                ProbeResult::Unauthorized | ProbeResult::Forbidden => {
+                    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                    if s.consecutive_failures >= threshold {
+                        health = Health::Failing(if result == ProbeResult::Forbidden {
+                            Failure::Forbidden
+                        } else {
+                            Failure::Unauthorized
+                        });
+                    }
+                }
+                // Never the token's fault: the count and the health stay as they were.
+                _ => {}
+            }
+            let interval = input
+                .settings
+                .map_or(Duration::from_secs(900), |st| st.interval.effective);
+            let finished = Finished {
+                result,
+                consecutive_failures: s.consecutive_failures,
+                failure_threshold: threshold,
+                first_for_token,
+                previous_transient_delay,
+                provider_back_off: outcome.back_off_until(),
+            };
+            s.next_probe_time = schedule::next_probe(finished, interval, now, input.jitter)
+                .map(|t| time(conditions::truncate(t)));
+        }
+    }
+    if let Some(Problem::InvalidToken(_)) = input.problem {
+        s.last_probe_result = Some(ProbeResult::Invalid);
+    }
+    if input.problem.is_some() {
+        // Nothing is probed until the input is usable again; a change to it triggers a reconcile.
+        s.next_probe_time = None;
+    }
+    if let Some(r) = input.probe_request {
+        s.last_handled_probe_request = Some(r.to_owned());
+    }
+
+    let desired = desired_conditions(input, &s, health, now);
+    s.conditions = conditions::merge(&input.observed.conditions, &desired, input.generation, now);
+
+    let expiry_at = input.settings.and_then(|st| {
+        schedule::expiry_instants(s.expires_at.as_ref().map(|t| t.0), st.warn_before, now)
+    });
+    let requeue_at = [s.next_probe_time.as_ref().map(|t| t.0), expiry_at]
+        .into_iter()
+        .flatten()
+        .min();
+    Decision {
+        status: s,
+        requeue_at,
+    }
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(conditions::truncate(t))
+}
+
+fn desired_conditions(
+    input: &Input<'_>,
+    s: &TenantApiCredentialStatus,
+    health: Health,
+    now: Timestamp,
+) -> Vec<Desired> {
+    let fp = s.token_fingerprint.as_deref().unwrap_or("(none)");
+    let settings = input.settings;
+    let threshold = settings.map_or(3, |st| st.failure_threshold);
+    let next = s
+        .next_probe_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| "-".into());
+    let stretched = settings
+        .and_then(|st| {
+            st.interval.stretched_from.map(|from| {
+                format!(
+                    "; probe interval stretched from {} to {} to stay within 1% of {}'s hourly rate limit",
+                    duration::format(from),
+                    duration::format(st.interval.effective),
+                    st.profile.name
+                )
+            })
+        })
+        .unwrap_or_default();
+    // What the latest non-decisive probe said, appended so Ready's message explains the wait.
+    // Messages are functions of persisted status fields only, so a reconcile without a probe
+    // renders the same text and writes nothing.
+    let pending = match s.last_probe_result {
+        Some(ProbeResult::RateLimited) => format!(
+            "; the provider rate-limited the latest probe (HTTP 429), next attempt at {next}"
+        ),
+        Some(ProbeResult::Unavailable) => format!(
+            "; the provider was unavailable on the latest probe ({}), next attempt at {next}",
+            s.last_probe_http_status
+                .map_or("timeout or connection failure".into(), |c| format!(
+                    "HTTP {c}"
+                ))
+        ),
+        Some(r @ (ProbeResult::Unauthorized | ProbeResult::Forbidden))
+            if s.consecutive_failures < threshold =>
+        {
+            format!(
+                "; the latest probe got HTTP {} ({} of {threshold} before Degraded), confirming at {next}",
+                if r == ProbeResult::Forbidden {
+                    403
+                } else {
+                    401
+                },
+                s.consecutive_failures
+            )
+        }
+        _ => String::new(),
+    };
+    let source = input.problem.is_none();
+    let path = settings
+        .map(|st| st.probe_path.as_str())
+        .unwrap_or("the probe path");
+    let failure_message = |f: Failure| match f {
+        Failure::Unauthorized => format!(
+            "the provider rejected token {fp} with HTTP 401 on {} consecutive probes: it is expired, revoked or for another organisation; put a new token in the source Secret",
+            s.consecutive_failures.max(threshold)
+        ),
+        Failure::Forbidden => format!(
+            "the provider answered HTTP 403 for token {fp} on {} consecutive probes: the token authenticates but lacks permission for GET {path}; ask the customer's administrator to grant it",
+            s.consecutive_failures.max(threshold)
+        ),
+        Failure::Expired => format!(
+            "token {fp} expired at {}; put a new token in the source Secret",
+            s.expires_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        ),
+    };
+
+    let mut out = Vec::with_capacity(5);
+    let (ready, stalled) = match (input.problem, health) {
+        (Some(p), _) => {
+            let ready = Desired::new(Type::Ready, S::False, p.reason(), p.message());
+            let stalled = if p.stalls() {
+                Some(Desired::new(
+                    Type::Stalled,
+                    S::True,
+                    p.reason(),
+                    p.message(),
+                ))
+            } else if let Health::Failing(f) = health {
+                Some(Desired::new(
+                    Type::Stalled,
+                    S::True,
+                    f.reason(),
+                    failure_message(f),
+                ))
+            } else {
+                None
+            };
+            (ready, stalled)
+        }
+        (None, Health::Failing(f)) => {
+            let m = failure_message(f);
+            (
+                Desired::new(Type::Ready, S::False, f.reason(), m.clone()),
+                Some(Desired::new(Type::Stalled, S::True, f.reason(), m)),
+            )
+        }
+        (None, Health::Valid) => (
+            Desired::new(
+                Type::Ready,
+                S::True,
+                Reason::TokenValid,
+                format!(
+                    "the provider accepted token {fp} on the last decisive probe{pending}{stretched}"
+                ),
+            ),
+            None,
+        ),
+        (None, Health::Probing) => (
+            Desired::new(
+                Type::Ready,
+                S::Unknown,
+                Reason::Probing,
+                format!("waiting for a decisive probe of token {fp}{pending}{stretched}"),
+            ),
+            None,
+        ),
+    };
+    out.push(ready);
+    out.push(match health {
+        Health::Failing(f) => Desired::new(Type::Degraded, S::True, f.reason(), failure_message(f)),
+        _ => Desired::new(
+            Type::Degraded,
+            S::False,
+            Reason::AsExpected,
+            "no credential-side failure",
+        ),
+    });
+    out.extend(stalled);
+    if source && health == Health::Probing {
+        out.push(Desired::new(
+            Type::Reconciling,
+            S::True,
+            Reason::Probing,
+            format!("probing token {fp}"),
+        ));
+    }
+    out.push(expiring_soon(
+        s.expires_at.as_ref().map(|t| t.0),
+        settings.map(|st| st.warn_before),
+        now,
+    ));
+    out
+}
+
+fn expiring_soon(
+    expires_at: Option<Timestamp>,
+    warn_before: Option<Duration>,
+    now: Timestamp,
+) -> Desired {
+    let (Some(exp), Some(warn)) = (expires_at, warn_before) else {
+        return Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::AsExpected,
+            "the token declares no expiry",
+        );
+    };
+    let left = schedule::until(now, exp);
+    if exp <= now {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::Expired,
+            format!("the token expired at {exp}"),
+        )
+    } else if left <= warn {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::True,
+            Reason::ExpiringSoon,
+            format!(
+                "the token expires at {exp}, within the {} warning window; ask the customer for a new one",
+                duration::format(warn)
+            ),
+        )
+    } else {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::AsExpected,
+            format!("the token expires at {exp}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

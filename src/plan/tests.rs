@@ -1,0 +1,399 @@
+use super::*;
+use crate::conditions::find;
+use crate::crd::{TenantApiCredential, TenantApiCredentialSpec};
+use crate::token::{Fingerprint, Lifetime};
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).expect("valid")
+}
+
+fn tac(spec: serde_json::Value) -> TenantApiCredential {
+    let spec: TenantApiCredentialSpec = serde_json::from_value(spec).expect("spec");
+    let mut t = TenantApiCredential::new("acme", spec);
+    t.metadata.namespace = Some("ns".into());
+    t
+}
+
+fn settings() -> Settings {
+    resolve(
+        &tac(serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}})),
+        false,
+    )
+    .expect("resolves")
+}
+
+fn facts(tok: &str, exp: Option<i64>) -> TokenFacts {
+    TokenFacts {
+        fingerprint: Fingerprint::of(tok.as_bytes()),
+        lifetime: Lifetime {
+            not_before: None,
+            expires_at: exp.map(t),
+        },
+    }
+}
+
+struct Run {
+    settings: Settings,
+    status: TenantApiCredentialStatus,
+    token: TokenFacts,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            settings: settings(),
+            status: TenantApiCredentialStatus::default(),
+            token: facts("a", None),
+        }
+    }
+
+    fn step(&mut self, probe: ProbeStep, problem: Option<Problem>, now: Timestamp) -> Decision {
+        let d = decide(&Input {
+            generation: Some(1),
+            observed: &self.status,
+            settings: Some(&self.settings),
+            token: Some(&self.token),
+            problem: problem.as_ref(),
+            probe: &probe,
+            probe_request: None,
+            now,
+            jitter: Jitter::new(0.5),
+        });
+        self.status = d.status.clone();
+        d
+    }
+
+    fn probe(&mut self, code: u16, now: Timestamp) -> Decision {
+        self.step(ProbeStep::Sent(ProbeOutcome::answered(code)), None, now)
+    }
+
+    fn cond(&self, ty: Type) -> Option<(String, String)> {
+        find(&self.status.conditions, ty).map(|c| (c.status.clone(), c.reason.clone()))
+    }
+}
+
+fn pair(s: &str, r: &str) -> Option<(String, String)> {
+    Some((s.into(), r.into()))
+}
+
+#[test]
+fn synced_but_unprobed_is_probing_and_reconciling() {
+    let mut r = Run::new();
+    r.step(ProbeStep::None, None, t(0));
+    assert_eq!(r.cond(Type::Ready), pair("Unknown", "Probing"));
+    assert_eq!(r.cond(Type::Reconciling), pair("True", "Probing"));
+    assert_eq!(r.cond(Type::Stalled), None);
+    assert_eq!(
+        r.status.token_fingerprint.as_deref(),
+        Some(Fingerprint::of(b"a").as_str())
+    );
+    assert_eq!(r.status.observed_generation, Some(1));
+}
+
+#[test]
+fn valid_probe_makes_ready_and_schedules_within_the_interval() {
+    let mut r = Run::new();
+    let d = r.probe(200, t(0));
+    assert_eq!(r.cond(Type::Ready), pair("True", "TokenValid"));
+    assert_eq!(r.cond(Type::Degraded), pair("False", "AsExpected"));
+    assert_eq!(r.cond(Type::Reconciling), None, "present only while True");
+    assert_eq!(r.status.last_probe_result, Some(ProbeResult::Valid));
+    assert_eq!(r.status.last_probe_http_status, Some(200));
+    let next = d.requeue_at.expect("scheduled");
+    assert!(next > t(0) && next <= t(900), "{next}");
+}
+
+#[test]
+fn a_reconcile_without_news_renders_the_identical_status() {
+    let mut r = Run::new();
+    r.probe(200, t(0));
+    let before = r.status.clone();
+    r.step(ProbeStep::None, None, t(100));
+    assert_eq!(r.status, before, "no probe, no change: no write");
+    r.probe(503, t(500));
+    let before = r.status.clone();
+    r.step(ProbeStep::None, None, t(510));
+    assert_eq!(r.status, before);
+}
+
+#[test]
+fn persistent_401_degrades_only_at_the_threshold() {
+    let mut r = Run::new();
+    r.probe(200, t(0));
+    let d1 = r.probe(401, t(900));
+    assert_eq!(
+        r.cond(Type::Ready),
+        pair("True", "TokenValid"),
+        "one 401 is not yet persistent"
+    );
+    assert_eq!(r.cond(Type::Degraded), pair("False", "AsExpected"));
+    assert_eq!(d1.requeue_at, Some(t(930)), "confirmed after 30s");
+    let d2 = r.probe(401, t(930));
+    assert_eq!(d2.requeue_at, Some(t(1050)), "then after 2m");
+    assert_eq!(r.status.consecutive_failures, 2);
+    r.probe(401, t(1050));
+    assert_eq!(r.cond(Type::Ready), pair("False", "Unauthorized"));
+    assert_eq!(r.cond(Type::Degraded), pair("True", "Unauthorized"));
+    assert_eq!(r.cond(Type::Stalled), pair("True", "Unauthorized"));
+    // One valid probe clears it.
+    r.probe(200, t(2000));
+    assert_eq!(r.cond(Type::Ready), pair("True", "TokenValid"));
+    assert_eq!(r.cond(Type::Stalled), None);
+    assert_eq!(r.status.consecutive_failures, 0);
+}
+
+#[test]
+fn forbidden_degrades_with_its_own_reason() {
+    let mut r = Run::new();
+    for k in 0..3 {
+        r.probe(403, t(k * 100));
+    }
+    assert_eq!(r.cond(Type::Degraded), pair("True", "Forbidden"));
+}
+
+#[test]
+fn rate_limits_and_outages_never_degrade_nor_flip_ready() {
+    let mut r = Run::new();
+    r.probe(200, t(0));
+    let mut now = 900;
+    let mut last_delay = 0;
+    for code in [429, 503, 500, 429, 503, 503, 503, 503, 503, 503] {
+        let d = r.probe(code, t(now));
+        assert_eq!(r.cond(Type::Ready), pair("True", "TokenValid"));
+        assert_eq!(r.cond(Type::Degraded), pair("False", "AsExpected"));
+        assert_eq!(r.status.consecutive_failures, 0);
+        let next = d.requeue_at.expect("retry scheduled");
+        let delay = next.as_second() - t(now).as_second();
+        assert!(
+            delay >= last_delay.min(900 / 2),
+            "backoff grows: {delay} after {last_delay}"
+        );
+        assert!(delay <= 900, "capped at the interval: {delay}");
+        last_delay = delay;
+        now += delay;
+    }
+    assert!(
+        find(&r.status.conditions, Type::Ready).is_some_and(|c| c.message.contains("unavailable"))
+    );
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let mut r = Run::new();
+    let mut o = ProbeOutcome::answered(429);
+    o.retry_after = Some(t(3000));
+    let d = r.step(ProbeStep::Sent(o), None, t(0));
+    let next = d.requeue_at.expect("scheduled");
+    assert!(next >= t(3000) && next <= t(3010), "{next}");
+    assert_eq!(
+        r.cond(Type::Ready),
+        pair("Unknown", "Probing"),
+        "no decisive answer yet"
+    );
+}
+
+#[test]
+fn a_new_token_resets_the_verdict() {
+    let mut r = Run::new();
+    for k in 0..3 {
+        r.probe(401, t(k * 100));
+    }
+    assert_eq!(r.cond(Type::Degraded), pair("True", "Unauthorized"));
+    r.token = facts("b", None);
+    r.step(ProbeStep::None, None, t(400));
+    assert_eq!(r.cond(Type::Ready), pair("Unknown", "Probing"));
+    assert_eq!(r.cond(Type::Degraded), pair("False", "AsExpected"));
+    assert_eq!(r.status.consecutive_failures, 0);
+    assert_eq!(r.status.last_probe_result, None);
+}
+
+#[test]
+fn expired_tokens_fail_without_a_request_and_stop_probing() {
+    let mut r = Run::new();
+    r.token = facts("a", Some(-10));
+    let d = r.step(ProbeStep::Expired, None, t(0));
+    assert_eq!(r.status.last_probe_result, Some(ProbeResult::Expired));
+    assert_eq!(r.cond(Type::Ready), pair("False", "Expired"));
+    assert_eq!(r.cond(Type::Degraded), pair("True", "Expired"));
+    assert_eq!(r.cond(Type::Stalled), pair("True", "Expired"));
+    assert_eq!(r.status.last_probe_time, None, "no request was sent");
+    assert_eq!(d.requeue_at, None);
+    assert_eq!(r.status.expires_at, Some(Time(t(-10))));
+}
+
+#[test]
+fn expiring_soon_inside_the_window_and_requeue_at_the_instants() {
+    let mut r = Run::new();
+    let day = 86_400;
+    r.token = facts("a", Some(3 * day));
+    let d = r.step(ProbeStep::None, None, t(0));
+    assert_eq!(r.cond(Type::ExpiringSoon), pair("True", "ExpiringSoon"));
+    assert_eq!(d.requeue_at, Some(t(3 * day)), "wake at expiry");
+    r.token = facts("a", Some(365 * day));
+    let d = r.step(ProbeStep::None, None, t(0));
+    assert_eq!(r.cond(Type::ExpiringSoon), pair("False", "AsExpected"));
+    assert_eq!(
+        d.requeue_at,
+        Some(t(351 * day)),
+        "wake when the warning window opens"
+    );
+}
+
+#[test]
+fn declared_not_after_counts_when_the_token_carries_no_expiry() {
+    let mut r = Run::new();
+    r.settings.not_after = Some(t(1000));
+    r.step(ProbeStep::None, None, t(0));
+    assert_eq!(r.status.expires_at, Some(Time(t(1000))));
+}
+
+#[test]
+fn problems_map_to_reasons_and_stalled_only_when_a_person_is_needed() {
+    let mut r = Run::new();
+    r.step(
+        ProbeStep::None,
+        Some(Problem::SourceNotFound("gone".into())),
+        t(0),
+    );
+    assert_eq!(r.cond(Type::Ready), pair("False", "SourceNotFound"));
+    assert_eq!(r.cond(Type::Stalled), None);
+    assert_eq!(r.cond(Type::Reconciling), None);
+    r.step(
+        ProbeStep::None,
+        Some(Problem::InvalidToken("bad".into())),
+        t(0),
+    );
+    assert_eq!(r.cond(Type::Ready), pair("False", "InvalidToken"));
+    assert_eq!(r.cond(Type::Stalled), pair("True", "InvalidToken"));
+    assert_eq!(r.status.last_probe_result, Some(ProbeResult::Invalid));
+    r.step(
+        ProbeStep::None,
+        Some(Problem::SecretConflict("foreign".into())),
+        t(0),
+    );
+    assert_eq!(r.cond(Type::Stalled), pair("True", "SecretConflict"));
+    assert_eq!(r.status.next_probe_time, None);
+}
+
+#[test]
+fn transition_times_survive_repeated_probes() {
+    let mut r = Run::new();
+    r.probe(200, t(0));
+    let first = find(&r.status.conditions, Type::Ready).map(|c| c.last_transition_time.clone());
+    r.probe(200, t(900));
+    let second = find(&r.status.conditions, Type::Ready).map(|c| c.last_transition_time.clone());
+    assert_eq!(first, second);
+}
+
+#[test]
+fn probe_is_due_for_new_tokens_requests_and_schedule() {
+    let s = settings();
+    let tok = facts("a", None);
+    let mut st = TenantApiCredentialStatus::default();
+    assert_eq!(
+        probe_due(&st, &tok, &s, None, t(0), t(0), 0),
+        Some(t(0)),
+        "never probed"
+    );
+    st.token_fingerprint = Some(tok.fingerprint.to_string());
+    st.last_probe_result = Some(ProbeResult::Valid);
+    st.next_probe_time = Some(Time(t(500)));
+    assert_eq!(
+        probe_due(&st, &tok, &s, None, t(0), t(-100), 0),
+        Some(t(500))
+    );
+    assert_eq!(
+        probe_due(
+            &st,
+            &tok,
+            &s,
+            Some("2026-01-01T00:00:00Z"),
+            t(0),
+            t(-100),
+            0
+        ),
+        Some(t(0))
+    );
+    st.last_handled_probe_request = Some("2026-01-01T00:00:00Z".into());
+    assert_eq!(
+        probe_due(
+            &st,
+            &tok,
+            &s,
+            Some("2026-01-01T00:00:00Z"),
+            t(0),
+            t(-100),
+            0
+        ),
+        Some(t(500))
+    );
+    // Overdue at start-up: spread, not now.
+    assert_eq!(
+        probe_due(&st, &tok, &s, None, t(1000), t(800), 60_000),
+        Some(t(860))
+    );
+}
+
+#[test]
+fn resolve_reports_unusable_specs() {
+    let base = serde_json::json!({"tenant": "acme", "credentialRef": {"name": "in"}});
+    let with = |extra: serde_json::Value| {
+        let mut v = base.clone();
+        for (k, x) in extra.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        resolve(&tac(v), false)
+    };
+    assert!(
+        matches!(with(serde_json::json!({"provider": "salesforce"})), Err(Problem::InvalidSpec(m)) if m.contains("salesforce"))
+    );
+    assert!(
+        matches!(with(serde_json::json!({"provider": "generic"})), Err(Problem::InvalidSpec(m)) if m.contains("baseUrl"))
+    );
+    assert!(matches!(
+        with(
+            serde_json::json!({"provider": "generic", "baseUrl": "http://127.0.0.1:1", "probe": {"path": "/me"}})
+        ),
+        Err(Problem::InsecureBaseUrl(_))
+    ));
+    assert!(matches!(
+        with(serde_json::json!({"provider": "raise", "probe": {"interval": "30s"}})),
+        Err(Problem::InvalidSpec(_))
+    ));
+    assert!(matches!(
+        with(serde_json::json!({"provider": "raise", "probe": {"interval": "soon"}})),
+        Err(Problem::InvalidSpec(_))
+    ));
+    let cs = with(serde_json::json!({"provider": "charitystack", "probe": {"interval": "1m"}}))
+        .expect("ok");
+    assert_eq!(cs.interval.effective, Duration::from_secs(360));
+    assert_eq!(
+        cs.probe_url(),
+        "https://0k90mc4jjj.execute-api.us-east-2.amazonaws.com/v1/payments"
+    );
+    assert_eq!(
+        cs.host(),
+        "0k90mc4jjj.execute-api.us-east-2.amazonaws.com:443"
+    );
+    let insecure_ok = resolve(
+        &tac(serde_json::json!({"tenant": "a", "provider": "generic", "baseUrl": "http://127.0.0.1:8080/", "probe": {"path": "/me"}, "credentialRef": {"name": "in"}})),
+        true,
+    )
+    .expect("allowed with the flag");
+    assert_eq!(insecure_ok.probe_url(), "http://127.0.0.1:8080/me");
+}
+
+#[test]
+fn stretched_interval_is_explained() {
+    let mut r = Run::new();
+    r.settings = resolve(
+        &tac(serde_json::json!({"tenant": "acme", "provider": "charitystack", "probe": {"interval": "1m"}, "credentialRef": {"name": "in"}})),
+        false,
+    )
+    .expect("ok");
+    r.probe(200, t(0));
+    let msg = find(&r.status.conditions, Type::Ready)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("stretched from 1m to 6m"), "{msg}");
+}

@@ -1,0 +1,111 @@
+//! The one HTTP request that tells whether a token works. I/O only: what the answer means is
+//! `verdict`'s business.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+
+use crate::provider::summarize_error_body;
+use crate::token::Token;
+use crate::verdict::{self, ProbeOutcome, RateLimit, Transport, TransportFailure};
+
+pub const USER_AGENT_VALUE: &str = concat!(
+    "tenantcred/",
+    env!("CARGO_PKG_VERSION"),
+    " (+https://tenantcred.dev)"
+);
+/// Enough of an error body for a summary; the rest is never read.
+const BODY_LIMIT: usize = 4096;
+
+/// kube uses rustls with ring; reqwest is built without a provider of its own. Installing ring as
+/// the process default once keeps both on one provider (rustls panics when it has to choose).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(Clone)]
+pub struct Prober {
+    client: reqwest::Client,
+}
+
+impl Prober {
+    pub fn new() -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            // A redirect could carry the token to another host; a probe never follows one.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT_VALUE)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// `GET url` with the token as Bearer; never fails, every failure is an outcome.
+    pub async fn probe(&self, url: &str, token: &Token, timeout: Duration) -> ProbeOutcome {
+        let started = Instant::now();
+        let mut outcome = ProbeOutcome {
+            transport: Transport::Failed(TransportFailure::Other),
+            retry_after: None,
+            rate_limit: RateLimit::default(),
+            detail: None,
+            elapsed: Duration::ZERO,
+        };
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) else {
+            // Format checks reject such tokens before we get here; stay safe regardless.
+            outcome.detail = Some("the token cannot be sent as an HTTP header".into());
+            return outcome;
+        };
+        auth.set_sensitive(true);
+        let request = self
+            .client
+            .get(url)
+            .header(AUTHORIZATION, auth)
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(timeout);
+        match request.send().await {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let now = Timestamp::now();
+                read_headers(resp.headers(), now, &mut outcome);
+                outcome.transport = if resp.status().is_redirection() {
+                    Transport::Failed(TransportFailure::Redirect)
+                } else {
+                    Transport::Answered(status)
+                };
+                if !resp.status().is_success() {
+                    let mut body = Vec::new();
+                    while body.len() < BODY_LIMIT {
+                        match resp.chunk().await {
+                            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                            _ => break,
+                        }
+                    }
+                    body.truncate(BODY_LIMIT);
+                    outcome.detail = summarize_error_body(&body);
+                }
+            }
+            // Error texts are not kept: they are not needed and could grow to include request parts.
+            Err(e) if e.is_timeout() => outcome.transport = Transport::Timeout,
+            Err(e) if e.is_connect() => {
+                outcome.transport = Transport::Failed(TransportFailure::Connect)
+            }
+            Err(_) => outcome.transport = Transport::Failed(TransportFailure::Other),
+        }
+        outcome.elapsed = started.elapsed();
+        outcome
+    }
+}
+
+fn read_headers(h: &HeaderMap, now: Timestamp, outcome: &mut ProbeOutcome) {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    outcome.rate_limit = verdict::parse_rate_limit(
+        get("x-ratelimit-limit"),
+        get("x-ratelimit-remaining"),
+        get("x-ratelimit-reset"),
+        now,
+    );
+    outcome.retry_after = get("retry-after").and_then(|v| verdict::parse_retry_after(v, now));
+}

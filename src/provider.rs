@@ -1,0 +1,168 @@
+//! What tenantcred knows about each provider (../shared/PROVIDERS.md): where to probe, what a token
+//! looks like, how much of a key's rate limit a probe may spend.
+
+use std::time::Duration;
+
+use crate::crd::ProviderName;
+
+/// The shape of token a provider issues, checked before any request is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// A JWT whose claims must parse (Raise).
+    Jwt { provider: &'static str },
+    /// An opaque key with a fixed prefix (CharityStack `cs_live_`).
+    Prefixed {
+        provider: &'static str,
+        prefix: &'static str,
+    },
+    /// Anything header-safe; read `exp` if it happens to be a JWT.
+    Opaque,
+}
+
+/// Whose budget a provider's rate limit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitScope {
+    /// Per key (CharityStack documents 1,000/hour/key): a 429 holds back only that key.
+    Key,
+    /// Undocumented or account-wide: a 429 holds back every key of the host.
+    Host,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub default_base_url: Option<&'static str>,
+    pub default_probe_path: Option<&'static str>,
+    pub token_format: TokenFormat,
+    /// Documented requests per hour per key, when documented.
+    pub hourly_limit: Option<u32>,
+    pub limit_scope: LimitScope,
+}
+
+/// Probes may use at most this share of a key's documented hourly limit.
+pub const BUDGET_SHARE: f64 = 0.01;
+
+/// Without a documented limit a key still gets at most this many probes an hour (confirmations of
+/// a 401 included), so a mis-set spec or a probe-now loop cannot hammer an undocumented API.
+pub const UNDOCUMENTED_HOURLY_PROBES: u32 = 20;
+
+impl Profile {
+    pub fn for_provider(name: &ProviderName) -> Option<Self> {
+        Some(match name {
+            ProviderName::Raise => Self {
+                name: "raise",
+                default_base_url: Some("https://prod-api.raisedonors.com"),
+                default_probe_path: Some("/api/Donor/list?Skip=0&Take=1"),
+                token_format: TokenFormat::Jwt { provider: "raise" },
+                hourly_limit: None,
+                limit_scope: LimitScope::Host,
+            },
+            ProviderName::CharityStack => Self {
+                name: "charitystack",
+                default_base_url: Some("https://0k90mc4jjj.execute-api.us-east-2.amazonaws.com/v1"),
+                default_probe_path: Some("/payments"),
+                token_format: TokenFormat::Prefixed {
+                    provider: "charitystack",
+                    prefix: "cs_live_",
+                },
+                hourly_limit: Some(1_000),
+                limit_scope: LimitScope::Key,
+            },
+            ProviderName::Virtuous => Self {
+                name: "virtuous",
+                default_base_url: Some("https://api.virtuoussoftware.com"),
+                default_probe_path: Some("/api/Organization/Current"),
+                token_format: TokenFormat::Opaque,
+                hourly_limit: Some(5_000),
+                limit_scope: LimitScope::Host,
+            },
+            ProviderName::Generic => Self {
+                name: "generic",
+                default_base_url: None,
+                default_probe_path: None,
+                token_format: TokenFormat::Opaque,
+                hourly_limit: None,
+                limit_scope: LimitScope::Host,
+            },
+            ProviderName::Unknown(_) => return None,
+        })
+    }
+
+    /// Probes a key may receive per hour: 1% of the documented limit (CharityStack 10, Virtuous 50).
+    pub fn hourly_probe_budget(&self) -> u32 {
+        match self.hourly_limit {
+            Some(limit) => ((f64::from(limit) * BUDGET_SHARE).floor() as u32).max(1),
+            None => UNDOCUMENTED_HOURLY_PROBES,
+        }
+    }
+
+    /// The shortest probe interval the budget allows in steady state.
+    pub fn min_interval(&self) -> Duration {
+        Duration::from_secs(3600 / u64::from(self.hourly_probe_budget().max(1)))
+    }
+}
+
+/// A short, safe summary of an error body: status code first, body second, never assume JSON.
+/// Only a recognised `error`/`message` field or a short plain-text line is kept, and anything that
+/// looks like it might echo a credential is dropped.
+pub fn summarize_error_body(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let summary = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => [
+            "error_description",
+            "message",
+            "Message",
+            "error",
+            "title",
+            "detail",
+        ]
+        .iter()
+        .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_owned))?,
+        Err(_) if text.starts_with('<') => return None, // an HTML error page says nothing useful
+        Err(_) => text.lines().next().unwrap_or_default().to_owned(),
+    };
+    let lowered = summary.to_ascii_lowercase();
+    if lowered.contains("bearer ") || lowered.contains("eyj") || lowered.contains("cs_live_") {
+        return None;
+    }
+    Some(summary.chars().take(160).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_are_one_percent_of_documented_limits() {
+        let cs = Profile::for_provider(&ProviderName::CharityStack).expect("known");
+        let vi = Profile::for_provider(&ProviderName::Virtuous).expect("known");
+        assert_eq!(cs.hourly_probe_budget(), 10);
+        assert_eq!(cs.min_interval(), Duration::from_secs(360));
+        assert_eq!(vi.hourly_probe_budget(), 50);
+        assert_eq!(vi.min_interval(), Duration::from_secs(72));
+        assert!(Profile::for_provider(&ProviderName::Unknown("x".into())).is_none());
+    }
+
+    #[test]
+    fn error_bodies_are_read_defensively() {
+        assert_eq!(
+            summarize_error_body(br#"{"error": "Unauthorized"}"#).as_deref(),
+            Some("Unauthorized")
+        );
+        assert_eq!(
+            summarize_error_body(b"Authorization has been denied for this request.").as_deref(),
+            Some("Authorization has been denied for this request.")
+        );
+        assert_eq!(summarize_error_body(b"<html><body>502</body></html>"), None);
+        assert_eq!(summarize_error_body(b""), None);
+        assert_eq!(summarize_error_body(&[0xff, 0xfe]), None);
+        assert_eq!(
+            summarize_error_body(br#"{"message":"bad token cs_live_abc"}"#),
+            None
+        );
+        assert_eq!(summarize_error_body(br#"[1,2]"#), None);
+    }
+}

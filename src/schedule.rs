@@ -1,0 +1,344 @@
+//! When to look at a credential next. Pure functions of the clock and a jitter draw, so the timing
+//! policy is tested without sleeping.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::crd::ProbeResult;
+use crate::provider::Profile;
+
+/// A uniform draw in [0, 1), injected so tests pin it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Jitter(f64);
+
+impl Jitter {
+    pub fn new(u: f64) -> Self {
+        Self(if u.is_finite() {
+            u.clamp(0.0, 1.0)
+        } else {
+            0.5
+        })
+    }
+    pub fn random() -> Self {
+        Self::new(rand::random::<f64>())
+    }
+    /// Scales `d` by a factor uniformly spread over [lo, hi].
+    pub fn scale(self, d: Duration, lo: f64, hi: f64) -> Duration {
+        d.mul_f64(lo + (hi - lo) * self.0)
+    }
+}
+
+/// First confirmation of a 401/403 after this long, then 4x longer each time (30s, 2m, 8m...).
+pub const CONFIRM_FIRST: Duration = Duration::from_secs(30);
+/// First retry after a 429/5xx/timeout, doubling each time, capped at the interval.
+pub const TRANSIENT_FIRST: Duration = Duration::from_secs(30);
+
+/// The probe interval actually used: the spec's, stretched to what 1% of the provider's
+/// documented hourly limit allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub effective: Duration,
+    /// The spec's interval when the budget stretched it.
+    pub stretched_from: Option<Duration>,
+}
+
+pub fn effective_interval(requested: Duration, profile: &Profile) -> Interval {
+    let floor = profile.min_interval();
+    if requested < floor {
+        Interval {
+            effective: floor,
+            stretched_from: Some(requested),
+        }
+    } else {
+        Interval {
+            effective: requested,
+            stretched_from: None,
+        }
+    }
+}
+
+pub fn add(t: Timestamp, d: Duration) -> Timestamp {
+    let d = SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+pub fn until(now: Timestamp, later: Timestamp) -> Duration {
+    Duration::try_from(later.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// What the schedule needs to know about the probe that just finished.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    pub result: ProbeResult,
+    /// Consecutive 401/403 including this one.
+    pub consecutive_failures: u32,
+    pub failure_threshold: u32,
+    /// No probe of this token had completed before this one.
+    pub first_for_token: bool,
+    /// The previous probe's delay, when it was a transient failure too (for doubling).
+    pub previous_transient_delay: Option<Duration>,
+    /// Retry-After / rate-limit reset asked for by the provider.
+    pub provider_back_off: Option<Timestamp>,
+}
+
+/// When to probe again after `f`, or `None` when probing stops (expired or unusable token: only a
+/// new token brings it back).
+pub fn next_probe(
+    f: Finished,
+    interval: Duration,
+    now: Timestamp,
+    jitter: Jitter,
+) -> Option<Timestamp> {
+    let delay = match f.result {
+        ProbeResult::Valid if f.first_for_token => {
+            // Spreads the first follow-ups of a mass creation over the whole interval, so thousands of
+            // credentials created together do not probe together forever after.
+            jitter.scale(interval, 0.1, 1.0)
+        }
+        ProbeResult::Valid => jitter.scale(interval, 0.9, 1.1),
+        ProbeResult::Unauthorized | ProbeResult::Forbidden
+            if f.consecutive_failures < f.failure_threshold =>
+        {
+            let exp = f.consecutive_failures.saturating_sub(1).min(8);
+            let confirm = CONFIRM_FIRST.saturating_mul(4u32.pow(exp)).min(interval);
+            jitter.scale(confirm, 0.9, 1.1)
+        }
+        ProbeResult::Unauthorized | ProbeResult::Forbidden => jitter.scale(interval, 0.9, 1.1),
+        ProbeResult::RateLimited | ProbeResult::Unavailable => {
+            let base = f
+                .previous_transient_delay
+                .map_or(TRANSIENT_FIRST, |d| d.saturating_mul(2))
+                .clamp(TRANSIENT_FIRST, interval.max(TRANSIENT_FIRST));
+            // "Equal jitter": never less than half the backoff, so a storm still spreads out.
+            let mut next = add(now, jitter.scale(base, 0.5, 1.0));
+            if let Some(back_off) = f.provider_back_off {
+                // The provider's word wins, plus a little jitter so every key does not return at once.
+                next = next.max(add(
+                    back_off,
+                    jitter.scale(Duration::from_secs(10), 0.0, 1.0),
+                ));
+            }
+            return Some(next);
+        }
+        ProbeResult::Expired | ProbeResult::Invalid => return None,
+    };
+    Some(add(now, delay))
+}
+
+/// After a restart, credentials whose probe fell due while the operator was down are spread over
+/// one interval from start-up (by a stable per-resource offset), instead of all firing at once.
+pub fn catch_up(
+    due: Timestamp,
+    started_at: Timestamp,
+    interval: Duration,
+    stable_offset: u64,
+) -> Timestamp {
+    if due >= started_at {
+        return due;
+    }
+    let window_ms = interval.as_millis().max(1) as u64;
+    add(started_at, Duration::from_millis(stable_offset % window_ms))
+}
+
+/// Instants at which a credential's state changes without any event: entering the ExpiringSoon
+/// window and expiry itself.
+pub fn expiry_instants(
+    expires_at: Option<Timestamp>,
+    warn_before: Duration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let exp = expires_at?;
+    let warn = exp
+        .checked_sub(SignedDuration::try_from(warn_before).ok()?)
+        .unwrap_or(Timestamp::MIN);
+    [warn, exp].into_iter().filter(|t| *t > now).min()
+}
+
+/// Probes sent with one key during the last hour: the hard guarantee behind the 1% budget,
+/// whatever the spec, confirmations or probe-now requests ask.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    sent: VecDeque<Timestamp>,
+}
+
+const HOUR: SignedDuration = SignedDuration::from_hours(1);
+
+impl Ledger {
+    fn prune(&mut self, now: Timestamp) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| t.checked_add(HOUR).is_ok_and(|end| end <= now))
+        {
+            self.sent.pop_front();
+        }
+    }
+
+    /// `Ok` when a probe may go now, else the earliest instant it may.
+    pub fn check(&mut self, budget: u32, now: Timestamp) -> Result<(), Timestamp> {
+        self.prune(now);
+        if (self.sent.len() as u32) < budget.max(1) {
+            return Ok(());
+        }
+        let oldest = self.sent.front().copied().unwrap_or(now);
+        Err(oldest.checked_add(HOUR).unwrap_or(Timestamp::MAX))
+    }
+
+    pub fn record(&mut self, now: Timestamp) {
+        self.sent.push_back(now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ProviderName;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn finished(result: ProbeResult) -> Finished {
+        Finished {
+            result,
+            consecutive_failures: 0,
+            failure_threshold: 3,
+            first_for_token: false,
+            previous_transient_delay: None,
+            provider_back_off: None,
+        }
+    }
+
+    #[test]
+    fn budget_stretches_short_intervals() {
+        let cs = Profile::for_provider(&ProviderName::CharityStack).expect("known");
+        assert_eq!(
+            effective_interval(MIN, &cs),
+            Interval {
+                effective: Duration::from_secs(360),
+                stretched_from: Some(MIN)
+            }
+        );
+        assert_eq!(effective_interval(15 * MIN, &cs).stretched_from, None);
+    }
+
+    #[test]
+    fn valid_probes_repeat_within_ten_percent() {
+        let i = 15 * MIN;
+        assert_eq!(
+            next_probe(finished(ProbeResult::Valid), i, t(0), Jitter::new(0.0)),
+            Some(t(810))
+        );
+        assert_eq!(
+            next_probe(finished(ProbeResult::Valid), i, t(0), Jitter::new(1.0)),
+            Some(t(990))
+        );
+        let first = Finished {
+            first_for_token: true,
+            ..finished(ProbeResult::Valid)
+        };
+        assert_eq!(next_probe(first, i, t(0), Jitter::new(0.0)), Some(t(90)));
+        assert_eq!(next_probe(first, i, t(0), Jitter::new(1.0)), Some(t(900)));
+    }
+
+    #[test]
+    fn unauthorized_is_confirmed_at_30s_then_2m_then_interval() {
+        let i = 15 * MIN;
+        let mid = Jitter::new(0.5);
+        let f = |n| Finished {
+            consecutive_failures: n,
+            ..finished(ProbeResult::Unauthorized)
+        };
+        assert_eq!(next_probe(f(1), i, t(0), mid), Some(t(30)));
+        assert_eq!(next_probe(f(2), i, t(0), mid), Some(t(120)));
+        assert_eq!(
+            next_probe(f(3), i, t(0), mid),
+            Some(t(900)),
+            "degraded: back to the interval"
+        );
+        let short = next_probe(f(2), MIN, t(0), mid);
+        assert_eq!(short, Some(t(60)), "never beyond the interval");
+    }
+
+    #[test]
+    fn transient_failures_double_and_honour_the_provider() {
+        let i = 15 * MIN;
+        let hi = Jitter::new(1.0);
+        let first = finished(ProbeResult::Unavailable);
+        assert_eq!(next_probe(first, i, t(0), hi), Some(t(30)));
+        let second = Finished {
+            previous_transient_delay: Some(Duration::from_secs(30)),
+            ..first
+        };
+        assert_eq!(next_probe(second, i, t(0), hi), Some(t(60)));
+        let capped = Finished {
+            previous_transient_delay: Some(Duration::from_secs(800)),
+            ..first
+        };
+        assert_eq!(next_probe(capped, i, t(0), hi), Some(t(900)));
+        let limited = Finished {
+            provider_back_off: Some(t(3000)),
+            ..finished(ProbeResult::RateLimited)
+        };
+        let next = next_probe(limited, i, t(0), Jitter::new(0.0)).expect("scheduled");
+        assert_eq!(next, t(3000));
+    }
+
+    #[test]
+    fn expired_and_invalid_stop_probing() {
+        assert_eq!(
+            next_probe(finished(ProbeResult::Expired), MIN, t(0), Jitter::new(0.5)),
+            None
+        );
+        assert_eq!(
+            next_probe(finished(ProbeResult::Invalid), MIN, t(0), Jitter::new(0.5)),
+            None
+        );
+    }
+
+    #[test]
+    fn overdue_probes_after_restart_spread_over_one_interval() {
+        let i = 10 * MIN;
+        assert_eq!(
+            catch_up(t(500), t(100), i, 7),
+            t(500),
+            "not overdue: untouched"
+        );
+        let slots: Vec<_> = (0..600u64)
+            .map(|k| catch_up(t(0), t(100), i, k * 1000))
+            .collect();
+        assert_eq!(slots.first(), Some(&t(100)));
+        assert_eq!(slots.last(), Some(&t(699)));
+    }
+
+    #[test]
+    fn expiry_instants_are_the_warning_and_the_expiry() {
+        let warn = Duration::from_secs(100);
+        assert_eq!(expiry_instants(Some(t(1000)), warn, t(0)), Some(t(900)));
+        assert_eq!(expiry_instants(Some(t(1000)), warn, t(950)), Some(t(1000)));
+        assert_eq!(expiry_instants(Some(t(1000)), warn, t(1000)), None);
+        assert_eq!(expiry_instants(None, warn, t(0)), None);
+    }
+
+    #[test]
+    fn ledger_caps_probes_per_rolling_hour() {
+        let mut l = Ledger::default();
+        for k in 0..10 {
+            assert_eq!(l.check(10, t(k * 60)), Ok(()));
+            l.record(t(k * 60));
+        }
+        assert_eq!(l.check(10, t(700)), Err(t(3600)));
+        assert_eq!(l.check(10, t(3600)), Ok(()), "the oldest left the window");
+    }
+}

@@ -1,0 +1,268 @@
+//! Token values: a wrapper that never prints the secret, fingerprints, format checks and the
+//! expiry a JWT carries.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::provider::TokenFormat;
+
+/// A token value. `Debug` and `Display` show only its fingerprint, so a token can be carried in
+/// structs that get logged without leaking. Read the value with [`Token::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself: only for the HTTP header and the managed Secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {}>", self.fingerprint())
+    }
+}
+
+/// `sha256:` + the first 12 hex digits of the token's SHA-256: enough to tell tokens apart in
+/// status and logs, far too little to recover anything.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn of(bytes: &[u8]) -> Self {
+        let digest = Sha256::digest(bytes);
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        Self(format!("sha256:{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validity window read from a token (JWT `exp`/`nbf`), when it carries one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    pub not_before: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Why a token was refused before any request was sent. Messages never contain the token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("the token is empty")]
+    Empty,
+    #[error(
+        "the token has leading or trailing whitespace (often a trailing newline from `echo` or a file); remove it"
+    )]
+    SurroundingWhitespace,
+    #[error(
+        "the token contains whitespace or control characters and cannot be sent in an HTTP header"
+    )]
+    IllegalCharacters,
+    #[error("a {provider} key starts with `{prefix}`; this value does not")]
+    MissingPrefix {
+        provider: &'static str,
+        prefix: &'static str,
+    },
+    #[error(
+        "a {provider} token is a JWT (three base64url parts separated by dots); this value does not parse as one"
+    )]
+    NotAJwt { provider: &'static str },
+}
+
+/// Checks a raw token against what the provider issues and reads its lifetime.
+pub fn check(raw: &str, format: TokenFormat) -> Result<(Token, Lifetime), FormatError> {
+    if raw.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    if raw.trim() != raw {
+        return Err(FormatError::SurroundingWhitespace);
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(FormatError::IllegalCharacters);
+    }
+    let lifetime = match format {
+        TokenFormat::Jwt { provider } => {
+            jwt_lifetime(raw).ok_or(FormatError::NotAJwt { provider })?
+        }
+        TokenFormat::Prefixed { provider, prefix } => {
+            if !raw.starts_with(prefix) || raw.len() == prefix.len() {
+                return Err(FormatError::MissingPrefix { provider, prefix });
+            }
+            Lifetime::default()
+        }
+        // Opaque keys may still be JWTs (Virtuous OAuth access tokens are): read exp when present.
+        TokenFormat::Opaque => jwt_lifetime(raw).unwrap_or_default(),
+    };
+    Ok((Token::new(raw), lifetime))
+}
+
+#[derive(Deserialize)]
+struct TimeClaims {
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+}
+
+/// Reads `exp`/`nbf` without verifying the signature: tenantcred is not the token's audience and
+/// holds no key; the provider's answer to the probe is what proves validity.
+fn jwt_lifetime(raw: &str) -> Option<Lifetime> {
+    if raw.split('.').count() != 3 {
+        return None;
+    }
+    // The library's errors are dropped unread: they could quote parts of the token.
+    let header = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(raw).ok()?;
+    let claims: TimeClaims = serde_json::from_value(header.claims).ok()?;
+    Some(Lifetime {
+        expires_at: claims.exp.as_ref().and_then(numeric_date),
+        not_before: claims.nbf.as_ref().and_then(numeric_date),
+    })
+}
+
+fn numeric_date(v: &serde_json::Value) -> Option<Timestamp> {
+    let secs = v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))?;
+    Timestamp::from_second(secs).ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An unsigned-looking JWT with the given claims (the signature part is junk; nobody checks it).
+    pub fn jwt(claims: serde_json::Value) -> String {
+        use base64_url as b;
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b::encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+            b::encode(claims.to_string().as_bytes())
+        )
+    }
+
+    /// Minimal base64url (no padding) for test fixtures.
+    mod base64_url {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode(input: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let t = Token::new("cs_live_supersecretvalue");
+        for shown in [format!("{t:?}"), format!("{t}"), format!("{:?}", Some(&t))] {
+            assert!(!shown.contains("supersecret"), "{shown}");
+            assert!(shown.contains("sha256:"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_prefix_with_12_hex() {
+        let fp = Fingerprint::of(b"abc");
+        // sha256("abc") = ba7816bf8f01cfea...
+        assert_eq!(fp.as_str(), "sha256:ba7816bf8f01");
+    }
+
+    #[test]
+    fn whitespace_and_prefix_and_jwt_checks() {
+        let cs = TokenFormat::Prefixed {
+            provider: "charitystack",
+            prefix: "cs_live_",
+        };
+        let raise = TokenFormat::Jwt { provider: "raise" };
+        assert_eq!(check("", cs), Err(FormatError::Empty));
+        assert_eq!(
+            check("cs_live_abc\n", cs),
+            Err(FormatError::SurroundingWhitespace)
+        );
+        assert_eq!(
+            check(" cs_live_abc", cs),
+            Err(FormatError::SurroundingWhitespace)
+        );
+        assert_eq!(
+            check("cs_live_a bc", cs),
+            Err(FormatError::IllegalCharacters)
+        );
+        assert!(matches!(
+            check("sk_live_abc", cs),
+            Err(FormatError::MissingPrefix { .. })
+        ));
+        assert!(matches!(
+            check("cs_live_", cs),
+            Err(FormatError::MissingPrefix { .. })
+        ));
+        assert!(check("cs_live_abc", cs).is_ok());
+        assert!(matches!(
+            check("not.a.jwt", raise),
+            Err(FormatError::NotAJwt { .. })
+        ));
+        assert!(matches!(
+            check("opaque", raise),
+            Err(FormatError::NotAJwt { .. })
+        ));
+        let (_, life) = check(
+            &jwt(serde_json::json!({"exp": 1_900_000_000, "nbf": 1_700_000_000})),
+            raise,
+        )
+        .expect("valid jwt");
+        assert_eq!(life.expires_at, Timestamp::from_second(1_900_000_000).ok());
+        assert_eq!(life.not_before, Timestamp::from_second(1_700_000_000).ok());
+        let (_, life) =
+            check(&jwt(serde_json::json!({"sub": "x"})), raise).expect("jwt without exp");
+        assert_eq!(life, Lifetime::default());
+    }
+
+    #[test]
+    fn errors_never_echo_the_token() {
+        let secret = "eyJhbGciOi.SECRETPAYLOAD";
+        let err = check(secret, TokenFormat::Jwt { provider: "raise" }).expect_err("not a jwt");
+        assert!(!err.to_string().contains("SECRET"));
+    }
+
+    #[test]
+    fn opaque_tokens_that_are_jwts_still_yield_exp() {
+        let (_, life) = check(
+            &jwt(serde_json::json!({"exp": 1_900_000_000})),
+            TokenFormat::Opaque,
+        )
+        .expect("ok");
+        assert!(life.expires_at.is_some());
+        let (_, life) = check("plainapikey", TokenFormat::Opaque).expect("ok");
+        assert_eq!(life, Lifetime::default());
+    }
+}

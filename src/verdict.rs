@@ -1,0 +1,228 @@
+//! From what a probe saw to what it means for the token: one pure function, shared by the
+//! controller and `tenantcred check`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::ProbeResult;
+
+/// What happened when a probe request was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The provider answered with this HTTP status.
+    Answered(u16),
+    /// No answer within `probe.timeout`.
+    Timeout,
+    /// DNS, TLS, connection refused or reset, a redirect we refused to follow...
+    Failed(TransportFailure),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportFailure {
+    Connect,
+    Redirect,
+    Other,
+}
+
+/// `X-RateLimit-*` headers as sent by the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset_at: Option<Timestamp>,
+}
+
+impl RateLimit {
+    pub fn is_empty(&self) -> bool {
+        self.limit.is_none() && self.remaining.is_none() && self.reset_at.is_none()
+    }
+}
+
+/// Everything a probe observed that matters for the decision. Holds no token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub transport: Transport,
+    /// `Retry-After`, already turned into an instant.
+    pub retry_after: Option<Timestamp>,
+    pub rate_limit: RateLimit,
+    /// A safe, short summary of the error body (see `provider::summarize_error_body`).
+    pub detail: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl ProbeOutcome {
+    pub fn answered(status: u16) -> Self {
+        Self {
+            transport: Transport::Answered(status),
+            retry_after: None,
+            rate_limit: RateLimit::default(),
+            detail: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self.transport {
+            Transport::Answered(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// When the provider asked us to come back: `Retry-After`, else the rate-limit reset when the
+    /// window is used up (or the answer was a 429).
+    pub fn back_off_until(&self) -> Option<Timestamp> {
+        let exhausted = self.rate_limit.remaining == Some(0) || self.http_status() == Some(429);
+        match (self.retry_after, self.rate_limit.reset_at) {
+            (Some(a), Some(r)) if exhausted => Some(a.max(r)),
+            (Some(a), _) => Some(a),
+            (None, Some(r)) if exhausted => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// 2xx Valid; 401 Unauthorized; 403 Forbidden; 429 RateLimited; everything the provider or the
+/// network is to blame for is Unavailable and never counts against the token.
+pub fn classify(outcome: &ProbeOutcome) -> ProbeResult {
+    match outcome.transport {
+        Transport::Answered(s) if (200..300).contains(&s) => ProbeResult::Valid,
+        Transport::Answered(401) => ProbeResult::Unauthorized,
+        Transport::Answered(403) => ProbeResult::Forbidden,
+        Transport::Answered(429) => ProbeResult::RateLimited,
+        // 3xx we did not follow, 404 from a gateway, 5xx: the provider or the path, not the token.
+        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) => {
+            ProbeResult::Unavailable
+        }
+    }
+}
+
+/// Parses the rate-limit headers; unreadable values are ignored, never trusted.
+pub fn parse_rate_limit(
+    limit: Option<&str>,
+    remaining: Option<&str>,
+    reset: Option<&str>,
+    now: Timestamp,
+) -> RateLimit {
+    let num = |v: Option<&str>| v.and_then(|s| s.trim().parse::<u64>().ok());
+    // Unix seconds per CharityStack; some APIs send seconds-until-reset instead: a small number
+    // cannot be a plausible epoch, so read it as a delay.
+    let reset_at = num(reset).and_then(|n| {
+        if n < 1_000_000_000 {
+            now.checked_add(jiff::SignedDuration::from_secs(n as i64))
+                .ok()
+        } else {
+            Timestamp::from_second(n as i64).ok()
+        }
+    });
+    RateLimit {
+        limit: num(limit),
+        remaining: num(remaining),
+        reset_at,
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Timestamp> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return now
+            .checked_add(jiff::SignedDuration::from_secs(secs.min(86_400) as i64))
+            .ok();
+    }
+    jiff::fmt::rfc2822::parse(v).ok().map(|z| z.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("valid")
+    }
+
+    #[test]
+    fn classification_matches_providers_md() {
+        let cases = [
+            (Transport::Answered(200), ProbeResult::Valid),
+            (Transport::Answered(204), ProbeResult::Valid),
+            (Transport::Answered(401), ProbeResult::Unauthorized),
+            (Transport::Answered(403), ProbeResult::Forbidden),
+            (Transport::Answered(429), ProbeResult::RateLimited),
+            (Transport::Answered(500), ProbeResult::Unavailable),
+            (Transport::Answered(503), ProbeResult::Unavailable),
+            (Transport::Answered(302), ProbeResult::Unavailable),
+            (Transport::Timeout, ProbeResult::Unavailable),
+            (
+                Transport::Failed(TransportFailure::Connect),
+                ProbeResult::Unavailable,
+            ),
+            (
+                Transport::Failed(TransportFailure::Redirect),
+                ProbeResult::Unavailable,
+            ),
+        ];
+        for (transport, want) in cases {
+            let o = ProbeOutcome {
+                transport: transport.clone(),
+                ..ProbeOutcome::answered(0)
+            };
+            assert_eq!(classify(&o), want, "{transport:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let now = ts(1_800_000_000);
+        let rl = parse_rate_limit(Some("1000"), Some("987"), Some("1800000600"), now);
+        assert_eq!(
+            rl,
+            RateLimit {
+                limit: Some(1000),
+                remaining: Some(987),
+                reset_at: Some(ts(1_800_000_600))
+            }
+        );
+        let rl = parse_rate_limit(Some("x"), None, Some("60"), now);
+        assert_eq!(
+            rl,
+            RateLimit {
+                limit: None,
+                remaining: None,
+                reset_at: Some(ts(1_800_000_060))
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = ts(1_800_000_000);
+        assert_eq!(parse_retry_after("120", now), Some(ts(1_800_000_120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(ts(1_445_412_480))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn back_off_prefers_the_later_instant_when_exhausted() {
+        let mut o = ProbeOutcome::answered(429);
+        o.retry_after = Some(ts(100));
+        o.rate_limit.reset_at = Some(ts(200));
+        assert_eq!(o.back_off_until(), Some(ts(200)));
+        let mut ok = ProbeOutcome::answered(200);
+        ok.rate_limit = RateLimit {
+            limit: Some(1000),
+            remaining: Some(900),
+            reset_at: Some(ts(200)),
+        };
+        assert_eq!(
+            ok.back_off_until(),
+            None,
+            "a healthy window is no reason to wait"
+        );
+        ok.rate_limit.remaining = Some(0);
+        assert_eq!(ok.back_off_until(), Some(ts(200)));
+    }
+}
