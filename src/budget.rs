@@ -74,7 +74,7 @@ impl Budget {
         ledger.check(profile.hourly_probe_budget(), now)?;
         ledger.record(now);
         st.admitted += 1;
-        if st.admitted % 4096 == 0 {
+        if st.admitted.is_multiple_of(4096) {
             // Forget keys not probed for an hour (rotated or deleted credentials).
             st.ledgers.retain(|_, l| {
                 let _ = l.check(u32::MAX, now);

@@ -163,7 +163,7 @@ pub fn truncate(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-pub fn find<'a>(conditions: &'a [Condition], type_: Type) -> Option<&'a Condition> {
+pub fn find(conditions: &[Condition], type_: Type) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 

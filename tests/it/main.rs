@@ -1,0 +1,9 @@
+//! Integration tests: one binary, so kube is linked once.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod apiserver_double;
+mod core_scenarios;
+mod crd_validation;
+mod probe_http;
+mod probing_scenarios;

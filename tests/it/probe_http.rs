@@ -1,0 +1,150 @@
+//! The probe against a real HTTP server on 127.0.0.1 behaving like each provider.
+
+use std::time::Duration;
+
+use tenantcred::crd::ProbeResult;
+use tenantcred::probe::Prober;
+use tenantcred::token::Token;
+use tenantcred::verdict::{Transport, classify};
+
+use crate::support::{Answer, Provider};
+
+async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
+    let prober = Prober::new().expect("client");
+    prober
+        .probe(
+            &format!("{}/api/Organization/Current", p.base_url),
+            &Token::new(token),
+            timeout,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn every_provider_answer_gets_its_verdict() {
+    let p = Provider::start().await;
+    let cases = [
+        ("valid", Answer::Ok, ProbeResult::Valid),
+        (
+            "json401",
+            Answer::UnauthorizedJson,
+            ProbeResult::Unauthorized,
+        ),
+        (
+            "text401",
+            Answer::UnauthorizedText,
+            ProbeResult::Unauthorized,
+        ),
+        ("nope", Answer::Forbidden, ProbeResult::Forbidden),
+        (
+            "limited",
+            Answer::RateLimited { retry_after: 120 },
+            ProbeResult::RateLimited,
+        ),
+        (
+            "limited2",
+            Answer::RateLimitedHeaders {
+                reset_at: 4_102_444_800,
+            },
+            ProbeResult::RateLimited,
+        ),
+        ("err500", Answer::Status(500), ProbeResult::Unavailable),
+        ("err503", Answer::Status(503), ProbeResult::Unavailable),
+    ];
+    for (token, answer, want) in cases {
+        p.answer(token, answer);
+        let o = probe(&p, token, Duration::from_secs(5)).await;
+        assert_eq!(classify(&o), want, "{token}: {o:?}");
+    }
+    let text = probe(&p, "text401", Duration::from_secs(5)).await;
+    assert_eq!(
+        text.detail.as_deref(),
+        Some("Authorization has been denied for this request.")
+    );
+    let json = probe(&p, "json401", Duration::from_secs(5)).await;
+    assert_eq!(json.detail.as_deref(), Some("Unauthorized"));
+    let limited = probe(&p, "limited", Duration::from_secs(5)).await;
+    let wait = limited.retry_after.expect("Retry-After read").as_second()
+        - jiff::Timestamp::now().as_second();
+    assert!((110..=121).contains(&wait), "{wait}");
+    let limited2 = probe(&p, "limited2", Duration::from_secs(5)).await;
+    assert_eq!(limited2.rate_limit.remaining, Some(0));
+    assert_eq!(
+        limited2.back_off_until().map(|t| t.as_second()),
+        Some(4_102_444_800)
+    );
+}
+
+#[tokio::test]
+async fn requests_carry_bearer_and_user_agent() {
+    let p = Provider::start().await;
+    p.answer("abc", Answer::Ok);
+    probe(&p, "abc", Duration::from_secs(5)).await;
+    let seen = p.seen();
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer abc"));
+    assert!(
+        seen[0]
+            .user_agent
+            .as_deref()
+            .is_some_and(|u| u.starts_with("tenantcred/"))
+    );
+    assert_eq!(seen[0].path, "/api/Organization/Current");
+}
+
+#[tokio::test]
+async fn slow_answers_time_out_and_refused_connections_are_unavailable() {
+    let p = Provider::start().await;
+    p.answer("slow", Answer::Slow(Duration::from_secs(3)));
+    let o = probe(&p, "slow", Duration::from_millis(300)).await;
+    assert_eq!(o.transport, Transport::Timeout);
+    assert_eq!(classify(&o), ProbeResult::Unavailable);
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let prober = Prober::new().expect("client");
+    let o = prober
+        .probe(
+            &format!("http://127.0.0.1:{port}/x"),
+            &Token::new("t"),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(matches!(o.transport, Transport::Failed(_)), "{o:?}");
+    assert_eq!(classify(&o), ProbeResult::Unavailable);
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    use axum::Router;
+    use axum::response::Redirect;
+    let target = Provider::start().await;
+    target.answer("secret-token", Answer::Ok);
+    let to = format!("{}/stolen", target.base_url);
+    let app = Router::new().fallback(move || {
+        let to = to.clone();
+        async move { Redirect::temporary(&to) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let prober = Prober::new().expect("client");
+    let o = prober
+        .probe(
+            &format!("http://{addr}/probe"),
+            &Token::new("secret-token"),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_eq!(classify(&o), ProbeResult::Unavailable);
+    assert!(
+        target.seen().is_empty(),
+        "the token never reached the other host"
+    );
+}

@@ -1,0 +1,267 @@
+//! Issue 3 through the controller: verdicts, persistence, storms, expiry and the budget.
+
+use serde_json::json;
+
+use crate::support::{Answer, Harness, eventually, pair, settle};
+
+fn jwt(claims: serde_json::Value) -> String {
+    fn b64url(input: &[u8]) -> String {
+        crate::support::apiserver::b64(input)
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    }
+    format!(
+        "{}.{}.c2ln",
+        b64url(br#"{"alg":"RS256","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+fn ts(v: &serde_json::Value) -> Option<jiff::Timestamp> {
+    v.as_str()?.parse().ok()
+}
+
+/// `tenantcred probe-now`: the annotation the controller honours and echoes.
+fn probe_now(h: &Harness, name: &str, stamp: &str) {
+    h.edit_tac(name, |o| {
+        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": stamp})
+    });
+}
+
+async fn handled(h: &Harness, name: &str, stamp: &str) {
+    eventually(10, "probe request honoured", || {
+        h.tac(name)["status"]["lastHandledProbeRequest"] == stamp
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_valid_token_is_ready_with_probe_fields() {
+    let h = Harness::start().await;
+    h.provider.answer("good", Answer::Ok);
+    h.provider.send_rate_headers(true);
+    h.source_secret("c-input", "good");
+    h.credential("c", "generic", json!({}));
+    eventually(10, "Ready", || {
+        h.condition("c", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    let st = &h.tac("c")["status"];
+    assert_eq!(st["lastProbeResult"], "Valid");
+    assert_eq!(st["lastProbeHttpStatus"], 200);
+    assert_eq!(st["consecutiveFailures"], 0);
+    assert!(
+        st["lastProbeTime"].is_string()
+            && st["lastSuccessfulProbeTime"].is_string()
+            && st["nextProbeTime"].is_string()
+    );
+    assert_eq!(st["rateLimit"]["limit"], 1000);
+    assert_eq!(st["rateLimit"]["remaining"], 987);
+    assert_eq!(h.condition("c", "Reconciling"), None);
+    assert_eq!(h.events("TokenValid"), 1);
+}
+
+#[tokio::test]
+async fn persistent_401_degrades_and_a_new_token_recovers() {
+    let h = Harness::start().await;
+    h.provider.answer("revoked", Answer::UnauthorizedText);
+    h.source_secret("c-input", "revoked");
+    h.credential("c", "generic", json!({}));
+    eventually(10, "first 401", || {
+        h.tac("c")["status"]["consecutiveFailures"] == 1
+    })
+    .await;
+    assert_eq!(
+        h.condition("c", "Degraded"),
+        pair("False", "AsExpected"),
+        "one 401 is not persistent"
+    );
+    assert!(
+        h.tac("c")["status"]["nextProbeTime"].is_string(),
+        "a confirmation is scheduled"
+    );
+    probe_now(&h, "c", "2026-11-22T10:00:00Z");
+    handled(&h, "c", "2026-11-22T10:00:00Z").await;
+    probe_now(&h, "c", "2026-11-22T10:01:00Z");
+    handled(&h, "c", "2026-11-22T10:01:00Z").await;
+    eventually(10, "Degraded", || {
+        h.condition("c", "Degraded") == pair("True", "Unauthorized")
+    })
+    .await;
+    assert_eq!(h.condition("c", "Stalled"), pair("True", "Unauthorized"));
+    assert_eq!(h.condition("c", "Ready"), pair("False", "Unauthorized"));
+    assert_eq!(h.events("Unauthorized"), 1, "one Warning on the transition");
+    assert_eq!(h.provider.hits("revoked"), 3);
+    h.provider.answer("fresh", Answer::Ok);
+    h.source_secret("c-input", "fresh");
+    eventually(10, "Ready again", || {
+        h.condition("c", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    assert_eq!(h.condition("c", "Stalled"), None);
+    assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
+}
+
+#[tokio::test]
+async fn storms_of_503_and_429_never_degrade() {
+    let h = Harness::start().await;
+    h.provider.answer("t", Answer::Ok);
+    h.source_secret("c-input", "t");
+    h.credential("c", "generic", json!({}));
+    eventually(10, "Ready", || {
+        h.condition("c", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    h.provider.answer("t", Answer::Status(503));
+    for i in 0..4 {
+        let stamp = format!("2026-11-22T10:0{i}:00Z");
+        probe_now(&h, "c", &stamp);
+        handled(&h, "c", &stamp).await;
+        assert_eq!(
+            h.condition("c", "Ready"),
+            pair("True", "TokenValid"),
+            "never flips Ready"
+        );
+        assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
+    }
+    let st = &h.tac("c")["status"];
+    assert_eq!(st["lastProbeResult"], "Unavailable");
+    assert_eq!(st["consecutiveFailures"], 0);
+    let next = ts(&st["nextProbeTime"]);
+    let last = ts(&st["lastProbeTime"]);
+    let backoff = next
+        .zip(last)
+        .map(|(n, l)| n.as_second() - l.as_second())
+        .unwrap_or_default();
+    assert!(
+        backoff >= 60,
+        "backoff grew past the first 30s step: {backoff}s"
+    );
+
+    // A 429 with Retry-After holds back every later probe of that host until then.
+    h.provider
+        .answer("t", Answer::RateLimited { retry_after: 3600 });
+    probe_now(&h, "c", "2026-11-22T11:00:00Z");
+    handled(&h, "c", "2026-11-22T11:00:00Z").await;
+    assert_eq!(h.tac("c")["status"]["lastProbeResult"], "RateLimited");
+    let hits = h.provider.hits("t");
+    probe_now(&h, "c", "2026-11-22T11:01:00Z");
+    handled(&h, "c", "2026-11-22T11:01:00Z").await;
+    settle(200).await;
+    assert_eq!(
+        h.provider.hits("t"),
+        hits,
+        "Retry-After honoured: no request before it"
+    );
+    let next = ts(&h.tac("c")["status"]["nextProbeTime"])
+        .map(|t| t.as_second())
+        .unwrap_or_default();
+    assert!(
+        next >= jiff::Timestamp::now().as_second() + 3500,
+        "next probe after Retry-After"
+    );
+    assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
+    assert_eq!(h.condition("c", "Ready"), pair("True", "TokenValid"));
+}
+
+#[tokio::test]
+async fn an_expired_jwt_is_expired_without_a_request() {
+    let h = Harness::start().await;
+    let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
+    h.source_secret("r-input", &token);
+    h.credential("r", "raise", json!({}));
+    eventually(10, "Expired", || {
+        h.condition("r", "Ready") == pair("False", "Expired")
+    })
+    .await;
+    assert_eq!(h.condition("r", "Degraded"), pair("True", "Expired"));
+    assert_eq!(h.condition("r", "Stalled"), pair("True", "Expired"));
+    assert_eq!(h.tac("r")["status"]["lastProbeResult"], "Expired");
+    assert!(h.tac("r")["status"]["expiresAt"].is_string());
+    assert!(h.provider.seen().is_empty(), "not a single request");
+}
+
+#[tokio::test]
+async fn a_jwt_expiring_in_three_days_warns() {
+    let h = Harness::start().await;
+    let soon = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 3 * 86_400}));
+    let later =
+        jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 365 * 86_400}));
+    let never = jwt(json!({"sub": "acme"}));
+    for (name, tok) in [("soon", &soon), ("later", &later), ("never", &never)] {
+        h.provider.answer(tok, Answer::Ok);
+        h.source_secret(&format!("{name}-input"), tok);
+        h.credential(name, "raise", json!({}));
+    }
+    eventually(10, "all ready", || {
+        ["soon", "later", "never"]
+            .iter()
+            .all(|n| h.condition(n, "Ready") == pair("True", "TokenValid"))
+    })
+    .await;
+    assert_eq!(
+        h.condition("soon", "ExpiringSoon"),
+        pair("True", "ExpiringSoon")
+    );
+    assert_eq!(
+        h.condition("later", "ExpiringSoon"),
+        pair("False", "AsExpected")
+    );
+    assert_eq!(
+        h.condition("never", "ExpiringSoon"),
+        pair("False", "AsExpected")
+    );
+    assert!(h.tac("never")["status"]["expiresAt"].is_null());
+    assert!(h.tac("later")["status"]["expiresAt"].is_string());
+    assert_eq!(h.events("ExpiringSoon"), 1);
+}
+
+#[tokio::test]
+async fn the_budget_caps_probes_per_key_whatever_is_asked() {
+    let h = Harness::start().await;
+    let key = "cs_live_budgetcheck";
+    h.provider.answer(key, Answer::Ok);
+    h.source_secret("cs-input", key);
+    h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}));
+    eventually(10, "Ready", || {
+        h.condition("cs", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    let msg = h.tac("cs")["status"]["conditions"].to_string();
+    assert!(msg.contains("stretched from 1m to 6m"), "{msg}");
+    for i in 0..14 {
+        let stamp = format!("2026-11-22T12:{i:02}:00Z");
+        probe_now(&h, "cs", &stamp);
+        handled(&h, "cs", &stamp).await;
+    }
+    assert_eq!(
+        h.provider.hits(key),
+        10,
+        "1% of 1,000/hour, however often probe-now is asked"
+    );
+}
+
+#[tokio::test]
+async fn probing_resumes_after_a_restart_without_a_storm() {
+    let mut h = Harness::start().await;
+    for i in 0..5 {
+        let tok = format!("tok-{i}");
+        h.provider.answer(&tok, Answer::Ok);
+        h.source_secret(&format!("c{i}-input"), &tok);
+        h.credential(&format!("c{i}"), "generic", json!({}));
+    }
+    eventually(10, "all ready", || {
+        (0..5).all(|i| h.condition(&format!("c{i}"), "Ready") == pair("True", "TokenValid"))
+    })
+    .await;
+    let before = h.provider.seen().len();
+    h.restart_controller();
+    settle(1500).await;
+    assert_eq!(
+        h.provider.seen().len(),
+        before,
+        "a restart re-reads status: no probe before nextProbeTime"
+    );
+    assert!((0..5).all(|i| h.condition(&format!("c{i}"), "Ready") == pair("True", "TokenValid")));
+}
