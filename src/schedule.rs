@@ -107,9 +107,17 @@ pub fn next_probe(
         }
         ProbeResult::Unauthorized | ProbeResult::Forbidden => jitter.scale(interval, 0.9, 1.1),
         ProbeResult::RateLimited | ProbeResult::Unavailable => {
+            // The previous delay was drawn from [base/2, base]: recover that base (the smallest
+            // 30s·2^k not below it) and double it, so growth does not depend on jitter luck.
             let base = f
                 .previous_transient_delay
-                .map_or(TRANSIENT_FIRST, |d| d.saturating_mul(2))
+                .map_or(TRANSIENT_FIRST, |d| {
+                    let mut b = TRANSIENT_FIRST;
+                    while b < d && b < interval {
+                        b = b.saturating_mul(2);
+                    }
+                    b.saturating_mul(2)
+                })
                 .clamp(TRANSIENT_FIRST, interval.max(TRANSIENT_FIRST));
             // "Equal jitter": never less than half the backoff, so a storm still spreads out.
             let mut next = add(now, jitter.scale(base, 0.5, 1.0));

@@ -5,5 +5,7 @@ mod support;
 mod apiserver_double;
 mod core_scenarios;
 mod crd_validation;
+mod e2e;
+mod logs;
 mod probe_http;
 mod probing_scenarios;

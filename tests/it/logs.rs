@@ -1,0 +1,79 @@
+//! Tokens never reach the logs, even at trace level with every dependency logging.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::support::{Answer, Harness, eventually, pair};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_in_trace_logs() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let secrets = [
+        "secret-valid-AAAA",
+        "secret-revoked-BBBB",
+        "secret-rotated-CCCC",
+        "cs_live_secretDDDD",
+    ];
+    let h = Harness::start().await;
+    h.provider.answer(secrets[0], Answer::Ok);
+    h.provider.answer(secrets[1], Answer::UnauthorizedText);
+    h.provider.answer(secrets[2], Answer::Ok);
+    h.source_secret("a-input", secrets[0]);
+    h.credential("a", "generic", json!({}));
+    h.source_secret("b-input", secrets[1]);
+    h.credential("b", "generic", json!({}));
+    h.source_secret("c-input", &format!(" {}", secrets[3]));
+    h.credential("c", "charitystack", json!({}));
+    eventually(10, "a ready", || {
+        h.condition("a", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    eventually(10, "b probed", || {
+        h.tac("b")["status"]["consecutiveFailures"] == 1
+    })
+    .await;
+    eventually(10, "c invalid", || {
+        h.condition("c", "Ready") == pair("False", "InvalidToken")
+    })
+    .await;
+    h.source_secret("a-input", secrets[2]);
+    eventually(10, "a rotated", || h.provider.hits(secrets[2]) == 1).await;
+    drop(h);
+
+    let logs =
+        String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).to_string();
+    assert!(
+        logs.contains("probed") && logs.contains("tenantcred::controller"),
+        "debug logs were captured ({} bytes)",
+        logs.len()
+    );
+    for s in secrets {
+        assert!(!logs.contains(s), "token {s} leaked into the logs");
+    }
+}
