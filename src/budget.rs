@@ -55,13 +55,7 @@ impl Budget {
 
     /// Admits one probe of `key` against `host` at `now`, or says from when it may go. An admitted
     /// probe is entered in the key's ledger at once, so concurrent reconciles cannot overspend.
-    pub fn admit(
-        &self,
-        host: &str,
-        key: &Fingerprint,
-        profile: &Profile,
-        now: Timestamp,
-    ) -> Result<(), Timestamp> {
+    pub fn admit(&self, host: &str, key: &Fingerprint, profile: &Profile, now: Timestamp) -> Result<(), Timestamp> {
         let mut st = self.lock();
         let gate = back_off_key(host, key, profile.limit_scope);
         if let Some(until) = st.back_off.get(&gate).copied() {
@@ -171,11 +165,9 @@ mod tests {
     async fn host_cap_limits_probes_in_flight() {
         let b = Budget::new(10, 1);
         let first = b.acquire("h").await;
-        let second =
-            tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("h")).await;
+        let second = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("h")).await;
         assert!(second.is_err(), "the host's only slot is taken");
-        let other =
-            tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("other")).await;
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("other")).await;
         assert!(other.is_ok(), "other hosts are not held up");
         drop(first);
     }

@@ -131,12 +131,7 @@ impl Desired {
 /// Renders the desired conditions in a stable order, keeping `lastTransitionTime` of every
 /// condition whose status did not flip. Conditions not desired (Stalled, Reconciling while False)
 /// are dropped.
-pub fn merge(
-    observed: &[Condition],
-    desired: &[Desired],
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Vec<Condition> {
+pub fn merge(observed: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
     let now = Time(truncate(now));
     desired
         .iter()
@@ -183,23 +178,13 @@ mod tests {
     fn transition_time_moves_only_on_flip() {
         let first = merge(
             &[],
-            &[Desired::new(
-                Type::Ready,
-                Status::Unknown,
-                Reason::Probing,
-                "probing",
-            )],
+            &[Desired::new(Type::Ready, Status::Unknown, Reason::Probing, "probing")],
             Some(1),
             t(0),
         );
         let same = merge(
             &first,
-            &[Desired::new(
-                Type::Ready,
-                Status::Unknown,
-                Reason::Probing,
-                "other msg",
-            )],
+            &[Desired::new(Type::Ready, Status::Unknown, Reason::Probing, "other msg")],
             Some(2),
             t(10),
         );
@@ -207,12 +192,7 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge(
             &same,
-            &[Desired::new(
-                Type::Ready,
-                Status::True,
-                Reason::TokenValid,
-                "ok",
-            )],
+            &[Desired::new(Type::Ready, Status::True, Reason::TokenValid, "ok")],
             Some(2),
             t(20),
         );

@@ -20,12 +20,13 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::budget::Budget;
-use crate::crd::{
-    FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus,
-};
+use crate::crd::RotationStatus;
+use crate::crd::{FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
 use crate::events::{Notice, Severity};
 use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
 use crate::probe::Prober;
+use crate::provider::TokenFormat;
+use crate::rotation::{self, Cutover, Validation};
 use crate::schedule::{self, Jitter};
 use crate::secret::{self, FIELD_MANAGER, Ownership};
 use crate::token::{self, Lifetime, Token};
@@ -121,15 +122,12 @@ impl SourceIndex {
 
 fn source_names(tac: &TenantApiCredential) -> Vec<String> {
     let spec = &tac.spec;
-    let mut names: Vec<String> = [
-        spec.credential_ref.as_ref(),
-        spec.pending_credential_ref.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|r| r.name.clone())
-    .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
-    .collect();
+    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
+        .collect();
     names.sort();
     names.dedup();
     names
@@ -138,25 +136,16 @@ fn source_names(tac: &TenantApiCredential) -> Vec<String> {
 /// Runs the controller until SIGTERM/SIGINT: one controller per watched namespace (or one for all).
 pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     let prober = Prober::new()?;
-    let budget = Arc::new(Budget::new(
-        config.max_concurrent_probes,
-        config.max_probes_per_host,
-    ));
+    let budget = Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host));
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
     info!(namespaces = ?config.namespaces, "starting tenantcred controller");
-    let runs = scopes.into_iter().map(|ns| {
-        run_scope(
-            client.clone(),
-            config.clone(),
-            prober.clone(),
-            budget.clone(),
-            ns,
-        )
-    });
+    let runs = scopes
+        .into_iter()
+        .map(|ns| run_scope(client.clone(), config.clone(), prober.clone(), budget.clone(), ns));
     futures::future::join_all(runs).await;
     Ok(())
 }
@@ -172,13 +161,7 @@ where
     }
 }
 
-async fn run_scope(
-    client: Client,
-    config: Config,
-    prober: Prober,
-    budget: Arc<Budget>,
-    ns: Option<String>,
-) {
+async fn run_scope(client: Client, config: Config, prober: Prober, budget: Arc<Budget>, ns: Option<String>) {
     let (ctx, controller) = build_context(client, config, prober, budget, ns.as_deref());
     controller
         .shutdown_on_signal()
@@ -200,10 +183,7 @@ pub fn controller(
     prober: Prober,
     ns: Option<&str>,
 ) -> (Arc<Context>, Controller<TenantApiCredential>) {
-    let budget = Arc::new(Budget::new(
-        config.max_concurrent_probes,
-        config.max_probes_per_host,
-    ));
+    let budget = Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host));
     build_context(client, config, prober, budget, ns)
 }
 
@@ -232,13 +212,10 @@ fn build_context(
         );
 
     let (managed_reader, managed_writer) = reflector::store();
-    let managed_stream = watcher(
-        secrets,
-        watcher::Config::default().labels(secret::MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(managed_writer)
-    .touched_objects();
+    let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+        .default_backoff()
+        .reflect(managed_writer)
+        .touched_objects();
 
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
     let source_stream = watcher(source_meta, watcher::Config::default())
@@ -275,9 +252,7 @@ fn build_context(
         })
         .watches_stream(source_stream, move |s: PartialObjectMeta<Secret>| {
             let ns = s.namespace().unwrap_or_default();
-            if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str)
-                == Some(secret::MANAGED_BY_VALUE)
-            {
+            if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
                 return Vec::new();
             }
             for_sources
@@ -308,10 +283,7 @@ pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Resu
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.errors
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
+    ctx.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     Ok(action)
 }
 
@@ -330,82 +302,35 @@ pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-/// What the source Secret yielded.
-enum Source {
-    Token(Token, Lifetime),
-    Problem(Problem),
+mod grant;
+mod restart;
+mod sources;
+
+use sources::Source;
+
+/// The token to use and what became of it during this reconcile.
+#[derive(Default)]
+struct Synced {
+    problem: Option<Problem>,
+    /// The token in the managed Secret after this reconcile.
+    token: Option<(Token, Lifetime)>,
+    /// A probe of `token` already made (validating a rotation counts as its first probe).
+    probe: Option<ProbeStep>,
+    rotation: Option<RotationStatus>,
+    wake_at: Option<Timestamp>,
+    notices: Vec<Notice>,
 }
 
-async fn read_source(
-    tac: &TenantApiCredential,
-    settings: &Settings,
-    ns: &str,
-    secrets: &Api<Secret>,
-) -> Result<Source> {
-    let Some(r) = tac.spec.credential_ref.as_ref() else {
-        return Ok(Source::Problem(Problem::InvalidSpec(
-            "spec.credentialRef is not set".into(),
-        )));
-    };
-    let Some(secret) = secrets.get_opt(&r.name).await? else {
-        return Ok(Source::Problem(Problem::SourceNotFound(format!(
-            "source Secret {ns}/{} not found; create it with the token under key {:?}",
-            r.name, r.key
-        ))));
-    };
-    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else {
-        return Ok(Source::Problem(Problem::SourceNotFound(format!(
-            "source Secret {ns}/{} has no key {:?}",
-            r.name, r.key
-        ))));
-    };
-    let Ok(raw) = std::str::from_utf8(&raw.0) else {
-        return Ok(Source::Problem(Problem::InvalidToken(format!(
-            "key {:?} of Secret {ns}/{} is not UTF-8 text",
-            r.key, r.name
-        ))));
-    };
-    Ok(match token::check(raw, settings.profile.token_format) {
-        Ok((token, lifetime)) => match lifetime.not_before {
-            // A minute of grace for clock skew between the issuer and us.
-            Some(nbf) if nbf > schedule::add(Timestamp::now(), Duration::from_secs(60)) => {
-                Source::Problem(Problem::InvalidToken(format!(
-                    "the token in Secret {ns}/{} is not valid before {nbf}",
-                    r.name
-                )))
-            }
-            _ => Source::Token(token, lifetime),
-        },
-        Err(e) => Source::Problem(Problem::InvalidToken(format!(
-            "Secret {ns}/{} key {:?}: {e}",
-            r.name, r.key
-        ))),
-    })
-}
-
-/// The Secret with the target name, from the cache, or from the API when the cache has none
-/// (a foreign Secret is not in the managed-label cache).
-async fn read_target(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Arc<Secret>>> {
-    if let Some(s) = ctx.managed.get(&ObjectRef::new(name).within(ns)) {
-        return Ok(Some(s));
+impl Synced {
+    fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
-    Ok(secrets.get_opt(name).await?.map(Arc::new))
 }
 
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
-    let name = tac
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
+    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
     let observed = tac.status.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     ctx.sources.set(ns, &name, source_names(tac));
 
     if tac.spec.suspend {
@@ -416,92 +341,35 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         return Ok(Action::await_change());
     }
 
-    let mut notices = Vec::new();
-    let mut problem = None;
-    let mut token_facts = None;
-    let mut token_in_use = None;
+    let requested = tac.annotations().get(PROBE_REQUESTED_ANNOTATION).map(String::as_str);
+    let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
     let settings = plan::resolve(tac, ctx.config.allow_insecure_http);
-    match &settings {
-        Err(p) => problem = Some(p.clone()),
-        Ok(settings) => {
-            let source = read_source(tac, settings, ns, &secrets).await?;
-            let target = read_target(ctx, &secrets, ns, &settings.secret_name).await?;
-            let ownership = secret::ownership(target.as_deref(), &name);
-            // The token in the Secret now (before any change) still identifies what pods use.
-            if ownership == Ownership::Ours {
-                token_in_use = target.as_deref().and_then(secret::token_in);
-            }
-            match (source, ownership) {
-                (_, Ownership::Foreign) => {
-                    problem = Some(Problem::SecretConflict(format!(
-                        "Secret {ns}/{} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name",
-                        settings.secret_name
-                    )));
-                }
-                (Source::Problem(p), _) => problem = Some(p),
-                (Source::Token(token, lifetime), ownership) => {
-                    let desired =
-                        secret::desired(tac, &settings.secret_name, &settings.base_url, &token);
-                    let write = match (&target, ownership) {
-                        (Some(observed), Ownership::Ours) => {
-                            secret::needs_apply(&desired, observed)
-                        }
-                        _ => true,
-                    };
-                    if write {
-                        apply_secret(&secrets, &desired).await?;
-                        let old = token_in_use.as_ref().map(Token::fingerprint);
-                        notices.push(match (ownership, old) {
-                            (Ownership::Absent, _) => Notice::normal(
-                                "SecretCreated",
-                                format!(
-                                    "created Secret {} with token {}",
-                                    settings.secret_name,
-                                    token.fingerprint()
-                                ),
-                            ),
-                            (_, Some(old)) if old != token.fingerprint() => Notice::normal(
-                                "SecretUpdated",
-                                format!(
-                                    "Secret {} now holds token {} (was {old})",
-                                    settings.secret_name,
-                                    token.fingerprint()
-                                ),
-                            ),
-                            _ => Notice::normal(
-                                "SecretUpdated",
-                                format!("updated Secret {}", settings.secret_name),
-                            ),
-                        });
-                    }
-                    token_facts = Some(TokenFacts {
-                        fingerprint: token.fingerprint(),
-                        lifetime,
-                    });
-                    token_in_use = Some(token);
-                }
-            }
-            // With unusable input, the status keeps describing the token still in the Secret.
-            if token_facts.is_none() {
-                token_facts = token_in_use.as_ref().map(|t| TokenFacts {
-                    fingerprint: t.fingerprint(),
-                    lifetime: token::check(t.expose(), crate::provider::TokenFormat::Opaque)
-                        .map(|(_, l)| l)
-                        .unwrap_or_default(),
-                });
-            }
-        }
+    let mut synced = match &settings {
+        Err(p) => Synced {
+            problem: Some(p.clone()),
+            ..Synced::default()
+        },
+        Ok(settings) => sync(tac, settings, ctx, ns, &observed, new_request, now).await?,
+    };
+
+    let facts = synced.token.as_ref().map(|(t, l)| TokenFacts {
+        fingerprint: t.fingerprint(),
+        lifetime: *l,
+    });
+    if let (Some(old), Some(new)) = (observed.token_fingerprint.as_deref(), &facts)
+        && old != new.fingerprint.as_str()
+    {
+        // The token pods see changed (level-triggered: the status still names the old one until
+        // the end of this reconcile, so a crash in between repeats the restart, which is idempotent).
+        synced
+            .notices
+            .extend(restart::rollout(ctx, tac, ns, &new.fingerprint).await?);
     }
 
-    let requested = tac
-        .annotations()
-        .get(PROBE_REQUESTED_ANNOTATION)
-        .map(String::as_str);
-    let mut probe = ProbeStep::None;
+    let mut probe = synced.probe.take().unwrap_or(ProbeStep::None);
     let mut honoured = None;
-    let mut wake_at = None;
-    if let (Ok(settings), None, Some(facts), Some(token)) =
-        (&settings, &problem, &token_facts, &token_in_use)
+    if let (Ok(settings), None, Some(facts), Some((token, _)), ProbeStep::None) =
+        (&settings, &synced.problem, &facts, &synced.token, &probe)
     {
         let expired = facts
             .lifetime
@@ -524,26 +392,197 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
                 honoured = requested;
                 probe = probe_once(ctx, settings, token, &facts.fingerprint, now).await;
             } else {
-                wake_at = Some(due);
+                synced.wake(due);
             }
         }
+    } else if new_request && synced.rotation.is_some() {
+        // A probe-now request retried the rotation: that is the probe it asked for.
+        honoured = requested;
     }
 
     let decision = plan::decide(&Input {
         generation: tac.metadata.generation,
         observed: &observed,
         settings: settings.as_ref().ok(),
-        token: token_facts.as_ref(),
-        problem: problem.as_ref(),
+        token: facts.as_ref(),
+        problem: synced.problem.as_ref(),
         probe: &probe,
+        rotation: synced.rotation.as_ref(),
         probe_request: honoured,
         now,
         jitter: Jitter::random(),
     });
-    notices.extend(crate::events::transitions(&observed, &decision.status));
+    synced
+        .notices
+        .extend(crate::events::transitions(&observed, &decision.status));
     write_status(ctx, tac, ns, &observed, &decision.status).await?;
-    publish(ctx, tac, notices).await;
-    Ok(requeue(&decision, wake_at, now))
+    publish(ctx, tac, std::mem::take(&mut synced.notices)).await;
+    Ok(requeue(&decision, synced.wake_at, now))
+}
+
+/// Works out which token belongs in the managed Secret (validating a replacement first when the
+/// current one works) and writes the Secret when it differs.
+async fn sync(
+    tac: &TenantApiCredential,
+    settings: &Settings,
+    ctx: &Context,
+    ns: &str,
+    observed: &TenantApiCredentialStatus,
+    new_request: bool,
+    now: Timestamp,
+) -> Result<Synced> {
+    let name = tac.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = Synced::default();
+    let target = sources::read_target(ctx, &secrets, ns, &settings.secret_name).await?;
+    let ownership = secret::ownership(target.as_deref(), &name);
+    if ownership == Ownership::Foreign {
+        out.problem = Some(Problem::SecretConflict(format!(
+            "Secret {ns}/{} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name",
+            settings.secret_name
+        )));
+        return Ok(out);
+    }
+    // The token in the Secret now: what pods use until something better is proven.
+    let current = target.as_deref().and_then(secret::token_in).map(|t| {
+        let lifetime = token::check(t.expose(), TokenFormat::Opaque)
+            .map(|(_, l)| l)
+            .unwrap_or_default();
+        (t, lifetime)
+    });
+
+    let candidate = if tac.spec.oauth.is_some() {
+        grant::access_token(ctx, tac, settings, ns, current.as_ref(), observed, now, &mut out).await?
+    } else {
+        match sources::candidate(tac, settings, ns, &secrets, &mut out.notices).await? {
+            Source::Token(t, l) => Some((t, l)),
+            Source::Problem(p) => {
+                out.problem = Some(p);
+                None
+            }
+        }
+    };
+
+    let chosen = match candidate {
+        None => current.clone(),
+        Some(cand) => {
+            let health = plan::health_of(observed);
+            let cut = if tac.spec.oauth.is_some() {
+                // Minted by the provider a moment ago: nothing to validate.
+                if current.as_ref().map(|c| &c.0) == Some(&cand.0) {
+                    Cutover::Keep
+                } else {
+                    Cutover::Now
+                }
+            } else {
+                let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
+                rotation::cutover(
+                    current_fp.as_ref(),
+                    health,
+                    &cand.0.fingerprint(),
+                    observed.rotation.as_ref(),
+                    new_request,
+                )
+            };
+            match cut {
+                // Same token: the candidate's lifetime is the better informed (OAuth expiry).
+                Cutover::Keep if current.as_ref().is_some_and(|c| c.0 == cand.0) => Some(cand),
+                Cutover::Keep => current.clone(),
+                Cutover::Now => Some(cand),
+                Cutover::Validate => validate(ctx, settings, cand, current.clone(), now, &mut out).await,
+            }
+        }
+    };
+
+    if let Some((token, _)) = &chosen {
+        let desired = secret::desired(tac, &settings.secret_name, &settings.base_url, token);
+        let write = match (&target, ownership) {
+            (Some(observed), Ownership::Ours) => secret::needs_apply(&desired, observed),
+            _ => true,
+        };
+        if write {
+            apply_secret(&secrets, &desired).await?;
+            let old = current.as_ref().map(|(t, _)| t.fingerprint());
+            let new = token.fingerprint();
+            out.notices.push(match (ownership, old) {
+                (Ownership::Absent, _) => Notice::normal(
+                    "SecretCreated",
+                    format!("created Secret {} with token {new}", settings.secret_name),
+                ),
+                (_, Some(old)) if old != new => Notice::normal(
+                    "SecretUpdated",
+                    format!("Secret {} now holds token {new} (was {old})", settings.secret_name),
+                ),
+                _ => Notice::normal("SecretUpdated", format!("updated Secret {}", settings.secret_name)),
+            });
+        }
+    }
+    out.token = chosen;
+    Ok(out)
+}
+
+/// Probes a candidate while the current token keeps serving; returns the token for the Secret.
+async fn validate(
+    ctx: &Context,
+    settings: &Settings,
+    candidate: (Token, Lifetime),
+    current: Option<(Token, Lifetime)>,
+    now: Timestamp,
+    out: &mut Synced,
+) -> Option<(Token, Lifetime)> {
+    let fp = candidate.0.fingerprint();
+    let expired = candidate.1.expires_at.is_some_and(|e| e <= now);
+    let step = if expired {
+        ProbeStep::Expired
+    } else {
+        probe_once(ctx, settings, &candidate.0, &fp, now).await
+    };
+    let result = match &step {
+        ProbeStep::Sent(o) => Some(crate::verdict::classify(o)),
+        ProbeStep::Expired => Some(crate::crd::ProbeResult::Expired),
+        ProbeStep::Deferred(_) | ProbeStep::None => None,
+    };
+    let verdict = rotation::validation(result);
+    out.rotation = Some(rotation::record(verdict, &fp, now));
+    let was = current
+        .as_ref()
+        .map(|(t, _)| t.fingerprint().to_string())
+        .unwrap_or_default();
+    match verdict {
+        Validation::Accepted => {
+            out.notices.push(Notice::normal(
+                "TokenRotated",
+                format!(
+                    "the provider accepted token {fp}; it replaces {was} in Secret {}",
+                    settings.secret_name
+                ),
+            ));
+            out.probe = Some(step);
+            Some(candidate)
+        }
+        Validation::Refused => {
+            let why = result.map_or("refused", |r| r.as_str());
+            out.notices.push(Notice::warning(
+                "RotationFailed",
+                format!(
+                    "new token {fp} was not accepted ({why}); Secret {} keeps token {was}",
+                    settings.secret_name
+                ),
+            ));
+            current
+        }
+        Validation::Undecided => {
+            let retry = match &step {
+                ProbeStep::Deferred(until) => *until,
+                ProbeStep::Sent(o) => o
+                    .back_off_until()
+                    .unwrap_or_else(|| schedule::add(now, Jitter::random().scale(schedule::TRANSIENT_FIRST, 0.5, 1.0))),
+                _ => schedule::add(now, schedule::TRANSIENT_FIRST),
+            };
+            out.wake(retry);
+            current
+        }
+    }
 }
 
 fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
@@ -568,13 +607,9 @@ async fn probe_once(
         return ProbeStep::Deferred(until);
     }
     let _permit = ctx.budget.acquire(&host).await;
-    let outcome = ctx
-        .prober
-        .probe(&settings.probe_url(), token, settings.timeout)
-        .await;
+    let outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
     if let Some(until) = outcome.back_off_until() {
-        ctx.budget
-            .back_off(&host, key, settings.profile.limit_scope, until);
+        ctx.budget.back_off(&host, key, settings.profile.limit_scope, until);
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
     ProbeStep::Sent(outcome)
@@ -590,11 +625,7 @@ fn stable_offset(tac: &TenantApiCredential) -> u64 {
 /// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
 /// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
 async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<()> {
-    let name = desired
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
+    let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let mut body = serde_json::to_value(desired)?;
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
@@ -603,9 +634,7 @@ async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             // Only reached for a Secret that carries our labels (ownership was checked first).
-            secrets
-                .patch(&name, &params.force(), &Patch::Apply(&body))
-                .await?;
+            secrets.patch(&name, &params.force(), &Patch::Apply(&body)).await?;
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -623,23 +652,15 @@ async fn write_status(
     if serde_json::to_value(observed)? == serde_json::to_value(desired)? {
         return Ok(());
     }
-    let name = tac
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
+    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
     let body = serde_json::json!({
         "apiVersion": "tenantcred.dev/v1alpha1",
         "kind": "TenantApiCredential",
         "status": desired,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
     Ok(())
 }
 
@@ -666,11 +687,7 @@ async fn publish(ctx: &Context, tac: &TenantApiCredential, notices: Vec<Notice>)
 /// Deletion: `Retain` keeps the Secret and drops our owner reference so garbage collection spares
 /// it; `Delete` leaves it to garbage collection (and deletes it when it lacks the reference).
 async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
-    let name = tac
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
+    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     ctx.sources.set(ns, &name, Vec::new());
     let Some(target) = tac.target_name().map(str::to_owned) else {
         return Ok(Action::await_change());
@@ -683,11 +700,7 @@ async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<A
         return Ok(Action::await_change());
     }
     let uid = tac.metadata.uid.clone().unwrap_or_default();
-    let refs = existing
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
+    let refs = existing.metadata.owner_references.clone().unwrap_or_default();
     let owned = refs.iter().any(|r| r.uid == uid);
     match tac.spec.target.deletion_policy {
         crate::crd::DeletionPolicy::Retain if owned => {

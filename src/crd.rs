@@ -45,10 +45,7 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialSpec {
     /// The customer organisation this token belongs to (a DNS label).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub tenant: String,
     /// The product the token is for: raise, charitystack, virtuous or generic.
     pub provider: ProviderName,
@@ -388,11 +385,7 @@ pub enum RotationPhase {
 impl TenantApiCredential {
     /// The managed Secret's name: `spec.target.name`, else the resource's own name.
     pub fn target_name(&self) -> Option<&str> {
-        self.spec
-            .target
-            .name
-            .as_deref()
-            .or(self.metadata.name.as_deref())
+        self.spec.target.name.as_deref().or(self.metadata.name.as_deref())
     }
 }
 
@@ -449,12 +442,7 @@ mod tests {
         );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(
-            v.subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
+        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
         let cols: Vec<_> = v
             .additional_printer_columns
             .iter()
@@ -463,15 +451,7 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            [
-                "Tenant",
-                "Provider",
-                "Ready",
-                "Reason",
-                "Expires",
-                "Last Probe",
-                "Age"
-            ]
+            ["Tenant", "Provider", "Ready", "Reason", "Expires", "Last Probe", "Age"]
         );
     }
 }

@@ -17,9 +17,7 @@ pub fn parse(input: &str) -> Result<Duration, String> {
         if num_len == 0 {
             return Err(format!("{input:?}: expected a number"));
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("{input:?}: bad number"))?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| format!("{input:?}: bad number"))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')

@@ -35,13 +35,9 @@ impl Notice {
 }
 
 /// Events for the condition transitions from `old` to `new`.
-pub fn transitions(
-    old: &TenantApiCredentialStatus,
-    new: &TenantApiCredentialStatus,
-) -> Vec<Notice> {
+pub fn transitions(old: &TenantApiCredentialStatus, new: &TenantApiCredentialStatus) -> Vec<Notice> {
     let key = |s: &TenantApiCredentialStatus, t: Type| {
-        conditions::find(&s.conditions, t)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let mut out = Vec::new();
     if let Some((status, reason, message)) = key(new, Type::Ready) {
@@ -74,12 +70,7 @@ mod tests {
         let desired = [
             Desired::new(Type::Ready, ready.0, ready.1, "m"),
             if expiring {
-                Desired::new(
-                    Type::ExpiringSoon,
-                    Status::True,
-                    Reason::ExpiringSoon,
-                    "soon",
-                )
+                Desired::new(Type::ExpiringSoon, Status::True, Reason::ExpiringSoon, "soon")
             } else {
                 Desired::new(Type::ExpiringSoon, Status::False, Reason::AsExpected, "no")
             },
@@ -95,10 +86,7 @@ mod tests {
         let probing = status((Status::Unknown, Reason::Probing), false);
         let valid = status((Status::True, Reason::TokenValid), false);
         let revoked = status((Status::False, Reason::Unauthorized), false);
-        assert_eq!(
-            transitions(&probing, &valid),
-            vec![Notice::normal("TokenValid", "m")]
-        );
+        assert_eq!(transitions(&probing, &valid), vec![Notice::normal("TokenValid", "m")]);
         assert_eq!(transitions(&valid, &valid), vec![]);
         assert_eq!(
             transitions(&valid, &revoked),

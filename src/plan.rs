@@ -26,9 +26,16 @@ pub struct Settings {
     pub warn_before: Duration,
     pub not_after: Option<Timestamp>,
     pub secret_name: String,
+    /// OAuth: tenantcred renews the token itself, so its short expiry is no warning sign.
+    pub auto_renewed: bool,
 }
 
 impl Settings {
+    /// The Virtuous token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/Token", self.base_url.trim_end_matches('/'))
+    }
+
     pub fn probe_url(&self) -> String {
         format!("{}{}", self.base_url.trim_end_matches('/'), self.probe_path)
     }
@@ -50,6 +57,10 @@ pub enum Problem {
     SourceNotFound(String),
     InvalidToken(String),
     SecretConflict(String),
+    /// Virtuous asked for a two-factor code (202); waits for an `otp` key in the login Secret.
+    OtpRequired(String),
+    /// The OAuth grant was refused and no other grant is possible.
+    InvalidGrant(String),
 }
 
 impl Problem {
@@ -60,6 +71,8 @@ impl Problem {
             Self::SourceNotFound(_) => Reason::SourceNotFound,
             Self::InvalidToken(_) => Reason::InvalidToken,
             Self::SecretConflict(_) => Reason::SecretConflict,
+            Self::OtpRequired(_) => Reason::OtpRequired,
+            Self::InvalidGrant(_) => Reason::InvalidGrant,
         }
     }
 
@@ -69,13 +82,20 @@ impl Problem {
             | Self::InsecureBaseUrl(m)
             | Self::SourceNotFound(m)
             | Self::InvalidToken(m)
-            | Self::SecretConflict(m) => m,
+            | Self::SecretConflict(m)
+            | Self::OtpRequired(m)
+            | Self::InvalidGrant(m) => m,
         }
     }
 
     /// A missing source recovers by itself when the Secret appears; the rest need a person.
     pub fn stalls(&self) -> bool {
         !matches!(self, Self::SourceNotFound(_))
+    }
+
+    /// Credential-side failures of the OAuth grant make the resource Degraded, like a revoked token.
+    pub fn degrades(&self) -> bool {
+        matches!(self, Self::OtpRequired(_) | Self::InvalidGrant(_))
     }
 }
 
@@ -93,14 +113,10 @@ pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<S
     if spec.credential_ref.is_some() == spec.oauth.is_some() {
         return invalid("exactly one of credentialRef and oauth must be set".into());
     }
-    if spec.oauth.is_some() {
-        return invalid("oauth credentials are not supported by this version of tenantcred yet; use credentialRef".into());
+    if spec.oauth.is_some() && spec.provider != crate::crd::ProviderName::Virtuous {
+        return invalid("spec.oauth is only supported with provider virtuous".into());
     }
-    let Some(base_url) = spec
-        .base_url
-        .clone()
-        .or(profile.default_base_url.map(str::to_owned))
-    else {
+    let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.map(str::to_owned)) else {
         return invalid(format!("provider {} requires spec.baseUrl", profile.name));
     };
     let Some(probe_path) = spec
@@ -109,10 +125,7 @@ pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<S
         .clone()
         .or(profile.default_probe_path.map(str::to_owned))
     else {
-        return invalid(format!(
-            "provider {} requires spec.probe.path",
-            profile.name
-        ));
+        return invalid(format!("provider {} requires spec.probe.path", profile.name));
     };
     if !probe_path.starts_with('/') {
         return invalid(format!("spec.probe.path {probe_path:?} must start with /"));
@@ -128,9 +141,7 @@ pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<S
         }
         _ => return invalid(format!("spec.baseUrl {base_url:?} is not an http(s) URL")),
     }
-    let dur = |field: &str, v: &str| {
-        duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")))
-    };
+    let dur = |field: &str, v: &str| duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")));
     let requested = dur("spec.probe.interval", &spec.probe.interval)?;
     if requested < Duration::from_secs(60) {
         return invalid(format!(
@@ -159,6 +170,7 @@ pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<S
         warn_before,
         not_after: spec.expiry.not_after.as_ref().map(|t| t.0),
         secret_name,
+        auto_renewed: spec.oauth.is_some(),
     })
 }
 
@@ -190,8 +202,7 @@ impl Failure {
 
 /// Reads the health the previous status recorded.
 pub fn health_of(status: &TenantApiCredentialStatus) -> Health {
-    let degraded =
-        conditions::find(&status.conditions, Type::Degraded).filter(|c| c.status == "True");
+    let degraded = conditions::find(&status.conditions, Type::Degraded).filter(|c| c.status == "True");
     match degraded.and_then(|c| Reason::parse(&c.reason)) {
         Some(Reason::Unauthorized) => return Health::Failing(Failure::Unauthorized),
         Some(Reason::Forbidden) => return Health::Failing(Failure::Forbidden),
@@ -232,6 +243,8 @@ pub struct Input<'a> {
     pub token: Option<&'a TokenFacts>,
     pub problem: Option<&'a Problem>,
     pub probe: &'a ProbeStep,
+    /// A rotation this reconcile validated (or tried to); `None` leaves `status.rotation` as it was.
+    pub rotation: Option<&'a crate::crd::RotationStatus>,
     /// The `probe-requested-at` annotation value this reconcile honoured.
     pub probe_request: Option<&'a str>,
     pub now: Timestamp,
@@ -257,8 +270,7 @@ pub fn probe_due(
     stable_offset: u64,
 ) -> Option<Timestamp> {
     let same_token = observed.token_fingerprint.as_deref() == Some(token.fingerprint.as_str());
-    let new_request =
-        requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
+    let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
     if !same_token || observed.last_probe_result.is_none() || new_request {
         return Some(now);
     }
@@ -356,8 +368,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 previous_transient_delay,
                 provider_back_off: outcome.back_off_until(),
             };
-            s.next_probe_time = schedule::next_probe(finished, interval, now, input.jitter)
-                .map(|t| time(conditions::truncate(t)));
+            s.next_probe_time =
+                schedule::next_probe(finished, interval, now, input.jitter).map(|t| time(conditions::truncate(t)));
         }
     }
     if let Some(Problem::InvalidToken(_)) = input.problem {
@@ -370,21 +382,21 @@ pub fn decide(input: &Input<'_>) -> Decision {
     if let Some(r) = input.probe_request {
         s.last_handled_probe_request = Some(r.to_owned());
     }
+    if let Some(r) = input.rotation {
+        s.rotation = Some(r.clone());
+    }
 
     let desired = desired_conditions(input, &s, health, now);
     s.conditions = conditions::merge(&input.observed.conditions, &desired, input.generation, now);
 
-    let expiry_at = input.settings.and_then(|st| {
-        schedule::expiry_instants(s.expires_at.as_ref().map(|t| t.0), st.warn_before, now)
-    });
+    let expiry_at = input
+        .settings
+        .and_then(|st| schedule::expiry_instants(s.expires_at.as_ref().map(|t| t.0), st.warn_before, now));
     let requeue_at = [s.next_probe_time.as_ref().map(|t| t.0), expiry_at]
         .into_iter()
         .flatten()
         .min();
-    Decision {
-        status: s,
-        requeue_at,
-    }
+    Decision { status: s, requeue_at }
 }
 
 fn time(t: Timestamp) -> Time {
@@ -421,35 +433,25 @@ fn desired_conditions(
     // Messages are functions of persisted status fields only, so a reconcile without a probe
     // renders the same text and writes nothing.
     let pending = match s.last_probe_result {
-        Some(ProbeResult::RateLimited) => format!(
-            "; the provider rate-limited the latest probe (HTTP 429), next attempt at {next}"
-        ),
+        Some(ProbeResult::RateLimited) => {
+            format!("; the provider rate-limited the latest probe (HTTP 429), next attempt at {next}")
+        }
         Some(ProbeResult::Unavailable) => format!(
             "; the provider was unavailable on the latest probe ({}), next attempt at {next}",
             s.last_probe_http_status
-                .map_or("timeout or connection failure".into(), |c| format!(
-                    "HTTP {c}"
-                ))
+                .map_or("timeout or connection failure".into(), |c| format!("HTTP {c}"))
         ),
-        Some(r @ (ProbeResult::Unauthorized | ProbeResult::Forbidden))
-            if s.consecutive_failures < threshold =>
-        {
+        Some(r @ (ProbeResult::Unauthorized | ProbeResult::Forbidden)) if s.consecutive_failures < threshold => {
             format!(
                 "; the latest probe got HTTP {} ({} of {threshold} before Degraded), confirming at {next}",
-                if r == ProbeResult::Forbidden {
-                    403
-                } else {
-                    401
-                },
+                if r == ProbeResult::Forbidden { 403 } else { 401 },
                 s.consecutive_failures
             )
         }
         _ => String::new(),
     };
     let source = input.problem.is_none();
-    let path = settings
-        .map(|st| st.probe_path.as_str())
-        .unwrap_or("the probe path");
+    let path = settings.map(|st| st.probe_path.as_str()).unwrap_or("the probe path");
     let failure_message = |f: Failure| match f {
         Failure::Unauthorized => format!(
             "the provider rejected token {fp} with HTTP 401 on {} consecutive probes: it is expired, revoked or for another organisation; put a new token in the source Secret",
@@ -461,10 +463,7 @@ fn desired_conditions(
         ),
         Failure::Expired => format!(
             "token {fp} expired at {}; put a new token in the source Secret",
-            s.expires_at
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default()
+            s.expires_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
         ),
     };
 
@@ -473,19 +472,9 @@ fn desired_conditions(
         (Some(p), _) => {
             let ready = Desired::new(Type::Ready, S::False, p.reason(), p.message());
             let stalled = if p.stalls() {
-                Some(Desired::new(
-                    Type::Stalled,
-                    S::True,
-                    p.reason(),
-                    p.message(),
-                ))
+                Some(Desired::new(Type::Stalled, S::True, p.reason(), p.message()))
             } else if let Health::Failing(f) = health {
-                Some(Desired::new(
-                    Type::Stalled,
-                    S::True,
-                    f.reason(),
-                    failure_message(f),
-                ))
+                Some(Desired::new(Type::Stalled, S::True, f.reason(), failure_message(f)))
             } else {
                 None
             };
@@ -503,9 +492,7 @@ fn desired_conditions(
                 Type::Ready,
                 S::True,
                 Reason::TokenValid,
-                format!(
-                    "the provider accepted token {fp} on the last decisive probe{pending}{stretched}"
-                ),
+                format!("the provider accepted token {fp} on the last decisive probe{pending}{stretched}"),
             ),
             None,
         ),
@@ -520,8 +507,9 @@ fn desired_conditions(
         ),
     };
     out.push(ready);
-    out.push(match health {
-        Health::Failing(f) => Desired::new(Type::Degraded, S::True, f.reason(), failure_message(f)),
+    out.push(match (input.problem.filter(|p| p.degrades()), health) {
+        (Some(p), _) => Desired::new(Type::Degraded, S::True, p.reason(), p.message()),
+        (None, Health::Failing(f)) => Desired::new(Type::Degraded, S::True, f.reason(), failure_message(f)),
         _ => Desired::new(
             Type::Degraded,
             S::False,
@@ -530,7 +518,19 @@ fn desired_conditions(
         ),
     });
     out.extend(stalled);
-    if source && health == Health::Probing {
+    let rotating = s
+        .rotation
+        .as_ref()
+        .filter(|r| r.phase == crate::crd::RotationPhase::Pending);
+    if let (true, Some(r)) = (source, rotating) {
+        let pending = r.pending_fingerprint.as_deref().unwrap_or("(unknown)");
+        out.push(Desired::new(
+            Type::Reconciling,
+            S::True,
+            Reason::Rotating,
+            format!("validating token {pending} before it replaces {fp}"),
+        ));
+    } else if source && health == Health::Probing {
         out.push(Desired::new(
             Type::Reconciling,
             S::True,
@@ -538,19 +538,24 @@ fn desired_conditions(
             format!("probing token {fp}"),
         ));
     }
-    out.push(expiring_soon(
-        s.expires_at.as_ref().map(|t| t.0),
-        settings.map(|st| st.warn_before),
-        now,
-    ));
+    out.push(if settings.is_some_and(|st| st.auto_renewed) {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::AsExpected,
+            "the access token is renewed automatically before it expires",
+        )
+    } else {
+        expiring_soon(
+            s.expires_at.as_ref().map(|t| t.0),
+            settings.map(|st| st.warn_before),
+            now,
+        )
+    });
     out
 }
 
-fn expiring_soon(
-    expires_at: Option<Timestamp>,
-    warn_before: Option<Duration>,
-    now: Timestamp,
-) -> Desired {
+fn expiring_soon(expires_at: Option<Timestamp>, warn_before: Option<Duration>, now: Timestamp) -> Desired {
     let (Some(exp), Some(warn)) = (expires_at, warn_before) else {
         return Desired::new(
             Type::ExpiringSoon,

@@ -6,15 +6,12 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 
+use crate::oauth;
 use crate::provider::summarize_error_body;
 use crate::token::Token;
 use crate::verdict::{self, ProbeOutcome, RateLimit, Transport, TransportFailure};
 
-pub const USER_AGENT_VALUE: &str = concat!(
-    "tenantcred/",
-    env!("CARGO_PKG_VERSION"),
-    " (+https://tenantcred.dev)"
-);
+pub const USER_AGENT_VALUE: &str = concat!("tenantcred/", env!("CARGO_PKG_VERSION"), " (+https://tenantcred.dev)");
 /// Enough of an error body for a summary; the rest is never read.
 const BODY_LIMIT: usize = 4096;
 
@@ -89,15 +86,60 @@ impl Prober {
             }
             // Error texts are not kept: they are not needed and could grow to include request parts.
             Err(e) if e.is_timeout() => outcome.transport = Transport::Timeout,
-            Err(e) if e.is_connect() => {
-                outcome.transport = Transport::Failed(TransportFailure::Connect)
-            }
+            Err(e) if e.is_connect() => outcome.transport = Transport::Failed(TransportFailure::Connect),
             Err(_) => outcome.transport = Transport::Failed(TransportFailure::Other),
         }
         outcome.elapsed = started.elapsed();
         outcome
     }
 }
+
+impl Prober {
+    /// `POST url` with a form body (the OAuth token endpoint). The body holds secrets: it is never
+    /// logged, and the answer's body is returned for parsing (bounded).
+    pub async fn post_form(&self, url: &str, fields: &[(&str, String)], timeout: Duration) -> oauth::Answer {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .timeout(timeout);
+        let mut answer = oauth::Answer {
+            transport: Transport::Failed(TransportFailure::Other),
+            body: Vec::new(),
+            back_off_until: None,
+        };
+        match request.send().await {
+            Ok(mut resp) => {
+                let mut scratch = ProbeOutcome::answered(resp.status().as_u16());
+                read_headers(resp.headers(), Timestamp::now(), &mut scratch);
+                answer.back_off_until = scratch.back_off_until();
+                answer.transport = if resp.status().is_redirection() {
+                    Transport::Failed(TransportFailure::Redirect)
+                } else {
+                    Transport::Answered(resp.status().as_u16())
+                };
+                while answer.body.len() < TOKEN_BODY_LIMIT {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => answer.body.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+            }
+            Err(e) if e.is_timeout() => answer.transport = Transport::Timeout,
+            Err(e) if e.is_connect() => answer.transport = Transport::Failed(TransportFailure::Connect),
+            Err(_) => {}
+        }
+        answer
+    }
+}
+
+/// A token response is small; anything beyond this is not a token response.
+const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 
 fn read_headers(h: &HeaderMap, now: Timestamp, outcome: &mut ProbeOutcome) {
     let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());

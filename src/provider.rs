@@ -111,16 +111,9 @@ pub fn summarize_error_body(body: &[u8]) -> Option<String> {
         return None;
     }
     let summary = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => [
-            "error_description",
-            "message",
-            "Message",
-            "error",
-            "title",
-            "detail",
-        ]
-        .iter()
-        .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_owned))?,
+        Ok(v) => ["error_description", "message", "Message", "error", "title", "detail"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_owned))?,
         Err(_) if text.starts_with('<') => return None, // an HTML error page says nothing useful
         Err(_) => text.lines().next().unwrap_or_default().to_owned(),
     };
@@ -159,10 +152,7 @@ mod tests {
         assert_eq!(summarize_error_body(b"<html><body>502</body></html>"), None);
         assert_eq!(summarize_error_body(b""), None);
         assert_eq!(summarize_error_body(&[0xff, 0xfe]), None);
-        assert_eq!(
-            summarize_error_body(br#"{"message":"bad token cs_live_abc"}"#),
-            None
-        );
+        assert_eq!(summarize_error_body(br#"{"message":"bad token cs_live_abc"}"#), None);
         assert_eq!(summarize_error_body(br#"[1,2]"#), None);
     }
 }

@@ -15,11 +15,7 @@ pub struct Jitter(f64);
 
 impl Jitter {
     pub fn new(u: f64) -> Self {
-        Self(if u.is_finite() {
-            u.clamp(0.0, 1.0)
-        } else {
-            0.5
-        })
+        Self(if u.is_finite() { u.clamp(0.0, 1.0) } else { 0.5 })
     }
     pub fn random() -> Self {
         Self::new(rand::random::<f64>())
@@ -85,12 +81,7 @@ pub struct Finished {
 
 /// When to probe again after `f`, or `None` when probing stops (expired or unusable token: only a
 /// new token brings it back).
-pub fn next_probe(
-    f: Finished,
-    interval: Duration,
-    now: Timestamp,
-    jitter: Jitter,
-) -> Option<Timestamp> {
+pub fn next_probe(f: Finished, interval: Duration, now: Timestamp, jitter: Jitter) -> Option<Timestamp> {
     let delay = match f.result {
         ProbeResult::Valid if f.first_for_token => {
             // Spreads the first follow-ups of a mass creation over the whole interval, so thousands of
@@ -98,9 +89,7 @@ pub fn next_probe(
             jitter.scale(interval, 0.1, 1.0)
         }
         ProbeResult::Valid => jitter.scale(interval, 0.9, 1.1),
-        ProbeResult::Unauthorized | ProbeResult::Forbidden
-            if f.consecutive_failures < f.failure_threshold =>
-        {
+        ProbeResult::Unauthorized | ProbeResult::Forbidden if f.consecutive_failures < f.failure_threshold => {
             let exp = f.consecutive_failures.saturating_sub(1).min(8);
             let confirm = CONFIRM_FIRST.saturating_mul(4u32.pow(exp)).min(interval);
             jitter.scale(confirm, 0.9, 1.1)
@@ -123,10 +112,7 @@ pub fn next_probe(
             let mut next = add(now, jitter.scale(base, 0.5, 1.0));
             if let Some(back_off) = f.provider_back_off {
                 // The provider's word wins, plus a little jitter so every key does not return at once.
-                next = next.max(add(
-                    back_off,
-                    jitter.scale(Duration::from_secs(10), 0.0, 1.0),
-                ));
+                next = next.max(add(back_off, jitter.scale(Duration::from_secs(10), 0.0, 1.0)));
             }
             return Some(next);
         }
@@ -137,12 +123,7 @@ pub fn next_probe(
 
 /// After a restart, credentials whose probe fell due while the operator was down are spread over
 /// one interval from start-up (by a stable per-resource offset), instead of all firing at once.
-pub fn catch_up(
-    due: Timestamp,
-    started_at: Timestamp,
-    interval: Duration,
-    stable_offset: u64,
-) -> Timestamp {
+pub fn catch_up(due: Timestamp, started_at: Timestamp, interval: Duration, stable_offset: u64) -> Timestamp {
     if due >= started_at {
         return due;
     }
@@ -152,11 +133,7 @@ pub fn catch_up(
 
 /// Instants at which a credential's state changes without any event: entering the ExpiringSoon
 /// window and expiry itself.
-pub fn expiry_instants(
-    expires_at: Option<Timestamp>,
-    warn_before: Duration,
-    now: Timestamp,
-) -> Option<Timestamp> {
+pub fn expiry_instants(expires_at: Option<Timestamp>, warn_before: Duration, now: Timestamp) -> Option<Timestamp> {
     let exp = expires_at?;
     let warn = exp
         .checked_sub(SignedDuration::try_from(warn_before).ok()?)
@@ -318,14 +295,8 @@ mod tests {
     #[test]
     fn overdue_probes_after_restart_spread_over_one_interval() {
         let i = 10 * MIN;
-        assert_eq!(
-            catch_up(t(500), t(100), i, 7),
-            t(500),
-            "not overdue: untouched"
-        );
-        let slots: Vec<_> = (0..600u64)
-            .map(|k| catch_up(t(0), t(100), i, k * 1000))
-            .collect();
+        assert_eq!(catch_up(t(500), t(100), i, 7), t(500), "not overdue: untouched");
+        let slots: Vec<_> = (0..600u64).map(|k| catch_up(t(0), t(100), i, k * 1000)).collect();
         assert_eq!(slots.first(), Some(&t(100)));
         assert_eq!(slots.last(), Some(&t(699)));
     }

@@ -35,12 +35,8 @@ pub fn desired(owner: &TenantApiCredential, name: &str, base_url: &str, token: &
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(TENANT_LABEL.into(), spec.tenant.clone());
     labels.insert(PROVIDER_LABEL.into(), spec.provider.as_str().into());
-    labels.insert(
-        CREDENTIAL_LABEL.into(),
-        owner.metadata.name.clone().unwrap_or_default(),
-    );
-    let annotations =
-        (!spec.target.annotations.is_empty()).then(|| spec.target.annotations.clone());
+    labels.insert(CREDENTIAL_LABEL.into(), owner.metadata.name.clone().unwrap_or_default());
+    let annotations = (!spec.target.annotations.is_empty()).then(|| spec.target.annotations.clone());
     let owner_references = match spec.target.deletion_policy {
         DeletionPolicy::Delete => owner.controller_owner_ref(&()).map(|r| vec![r]),
         DeletionPolicy::Retain => None,
@@ -89,9 +85,7 @@ pub fn ownership(existing: Option<&Secret>, credential_name: &str) -> Ownership 
     };
     let labels = s.metadata.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    if label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
-        && label(CREDENTIAL_LABEL) == Some(credential_name)
-    {
+    if label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE) && label(CREDENTIAL_LABEL) == Some(credential_name) {
         Ownership::Ours
     } else {
         Ownership::Foreign
@@ -125,22 +119,13 @@ pub fn needs_apply(desired: &Secret, observed: &Secret) -> bool {
     }
 }
 
-fn subset<V: PartialEq>(
-    want: Option<&BTreeMap<String, V>>,
-    have: Option<&BTreeMap<String, V>>,
-) -> bool {
-    want.is_none_or(|w| {
-        w.iter()
-            .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
-    })
+fn subset<V: PartialEq>(want: Option<&BTreeMap<String, V>>, have: Option<&BTreeMap<String, V>>) -> bool {
+    want.is_none_or(|w| w.iter().all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v)))
 }
 
 fn same_owner_refs(want: Option<&[OwnerReference]>, have: Option<&[OwnerReference]>) -> bool {
     let uids = |refs: Option<&[OwnerReference]>| -> BTreeSet<String> {
-        refs.unwrap_or_default()
-            .iter()
-            .map(|r| r.uid.clone())
-            .collect()
+        refs.unwrap_or_default().iter().map(|r| r.uid.clone()).collect()
     };
     match want {
         Some(w) => uids(Some(w)).is_subset(&uids(have)),
@@ -161,11 +146,7 @@ fn desired_fields(s: &Secret) -> BTreeSet<String> {
     for k in s.data.iter().flat_map(|m| m.keys()) {
         f.insert(format!("data/{k}"));
     }
-    if s.metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
+    if s.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty()) {
         f.insert("ownerReferences".into());
     }
     f
@@ -174,9 +155,9 @@ fn desired_fields(s: &Secret) -> BTreeSet<String> {
 /// The same paths read from the `managedFields` entry of tenantcred's applies.
 fn owned_fields(s: &Secret) -> Option<BTreeSet<String>> {
     let entries = s.metadata.managed_fields.as_ref()?;
-    let entry = entries.iter().find(|e| {
-        e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply")
-    })?;
+    let entry = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"))?;
     let fields = &entry.fields_v1.as_ref()?.0;
     let mut f = BTreeSet::new();
     let keys_of = |v: Option<&serde_json::Value>| -> Vec<String> {
@@ -254,32 +235,16 @@ mod tests {
 
     #[test]
     fn ownership_is_decided_by_labels() {
-        let ours = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-        );
+        let ours = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_a"));
         assert_eq!(ownership(Some(&ours), "acme-cs"), Ownership::Ours);
-        assert_eq!(
-            ownership(Some(&ours), "another-credential"),
-            Ownership::Foreign
-        );
-        assert_eq!(
-            ownership(Some(&Secret::default()), "acme-cs"),
-            Ownership::Foreign
-        );
+        assert_eq!(ownership(Some(&ours), "another-credential"), Ownership::Foreign);
+        assert_eq!(ownership(Some(&Secret::default()), "acme-cs"), Ownership::Foreign);
         assert_eq!(ownership(None, "acme-cs"), Ownership::Absent);
     }
 
     #[test]
     fn apply_needed_only_when_something_differs() {
-        let d = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-        );
+        let d = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_a"));
         let mut observed = d.clone();
         observed
             .metadata
@@ -291,19 +256,9 @@ mod tests {
             !needs_apply(&d, &observed),
             "foreign extra labels are not ours to remove"
         );
-        let changed = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_b"),
-        );
+        let changed = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_b"));
         assert!(needs_apply(&changed, &observed));
-        let retained = desired(
-            &tac(DeletionPolicy::Retain),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-        );
+        let retained = desired(&tac(DeletionPolicy::Retain), "acme-cs", "u", &Token::new("cs_live_a"));
         // We own the owner reference per managedFields but no longer want it: apply to drop it.
         observed.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),

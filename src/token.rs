@@ -56,6 +56,12 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Reads a fingerprint back from its text form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("sha256:")?;
+        (hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_owned()))
+    }
 }
 
 impl fmt::Display for Fingerprint {
@@ -76,22 +82,16 @@ pub struct Lifetime {
 pub enum FormatError {
     #[error("the token is empty")]
     Empty,
-    #[error(
-        "the token has leading or trailing whitespace (often a trailing newline from `echo` or a file); remove it"
-    )]
+    #[error("the token has leading or trailing whitespace (often a trailing newline from `echo` or a file); remove it")]
     SurroundingWhitespace,
-    #[error(
-        "the token contains whitespace or control characters and cannot be sent in an HTTP header"
-    )]
+    #[error("the token contains whitespace or control characters and cannot be sent in an HTTP header")]
     IllegalCharacters,
     #[error("a {provider} key starts with `{prefix}`; this value does not")]
     MissingPrefix {
         provider: &'static str,
         prefix: &'static str,
     },
-    #[error(
-        "a {provider} token is a JWT (three base64url parts separated by dots); this value does not parse as one"
-    )]
+    #[error("a {provider} token is a JWT (three base64url parts separated by dots); this value does not parse as one")]
     NotAJwt { provider: &'static str },
 }
 
@@ -110,9 +110,7 @@ pub fn check(raw: &str, format: TokenFormat) -> Result<(Token, Lifetime), Format
         return Err(FormatError::IllegalCharacters);
     }
     let lifetime = match format {
-        TokenFormat::Jwt { provider } => {
-            jwt_lifetime(raw).ok_or(FormatError::NotAJwt { provider })?
-        }
+        TokenFormat::Jwt { provider } => jwt_lifetime(raw).ok_or(FormatError::NotAJwt { provider })?,
         TokenFormat::Prefixed { provider, prefix } => {
             if !raw.starts_with(prefix) || raw.len() == prefix.len() {
                 return Err(FormatError::MissingPrefix { provider, prefix });
@@ -167,13 +165,11 @@ pub(crate) mod tests {
 
     /// Minimal base64url (no padding) for test fixtures.
     mod base64_url {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         pub fn encode(input: &[u8]) -> String {
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
-                    << (8 * (3 - chunk.len()));
+                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
                 for i in 0..=chunk.len() {
                     out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
                 }
@@ -206,35 +202,17 @@ pub(crate) mod tests {
         };
         let raise = TokenFormat::Jwt { provider: "raise" };
         assert_eq!(check("", cs), Err(FormatError::Empty));
-        assert_eq!(
-            check("cs_live_abc\n", cs),
-            Err(FormatError::SurroundingWhitespace)
-        );
-        assert_eq!(
-            check(" cs_live_abc", cs),
-            Err(FormatError::SurroundingWhitespace)
-        );
-        assert_eq!(
-            check("cs_live_a bc", cs),
-            Err(FormatError::IllegalCharacters)
-        );
+        assert_eq!(check("cs_live_abc\n", cs), Err(FormatError::SurroundingWhitespace));
+        assert_eq!(check(" cs_live_abc", cs), Err(FormatError::SurroundingWhitespace));
+        assert_eq!(check("cs_live_a bc", cs), Err(FormatError::IllegalCharacters));
         assert!(matches!(
             check("sk_live_abc", cs),
             Err(FormatError::MissingPrefix { .. })
         ));
-        assert!(matches!(
-            check("cs_live_", cs),
-            Err(FormatError::MissingPrefix { .. })
-        ));
+        assert!(matches!(check("cs_live_", cs), Err(FormatError::MissingPrefix { .. })));
         assert!(check("cs_live_abc", cs).is_ok());
-        assert!(matches!(
-            check("not.a.jwt", raise),
-            Err(FormatError::NotAJwt { .. })
-        ));
-        assert!(matches!(
-            check("opaque", raise),
-            Err(FormatError::NotAJwt { .. })
-        ));
+        assert!(matches!(check("not.a.jwt", raise), Err(FormatError::NotAJwt { .. })));
+        assert!(matches!(check("opaque", raise), Err(FormatError::NotAJwt { .. })));
         let (_, life) = check(
             &jwt(serde_json::json!({"exp": 1_900_000_000, "nbf": 1_700_000_000})),
             raise,
@@ -242,8 +220,7 @@ pub(crate) mod tests {
         .expect("valid jwt");
         assert_eq!(life.expires_at, Timestamp::from_second(1_900_000_000).ok());
         assert_eq!(life.not_before, Timestamp::from_second(1_700_000_000).ok());
-        let (_, life) =
-            check(&jwt(serde_json::json!({"sub": "x"})), raise).expect("jwt without exp");
+        let (_, life) = check(&jwt(serde_json::json!({"sub": "x"})), raise).expect("jwt without exp");
         assert_eq!(life, Lifetime::default());
     }
 
@@ -256,11 +233,7 @@ pub(crate) mod tests {
 
     #[test]
     fn opaque_tokens_that_are_jwts_still_yield_exp() {
-        let (_, life) = check(
-            &jwt(serde_json::json!({"exp": 1_900_000_000})),
-            TokenFormat::Opaque,
-        )
-        .expect("ok");
+        let (_, life) = check(&jwt(serde_json::json!({"exp": 1_900_000_000})), TokenFormat::Opaque).expect("ok");
         assert!(life.expires_at.is_some());
         let (_, life) = check("plainapikey", TokenFormat::Opaque).expect("ok");
         assert_eq!(life, Lifetime::default());

@@ -91,9 +91,7 @@ pub fn classify(outcome: &ProbeOutcome) -> ProbeResult {
         Transport::Answered(403) => ProbeResult::Forbidden,
         Transport::Answered(429) => ProbeResult::RateLimited,
         // 3xx we did not follow, 404 from a gateway, 5xx: the provider or the path, not the token.
-        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) => {
-            ProbeResult::Unavailable
-        }
+        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) => ProbeResult::Unavailable,
     }
 }
 
@@ -109,8 +107,7 @@ pub fn parse_rate_limit(
     // cannot be a plausible epoch, so read it as a delay.
     let reset_at = num(reset).and_then(|n| {
         if n < 1_000_000_000 {
-            now.checked_add(jiff::SignedDuration::from_secs(n as i64))
-                .ok()
+            now.checked_add(jiff::SignedDuration::from_secs(n as i64)).ok()
         } else {
             Timestamp::from_second(n as i64).ok()
         }
@@ -153,14 +150,8 @@ mod tests {
             (Transport::Answered(503), ProbeResult::Unavailable),
             (Transport::Answered(302), ProbeResult::Unavailable),
             (Transport::Timeout, ProbeResult::Unavailable),
-            (
-                Transport::Failed(TransportFailure::Connect),
-                ProbeResult::Unavailable,
-            ),
-            (
-                Transport::Failed(TransportFailure::Redirect),
-                ProbeResult::Unavailable,
-            ),
+            (Transport::Failed(TransportFailure::Connect), ProbeResult::Unavailable),
+            (Transport::Failed(TransportFailure::Redirect), ProbeResult::Unavailable),
         ];
         for (transport, want) in cases {
             let o = ProbeOutcome {
@@ -217,11 +208,7 @@ mod tests {
             remaining: Some(900),
             reset_at: Some(ts(200)),
         };
-        assert_eq!(
-            ok.back_off_until(),
-            None,
-            "a healthy window is no reason to wait"
-        );
+        assert_eq!(ok.back_off_until(), None, "a healthy window is no reason to wait");
         ok.rate_limit.remaining = Some(0);
         assert_eq!(ok.back_off_until(), Some(ts(200)));
     }

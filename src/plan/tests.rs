@@ -55,6 +55,7 @@ impl Run {
             token: Some(&self.token),
             problem: problem.as_ref(),
             probe: &probe,
+            rotation: None,
             probe_request: None,
             now,
             jitter: Jitter::new(0.5),
@@ -172,9 +173,7 @@ fn rate_limits_and_outages_never_degrade_nor_flip_ready() {
         last_delay = delay;
         now += delay;
     }
-    assert!(
-        find(&r.status.conditions, Type::Ready).is_some_and(|c| c.message.contains("unavailable"))
-    );
+    assert!(find(&r.status.conditions, Type::Ready).is_some_and(|c| c.message.contains("unavailable")));
 }
 
 #[test]
@@ -232,11 +231,7 @@ fn expiring_soon_inside_the_window_and_requeue_at_the_instants() {
     r.token = facts("a", Some(365 * day));
     let d = r.step(ProbeStep::None, None, t(0));
     assert_eq!(r.cond(Type::ExpiringSoon), pair("False", "AsExpected"));
-    assert_eq!(
-        d.requeue_at,
-        Some(t(351 * day)),
-        "wake when the warning window opens"
-    );
+    assert_eq!(d.requeue_at, Some(t(351 * day)), "wake when the warning window opens");
 }
 
 #[test]
@@ -250,27 +245,15 @@ fn declared_not_after_counts_when_the_token_carries_no_expiry() {
 #[test]
 fn problems_map_to_reasons_and_stalled_only_when_a_person_is_needed() {
     let mut r = Run::new();
-    r.step(
-        ProbeStep::None,
-        Some(Problem::SourceNotFound("gone".into())),
-        t(0),
-    );
+    r.step(ProbeStep::None, Some(Problem::SourceNotFound("gone".into())), t(0));
     assert_eq!(r.cond(Type::Ready), pair("False", "SourceNotFound"));
     assert_eq!(r.cond(Type::Stalled), None);
     assert_eq!(r.cond(Type::Reconciling), None);
-    r.step(
-        ProbeStep::None,
-        Some(Problem::InvalidToken("bad".into())),
-        t(0),
-    );
+    r.step(ProbeStep::None, Some(Problem::InvalidToken("bad".into())), t(0));
     assert_eq!(r.cond(Type::Ready), pair("False", "InvalidToken"));
     assert_eq!(r.cond(Type::Stalled), pair("True", "InvalidToken"));
     assert_eq!(r.status.last_probe_result, Some(ProbeResult::Invalid));
-    r.step(
-        ProbeStep::None,
-        Some(Problem::SecretConflict("foreign".into())),
-        t(0),
-    );
+    r.step(ProbeStep::None, Some(Problem::SecretConflict("foreign".into())), t(0));
     assert_eq!(r.cond(Type::Stalled), pair("True", "SecretConflict"));
     assert_eq!(r.status.next_probe_time, None);
 }
@@ -298,40 +281,18 @@ fn probe_is_due_for_new_tokens_requests_and_schedule() {
     st.token_fingerprint = Some(tok.fingerprint.to_string());
     st.last_probe_result = Some(ProbeResult::Valid);
     st.next_probe_time = Some(Time(t(500)));
+    assert_eq!(probe_due(&st, &tok, &s, None, t(0), t(-100), 0), Some(t(500)));
     assert_eq!(
-        probe_due(&st, &tok, &s, None, t(0), t(-100), 0),
-        Some(t(500))
-    );
-    assert_eq!(
-        probe_due(
-            &st,
-            &tok,
-            &s,
-            Some("2026-01-01T00:00:00Z"),
-            t(0),
-            t(-100),
-            0
-        ),
+        probe_due(&st, &tok, &s, Some("2026-01-01T00:00:00Z"), t(0), t(-100), 0),
         Some(t(0))
     );
     st.last_handled_probe_request = Some("2026-01-01T00:00:00Z".into());
     assert_eq!(
-        probe_due(
-            &st,
-            &tok,
-            &s,
-            Some("2026-01-01T00:00:00Z"),
-            t(0),
-            t(-100),
-            0
-        ),
+        probe_due(&st, &tok, &s, Some("2026-01-01T00:00:00Z"), t(0), t(-100), 0),
         Some(t(500))
     );
     // Overdue at start-up: spread, not now.
-    assert_eq!(
-        probe_due(&st, &tok, &s, None, t(1000), t(800), 60_000),
-        Some(t(860))
-    );
+    assert_eq!(probe_due(&st, &tok, &s, None, t(1000), t(800), 60_000), Some(t(860)));
 }
 
 #[test]
@@ -351,9 +312,7 @@ fn resolve_reports_unusable_specs() {
         matches!(with(serde_json::json!({"provider": "generic"})), Err(Problem::InvalidSpec(m)) if m.contains("baseUrl"))
     );
     assert!(matches!(
-        with(
-            serde_json::json!({"provider": "generic", "baseUrl": "http://127.0.0.1:1", "probe": {"path": "/me"}})
-        ),
+        with(serde_json::json!({"provider": "generic", "baseUrl": "http://127.0.0.1:1", "probe": {"path": "/me"}})),
         Err(Problem::InsecureBaseUrl(_))
     ));
     assert!(matches!(
@@ -364,17 +323,13 @@ fn resolve_reports_unusable_specs() {
         with(serde_json::json!({"provider": "raise", "probe": {"interval": "soon"}})),
         Err(Problem::InvalidSpec(_))
     ));
-    let cs = with(serde_json::json!({"provider": "charitystack", "probe": {"interval": "1m"}}))
-        .expect("ok");
+    let cs = with(serde_json::json!({"provider": "charitystack", "probe": {"interval": "1m"}})).expect("ok");
     assert_eq!(cs.interval.effective, Duration::from_secs(360));
     assert_eq!(
         cs.probe_url(),
         "https://0k90mc4jjj.execute-api.us-east-2.amazonaws.com/v1/payments"
     );
-    assert_eq!(
-        cs.host(),
-        "0k90mc4jjj.execute-api.us-east-2.amazonaws.com:443"
-    );
+    assert_eq!(cs.host(), "0k90mc4jjj.execute-api.us-east-2.amazonaws.com:443");
     let insecure_ok = resolve(
         &tac(serde_json::json!({"tenant": "a", "provider": "generic", "baseUrl": "http://127.0.0.1:8080/", "probe": {"path": "/me"}, "credentialRef": {"name": "in"}})),
         true,

@@ -2,9 +2,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tenantcred::crd::TenantApiCredential;
 
@@ -27,10 +25,7 @@ async fn no_op_writes_do_not_bump_resource_version_nor_emit_events() {
         .expect("create by apply");
     let rv = first.metadata.resource_version.clone();
     let watch_from = api.resource_version();
-    let again = secrets
-        .patch("s", &pp, &Patch::Apply(&body))
-        .await
-        .expect("re-apply");
+    let again = secrets.patch("s", &pp, &Patch::Apply(&body)).await.expect("re-apply");
     assert_eq!(
         again.metadata.resource_version, rv,
         "identical apply must not bump resourceVersion"
@@ -47,11 +42,7 @@ async fn no_op_writes_do_not_bump_resource_version_nor_emit_events() {
     assert_eq!(api.resource_version(), watch_from, "no event was recorded");
     // stringData folded into data.
     assert_eq!(
-        first
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .map(|b| b.0.clone()),
+        first.data.as_ref().and_then(|d| d.get("token")).map(|b| b.0.clone()),
         Some(b"t".to_vec())
     );
     assert!(
@@ -107,7 +98,8 @@ async fn status_subresource_and_generation() {
         "spec": {"tenant": "a", "provider": "raise", "credentialRef": {"name": "in"}}}),
     );
     let tacs: Api<TenantApiCredential> = Api::namespaced(api.client(), NS);
-    let st = json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "status": {"secretName": "x"}});
+    let st =
+        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "status": {"secretName": "x"}});
     let after = tacs
         .patch_status("c", &PatchParams::apply("op").force(), &Patch::Apply(&st))
         .await
@@ -117,17 +109,10 @@ async fn status_subresource_and_generation() {
         Some(1),
         "status writes do not bump generation"
     );
-    assert_eq!(
-        after.status.as_ref().and_then(|s| s.secret_name.as_deref()),
-        Some("x")
-    );
+    assert_eq!(after.status.as_ref().and_then(|s| s.secret_name.as_deref()), Some("x"));
     let spec_and_status = json!({"spec": {"tenant": "b"}, "status": {"secretName": "ignored"}});
     let after = tacs
-        .patch(
-            "c",
-            &PatchParams::default(),
-            &Patch::Merge(&spec_and_status),
-        )
+        .patch("c", &PatchParams::default(), &Patch::Merge(&spec_and_status))
         .await
         .expect("spec");
     assert_eq!(after.metadata.generation, Some(2));
@@ -141,10 +126,7 @@ async fn status_subresource_and_generation() {
         .patch_status("c", &PatchParams::default(), &Patch::Merge(&sneaky))
         .await
         .expect("status");
-    assert_eq!(
-        after.spec.tenant, "b",
-        "the status subresource cannot write spec"
-    );
+    assert_eq!(after.spec.tenant, "b", "the status subresource cannot write spec");
 }
 
 #[tokio::test]
@@ -160,9 +142,7 @@ async fn finalizers_hold_deletion_and_owner_references_cascade() {
         "name": "c", "uid": owner["metadata"]["uid"]}]);
     api.create(child);
     let tacs: Api<TenantApiCredential> = Api::namespaced(api.client(), NS);
-    tacs.delete("c", &DeleteParams::default())
-        .await
-        .expect("delete");
+    tacs.delete("c", &DeleteParams::default()).await.expect("delete");
     let held = tacs.get("c").await.expect("still there");
     assert!(held.metadata.deletion_timestamp.is_some());
     assert!(api.get("secrets", NS, "child").is_some());
@@ -188,13 +168,13 @@ async fn finalizers_hold_deletion_and_owner_references_cascade() {
 async fn list_pages_label_selectors_and_watch_from_resource_version() {
     let api = ApiServer::new();
     for i in 0..5 {
-        api.create(secret(&format!("s{i}"), json!({"app.kubernetes.io/managed-by": if i % 2 == 0 { "tenantcred" } else { "other" }})));
+        api.create(secret(
+            &format!("s{i}"),
+            json!({"app.kubernetes.io/managed-by": if i % 2 == 0 { "tenantcred" } else { "other" }}),
+        ));
     }
     let secrets: Api<Secret> = Api::namespaced(api.client(), NS);
-    let page = secrets
-        .list(&ListParams::default().limit(2))
-        .await
-        .expect("list");
+    let page = secrets.list(&ListParams::default().limit(2)).await.expect("list");
     assert_eq!(page.items.len(), 2);
     let token = page.metadata.continue_.clone().expect("continue token");
     let rest = secrets
@@ -208,10 +188,7 @@ async fn list_pages_label_selectors_and_watch_from_resource_version() {
         .expect("list");
     assert_eq!(selected.items.len(), 3);
     let rv = selected.metadata.resource_version.clone().expect("rv");
-    api.create(secret(
-        "late",
-        json!({"app.kubernetes.io/managed-by": "tenantcred"}),
-    ));
+    api.create(secret("late", json!({"app.kubernetes.io/managed-by": "tenantcred"})));
     api.create(secret("ignored", json!({})));
     let wp = WatchParams::default()
         .labels("app.kubernetes.io/managed-by=tenantcred")
@@ -224,9 +201,7 @@ async fn list_pages_label_selectors_and_watch_from_resource_version() {
         .try_collect()
         .await
         .expect("events");
-    assert!(
-        matches!(&events[0], WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("late"))
-    );
+    assert!(matches!(&events[0], WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("late")));
     // Relabelled out of the selector: the watcher sees it go.
     let from = api.resource_version().to_string();
     let mut w = secrets.watch(&wp, &from).await.expect("watch").boxed();

@@ -26,17 +26,11 @@ async fn create_yields_the_managed_secret_and_status() {
         json!({"target": {"name": "acme-raise-api", "labels": {"team": "sync"}}}),
     )
     .await;
-    let s = h
-        .api
-        .get("secrets", NS, "acme-raise-api")
-        .expect("managed secret");
+    let s = h.api.get("secrets", NS, "acme-raise-api").expect("managed secret");
     let data = s["data"].as_object().expect("data");
     let mut keys: Vec<_> = data.keys().cloned().collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        ["authorization", "baseUrl", "provider", "tenant", "token"]
-    );
+    assert_eq!(keys, ["authorization", "baseUrl", "provider", "tenant", "token"]);
     assert_eq!(h.managed_token("acme-raise-api").as_deref(), Some(TOKEN));
     let labels = &s["metadata"]["labels"];
     assert_eq!(labels["app.kubernetes.io/managed-by"], "tenantcred");
@@ -45,10 +39,7 @@ async fn create_yields_the_managed_secret_and_status() {
     assert_eq!(labels["team"], "sync");
     assert_eq!(s["type"], "Opaque");
     let tac = h.tac("acme-raise");
-    assert_eq!(
-        s["metadata"]["ownerReferences"][0]["uid"],
-        tac["metadata"]["uid"]
-    );
+    assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], tac["metadata"]["uid"]);
     let status = &tac["status"];
     assert_eq!(status["secretName"], "acme-raise-api");
     assert_eq!(status["observedGeneration"], 1);
@@ -61,10 +52,7 @@ async fn create_yields_the_managed_secret_and_status() {
     assert_eq!(tac["metadata"]["finalizers"][0], "tenantcred.dev/cleanup");
     assert_eq!(h.events("SecretCreated"), 1);
     assert!(
-        h.api
-            .list("events")
-            .iter()
-            .all(|e| !e.to_string().contains(TOKEN)),
+        h.api.list("events").iter().all(|e| !e.to_string().contains(TOKEN)),
         "events never carry the token"
     );
 }
@@ -100,11 +88,7 @@ async fn a_deleted_source_is_reported_and_the_secret_kept() {
         h.condition("c", "Ready") == pair("False", "SourceNotFound")
     })
     .await;
-    assert_eq!(
-        h.condition("c", "Stalled"),
-        None,
-        "recovers by itself: not Stalled"
-    );
+    assert_eq!(h.condition("c", "Stalled"), None, "recovers by itself: not Stalled");
     assert_eq!(
         h.managed_token("c").as_deref(),
         Some(TOKEN),
@@ -135,10 +119,7 @@ async fn a_malformed_token_is_stalled_and_never_written() {
         "says what is wrong, never the token: {msg}"
     );
     assert_eq!(h.tac("cs")["status"]["lastProbeResult"], "Invalid");
-    assert!(
-        h.provider.seen().is_empty(),
-        "no request for a malformed token"
-    );
+    assert!(h.provider.seen().is_empty(), "no request for a malformed token");
     // Whitespace too.
     h.source_secret("cs-input", "cs_live_abc\n");
     settle(300).await;
@@ -171,11 +152,7 @@ async fn deletion_follows_the_deletion_policy() {
     ready_credential(&h, "gone", json!({})).await;
     h.provider.answer(TOKEN, Answer::Ok);
     h.source_secret("kept-input", TOKEN);
-    h.credential(
-        "kept",
-        "generic",
-        json!({"target": {"deletionPolicy": "Retain"}}),
-    );
+    h.credential("kept", "generic", json!({"target": {"deletionPolicy": "Retain"}}));
     eventually(10, "kept ready", || {
         h.condition("kept", "Ready") == pair("True", "TokenValid")
     })
@@ -185,14 +162,9 @@ async fn deletion_follows_the_deletion_policy() {
             .get("secrets", NS, "kept")
             .is_some_and(|s| s["metadata"]["ownerReferences"].is_null())
     );
-    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> =
-        kube::Api::namespaced(h.api.client(), NS);
-    tacs.delete("gone", &Default::default())
-        .await
-        .expect("delete");
-    tacs.delete("kept", &Default::default())
-        .await
-        .expect("delete");
+    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> = kube::Api::namespaced(h.api.client(), NS);
+    tacs.delete("gone", &Default::default()).await.expect("delete");
+    tacs.delete("kept", &Default::default()).await.expect("delete");
     eventually(10, "both resources gone", || {
         h.tac("gone").is_null() && h.tac("kept").is_null()
     })
@@ -212,22 +184,13 @@ async fn deletion_follows_the_deletion_policy() {
 async fn retain_set_after_creation_drops_the_owner_reference_on_delete() {
     let h = Harness::start().await;
     ready_credential(&h, "c", json!({})).await;
-    assert!(
-        !h.api.get("secrets", NS, "c").expect("secret")["metadata"]["ownerReferences"].is_null()
-    );
-    h.edit_tac("c", |o| {
-        o["spec"]["target"] = json!({"deletionPolicy": "Retain"})
-    });
-    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> =
-        kube::Api::namespaced(h.api.client(), NS);
+    assert!(!h.api.get("secrets", NS, "c").expect("secret")["metadata"]["ownerReferences"].is_null());
+    h.edit_tac("c", |o| o["spec"]["target"] = json!({"deletionPolicy": "Retain"}));
+    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> = kube::Api::namespaced(h.api.client(), NS);
     tacs.delete("c", &Default::default()).await.expect("delete");
     eventually(10, "resource gone", || h.tac("c").is_null()).await;
     let s = h.api.get("secrets", NS, "c").expect("retained");
-    assert!(
-        s["metadata"]["ownerReferences"]
-            .as_array()
-            .is_none_or(|r| r.is_empty())
-    );
+    assert!(s["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()));
 }
 
 #[tokio::test]
@@ -241,9 +204,7 @@ async fn steady_state_makes_no_writes() {
         let mut src = h.api.get("secrets", NS, "c-input").expect("source");
         src["metadata"]["labels"] = json!({"touch": i.to_string()});
         h.api.replace(src);
-        h.edit_tac("c", |o| {
-            o["metadata"]["annotations"] = json!({"poke": i.to_string()})
-        });
+        h.edit_tac("c", |o| o["metadata"]["annotations"] = json!({"poke": i.to_string()}));
         settle(100).await;
     }
     settle(500).await;
@@ -251,9 +212,7 @@ async fn steady_state_makes_no_writes() {
         .api
         .requests()
         .iter()
-        .filter(|((verb, res), _)| {
-            matches!(verb.as_str(), "apply" | "patch" | "update" | "create") && res != "events"
-        })
+        .filter(|((verb, res), _)| matches!(verb.as_str(), "apply" | "patch" | "update" | "create") && res != "events")
         .map(|(_, n)| n)
         .sum();
     assert_eq!(writes, 0, "requests: {:?}", h.api.requests());
@@ -262,11 +221,7 @@ async fn steady_state_makes_no_writes() {
         "it did reconcile: {:?}",
         h.api.requests()
     );
-    assert_eq!(
-        h.provider.hits(TOKEN),
-        1,
-        "and did not probe again before the interval"
-    );
+    assert_eq!(h.provider.hits(TOKEN), 1, "and did not probe again before the interval");
 }
 
 #[tokio::test]
@@ -298,11 +253,7 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons() {
         h.condition("u", "Ready") == pair("False", "InvalidSpec")
     })
     .await;
-    assert!(
-        h.tac("u")["status"]["conditions"]
-            .to_string()
-            .contains("salesforce")
-    );
+    assert!(h.tac("u")["status"]["conditions"].to_string().contains("salesforce"));
     assert_eq!(h.condition("u", "Stalled"), pair("True", "InvalidSpec"));
 }
 
@@ -312,9 +263,5 @@ async fn api_errors_are_retried() {
     api.fail_next("apply", "secrets", 500);
     let h = Harness::start_with(api).await;
     ready_credential(&h, "c", json!({})).await;
-    assert!(
-        h.api.count("apply", "secrets") >= 2,
-        "{:?}",
-        h.api.requests()
-    );
+    assert!(h.api.count("apply", "secrets") >= 2, "{:?}", h.api.requests());
 }

@@ -24,9 +24,7 @@ fn say(msg: &str) {
 
 async fn cluster() -> Option<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        say(
-            "e2e SKIPPED: KUBECONFIG is not set (point it at a test cluster to run the end-to-end test)",
-        );
+        say("e2e SKIPPED: KUBECONFIG is not set (point it at a test cluster to run the end-to-end test)");
         return None;
     }
     tenantcred::probe::install_crypto_provider();
@@ -39,10 +37,7 @@ async fn cluster() -> Option<Client> {
     };
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(v)) => {
-            say(&format!(
-                "e2e RUNNING against Kubernetes {}.{}",
-                v.major, v.minor
-            ));
+            say(&format!("e2e RUNNING against Kubernetes {}.{}", v.major, v.minor));
             Some(client)
         }
         _ => {
@@ -52,12 +47,7 @@ async fn cluster() -> Option<Client> {
     }
 }
 
-async fn wait_for<F: Fn(&TenantApiCredential) -> bool>(
-    api: &Api<TenantApiCredential>,
-    name: &str,
-    what: &str,
-    f: F,
-) {
+async fn wait_for<F: Fn(&TenantApiCredential) -> bool>(api: &Api<TenantApiCredential>, name: &str, what: &str, f: F) {
     for _ in 0..300 {
         if let Ok(Some(t)) = api.get_opt(name).await
             && f(&t)
@@ -112,12 +102,7 @@ async fn e2e_against_a_real_cluster() {
     let ctl_client = client.clone();
     let scope = ns.clone();
     let task = tokio::spawn(async move {
-        let (ctx, c) = controller::controller(
-            ctl_client,
-            config,
-            Prober::new().expect("client"),
-            Some(&scope),
-        );
+        let (ctx, c) = controller::controller(ctl_client, config, Prober::new().expect("client"), Some(&scope));
         c.run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| async {})
             .await;
@@ -126,24 +111,17 @@ async fn e2e_against_a_real_cluster() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let tacs: Api<TenantApiCredential> = Api::namespaced(client.clone(), &ns);
     for (name, token) in [("good", "e2e-good"), ("revoked", "e2e-revoked")] {
-        let s =
-            json!({"metadata": {"name": format!("{name}-input")}, "stringData": {"token": token}});
+        let s = json!({"metadata": {"name": format!("{name}-input")}, "stringData": {"token": token}});
         secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(s).expect("secret"),
-            )
+            .create(&PostParams::default(), &serde_json::from_value(s).expect("secret"))
             .await
             .expect("source");
         let t = json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "metadata": {"name": name},
             "spec": {"tenant": "acme", "provider": "generic", "baseUrl": provider.base_url, "probe": {"path": "/probe", "failureThreshold": 1},
                      "credentialRef": {"name": format!("{name}-input")}}});
-        tacs.create(
-            &PostParams::default(),
-            &serde_json::from_value(t).expect("tac"),
-        )
-        .await
-        .expect("credential");
+        tacs.create(&PostParams::default(), &serde_json::from_value(t).expect("tac"))
+            .await
+            .expect("credential");
     }
     let foreign = json!({"metadata": {"name": "taken"}, "stringData": {"x": "y"}});
     secrets
@@ -156,31 +134,19 @@ async fn e2e_against_a_real_cluster() {
     let t = json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "metadata": {"name": "conflict"},
         "spec": {"tenant": "acme", "provider": "generic", "baseUrl": provider.base_url, "probe": {"path": "/probe"},
                  "credentialRef": {"name": "good-input"}, "target": {"name": "taken"}}});
-    tacs.create(
-        &PostParams::default(),
-        &serde_json::from_value(t).expect("tac"),
-    )
-    .await
-    .expect("credential");
+    tacs.create(&PostParams::default(), &serde_json::from_value(t).expect("tac"))
+        .await
+        .expect("credential");
 
-    wait_for(&tacs, "good", "Ready=True", |t| {
-        ready(t, "True", "TokenValid")
-    })
-    .await;
-    wait_for(&tacs, "revoked", "Degraded", |t| {
-        ready(t, "False", "Unauthorized")
-    })
-    .await;
+    wait_for(&tacs, "good", "Ready=True", |t| ready(t, "True", "TokenValid")).await;
+    wait_for(&tacs, "revoked", "Degraded", |t| ready(t, "False", "Unauthorized")).await;
     wait_for(&tacs, "conflict", "SecretConflict", |t| {
         ready(t, "False", "SecretConflict")
     })
     .await;
     let managed = secrets.get("good").await.expect("managed secret");
     let data = managed.data.unwrap_or_default();
-    assert_eq!(
-        data.get("token").map(|b| b.0.clone()),
-        Some(b"e2e-good".to_vec())
-    );
+    assert_eq!(data.get("token").map(|b| b.0.clone()), Some(b"e2e-good".to_vec()));
     assert!(data.contains_key("authorization") && data.contains_key("baseUrl"));
     assert!(
         managed
@@ -194,9 +160,7 @@ async fn e2e_against_a_real_cluster() {
         "untouched"
     );
 
-    tacs.delete("good", &DeleteParams::default())
-        .await
-        .expect("delete");
+    tacs.delete("good", &DeleteParams::default()).await.expect("delete");
     for _ in 0..100 {
         if secrets.get_opt("good").await.ok().flatten().is_none() {
             break;

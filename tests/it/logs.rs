@@ -12,10 +12,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -54,10 +51,7 @@ async fn no_token_in_trace_logs() {
         h.condition("a", "Ready") == pair("True", "TokenValid")
     })
     .await;
-    eventually(10, "b probed", || {
-        h.tac("b")["status"]["consecutiveFailures"] == 1
-    })
-    .await;
+    eventually(10, "b probed", || h.tac("b")["status"]["consecutiveFailures"] == 1).await;
     eventually(10, "c invalid", || {
         h.condition("c", "Ready") == pair("False", "InvalidToken")
     })
@@ -66,8 +60,7 @@ async fn no_token_in_trace_logs() {
     eventually(10, "a rotated", || h.provider.hits(secrets[2]) == 1).await;
     drop(h);
 
-    let logs =
-        String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).to_string();
+    let logs = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).to_string();
     assert!(
         logs.contains("probed") && logs.contains("tenantcred::controller"),
         "debug logs were captured ({} bytes)",

@@ -6,6 +6,7 @@ mod apiserver_double;
 mod core_scenarios;
 mod crd_validation;
 mod e2e;
+mod lifecycle_scenarios;
 mod logs;
 mod probe_http;
 mod probing_scenarios;

@@ -25,16 +25,8 @@ async fn every_provider_answer_gets_its_verdict() {
     let p = Provider::start().await;
     let cases = [
         ("valid", Answer::Ok, ProbeResult::Valid),
-        (
-            "json401",
-            Answer::UnauthorizedJson,
-            ProbeResult::Unauthorized,
-        ),
-        (
-            "text401",
-            Answer::UnauthorizedText,
-            ProbeResult::Unauthorized,
-        ),
+        ("json401", Answer::UnauthorizedJson, ProbeResult::Unauthorized),
+        ("text401", Answer::UnauthorizedText, ProbeResult::Unauthorized),
         ("nope", Answer::Forbidden, ProbeResult::Forbidden),
         (
             "limited",
@@ -64,15 +56,11 @@ async fn every_provider_answer_gets_its_verdict() {
     let json = probe(&p, "json401", Duration::from_secs(5)).await;
     assert_eq!(json.detail.as_deref(), Some("Unauthorized"));
     let limited = probe(&p, "limited", Duration::from_secs(5)).await;
-    let wait = limited.retry_after.expect("Retry-After read").as_second()
-        - jiff::Timestamp::now().as_second();
+    let wait = limited.retry_after.expect("Retry-After read").as_second() - jiff::Timestamp::now().as_second();
     assert!((110..=121).contains(&wait), "{wait}");
     let limited2 = probe(&p, "limited2", Duration::from_secs(5)).await;
     assert_eq!(limited2.rate_limit.remaining, Some(0));
-    assert_eq!(
-        limited2.back_off_until().map(|t| t.as_second()),
-        Some(4_102_444_800)
-    );
+    assert_eq!(limited2.back_off_until().map(|t| t.as_second()), Some(4_102_444_800));
 }
 
 #[tokio::test]
@@ -127,9 +115,7 @@ async fn redirects_are_never_followed() {
         let to = to.clone();
         async move { Redirect::temporary(&to) }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -143,8 +129,5 @@ async fn redirects_are_never_followed() {
         )
         .await;
     assert_eq!(classify(&o), ProbeResult::Unavailable);
-    assert!(
-        target.seen().is_empty(),
-        "the token never reached the other host"
-    );
+    assert!(target.seen().is_empty(), "the token never reached the other host");
 }

@@ -43,18 +43,13 @@ async fn a_valid_token_is_ready_with_probe_fields() {
     h.provider.send_rate_headers(true);
     h.source_secret("c-input", "good");
     h.credential("c", "generic", json!({}));
-    eventually(10, "Ready", || {
-        h.condition("c", "Ready") == pair("True", "TokenValid")
-    })
-    .await;
+    eventually(10, "Ready", || h.condition("c", "Ready") == pair("True", "TokenValid")).await;
     let st = &h.tac("c")["status"];
     assert_eq!(st["lastProbeResult"], "Valid");
     assert_eq!(st["lastProbeHttpStatus"], 200);
     assert_eq!(st["consecutiveFailures"], 0);
     assert!(
-        st["lastProbeTime"].is_string()
-            && st["lastSuccessfulProbeTime"].is_string()
-            && st["nextProbeTime"].is_string()
+        st["lastProbeTime"].is_string() && st["lastSuccessfulProbeTime"].is_string() && st["nextProbeTime"].is_string()
     );
     assert_eq!(st["rateLimit"]["limit"], 1000);
     assert_eq!(st["rateLimit"]["remaining"], 987);
@@ -68,10 +63,7 @@ async fn persistent_401_degrades_and_a_new_token_recovers() {
     h.provider.answer("revoked", Answer::UnauthorizedText);
     h.source_secret("c-input", "revoked");
     h.credential("c", "generic", json!({}));
-    eventually(10, "first 401", || {
-        h.tac("c")["status"]["consecutiveFailures"] == 1
-    })
-    .await;
+    eventually(10, "first 401", || h.tac("c")["status"]["consecutiveFailures"] == 1).await;
     assert_eq!(
         h.condition("c", "Degraded"),
         pair("False", "AsExpected"),
@@ -109,10 +101,7 @@ async fn storms_of_503_and_429_never_degrade() {
     h.provider.answer("t", Answer::Ok);
     h.source_secret("c-input", "t");
     h.credential("c", "generic", json!({}));
-    eventually(10, "Ready", || {
-        h.condition("c", "Ready") == pair("True", "TokenValid")
-    })
-    .await;
+    eventually(10, "Ready", || h.condition("c", "Ready") == pair("True", "TokenValid")).await;
     h.provider.answer("t", Answer::Status(503));
     for i in 0..4 {
         let stamp = format!("2026-11-22T10:0{i}:00Z");
@@ -134,14 +123,10 @@ async fn storms_of_503_and_429_never_degrade() {
         .zip(last)
         .map(|(n, l)| n.as_second() - l.as_second())
         .unwrap_or_default();
-    assert!(
-        backoff >= 60,
-        "backoff grew past the first 30s step: {backoff}s"
-    );
+    assert!(backoff >= 60, "backoff grew past the first 30s step: {backoff}s");
 
     // A 429 with Retry-After holds back every later probe of that host until then.
-    h.provider
-        .answer("t", Answer::RateLimited { retry_after: 3600 });
+    h.provider.answer("t", Answer::RateLimited { retry_after: 3600 });
     probe_now(&h, "c", "2026-11-22T11:00:00Z");
     handled(&h, "c", "2026-11-22T11:00:00Z").await;
     assert_eq!(h.tac("c")["status"]["lastProbeResult"], "RateLimited");
@@ -149,11 +134,7 @@ async fn storms_of_503_and_429_never_degrade() {
     probe_now(&h, "c", "2026-11-22T11:01:00Z");
     handled(&h, "c", "2026-11-22T11:01:00Z").await;
     settle(200).await;
-    assert_eq!(
-        h.provider.hits("t"),
-        hits,
-        "Retry-After honoured: no request before it"
-    );
+    assert_eq!(h.provider.hits("t"), hits, "Retry-After honoured: no request before it");
     let next = ts(&h.tac("c")["status"]["nextProbeTime"])
         .map(|t| t.as_second())
         .unwrap_or_default();
@@ -171,10 +152,7 @@ async fn an_expired_jwt_is_expired_without_a_request() {
     let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
     h.source_secret("r-input", &token);
     h.credential("r", "raise", json!({}));
-    eventually(10, "Expired", || {
-        h.condition("r", "Ready") == pair("False", "Expired")
-    })
-    .await;
+    eventually(10, "Expired", || h.condition("r", "Ready") == pair("False", "Expired")).await;
     assert_eq!(h.condition("r", "Degraded"), pair("True", "Expired"));
     assert_eq!(h.condition("r", "Stalled"), pair("True", "Expired"));
     assert_eq!(h.tac("r")["status"]["lastProbeResult"], "Expired");
@@ -186,8 +164,7 @@ async fn an_expired_jwt_is_expired_without_a_request() {
 async fn a_jwt_expiring_in_three_days_warns() {
     let h = Harness::start().await;
     let soon = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 3 * 86_400}));
-    let later =
-        jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 365 * 86_400}));
+    let later = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 365 * 86_400}));
     let never = jwt(json!({"sub": "acme"}));
     for (name, tok) in [("soon", &soon), ("later", &later), ("never", &never)] {
         h.provider.answer(tok, Answer::Ok);
@@ -200,18 +177,9 @@ async fn a_jwt_expiring_in_three_days_warns() {
             .all(|n| h.condition(n, "Ready") == pair("True", "TokenValid"))
     })
     .await;
-    assert_eq!(
-        h.condition("soon", "ExpiringSoon"),
-        pair("True", "ExpiringSoon")
-    );
-    assert_eq!(
-        h.condition("later", "ExpiringSoon"),
-        pair("False", "AsExpected")
-    );
-    assert_eq!(
-        h.condition("never", "ExpiringSoon"),
-        pair("False", "AsExpected")
-    );
+    assert_eq!(h.condition("soon", "ExpiringSoon"), pair("True", "ExpiringSoon"));
+    assert_eq!(h.condition("later", "ExpiringSoon"), pair("False", "AsExpected"));
+    assert_eq!(h.condition("never", "ExpiringSoon"), pair("False", "AsExpected"));
     assert!(h.tac("never")["status"]["expiresAt"].is_null());
     assert!(h.tac("later")["status"]["expiresAt"].is_string());
     assert_eq!(h.events("ExpiringSoon"), 1);
@@ -224,10 +192,7 @@ async fn the_budget_caps_probes_per_key_whatever_is_asked() {
     h.provider.answer(key, Answer::Ok);
     h.source_secret("cs-input", key);
     h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}));
-    eventually(10, "Ready", || {
-        h.condition("cs", "Ready") == pair("True", "TokenValid")
-    })
-    .await;
+    eventually(10, "Ready", || h.condition("cs", "Ready") == pair("True", "TokenValid")).await;
     let msg = h.tac("cs")["status"]["conditions"].to_string();
     assert!(msg.contains("stretched from 1m to 6m"), "{msg}");
     for i in 0..14 {

@@ -135,9 +135,7 @@ impl ApiServer {
 
     /// The next request with this verb on this resource fails with `code`.
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16) {
-        self.lock()
-            .faults
-            .push((verb.into(), resource.into(), code));
+        self.lock().faults.push((verb.into(), resource.into(), code));
     }
 
     pub fn get(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
@@ -171,17 +169,10 @@ impl ApiServer {
 
     pub fn replace(&self, obj: Value) -> Value {
         let (coll, ns) = coll_of(&obj);
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let mut st = self.lock();
         let key = (coll.clone(), ns.clone(), name);
-        let old = st
-            .objects
-            .get(&key)
-            .cloned()
-            .expect("replace of a missing object");
+        let old = st.objects.get(&key).cloned().expect("replace of a missing object");
         let mut new = obj;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         self.update_locked(&mut st, &key, old, new, None, "test")
@@ -202,20 +193,12 @@ impl ApiServer {
 
     async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let path = parts.uri.path().to_owned();
         let query: HashMap<String, String> = parts
             .uri
             .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
         let meta_only = parts
             .headers
@@ -229,10 +212,7 @@ impl ApiServer {
             .unwrap_or("application/json")
             .to_owned();
         let Some(route) = parse_path(&path) else {
-            return respond(
-                404,
-                &status_json(&err(404, "NotFound", format!("no route for {path}"))),
-            );
+            return respond(404, &status_json(&err(404, "NotFound", format!("no route for {path}"))));
         };
         let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         let verb = match (parts.method.as_str(), route.name.is_some(), watch) {
@@ -252,19 +232,10 @@ impl ApiServer {
         };
         {
             let mut st = self.lock();
-            *st.requests
-                .entry((verb.to_owned(), resource.clone()))
-                .or_default() += 1;
-            if let Some(i) = st
-                .faults
-                .iter()
-                .position(|(v, r, _)| v == verb && *r == resource)
-            {
+            *st.requests.entry((verb.to_owned(), resource.clone())).or_default() += 1;
+            if let Some(i) = st.faults.iter().position(|(v, r, _)| v == verb && *r == resource) {
                 let (_, _, code) = st.faults.remove(i);
-                return respond(
-                    code,
-                    &status_json(&err(code, "InternalError", "injected fault")),
-                );
+                return respond(code, &status_json(&err(code, "InternalError", "injected fault")));
             }
         }
         if verb == "watch" {
@@ -276,17 +247,11 @@ impl ApiServer {
             match serde_json::from_slice(&bytes).or_else(|_| serde_yaml::from_slice(&bytes)) {
                 Ok(v) => v,
                 Err(e) => {
-                    return respond(
-                        400,
-                        &status_json(&err(400, "BadRequest", format!("body: {e}"))),
-                    );
+                    return respond(400, &status_json(&err(400, "BadRequest", format!("body: {e}"))));
                 }
             }
         };
-        let manager = query
-            .get("fieldManager")
-            .cloned()
-            .unwrap_or_else(|| "unknown".into());
+        let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
         let force = query.get("force").is_some_and(|f| f == "true");
         let result = match verb {
             "get" => self.get_one(&route),
@@ -314,32 +279,18 @@ impl ApiServer {
             .name
             .clone()
             .ok_or_else(|| err(405, "MethodNotAllowed", "needs a name"))?;
-        Ok((
-            route.coll.clone(),
-            route.ns.clone().unwrap_or_default(),
-            name,
-        ))
+        Ok((route.coll.clone(), route.ns.clone().unwrap_or_default(), name))
     }
 
     fn get_one(&self, route: &Route) -> Result<Value, ApiError> {
         let key = Self::key(route)?;
-        self.lock()
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))
+        self.lock().objects.get(&key).cloned().ok_or_else(|| not_found(&key))
     }
 
     fn list_coll(&self, route: &Route, q: &HashMap<String, String>) -> Result<Value, ApiError> {
         let st = self.lock();
-        let labels = q
-            .get("labelSelector")
-            .map(|s| parse_selector(s))
-            .unwrap_or_default();
-        let fields = q
-            .get("fieldSelector")
-            .map(|s| parse_selector(s))
-            .unwrap_or_default();
+        let labels = q.get("labelSelector").map(|s| parse_selector(s)).unwrap_or_default();
+        let fields = q.get("fieldSelector").map(|s| parse_selector(s)).unwrap_or_default();
         let limit: usize = q
             .get("limit")
             .and_then(|l| l.parse().ok())
@@ -364,9 +315,7 @@ impl ApiServer {
             if after.as_ref().is_some_and(|a| id.as_str() <= a.as_str()) {
                 continue;
             }
-            if !matches(&labels, obj["metadata"]["labels"].as_object())
-                || !field_matches(&fields, obj)
-            {
+            if !matches(&labels, obj["metadata"]["labels"].as_object()) || !field_matches(&fields, obj) {
                 continue;
             }
             if items.len() == limit {
@@ -380,9 +329,7 @@ impl ApiServer {
         if let Some(n) = next {
             meta["continue"] = n.into();
         }
-        Ok(
-            json!({"apiVersion": api_version(&route.coll), "kind": kind, "metadata": meta, "items": items}),
-        )
+        Ok(json!({"apiVersion": api_version(&route.coll), "kind": kind, "metadata": meta, "items": items}))
     }
 
     fn create_locked(
@@ -412,10 +359,7 @@ impl ApiServer {
                 .ok_or_else(|| err(422, "Invalid", "name or generateName required"))?;
             obj["metadata"]["name"] = format!("{prefix}{:05x}", st.uid + 1).into();
         }
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let key = (coll.clone(), ns.to_owned(), name);
         if st.objects.contains_key(&key) {
             return Err(err(
@@ -446,10 +390,7 @@ impl ApiServer {
             Some(paths) => ("Apply".to_owned(), paths),
             None => (
                 "Update".to_owned(),
-                leaf_paths(&obj, &[])
-                    .into_iter()
-                    .filter(|p| user_path(p))
-                    .collect(),
+                leaf_paths(&obj, &[]).into_iter().filter(|p| user_path(p)).collect(),
             ),
         };
         owners.insert(manager.into(), entry);
@@ -469,10 +410,7 @@ impl ApiServer {
         manager: &str,
     ) -> Result<Value, ApiError> {
         if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
-            && rv
-                != old["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
+            && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
         {
             return Err(err(
                 409,
@@ -558,9 +496,7 @@ impl ApiServer {
             return old;
         }
         let finalizing = new["metadata"]["deletionTimestamp"].is_string()
-            && new["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(|f| f.is_empty());
+            && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
         let stored = self.store(st, key.clone(), Some(old), new);
         if finalizing {
             let _ = self.delete_locked(st, key);
@@ -598,32 +534,18 @@ impl ApiServer {
     fn put(&self, route: &Route, body: Value, manager: &str) -> Result<Value, ApiError> {
         let key = Self::key(route)?;
         let mut st = self.lock();
-        let old = st
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
+        let old = st.objects.get(&key).cloned().ok_or_else(|| not_found(&key))?;
         self.update_locked(&mut st, &key, old, body, route.sub.as_deref(), manager)
     }
 
-    fn patch(
-        &self,
-        route: &Route,
-        patch: Value,
-        content_type: &str,
-        manager: &str,
-    ) -> Result<Value, ApiError> {
+    fn patch(&self, route: &Route, patch: Value, content_type: &str, manager: &str) -> Result<Value, ApiError> {
         let key = Self::key(route)?;
         let mut st = self.lock();
-        let old = st
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
+        let old = st.objects.get(&key).cloned().ok_or_else(|| not_found(&key))?;
         let mut new = old.clone();
         if content_type.contains("json-patch") {
-            let ops: Vec<Value> = serde_json::from_value(patch.clone())
-                .map_err(|e| err(400, "BadRequest", e.to_string()))?;
+            let ops: Vec<Value> =
+                serde_json::from_value(patch.clone()).map_err(|e| err(400, "BadRequest", e.to_string()))?;
             // Like the real server, `test` of a missing path against null succeeds.
             let ops: Vec<Value> = ops
                 .into_iter()
@@ -633,10 +555,9 @@ impl ApiServer {
                         && new.pointer(op["path"].as_str().unwrap_or("")).is_none())
                 })
                 .collect();
-            let p: json_patch::Patch = serde_json::from_value(Value::Array(ops))
-                .map_err(|e| err(400, "BadRequest", e.to_string()))?;
-            json_patch::patch(&mut new, &p)
-                .map_err(|e| err(422, "Invalid", format!("json patch: {e}")))?;
+            let p: json_patch::Patch =
+                serde_json::from_value(Value::Array(ops)).map_err(|e| err(400, "BadRequest", e.to_string()))?;
+            json_patch::patch(&mut new, &p).map_err(|e| err(422, "Invalid", format!("json patch: {e}")))?;
         } else {
             json_patch::merge(&mut new, &patch);
         }
@@ -647,29 +568,18 @@ impl ApiServer {
         self.update_locked(&mut st, &key, old, new, route.sub.as_deref(), manager)
     }
 
-    fn apply(
-        &self,
-        route: &Route,
-        applied: Value,
-        manager: &str,
-        force: bool,
-    ) -> Result<Value, ApiError> {
+    fn apply(&self, route: &Route, applied: Value, manager: &str, force: bool) -> Result<Value, ApiError> {
         let key = Self::key(route)?;
         let sub = route.sub.as_deref();
         let mut st = self.lock();
         let in_scope = |p: &Vec<String>| match sub {
             Some("status") => p.first().is_some_and(|f| f == "status"),
-            _ => {
-                user_path(p)
-                    && (!key.0.has_status_subresource() || p.first().is_none_or(|f| f != "status"))
-            }
+            _ => user_path(p) && (!key.0.has_status_subresource() || p.first().is_none_or(|f| f != "status")),
         };
         let mut applied = applied;
         normalize(&key.0, &mut applied);
-        let applied_leaves: BTreeMap<Vec<String>, Value> = leaf_values(&applied)
-            .into_iter()
-            .filter(|(p, _)| in_scope(p))
-            .collect();
+        let applied_leaves: BTreeMap<Vec<String>, Value> =
+            leaf_values(&applied).into_iter().filter(|(p, _)| in_scope(p)).collect();
         let Some(old) = st.objects.get(&key).cloned() else {
             if sub.is_some() {
                 return Err(not_found(&key));
@@ -703,10 +613,7 @@ impl ApiServer {
                 ),
             ));
         }
-        let mine: BTreeSet<Vec<String>> = owners
-            .get(manager)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default();
+        let mine: BTreeSet<Vec<String>> = owners.get(manager).map(|(_, s)| s.clone()).unwrap_or_default();
         let others: BTreeSet<Vec<String>> = owners
             .iter()
             .filter(|(m, _)| *m != manager)
@@ -733,9 +640,7 @@ impl ApiServer {
             manager.into(),
             (
                 "Apply".into(),
-                keep.into_iter()
-                    .chain(applied_leaves.keys().cloned())
-                    .collect(),
+                keep.into_iter().chain(applied_leaves.keys().cloned()).collect(),
             ),
         );
         owners.retain(|_, (_, s)| !s.is_empty());
@@ -748,14 +653,8 @@ impl ApiServer {
     fn delete_one(&self, route: &Route) -> Result<Value, ApiError> {
         let key = Self::key(route)?;
         let mut st = self.lock();
-        let old = st
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
-        let has_finalizers = old["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
+        let old = st.objects.get(&key).cloned().ok_or_else(|| not_found(&key))?;
+        let has_finalizers = old["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if old["metadata"]["deletionTimestamp"].is_string() {
                 return Ok(old);
@@ -768,8 +667,7 @@ impl ApiServer {
             }
             return Ok(self.commit(&mut st, &key, old, new));
         }
-        self.delete_locked(&mut st, &key)
-            .ok_or_else(|| not_found(&key))
+        self.delete_locked(&mut st, &key).ok_or_else(|| not_found(&key))
     }
 
     /// Removes the object and, as the garbage collector would, everything it owns.
@@ -806,23 +704,14 @@ impl ApiServer {
     }
 
     fn watch(&self, route: Route, q: &HashMap<String, String>, meta_only: bool) -> Response<Body> {
-        let labels = q
-            .get("labelSelector")
-            .map(|s| parse_selector(s))
-            .unwrap_or_default();
-        let fields = q
-            .get("fieldSelector")
-            .map(|s| parse_selector(s))
-            .unwrap_or_default();
+        let labels = q.get("labelSelector").map(|s| parse_selector(s)).unwrap_or_default();
+        let fields = q.get("fieldSelector").map(|s| parse_selector(s)).unwrap_or_default();
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
         let timeout = q
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(290);
-        let from: u64 = q
-            .get("resourceVersion")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
+        let from: u64 = q.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
         let (backlog, mut rx, current_rv, expired) = {
             let st = self.lock();
             let rx = self.tx.subscribe();
@@ -831,8 +720,7 @@ impl ApiServer {
             let backlog: Vec<Change> = st.history.iter().filter(|c| c.rv > from).cloned().collect();
             (backlog, rx, st.rv, expired)
         };
-        let (tx, out) =
-            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1024);
+        let (tx, out) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1024);
         let filter = WatchFilter {
             coll: route.coll.clone(),
             ns: route.ns.clone(),
@@ -843,7 +731,8 @@ impl ApiServer {
         tokio::spawn(async move {
             let line = |v: Value| Ok(http_body::Frame::data(Bytes::from(format!("{v}\n"))));
             if expired {
-                let e = json!({"type": "ERROR", "object": status_json(&err(410, "Expired", "too old resource version"))});
+                let e =
+                    json!({"type": "ERROR", "object": status_json(&err(410, "Expired", "too old resource version"))});
                 let _ = tx.send(line(e)).await;
                 return;
             }
@@ -908,8 +797,7 @@ struct WatchFilter {
 
 impl WatchFilter {
     fn selects(&self, obj: &Value) -> bool {
-        matches(&self.labels, obj["metadata"]["labels"].as_object())
-            && field_matches(&self.fields, obj)
+        matches(&self.labels, obj["metadata"]["labels"].as_object()) && field_matches(&self.fields, obj)
     }
 
     fn event(&self, c: &Change) -> Option<Value> {
@@ -927,11 +815,7 @@ impl WatchFilter {
             ("MODIFIED", true, false) => "DELETED",
             _ => return None,
         };
-        let obj = if self.meta_only {
-            to_meta(&c.new)
-        } else {
-            c.new.clone()
-        };
+        let obj = if self.meta_only { to_meta(&c.new) } else { c.new.clone() };
         Some(json!({"type": type_, "object": obj}))
     }
 }
@@ -975,10 +859,7 @@ fn coll_of(obj: &Value) -> (Coll, String) {
         "TenantApiCredential" => "tenantapicredentials".to_owned(),
         k => format!("{}s", k.to_lowercase()),
     };
-    let ns = obj["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
     (
         Coll {
             group: group.into(),
@@ -1041,8 +922,7 @@ pub fn b64(input: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -1065,9 +945,10 @@ pub fn unb64(input: &str) -> Vec<u8> {
     let clean: Vec<u8> = input.bytes().filter(|c| *c != b'=').collect();
     let mut out = Vec::new();
     for chunk in clean.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, c)| {
-            acc | (u32::from(val(*c)) << (18 - 6 * i))
-        });
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, c)| acc | (u32::from(val(*c)) << (18 - 6 * i)));
         for i in 0..chunk.len().saturating_sub(1) {
             out.push((n >> (16 - 8 * i)) as u8);
         }
@@ -1096,20 +977,16 @@ fn comparable(obj: &Value) -> Value {
 fn user_path(p: &[String]) -> bool {
     match p {
         [first, ..] if first == "apiVersion" || first == "kind" => false,
-        [m, f, ..] if m == "metadata" => matches!(
-            f.as_str(),
-            "labels" | "annotations" | "ownerReferences" | "finalizers"
-        ),
+        [m, f, ..] if m == "metadata" => {
+            matches!(f.as_str(), "labels" | "annotations" | "ownerReferences" | "finalizers")
+        }
         [m] if m == "metadata" => false,
         _ => true,
     }
 }
 
 fn leaf_paths(v: &Value, prefix: &[String]) -> Vec<Vec<String>> {
-    leaf_values_at(v, prefix)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect()
+    leaf_values_at(v, prefix).into_iter().map(|(p, _)| p).collect()
 }
 
 fn leaf_values(v: &Value) -> BTreeMap<Vec<String>, Value> {
@@ -1190,12 +1067,7 @@ fn render_managed_fields(owners: Option<&Owners>, obj: &mut Value, coll: &Coll) 
 
 fn to_meta(v: &Value) -> Value {
     if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
-        let items: Vec<Value> = v["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(to_meta)
-            .collect();
+        let items: Vec<Value> = v["items"].as_array().into_iter().flatten().map(to_meta).collect();
         return json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": v["metadata"], "items": items});
     }
     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": v["metadata"]})
@@ -1306,11 +1178,7 @@ fn field_matches(reqs: &[Req], obj: &Value) -> bool {
 }
 
 fn not_found(key: &Key) -> ApiError {
-    err(
-        404,
-        "NotFound",
-        format!("{} {:?} not found", key.0.plural, key.2),
-    )
+    err(404, "NotFound", format!("{} {:?} not found", key.0.plural, key.2))
 }
 
 fn status_json(e: &ApiError) -> Value {
@@ -1330,7 +1198,5 @@ fn respond(code: u16, v: &Value) -> Response<Body> {
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -35,11 +35,7 @@ impl Harness {
     pub async fn start_with(api: ApiServer) -> Self {
         let provider = Provider::start().await;
         let task = spawn_controller(&api);
-        Self {
-            api,
-            provider,
-            task,
-        }
+        Self { api, provider, task }
     }
 
     /// Stops the controller (as a crash would) and starts a fresh one on the same API server.
@@ -74,9 +70,7 @@ impl Harness {
     }
 
     pub fn tac(&self, name: &str) -> Value {
-        self.api
-            .get("tenantapicredentials", NS, name)
-            .unwrap_or(Value::Null)
+        self.api.get("tenantapicredentials", NS, name).unwrap_or(Value::Null)
     }
 
     pub fn condition(&self, name: &str, ty: &str) -> Option<(String, String)> {
@@ -106,11 +100,7 @@ impl Harness {
     }
 
     pub fn events(&self, reason: &str) -> usize {
-        self.api
-            .list("events")
-            .iter()
-            .filter(|e| e["reason"] == reason)
-            .count()
+        self.api.list("events").iter().filter(|e| e["reason"] == reason).count()
     }
 }
 

@@ -41,12 +41,31 @@ pub struct Seen {
     pub user_agent: Option<String>,
 }
 
+/// A Virtuous-like account behind `POST /Token`.
+#[derive(Clone, Debug, Default)]
+pub struct Account {
+    pub username: String,
+    pub password: String,
+    /// Two-factor authentication: the password grant answers 202 until this code comes along.
+    pub otp: Option<String>,
+    pub expires_in: u64,
+    /// How many token pairs were issued.
+    pub issued: u32,
+    /// The only refresh token that works (each refresh rotates it).
+    pub current_refresh: Option<String>,
+    /// Grant types received, in order ("password", "password+otp", "refresh_token", "refresh_token(rejected)").
+    pub grants: Vec<String>,
+}
+
 #[derive(Default)]
 struct Inner {
     answers: HashMap<String, Answer>,
     seen: Vec<Seen>,
     /// CharityStack-like: answer with X-RateLimit headers on every response.
     rate_headers: bool,
+    /// CharityStack-like: the first request with the key revokes the other at once.
+    revokes: HashMap<String, String>,
+    account: Option<Account>,
 }
 
 #[derive(Clone)]
@@ -84,6 +103,26 @@ impl Provider {
         self.lock().rate_headers = on;
     }
 
+    /// The first use of `new` revokes `old` (CharityStack: one active key per account).
+    pub fn revoke_on_use(&self, new: &str, old: &str) {
+        self.lock().revokes.insert(new.to_owned(), old.to_owned());
+    }
+
+    pub fn set_account(&self, account: Account) {
+        self.lock().account = Some(account);
+    }
+
+    pub fn account(&self) -> Option<Account> {
+        self.lock().account.clone()
+    }
+
+    /// Forgets every refresh token (as when the user's grant is revoked).
+    pub fn revoke_refresh_tokens(&self) {
+        if let Some(a) = self.lock().account.as_mut() {
+            a.current_refresh = None;
+        }
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.lock().seen.clone()
     }
@@ -99,17 +138,55 @@ impl Provider {
     }
 }
 
+fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let Some(acct) = st.account.as_mut() else {
+        return (404, String::new());
+    };
+    let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let invalid = |d: &str| (400, format!(r#"{{"error":"invalid_grant","error_description":"{d}"}}"#));
+    match f("grant_type").as_str() {
+        "password" => {
+            acct.grants.push(if form.contains_key("otp") {
+                "password+otp".into()
+            } else {
+                "password".into()
+            });
+            if f("username") != acct.username || f("password") != acct.password {
+                return invalid("The user name or password is incorrect.");
+            }
+            if acct.otp.as_ref().is_some_and(|code| form.get("otp") != Some(code)) {
+                return (202, String::new());
+            }
+        }
+        "refresh_token" => {
+            if acct.current_refresh.as_deref() != Some(f("refresh_token").as_str()) || f("refresh_token").is_empty() {
+                acct.grants.push("refresh_token(rejected)".into());
+                return invalid("The refresh token is invalid or expired.");
+            }
+            acct.grants.push("refresh_token".into());
+        }
+        _ => return (400, r#"{"error":"unsupported_grant_type"}"#.into()),
+    }
+    acct.issued += 1;
+    let (access, refresh) = (format!("acc-{}", acct.issued), format!("ref-{}", acct.issued));
+    acct.current_refresh = Some(refresh.clone());
+    let body = format!(
+        r#"{{"access_token":"{access}","token_type":"bearer","expires_in":{},"refresh_token":"{refresh}","userName":"{}"}}"#,
+        acct.expires_in, acct.username
+    );
+    st.answers.insert(access, Answer::Ok);
+    (200, body)
+}
+
 async fn handler(
     State(inner): State<Arc<Mutex<Inner>>>,
+    method: axum::http::Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response<Body> {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let auth = header("authorization");
     let (answer, rate_headers) = {
         let mut st = inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,11 +195,23 @@ async fn handler(
             authorization: auth.clone(),
             user_agent: header("user-agent"),
         });
+        if method == axum::http::Method::POST && uri.path() == "/Token" {
+            let (status, body) = token_endpoint(&mut st, &body);
+            return Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap_or_else(|_| Response::new(Body::empty()));
+        }
         let token = auth
             .as_deref()
             .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        (st.answers.get(token).cloned(), st.rate_headers)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(old) = st.revokes.remove(&token) {
+            st.answers.insert(old, Answer::UnauthorizedJson);
+        }
+        (st.answers.get(&token).cloned(), st.rate_headers)
     };
     let mut b = Response::builder();
     if rate_headers {
@@ -138,10 +227,7 @@ async fn handler(
             (200, "{}".to_owned())
         }
         None | Some(Answer::UnauthorizedJson) => (401, r#"{"error": "Unauthorized"}"#.to_owned()),
-        Some(Answer::UnauthorizedText) => (
-            401,
-            "Authorization has been denied for this request.".to_owned(),
-        ),
+        Some(Answer::UnauthorizedText) => (401, "Authorization has been denied for this request.".to_owned()),
         Some(Answer::Forbidden) => (403, r#"{"message":"Forbidden"}"#.to_owned()),
         Some(Answer::RateLimited { retry_after }) => {
             b = b.header("Retry-After", retry_after.to_string());
