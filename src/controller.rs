@@ -23,14 +23,20 @@ use crate::budget::Budget;
 use crate::crd::RotationStatus;
 use crate::crd::{FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
 use crate::events::{Notice, Severity};
+use crate::metrics::Metrics;
 use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
 use crate::probe::Prober;
 use crate::provider::TokenFormat;
 use crate::rotation::{self, Cutover, Validation};
 use crate::schedule::{self, Jitter};
 use crate::secret::{self, FIELD_MANAGER, Ownership};
+use crate::server::Health;
 use crate::token::{self, Lifetime, Token};
 use crate::{Error, Result};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared as Shared_};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
 
 /// How the operator runs; set from `tenantcred run` flags.
 #[derive(Clone, Debug)]
@@ -65,6 +71,7 @@ pub struct Context {
     recorder: Recorder,
     prober: Prober,
     budget: Arc<Budget>,
+    metrics: Arc<Metrics>,
     config: Config,
     started_at: Timestamp,
     /// Managed Secrets, cached by label selector (never every Secret of the cluster).
@@ -133,21 +140,124 @@ fn source_names(tac: &TenantApiCredential) -> Vec<String> {
     names
 }
 
-/// Runs the controller until SIGTERM/SIGINT: one controller per watched namespace (or one for all).
-pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
-    let prober = Prober::new()?;
-    let budget = Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host));
+/// Where the lease of leader election lives and who we are.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+}
+
+/// What every namespace's controller shares: one probe budget, one HTTP client, one set of metrics.
+#[derive(Clone)]
+pub struct Shared {
+    pub prober: Prober,
+    pub budget: Arc<Budget>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Shared {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Self> {
+        Ok(Self {
+            prober: Prober::new()?,
+            budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
+            metrics,
+            health,
+        })
+    }
+}
+
+/// Runs until `stop` turns true (SIGTERM/SIGINT): with leader election, only while holding the
+/// lease; losing it ends the run with an error so the process restarts and competes again.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shared: Shared,
+    lease: Option<LeaseConfig>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let Some(lease) = lease else {
+        shared.health.leader();
+        run_controllers(client, config, shared, stopped.boxed().shared()).await;
+        return Ok(());
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await?;
+    let (mut leader, handle) = manager.watch().await;
+    shared.health.standby();
+    info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
+    let mut stop_wait = stop.clone();
+    let acquired = tokio::select! {
+        _ = stop_wait.wait_for(|s| *s) => None,
+        acquired = leader.wait_for(|l| *l) => Some(acquired.is_ok()),
+    };
+    match acquired {
+        None => {
+            drop(leader);
+            let _ = handle.await;
+            return Ok(());
+        }
+        Some(false) => anyhow::bail!("the lease manager stopped before we became leader"),
+        Some(true) => {}
+    }
+    info!(identity = %lease.identity, "acquired the leader lease");
+    shared.health.leader();
+    let lost = {
+        let mut leader = leader.clone();
+        async move {
+            let _ = leader.wait_for(|l| !*l).await;
+        }
+    };
+    let shutdown = futures::future::select(stopped.boxed(), lost.boxed())
+        .map(|_| ())
+        .boxed()
+        .shared();
+    run_controllers(client, config, shared, shutdown).await;
+    let lost = !*leader.borrow();
+    // Dropping the last receiver makes the lease manager release the lease for the standby.
+    drop(leader);
+    let _ = handle.await;
+    if lost && !*stop.borrow() {
+        anyhow::bail!("lost the leader lease; exiting so a fresh start competes for it");
+    }
+    Ok(())
+}
+
+async fn run_controllers(client: Client, config: Config, shared: Shared, shutdown: Shared_<BoxFuture<'static, ()>>) {
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
     info!(namespaces = ?config.namespaces, "starting tenantcred controller");
-    let runs = scopes
-        .into_iter()
-        .map(|ns| run_scope(client.clone(), config.clone(), prober.clone(), budget.clone(), ns));
+    shared.health.expect_scopes(scopes.len());
+    let runs = scopes.into_iter().map(|ns| {
+        let (ctx, controller) = build_context(client.clone(), config.clone(), shared.clone(), ns.as_deref());
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => debug!(credential = %obj, "reconciled"),
+                    Err(e) => debug!(error = %e, "reconcile failed"),
+                }
+            })
+    });
     futures::future::join_all(runs).await;
-    Ok(())
+    info!("controllers stopped");
 }
 
 fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -161,37 +271,21 @@ where
     }
 }
 
-async fn run_scope(client: Client, config: Config, prober: Prober, budget: Arc<Budget>, ns: Option<String>) {
-    let (ctx, controller) = build_context(client, config, prober, budget, ns.as_deref());
-    controller
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => debug!(credential = %obj, "reconciled"),
-                Err(e) => debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
-}
-
 /// Builds the context and the controller with its three watches (credentials, managed Secrets,
 /// source Secret metadata). Exposed for tests, which drive it against the API server double.
 pub fn controller(
     client: Client,
     config: Config,
-    prober: Prober,
+    shared: Shared,
     ns: Option<&str>,
 ) -> (Arc<Context>, Controller<TenantApiCredential>) {
-    let budget = Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host));
-    build_context(client, config, prober, budget, ns)
+    build_context(client, config, shared, ns)
 }
 
 fn build_context(
     client: Client,
     config: Config,
-    prober: Prober,
-    budget: Arc<Budget>,
+    shared: Shared,
     ns: Option<&str>,
 ) -> (Arc<Context>, Controller<TenantApiCredential>) {
     let tacs: Api<TenantApiCredential> = api_for(&client, ns);
@@ -230,11 +324,19 @@ fn build_context(
             instance: None,
         },
     );
+    // Ready once both caches hold a full list.
+    let (tac_cache, managed_cache, health) = (tac_reader.clone(), managed_reader.clone(), shared.health.clone());
+    tokio::spawn(async move {
+        if tac_cache.wait_until_ready().await.is_ok() && managed_cache.wait_until_ready().await.is_ok() {
+            health.scope_synced();
+        }
+    });
     let ctx = Arc::new(Context {
         client,
         recorder,
-        prober,
-        budget,
+        prober: shared.prober,
+        budget: shared.budget,
+        metrics: shared.metrics,
         config: config.clone(),
         started_at: Timestamp::now(),
         managed: managed_reader,
@@ -283,6 +385,7 @@ pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Resu
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.metrics.reconciled();
     ctx.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     Ok(action)
 }
@@ -298,6 +401,8 @@ pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context
     };
     let base = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.min(6) - 1));
     let delay = Jitter::random().scale(base.min(Duration::from_secs(300)), 0.5, 1.0);
+    ctx.metrics.reconciled();
+    ctx.metrics.reconcile_failed(err.metric_label());
     warn!(credential = %key, error = %err, attempts, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -338,6 +443,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         status.observed_generation = tac.metadata.generation;
         status.next_probe_time = None;
         write_status(ctx, tac, ns, &observed, &status).await?;
+        ctx.metrics.observe(tac, &status);
         return Ok(Action::await_change());
     }
 
@@ -416,6 +522,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         .notices
         .extend(crate::events::transitions(&observed, &decision.status));
     write_status(ctx, tac, ns, &observed, &decision.status).await?;
+    ctx.metrics.observe(tac, &decision.status);
     publish(ctx, tac, std::mem::take(&mut synced.notices)).await;
     Ok(requeue(&decision, synced.wake_at, now))
 }
@@ -608,6 +715,11 @@ async fn probe_once(
     }
     let _permit = ctx.budget.acquire(&host).await;
     let outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
+    ctx.metrics.probed(
+        settings.profile.name,
+        crate::verdict::classify(&outcome),
+        outcome.elapsed,
+    );
     if let Some(until) = outcome.back_off_until() {
         ctx.budget.back_off(&host, key, settings.profile.limit_scope, until);
     }
@@ -689,6 +801,7 @@ async fn publish(ctx: &Context, tac: &TenantApiCredential, notices: Vec<Notice>)
 async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     ctx.sources.set(ns, &name, Vec::new());
+    ctx.metrics.forget(ns, &name);
     let Some(target) = tac.target_name().map(str::to_owned) else {
         return Ok(Action::await_change());
     };

@@ -4,11 +4,13 @@
 //! the shell does the I/O (`controller` against the Kubernetes API, `probe` against providers).
 
 pub mod budget;
+pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod events;
+pub mod metrics;
 pub mod oauth;
 pub mod plan;
 pub mod probe;
@@ -16,6 +18,7 @@ pub mod provider;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+pub mod server;
 pub mod telemetry;
 pub mod token;
 pub mod verdict;

@@ -1,8 +1,15 @@
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
-use tenantcred::controller::{self, Config};
+use tenantcred::cli::{self, CheckRequest};
+use tenantcred::controller::{self, Config, LeaseConfig, Shared};
+use tenantcred::metrics::Metrics;
+use tenantcred::server::{self, Health};
 use tenantcred::telemetry::{self, LogFormat};
 
-/// tenantcred: per-customer API tokens as Kubernetes resources.
+/// tenantcred: per-customer API tokens as Kubernetes resources, kept valid, probed and mounted.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -14,6 +21,24 @@ struct Cli {
 enum Command {
     /// Run the controller against the current kubeconfig context (or in-cluster config).
     Run(RunArgs),
+    /// Probe one token once, with the controller's own code; no cluster needed. The token is read
+    /// from TENANTCRED_TOKEN or stdin, never from an argument (shell history).
+    Check(CheckArgs),
+    /// List credentials, worst first.
+    Status {
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Ask the controller to probe a credential now (within its key's budget).
+    ProbeNow {
+        name: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
     /// Print the TenantApiCredential CRD as YAML.
     Crd,
 }
@@ -40,6 +65,21 @@ struct RunArgs {
     /// Reconciles in flight at once.
     #[arg(long, env = "TENANTCRED_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TENANTCRED_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Run only while holding a coordination.k8s.io Lease (for several replicas).
+    #[arg(long, env = "TENANTCRED_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "TENANTCRED_LEASE_NAME", default_value = "tenantcred-leader")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else the kubeconfig context's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     #[arg(long, env = "TENANTCRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level (RUST_LOG overrides).
@@ -47,26 +87,140 @@ struct RunArgs {
     log_level: String,
 }
 
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// raise, charitystack, virtuous or generic.
+    #[arg(long)]
+    provider: String,
+    /// The provider's base URL (default: the provider's; required for generic).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Path of the probe request (default: the provider's; required for generic).
+    #[arg(long)]
+    probe_path: Option<String>,
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// Allow plain http:// base URLs.
+    #[arg(long, env = "TENANTCRED_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tenantcred::probe::install_crypto_provider();
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", tenantcred::crd::crd_yaml()?);
             Ok(())
         }
-        Command::Run(args) => {
-            telemetry::init(args.log_format, &args.log_level);
-            tenantcred::probe::install_crypto_provider();
-            let client = kube::Client::try_default().await?;
-            let config = Config {
-                namespaces: args.namespaces,
-                allow_insecure_http: args.allow_insecure_http,
-                max_concurrent_probes: args.max_concurrent_probes,
-                max_probes_per_host: args.max_probes_per_host,
-                concurrency: args.concurrency,
-                ..Config::default()
+        Command::Check(args) => {
+            let raw = match std::env::var("TENANTCRED_TOKEN") {
+                Ok(t) => t,
+                Err(_) => {
+                    let mut input = String::new();
+                    std::io::stdin().read_to_string(&mut input)?;
+                    cli::token_from_stdin(&input).to_owned()
+                }
             };
-            controller::run(client, config).await
+            let req = CheckRequest {
+                provider: args.provider,
+                base_url: args.base_url,
+                probe_path: args.probe_path,
+                timeout: args.timeout,
+                allow_insecure_http: args.allow_insecure_http,
+            };
+            let report = cli::check(&req, &raw).await;
+            print!("{}", report.text);
+            std::process::exit(report.code);
         }
+        Command::Status {
+            namespace,
+            all_namespaces,
+        } => {
+            let client = kube::Client::try_default().await?;
+            let ns = (!all_namespaces).then(|| namespace.unwrap_or_else(|| client.default_namespace().to_owned()));
+            print!("{}", cli::status(client, ns.as_deref()).await?);
+            Ok(())
+        }
+        Command::ProbeNow { name, namespace } => {
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            print!("{}", cli::probe_now(client, &ns, &name).await?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level);
+    let client = kube::Client::try_default().await?;
+    let config = Config {
+        namespaces: args.namespaces,
+        allow_insecure_http: args.allow_insecure_http,
+        max_concurrent_probes: args.max_concurrent_probes,
+        max_probes_per_host: args.max_probes_per_host,
+        concurrency: args.concurrency,
+        ..Config::default()
+    };
+    let lease = args.leader_elect.then(|| LeaseConfig {
+        name: args.lease_name,
+        namespace: args
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity: args.identity.unwrap_or_else(default_identity),
+    });
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight work and releasing the lease");
+        let _ = stop_tx.send(true);
+    });
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let mut http_stop = stop.clone();
+    let http = tokio::spawn(server::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let shared = Shared::new(&config, metrics, health)?;
+    let result = controller::run(client, config, shared, lease, stop).await;
+    http.abort();
+    result
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "tenantcred" } else { &host },
+        std::process::id()
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }

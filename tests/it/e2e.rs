@@ -13,7 +13,6 @@ use kube::{Client, CustomResourceExt};
 use serde_json::json;
 use tenantcred::controller::{self, Config};
 use tenantcred::crd::TenantApiCredential;
-use tenantcred::probe::Prober;
 
 use crate::support::{Answer, Provider};
 
@@ -102,7 +101,8 @@ async fn e2e_against_a_real_cluster() {
     let ctl_client = client.clone();
     let scope = ns.clone();
     let task = tokio::spawn(async move {
-        let (ctx, c) = controller::controller(ctl_client, config, Prober::new().expect("client"), Some(&scope));
+        let shared = controller::Shared::new(&config, Default::default(), Default::default()).expect("shared");
+        let (ctx, c) = controller::controller(ctl_client, config, shared, Some(&scope));
         c.run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| async {})
             .await;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tenantcred::controller::{self, Config};
-use tenantcred::probe::Prober;
 
 pub use apiserver::ApiServer;
 pub use provider::{Answer, Provider};
@@ -110,10 +109,10 @@ fn spawn_controller(api: &ApiServer) -> tokio::task::JoinHandle<()> {
         allow_insecure_http: true,
         ..Config::default()
     };
-    let prober = Prober::new().expect("http client");
     tokio::spawn(async move {
         use futures::StreamExt;
-        let (ctx, c) = controller::controller(client, config, prober, None);
+        let shared = controller::Shared::new(&config, Default::default(), Default::default()).expect("shared");
+        let (ctx, c) = controller::controller(client, config, shared, None);
         c.run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| async {})
             .await;

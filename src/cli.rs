@@ -1,0 +1,409 @@
+//! The `tenantcred` commands besides `run`: `check` (probe one token with the controller's own
+//! code, no cluster needed), `status` (worst first) and `probe-now`.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+use crate::conditions::{self, Type};
+use crate::crd::{PROBE_REQUESTED_ANNOTATION, ProbeResult, TenantApiCredential, TenantApiCredentialSpec};
+use crate::plan;
+use crate::probe::Prober;
+use crate::secret::FIELD_MANAGER;
+use crate::token;
+use crate::verdict::{self, ProbeOutcome};
+
+/// Exit codes of `tenantcred check`, one per verdict, so scripts can branch on them.
+pub fn exit_code(result: ProbeResult) -> i32 {
+    match result {
+        ProbeResult::Valid => 0,
+        ProbeResult::Unauthorized => 2,
+        ProbeResult::Forbidden => 3,
+        ProbeResult::RateLimited => 4,
+        ProbeResult::Unavailable => 5,
+        ProbeResult::Expired => 6,
+        ProbeResult::Invalid => 7,
+    }
+}
+
+/// A usage or spec error (unknown provider, plain http without the flag...).
+pub const EXIT_USAGE: i32 = 64;
+
+pub struct CheckRequest {
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub probe_path: Option<String>,
+    pub timeout: String,
+    pub allow_insecure_http: bool,
+}
+
+/// What `check` found, ready to print.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub text: String,
+    pub code: i32,
+}
+
+/// Strips the line ending a shell adds (`echo "$TOKEN" | tenantcred check`); any other
+/// surrounding whitespace stays and is reported, as the controller would.
+pub fn token_from_stdin(input: &str) -> &str {
+    input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(input)
+}
+
+pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
+    let spec = serde_json::json!({
+        "tenant": "check", "provider": req.provider, "baseUrl": req.base_url,
+        "probe": {"path": req.probe_path, "timeout": req.timeout}, "credentialRef": {"name": "stdin"}
+    });
+    let spec: TenantApiCredentialSpec = match serde_json::from_value(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            return CheckReport {
+                text: format!("error: {e}\n"),
+                code: EXIT_USAGE,
+            };
+        }
+    };
+    let tac = TenantApiCredential::new("check", spec);
+    let settings = match plan::resolve(&tac, req.allow_insecure_http) {
+        Ok(s) => s,
+        Err(p) => {
+            return CheckReport {
+                text: format!("error: {}\n", p.message()),
+                code: EXIT_USAGE,
+            };
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "provider:     {} ({})",
+        settings.profile.name,
+        settings.probe_url()
+    );
+    let (token, lifetime) = match token::check(raw_token, settings.profile.token_format) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(out, "verdict:      Invalid (no request sent)\ndetail:       {e}");
+            return CheckReport {
+                text: out,
+                code: exit_code(ProbeResult::Invalid),
+            };
+        }
+    };
+    let _ = writeln!(out, "token:        {}", token.fingerprint());
+    let now = Timestamp::now();
+    let expires = lifetime.expires_at;
+    let _ = writeln!(
+        out,
+        "expires:      {}",
+        expires.map_or_else(|| "not declared by the token".to_string(), |e| e.to_string())
+    );
+    if expires.is_some_and(|e| e <= now) {
+        let _ = writeln!(out, "verdict:      Expired (no request sent)");
+        return CheckReport {
+            text: out,
+            code: exit_code(ProbeResult::Expired),
+        };
+    }
+    let prober = match Prober::new() {
+        Ok(p) => p,
+        Err(_) => {
+            return CheckReport {
+                text: "error: could not build an HTTP client\n".into(),
+                code: EXIT_USAGE,
+            };
+        }
+    };
+    let outcome = prober.probe(&settings.probe_url(), &token, settings.timeout).await;
+    let result = verdict::classify(&outcome);
+    render_outcome(&mut out, result, &outcome);
+    CheckReport {
+        text: out,
+        code: exit_code(result),
+    }
+}
+
+fn render_outcome(out: &mut String, result: ProbeResult, o: &ProbeOutcome) {
+    let _ = writeln!(out, "verdict:      {}", result.as_str());
+    let _ = writeln!(
+        out,
+        "http status:  {}",
+        o.http_status()
+            .map_or_else(|| format!("none ({:?})", o.transport), |s| s.to_string())
+    );
+    let _ = writeln!(out, "took:         {} ms", o.elapsed.as_millis());
+    let rl = &o.rate_limit;
+    if !rl.is_empty() {
+        let _ = writeln!(
+            out,
+            "rate limit:   {} of {} left{}",
+            rl.remaining.map_or("?".into(), |r| r.to_string()),
+            rl.limit.map_or("?".into(), |l| l.to_string()),
+            rl.reset_at.map(|r| format!(", window resets {r}")).unwrap_or_default()
+        );
+    }
+    if let Some(until) = o.back_off_until() {
+        let _ = writeln!(out, "retry after:  {until}");
+    }
+    if let Some(d) = &o.detail {
+        let _ = writeln!(out, "detail:       {d}");
+    }
+}
+
+/// One row of `tenantcred status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub namespace: String,
+    pub name: String,
+    pub tenant: String,
+    pub provider: String,
+    pub health: Health,
+    pub reason: String,
+    pub expires: String,
+    pub last_probe: String,
+}
+
+/// Worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    Degraded,
+    Stalled,
+    NotReady,
+    Progressing,
+    Expiring,
+    Healthy,
+    Suspended,
+}
+
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Degraded => "Degraded",
+            Self::Stalled => "Stalled",
+            Self::NotReady => "NotReady",
+            Self::Progressing => "Progressing",
+            Self::Expiring => "Expiring",
+            Self::Healthy => "Healthy",
+            Self::Suspended => "Suspended",
+        }
+    }
+}
+
+pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
+    let status = tac.status.clone().unwrap_or_default();
+    let c = &status.conditions;
+    let ready = conditions::find(c, Type::Ready);
+    let health = if tac.spec.suspend {
+        Health::Suspended
+    } else if conditions::is_true(c, Type::Degraded) {
+        Health::Degraded
+    } else if conditions::is_true(c, Type::Stalled) {
+        Health::Stalled
+    } else {
+        match ready.map(|r| r.status.as_str()) {
+            Some("True") if conditions::is_true(c, Type::ExpiringSoon) => Health::Expiring,
+            Some("True") => Health::Healthy,
+            Some("False") => Health::NotReady,
+            _ => Health::Progressing,
+        }
+    };
+    let ago = |t: Timestamp| {
+        let secs = now.as_second() - t.as_second();
+        match secs {
+            s if s < 0 => format!("in {}", human(-s)),
+            s => format!("{} ago", human(s)),
+        }
+    };
+    Row {
+        namespace: tac.namespace().unwrap_or_default(),
+        name: tac.name_any(),
+        tenant: tac.spec.tenant.clone(),
+        provider: tac.spec.provider.as_str().into(),
+        health,
+        reason: ready.map(|r| r.reason.clone()).unwrap_or_else(|| "-".into()),
+        expires: status.expires_at.map_or_else(|| "-".into(), |t| ago(t.0)),
+        last_probe: status.last_probe_time.map_or_else(|| "never".into(), |t| ago(t.0)),
+    }
+}
+
+fn human(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The table, worst credential first.
+pub fn render_table(mut rows: Vec<Row>, all_namespaces: bool) -> String {
+    rows.sort_by(|a, b| (a.health, &a.namespace, &a.name).cmp(&(b.health, &b.namespace, &b.name)));
+    let mut table: Vec<Vec<String>> = vec![];
+    let mut header = vec![
+        "NAME",
+        "TENANT",
+        "PROVIDER",
+        "HEALTH",
+        "REASON",
+        "EXPIRES",
+        "LAST PROBE",
+    ];
+    if all_namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    table.push(header.into_iter().map(str::to_owned).collect());
+    for r in rows {
+        let mut cells = vec![
+            r.name,
+            r.tenant,
+            r.provider,
+            r.health.as_str().into(),
+            r.reason,
+            r.expires,
+            r.last_probe,
+        ];
+        if all_namespaces {
+            cells.insert(0, r.namespace);
+        }
+        table.push(cells);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in table {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("   ").trim_end());
+    }
+    out
+}
+
+pub async fn status(client: Client, namespace: Option<&str>) -> kube::Result<String> {
+    let api: Api<TenantApiCredential> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let list = api.list(&ListParams::default()).await?;
+    if list.items.is_empty() {
+        return Ok(format!(
+            "No TenantApiCredentials found{}.\n",
+            namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+        ));
+    }
+    let now = Timestamp::now();
+    Ok(render_table(
+        list.items.iter().map(|t| row(t, now)).collect(),
+        namespace.is_none(),
+    ))
+}
+
+/// Sets `tenantcred.dev/probe-requested-at` to now; the controller probes (within the key's
+/// budget) and echoes the value in `status.lastHandledProbeRequest`.
+pub async fn probe_now(client: Client, namespace: &str, name: &str) -> kube::Result<String> {
+    let api: Api<TenantApiCredential> = Api::namespaced(client, namespace);
+    let stamp = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {PROBE_REQUESTED_ANNOTATION: stamp}}});
+    let pp = PatchParams {
+        field_manager: Some(format!("{FIELD_MANAGER}-cli")),
+        ..PatchParams::default()
+    };
+    api.patch(name, &pp, &Patch::Merge(&patch)).await?;
+    Ok(format!(
+        "probe requested for {namespace}/{name} at {stamp}\nwatch: kubectl get tac {name} -n {namespace} -o jsonpath='{{.status.lastHandledProbeRequest}}'\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{Desired, Reason, Status, merge};
+    use crate::crd::TenantApiCredentialStatus;
+
+    fn tac(name: &str, conds: &[(Type, Status, Reason)]) -> TenantApiCredential {
+        let spec: TenantApiCredentialSpec = serde_json::from_value(serde_json::json!({
+            "tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}
+        }))
+        .expect("spec");
+        let mut t = TenantApiCredential::new(name, spec);
+        t.metadata.namespace = Some("ns".into());
+        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let desired: Vec<_> = conds.iter().map(|(t, s, r)| Desired::new(*t, *s, *r, "m")).collect();
+        t.status = Some(TenantApiCredentialStatus {
+            conditions: merge(&[], &desired, Some(1), now),
+            ..Default::default()
+        });
+        t
+    }
+
+    #[test]
+    fn status_lists_the_worst_first() {
+        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let rows = vec![
+            row(&tac("fine", &[(Type::Ready, Status::True, Reason::TokenValid)]), now),
+            row(
+                &tac(
+                    "revoked",
+                    &[
+                        (Type::Ready, Status::False, Reason::Unauthorized),
+                        (Type::Degraded, Status::True, Reason::Unauthorized),
+                    ],
+                ),
+                now,
+            ),
+            row(&tac("new", &[(Type::Ready, Status::Unknown, Reason::Probing)]), now),
+            row(
+                &tac(
+                    "soon",
+                    &[
+                        (Type::Ready, Status::True, Reason::TokenValid),
+                        (Type::ExpiringSoon, Status::True, Reason::ExpiringSoon),
+                    ],
+                ),
+                now,
+            ),
+            row(
+                &tac("missing", &[(Type::Ready, Status::False, Reason::SourceNotFound)]),
+                now,
+            ),
+        ];
+        let table = render_table(rows, false);
+        let names: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(names, ["revoked", "missing", "new", "soon", "fine"]);
+        assert!(table.starts_with("NAME"));
+        assert!(table.contains("Degraded") && table.contains("Unauthorized"));
+    }
+
+    #[test]
+    fn stdin_loses_only_the_shell_line_ending() {
+        assert_eq!(token_from_stdin("abc\n"), "abc");
+        assert_eq!(token_from_stdin("abc\r\n"), "abc");
+        assert_eq!(token_from_stdin("abc"), "abc");
+        assert_eq!(token_from_stdin(" abc\n"), " abc", "real whitespace is still reported");
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_zero_only_for_valid() {
+        let all = [
+            ProbeResult::Valid,
+            ProbeResult::Unauthorized,
+            ProbeResult::Forbidden,
+            ProbeResult::RateLimited,
+            ProbeResult::Unavailable,
+            ProbeResult::Expired,
+            ProbeResult::Invalid,
+        ];
+        let codes: std::collections::BTreeSet<_> = all.iter().map(|r| exit_code(*r)).collect();
+        assert_eq!(codes.len(), all.len());
+        assert_eq!(exit_code(ProbeResult::Valid), 0);
+    }
+}

@@ -1,0 +1,117 @@
+//! The operator's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (alive) and `/readyz`
+//! (caches synced as leader, or a standby that knows it is one).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+const LEADER: u8 = 1;
+const STANDBY: u8 = 2;
+
+/// What `/readyz` reports.
+#[derive(Default)]
+pub struct Health {
+    leadership: AtomicU8,
+    scopes: AtomicUsize,
+    synced: AtomicUsize,
+}
+
+impl Health {
+    pub fn leader(&self) {
+        self.leadership.store(LEADER, Ordering::Release);
+    }
+    pub fn standby(&self) {
+        self.leadership.store(STANDBY, Ordering::Release);
+    }
+    /// Controllers (one per watched namespace, or one) that must sync before the leader is ready.
+    pub fn expect_scopes(&self, n: usize) {
+        self.scopes.store(n, Ordering::Release);
+        self.synced.store(0, Ordering::Release);
+    }
+    pub fn scope_synced(&self) {
+        self.synced.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `Ok(detail)` when ready.
+    pub fn ready(&self) -> Result<&'static str, &'static str> {
+        match self.leadership.load(Ordering::Acquire) {
+            STANDBY => Ok("standby: another replica holds the lease"),
+            LEADER if self.synced.load(Ordering::Acquire) >= self.scopes.load(Ordering::Acquire) => {
+                Ok("leader: caches synced")
+            }
+            LEADER => Err("leader: caches not synced yet"),
+            _ => Err("leadership not known yet"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, health })
+}
+
+async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.health.ready() {
+        Ok(m) => (StatusCode::OK, m),
+        Err(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(metrics, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_synced_caches_or_a_known_standby() {
+        let h = Health::default();
+        assert!(h.ready().is_err());
+        h.standby();
+        assert!(h.ready().is_ok());
+        h.leader();
+        h.expect_scopes(2);
+        assert!(h.ready().is_err());
+        h.scope_synced();
+        h.scope_synced();
+        assert!(h.ready().is_ok());
+    }
+}
