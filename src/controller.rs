@@ -3,10 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -146,6 +147,10 @@ pub struct LeaseConfig {
     pub name: String,
     pub namespace: String,
     pub identity: String,
+    /// How long a lease holds without renewal: the longest a dead leader blocks the standby.
+    pub duration_seconds: u64,
+    /// Renewal happens this long before expiry.
+    pub grace_seconds: u64,
 }
 
 /// What every namespace's controller shares: one probe budget, one HTTP client, one set of metrics.
@@ -191,8 +196,8 @@ pub async fn run(
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
-        .with_duration(15)
-        .with_grace(5)
+        .with_duration(lease.duration_seconds)
+        .with_grace(lease.grace_seconds)
         .with_field_manager(FIELD_MANAGER)
         .build()
         .await?;
@@ -291,8 +296,15 @@ fn build_context(
     let tacs: Api<TenantApiCredential> = api_for(&client, ns);
     let secrets: Api<Secret> = api_for(&client, ns);
 
+    // Ready once both caches hold a full list. (Counted from the streams: a store's
+    // `wait_until_ready` wakes only one waiter, and the controller is already one.)
+    let sync = Arc::new(ScopeSync {
+        pending: AtomicUsize::new(2),
+        health: shared.health.clone(),
+    });
     let (tac_reader, tac_writer) = reflector::store();
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
+        .inspect_ok(sync.clone().on_first_list())
         .default_backoff()
         .reflect(tac_writer)
         .applied_objects()
@@ -307,6 +319,7 @@ fn build_context(
 
     let (managed_reader, managed_writer) = reflector::store();
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+        .inspect_ok(sync.on_first_list())
         .default_backoff()
         .reflect(managed_writer)
         .touched_objects();
@@ -324,13 +337,6 @@ fn build_context(
             instance: None,
         },
     );
-    // Ready once both caches hold a full list.
-    let (tac_cache, managed_cache, health) = (tac_reader.clone(), managed_reader.clone(), shared.health.clone());
-    tokio::spawn(async move {
-        if tac_cache.wait_until_ready().await.is_ok() && managed_cache.wait_until_ready().await.is_ok() {
-            health.scope_synced();
-        }
-    });
     let ctx = Arc::new(Context {
         client,
         recorder,
@@ -365,6 +371,26 @@ fn build_context(
                 .collect()
         });
     (ctx, controller)
+}
+
+/// Counts the caches of one scope that have completed their first list.
+struct ScopeSync {
+    pending: AtomicUsize,
+    health: Arc<Health>,
+}
+
+impl ScopeSync {
+    fn on_first_list<K>(self: Arc<Self>) -> impl FnMut(&watcher::Event<K>) {
+        let mut seen = false;
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) && !seen {
+                seen = true;
+                if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.health.scope_synced();
+                }
+            }
+        }
+    }
 }
 
 impl Context {

@@ -169,6 +169,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .lease_namespace
             .unwrap_or_else(|| client.default_namespace().to_owned()),
         identity: args.identity.unwrap_or_else(default_identity),
+        duration_seconds: 15,
+        grace_seconds: 5,
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -8,5 +8,6 @@ mod crd_validation;
 mod e2e;
 mod lifecycle_scenarios;
 mod logs;
+mod operability;
 mod probe_http;
 mod probing_scenarios;

@@ -17,6 +17,7 @@ pub const NS: &str = "partner-prod";
 pub struct Harness {
     pub api: ApiServer,
     pub provider: Provider,
+    pub metrics: std::sync::Arc<tenantcred::metrics::Metrics>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -33,14 +34,20 @@ impl Harness {
 
     pub async fn start_with(api: ApiServer) -> Self {
         let provider = Provider::start().await;
-        let task = spawn_controller(&api);
-        Self { api, provider, task }
+        let metrics = std::sync::Arc::new(tenantcred::metrics::Metrics::new());
+        let task = spawn_controller(&api, metrics.clone());
+        Self {
+            api,
+            provider,
+            metrics,
+            task,
+        }
     }
 
     /// Stops the controller (as a crash would) and starts a fresh one on the same API server.
     pub fn restart_controller(&mut self) {
         self.task.abort();
-        self.task = spawn_controller(&self.api);
+        self.task = spawn_controller(&self.api, self.metrics.clone());
     }
 
     pub fn source_secret(&self, name: &str, token: &str) {
@@ -103,7 +110,10 @@ impl Harness {
     }
 }
 
-fn spawn_controller(api: &ApiServer) -> tokio::task::JoinHandle<()> {
+fn spawn_controller(
+    api: &ApiServer,
+    metrics: std::sync::Arc<tenantcred::metrics::Metrics>,
+) -> tokio::task::JoinHandle<()> {
     let client = api.client();
     let config = Config {
         allow_insecure_http: true,
@@ -111,7 +121,7 @@ fn spawn_controller(api: &ApiServer) -> tokio::task::JoinHandle<()> {
     };
     tokio::spawn(async move {
         use futures::StreamExt;
-        let shared = controller::Shared::new(&config, Default::default(), Default::default()).expect("shared");
+        let shared = controller::Shared::new(&config, metrics, Default::default()).expect("shared");
         let (ctx, c) = controller::controller(client, config, shared, None);
         c.run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| async {})

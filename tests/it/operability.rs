@@ -1,0 +1,274 @@
+//! Issue 5: the CLI, the metrics endpoint and leader election.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tenantcred::controller::{self, Config, LeaseConfig, Shared};
+use tenantcred::server::Health;
+use tower::ServiceExt;
+
+use crate::support::{Answer, ApiServer, Harness, NS, Provider, eventually, pair};
+
+fn check(provider: &Provider, args: &[&str], token: &str, via_env: bool) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantcred"));
+    cmd.arg("check").args(args).arg("--base-url").arg(&provider.base_url);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("TENANTCRED_TOKEN");
+    if via_env {
+        cmd.env("TENANTCRED_TOKEN", token);
+    }
+    let mut child = cmd.spawn().expect("run tenantcred check");
+    if let Some(mut stdin) = child.stdin.take() {
+        if !via_env {
+            let _ = writeln!(stdin, "{token}");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_gives_the_verdict_and_exit_code() {
+    let p = Provider::start().await;
+    p.answer("cs_live_good", Answer::Ok);
+    p.answer("cs_live_revoked", Answer::UnauthorizedJson);
+    p.answer(
+        "cs_live_busy",
+        Answer::RateLimitedHeaders {
+            reset_at: 4_102_444_800,
+        },
+    );
+    p.send_rate_headers(true);
+    let args = [
+        "--provider",
+        "charitystack",
+        "--allow-insecure-http",
+        "--probe-path",
+        "/payments",
+    ];
+    let p2 = p.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_good", false))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("verdict:      Valid") && out.contains("rate limit:   987 of 1000 left"),
+        "{out}"
+    );
+    assert!(!out.contains("cs_live_good"), "the token is never printed: {out}");
+    let p2 = p.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_revoked", true))
+        .await
+        .expect("join");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Unauthorized"), "{out}");
+    let p2 = p.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_busy", true))
+        .await
+        .expect("join");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("retry after:"), "{out}");
+    let p2 = p.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "sk_wrong_prefix", true))
+        .await
+        .expect("join");
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("no request sent"));
+    let p2 = p.clone();
+    let strict = ["--provider", "charitystack", "--probe-path", "/payments"];
+    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &strict, "cs_live_good", true))
+        .await
+        .expect("join");
+    assert_eq!(code, 64, "plain http refused without the flag: {out}");
+    assert_eq!(p.hits("cs_live_busy"), 1);
+}
+
+#[tokio::test]
+async fn status_and_probe_now_through_the_api() {
+    let h = Harness::start().await;
+    h.provider.answer("good", Answer::Ok);
+    h.provider.answer("bad", Answer::UnauthorizedJson);
+    h.source_secret("a-input", "good");
+    h.credential("a", "generic", json!({}));
+    h.source_secret("b-input", "bad");
+    h.credential(
+        "b",
+        "generic",
+        json!({"probe": {"path": "/probe", "failureThreshold": 1}}),
+    );
+    eventually(10, "a ready", || {
+        h.condition("a", "Ready") == pair("True", "TokenValid")
+    })
+    .await;
+    eventually(10, "b degraded", || {
+        h.condition("b", "Degraded") == pair("True", "Unauthorized")
+    })
+    .await;
+    let table = tenantcred::cli::status(h.api.client(), Some(NS)).await.expect("status");
+    let first = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.starts_with("b ") && first.contains("Degraded"),
+        "worst first:\n{table}"
+    );
+    let msg = tenantcred::cli::probe_now(h.api.client(), NS, "a")
+        .await
+        .expect("probe-now");
+    assert!(msg.contains("probe requested"));
+    eventually(10, "probed again", || h.provider.hits("good") == 2).await;
+    let stamp = h.tac("a")["metadata"]["annotations"]["tenantcred.dev/probe-requested-at"].clone();
+    eventually(10, "echoed", || {
+        h.tac("a")["status"]["lastHandledProbeRequest"] == stamp
+    })
+    .await;
+}
+
+async fn scrape(h: &Harness) -> String {
+    let router = tenantcred::server::router(h.metrics.clone(), Arc::new(Health::default()));
+    let resp = router
+        .oneshot(
+            http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn metrics_follow_live_credentials_and_drop_deleted_ones() {
+    let h = Harness::start().await;
+    h.provider.answer("good", Answer::Ok);
+    h.source_secret("m-input", "good");
+    h.credential("m", "generic", json!({}));
+    eventually(10, "ready", || h.condition("m", "Ready") == pair("True", "TokenValid")).await;
+    let text = scrape(&h).await;
+    let series = format!(r#"{{namespace="{NS}",name="m",tenant="acme",provider="generic"}}"#);
+    assert!(
+        text.contains(&format!("tenantcred_credential_ready{series} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tenantcred_credential_degraded{series} 0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tenantcred_credential_last_successful_probe_timestamp_seconds{series}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tenantcred_probe_total{provider="generic",result="Valid"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("tenantcred_reconcile_total"), "{text}");
+    assert!(
+        !text.contains("good") && !text.contains("sha256:"),
+        "no token or fingerprint in labels"
+    );
+    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> = kube::Api::namespaced(h.api.client(), NS);
+    tacs.delete("m", &Default::default()).await.expect("delete");
+    eventually(10, "gone", || h.tac("m").is_null()).await;
+    let text = scrape(&h).await;
+    assert!(
+        !text.contains(r#"name="m""#),
+        "series of a deleted credential disappear: {text}"
+    );
+}
+
+fn replica(
+    api: &ApiServer,
+    identity: &str,
+) -> (
+    Arc<Health>,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let health = Arc::new(Health::default());
+    let config = Config {
+        allow_insecure_http: true,
+        ..Config::default()
+    };
+    let shared = Shared::new(&config, Default::default(), health.clone()).expect("shared");
+    let lease = LeaseConfig {
+        name: "tenantcred-leader".into(),
+        namespace: "tenantcred-system".into(),
+        identity: identity.into(),
+        duration_seconds: 2,
+        grace_seconds: 1,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let client = api.client();
+    let task = tokio::spawn(async move { controller::run(client, config, shared, Some(lease), stop).await });
+    (health, stop_tx, task)
+}
+
+fn is_leader(h: &Health) -> bool {
+    h.ready().is_ok_and(|m| m.starts_with("leader"))
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_the_standby_takes_over() {
+    let api = ApiServer::new();
+    let provider = Provider::start().await;
+    provider.answer("t", Answer::Ok);
+    let (h1, _stop1, t1) = replica(&api, "one");
+    eventually(10, "first replica leads", || is_leader(&h1)).await;
+    let (h2, stop2, t2) = replica(&api, "two");
+    eventually(10, "second replica knows it is standby", || h2.ready().is_ok()).await;
+    assert!(!is_leader(&h2));
+    // Only the leader reconciles.
+    api.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c-input", "namespace": NS}, "stringData": {"token": "t"}}));
+    api.create(json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "metadata": {"name": "c", "namespace": NS},
+        "spec": {"tenant": "acme", "provider": "generic", "baseUrl": provider.base_url, "probe": {"path": "/p"}, "credentialRef": {"name": "c-input"}}}));
+    eventually(10, "reconciled", || {
+        api.get("tenantapicredentials", NS, "c")
+            .is_some_and(|t| t["status"]["conditions"].is_array())
+    })
+    .await;
+    assert_eq!(provider.hits("t"), 1, "one probe: one active replica");
+    let holder = api
+        .get("leases", "tenantcred-system", "tenantcred-leader")
+        .expect("lease");
+    assert_eq!(holder["spec"]["holderIdentity"], "one");
+    // The leader dies without releasing: the standby takes over once the lease runs out.
+    t1.abort();
+    let died = tokio::time::Instant::now();
+    eventually(15, "standby takes over", || is_leader(&h2)).await;
+    assert!(
+        died.elapsed() < Duration::from_secs(10),
+        "within the lease duration (+renew period)"
+    );
+    assert_eq!(
+        api.get("leases", "tenantcred-system", "tenantcred-leader")
+            .expect("lease")["spec"]["holderIdentity"],
+        "two"
+    );
+    // A graceful stop releases the lease.
+    let _ = stop2.send(true);
+    let result = tokio::time::timeout(Duration::from_secs(10), t2)
+        .await
+        .expect("stops")
+        .expect("join");
+    assert!(result.is_ok(), "{result:?}");
+    let lease = api
+        .get("leases", "tenantcred-system", "tenantcred-leader")
+        .expect("lease");
+    assert!(
+        lease["spec"]["holderIdentity"].is_null() || lease["spec"]["holderIdentity"] == "",
+        "released: {lease}"
+    );
+}
