@@ -23,10 +23,10 @@ fn check(provider: &Provider, args: &[&str], token: &str, via_env: bool) -> (i32
         cmd.env("TENANTCRED_TOKEN", token);
     }
     let mut child = cmd.spawn().expect("run tenantcred check");
-    if let Some(mut stdin) = child.stdin.take() {
-        if !via_env {
-            let _ = writeln!(stdin, "{token}");
-        }
+    if let Some(mut stdin) = child.stdin.take()
+        && !via_env
+    {
+        let _ = writeln!(stdin, "{token}");
     }
     let out = child.wait_with_output().expect("wait");
     (
