@@ -7,7 +7,6 @@ mod core_scenarios;
 mod crd_validation;
 mod e2e;
 mod lifecycle_scenarios;
-mod logs;
 mod operability;
 mod probe_http;
 mod probing_scenarios;

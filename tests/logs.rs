@@ -1,11 +1,14 @@
-//! Tokens never reach the logs, even at trace level with every dependency logging.
+//! Tokens never reach the logs, even at trace level with every dependency logging. A binary of
+//! its own: the subscriber is process-global, so no other test's threads can hide log lines.
+#[path = "support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::{Answer, Harness, eventually, pair};
+use support::{Answer, Harness, eventually, pair};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -29,7 +32,7 @@ async fn no_token_in_trace_logs() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this binary");
 
     let secrets = [
         "secret-valid-AAAA",
