@@ -79,6 +79,15 @@ pub struct Context {
     managed: Store<Secret>,
     sources: SourceIndex,
     errors: Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>,
+    /// The status last written per credential, with the resourceVersion it was written over: until
+    /// the watch delivers our write, the cache still holds that version, and reconciling from its
+    /// stale status would probe and write again.
+    written: Mutex<HashMap<ObjectRef<TenantApiCredential>, Written>>,
+}
+
+struct Written {
+    over: Option<String>,
+    status: TenantApiCredentialStatus,
 }
 
 /// Which credentials read which source Secret, so a Secret event wakes exactly those.
@@ -348,6 +357,7 @@ fn build_context(
         managed: managed_reader,
         sources: SourceIndex::default(),
         errors: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
     });
 
     let for_sources = ctx.clone();
@@ -394,6 +404,37 @@ impl ScopeSync {
 }
 
 impl Context {
+    /// The credential's status as of our last write, even when the cache has not caught up.
+    fn observed_status(&self, tac: &TenantApiCredential) -> TenantApiCredentialStatus {
+        let key = ObjectRef::from_obj(tac);
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get(&key) {
+            Some(w) if w.over == tac.metadata.resource_version => w.status.clone(),
+            _ => {
+                written.remove(&key);
+                tac.status.clone().unwrap_or_default()
+            }
+        }
+    }
+
+    fn remember_status(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
+        let w = Written {
+            over: tac.metadata.resource_version.clone(),
+            status: status.clone(),
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ObjectRef::from_obj(tac), w);
+    }
+
+    fn forget_status(&self, tac: &TenantApiCredential) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&ObjectRef::from_obj(tac));
+    }
+
     pub fn budget(&self) -> &Budget {
         &self.budget
     }
@@ -461,7 +502,7 @@ impl Synced {
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
-    let observed = tac.status.clone().unwrap_or_default();
+    let observed = ctx.observed_status(tac);
     ctx.sources.set(ns, &name, source_names(tac));
 
     if tac.spec.suspend {
@@ -799,6 +840,7 @@ async fn write_status(
     });
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
+    ctx.remember_status(tac, desired);
     Ok(())
 }
 
@@ -828,6 +870,7 @@ async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<A
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     ctx.sources.set(ns, &name, Vec::new());
     ctx.metrics.forget(ns, &name);
+    ctx.forget_status(tac);
     let Some(target) = tac.target_name().map(str::to_owned) else {
         return Ok(Action::await_change());
     };

@@ -230,3 +230,31 @@ async fn probing_resumes_after_a_restart_without_a_storm() {
     );
     assert!((0..5).all(|i| h.condition(&format!("c{i}"), "Ready") == pair("True", "TokenValid")));
 }
+
+#[tokio::test]
+async fn a_mass_creation_probes_each_token_exactly_once() {
+    let api = crate::support::ApiServer::new();
+    api.lag_watch("tenantapicredentials", std::time::Duration::from_millis(150));
+    let h = Harness::start_with(api).await;
+    let n = 20;
+    for i in 0..n {
+        let tok = format!("mass-{i}");
+        h.provider.answer(&tok, Answer::Ok);
+        h.source_secret(&format!("m{i}-input"), &tok);
+    }
+    for i in 0..n {
+        h.credential(&format!("m{i}"), "generic", json!({}));
+    }
+    eventually(20, "all ready", || {
+        (0..n).all(|i| h.condition(&format!("m{i}"), "Ready") == pair("True", "TokenValid"))
+    })
+    .await;
+    settle(500).await;
+    // Reconciles that outrun the watch must not re-probe from a stale status.
+    assert_eq!(h.provider.seen().len(), n, "one probe per token");
+    assert_eq!(
+        h.api.count("apply", "tenantapicredentials/status"),
+        n as u64,
+        "one status write per probe"
+    );
+}

@@ -65,6 +65,8 @@ struct State {
     history: Vec<Change>,
     requests: BTreeMap<(String, String), u64>,
     faults: Vec<(String, String, u16)>,
+    /// Watch events of these kinds reach watchers this much later (a lagging watch cache).
+    watch_lag: HashMap<String, Duration>,
 }
 
 #[derive(Clone)]
@@ -138,6 +140,12 @@ impl ApiServer {
         self.lock().faults.push((verb.into(), resource.into(), code));
     }
 
+    /// Delivers watch events of `plural` late, as a busy API server's watch cache does: clients
+    /// then act on objects older than their own last write.
+    pub fn lag_watch(&self, plural: &str, lag: Duration) {
+        self.lock().watch_lag.insert(plural.to_owned(), lag);
+    }
+
     pub fn get(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
         let st = self.lock();
         st.objects
@@ -153,6 +161,16 @@ impl ApiServer {
             .filter(|((c, _, _), _)| c.plural == plural)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// Visits every object of a kind without cloning it (for polling thousands).
+    pub fn scan(&self, plural: &str, mut f: impl FnMut(&str, &str, &Value)) {
+        let st = self.lock();
+        for ((c, ns, name), obj) in &st.objects {
+            if c.plural == plural {
+                f(ns, name, obj);
+            }
+        }
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -194,6 +212,33 @@ impl ApiServer {
     async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        self.handle_parts(parts, bytes).await
+    }
+
+    /// Serves the same API over plain HTTP on 127.0.0.1, for a `tenantcred run` in another
+    /// process (the benchmark), with a kubeconfig pointing at the returned address.
+    pub async fn serve_http(&self) -> std::net::SocketAddr {
+        let server = self.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let server = server.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let resp = server.handle_parts(parts, bytes).await;
+                resp.map(axum::body::Body::new)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    async fn handle_parts(&self, parts: http::request::Parts, bytes: Bytes) -> Response<Body> {
         let path = parts.uri.path().to_owned();
         let query: HashMap<String, String> = parts
             .uri
@@ -712,13 +757,14 @@ impl ApiServer {
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(290);
         let from: u64 = q.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
-        let (backlog, mut rx, current_rv, expired) = {
+        let (backlog, mut rx, current_rv, expired, lag) = {
             let st = self.lock();
+            let lag = st.watch_lag.get(&route.coll.plural).copied();
             let rx = self.tx.subscribe();
             let oldest = st.history.first().map_or(st.rv + 1, |c| c.rv);
             let expired = from != 0 && from + 1 < oldest;
             let backlog: Vec<Change> = st.history.iter().filter(|c| c.rv > from).cloned().collect();
-            (backlog, rx, st.rv, expired)
+            (backlog, rx, st.rv, expired, lag)
         };
         let (tx, out) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1024);
         let filter = WatchFilter {
@@ -759,6 +805,9 @@ impl ApiServer {
                     msg = rx.recv() => match msg {
                         Ok(c) if c.rv > last => {
                             last = c.rv;
+                            if let Some(lag) = lag {
+                                tokio::time::sleep(lag).await;
+                            }
                             if let Some(ev) = filter.event(&c)
                                 && tx.send(line(ev)).await.is_err()
                             {

@@ -66,6 +66,11 @@ struct Inner {
     /// CharityStack-like: the first request with the key revokes the other at once.
     revokes: HashMap<String, String>,
     account: Option<Account>,
+    /// The answer for tokens without one of their own (401 when unset).
+    default_answer: Option<Answer>,
+    /// When each request arrived, with its token (for rate and spread measurements).
+    log_times: bool,
+    times: Vec<(std::time::Instant, String)>,
 }
 
 #[derive(Clone)]
@@ -106,6 +111,25 @@ impl Provider {
     /// The first use of `new` revokes `old` (CharityStack: one active key per account).
     pub fn revoke_on_use(&self, new: &str, old: &str) {
         self.lock().revokes.insert(new.to_owned(), old.to_owned());
+    }
+
+    /// Answers every token without an answer of its own this way.
+    pub fn default_answer(&self, answer: Answer) {
+        self.lock().default_answer = Some(answer);
+    }
+
+    /// Starts recording (arrival time, token) of every probe; `take_times` drains them.
+    pub fn record_times(&self, on: bool) {
+        self.lock().log_times = on;
+    }
+
+    pub fn take_times(&self) -> Vec<(std::time::Instant, String)> {
+        std::mem::take(&mut self.lock().times)
+    }
+
+    /// Forgets the request log (it grows with every probe).
+    pub fn clear_seen(&self) {
+        self.lock().seen.clear();
     }
 
     pub fn set_account(&self, account: Account) {
@@ -211,7 +235,13 @@ async fn handler(
         if let Some(old) = st.revokes.remove(&token) {
             st.answers.insert(old, Answer::UnauthorizedJson);
         }
-        (st.answers.get(&token).cloned(), st.rate_headers)
+        if st.log_times {
+            st.times.push((std::time::Instant::now(), token.clone()));
+        }
+        (
+            st.answers.get(&token).cloned().or_else(|| st.default_answer.clone()),
+            st.rate_headers,
+        )
     };
     let mut b = Response::builder();
     if rate_headers {

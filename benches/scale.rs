@@ -1,0 +1,327 @@
+//! Scale benchmark: the real `tenantcred run` binary, in its own process, against the in-memory
+//! API server double (served over HTTP on 127.0.0.1) and a provider server on 127.0.0.1.
+//!
+//!   cargo bench --bench scale                      # N = 1,000 and 10,000 (see BENCHMARKS.md)
+//!   cargo bench --bench scale -- --n 2000 --steady 300
+//!   cargo bench --bench scale -- --smoke           # N = 200, no steady phase: checks it works
+//!
+//! It prints figures; it asserts nothing about them (CI machines are noisy).
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Answer, ApiServer, Provider};
+
+const PROVIDERS: [&str; 3] = ["raise", "charitystack", "virtuous"];
+const NAMESPACES: usize = 100;
+
+struct Run {
+    n: usize,
+    /// Seconds of steady state to observe after every credential is Ready.
+    steady: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let runs = if args.iter().any(|a| a == "--smoke") {
+        vec![Run { n: 200, steady: 0 }]
+    } else if let Some(n) = arg("--n").and_then(|v| v.parse().ok()) {
+        vec![Run {
+            n,
+            steady: arg("--steady").and_then(|v| v.parse().ok()).unwrap_or(240),
+        }]
+    } else {
+        vec![Run { n: 1_000, steady: 720 }, Run { n: 10_000, steady: 720 }]
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rss = Vec::new();
+    for r in &runs {
+        let report = rt.block_on(run(r));
+        rss.push((r.n, report));
+    }
+    if rss.len() == 2 {
+        let (n1, a) = rss[0];
+        let (n2, b) = rss[1];
+        let per = (b as f64 - a as f64) * 1024.0 / (n2 - n1) as f64;
+        println!("\nper-credential memory (operator RSS after sync, {n2} minus {n1}): {per:.0} bytes");
+    }
+}
+
+fn token_for(i: usize) -> String {
+    match PROVIDERS[i % 3] {
+        "raise" => {
+            let b64 = |s: &str| {
+                support::apiserver::b64(s.as_bytes())
+                    .trim_end_matches('=')
+                    .replace('+', "-")
+                    .replace('/', "_")
+            };
+            let exp = jiff::Timestamp::now().as_second() + 365 * 86_400;
+            format!(
+                "{}.{}.c2ln",
+                b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+                b64(&format!(r#"{{"sub":"org-{i}","exp":{exp}}}"#))
+            )
+        }
+        "charitystack" => format!("cs_live_bench{i:06}"),
+        _ => format!("virtuous-key-{i:06}"),
+    }
+}
+
+fn interval_for(provider: &str) -> &'static str {
+    // The shortest each provider's 1% budget allows, so a run shows two intervals quickly:
+    // CharityStack 1,000/h -> 10 probes/h -> 6m; Virtuous 5,000/h -> 72s; Raise (undocumented) 3m.
+    match provider {
+        "charitystack" => "6m",
+        "virtuous" => "2m",
+        _ => "3m",
+    }
+}
+
+fn kubeconfig(addr: std::net::SocketAddr) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tenantcred-bench-{}.kubeconfig", std::process::id()));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: bench, cluster: {{server: \"http://{addr}\"}}}}]\n\
+         users: [{{name: bench, user: {{}}}}]\ncontexts: [{{name: bench, context: {{cluster: bench, user: bench, namespace: default}}}}]\n\
+         current-context: bench\n"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}
+
+/// (rss KiB, peak rss KiB, cpu seconds) of a process, from /proc.
+fn proc_stats(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the ")" : state is field 0, utime field 11, stime field 12; 100 ticks per second.
+    (kib("VmRSS:"), kib("VmHWM:"), (ticks(11) + ticks(12)) / 100.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn per_credential(reqs: &BTreeMap<(String, String), u64>, n: usize) -> String {
+    let mut lines = Vec::new();
+    for ((verb, resource), count) in reqs {
+        if resource == "leases" {
+            continue;
+        }
+        lines.push(format!(
+            "    {resource:32} {verb:7} {:>8.3} per credential ({count})",
+            *count as f64 / n as f64
+        ));
+    }
+    lines.join("\n")
+}
+
+async fn run(r: &Run) -> u64 {
+    let n = r.n;
+    println!(
+        "\n=== N = {n} credentials over {NAMESPACES} namespaces and {} providers ===",
+        PROVIDERS.len()
+    );
+    let api = ApiServer::new();
+    let provider = Provider::start().await;
+    provider.default_answer(Answer::Ok);
+    let addr = api.serve_http().await;
+    let kubeconfig = kubeconfig(addr);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080);
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tenantcred"))
+        .args(["run", "--allow-insecure-http", "--log-level", "warn", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tenantcred run");
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_rss, _, _) = proc_stats(pid);
+
+    // Sync: create everything at once, then wait until every credential is Ready.
+    api.reset_counts();
+    let created = Instant::now();
+    for i in 0..n {
+        let ns = format!("tenant-{:02}", i % NAMESPACES);
+        let p = PROVIDERS[i % 3];
+        api.create(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("c{i}-input"), "namespace": ns},
+            "type": "Opaque", "stringData": {"token": token_for(i)}}),
+        );
+        api.create(json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+            "metadata": {"name": format!("c{i}"), "namespace": ns},
+            "spec": {"tenant": format!("org{i}"), "provider": p, "baseUrl": provider.base_url,
+                     "probe": {"path": "/probe", "interval": interval_for(p)}, "credentialRef": {"name": format!("c{i}-input")}}}));
+    }
+    let create_time = created.elapsed();
+    let mut ready_at: HashMap<String, f64> = HashMap::with_capacity(n);
+    let deadline = created + Duration::from_secs(900);
+    while ready_at.len() < n && Instant::now() < deadline {
+        let t = created.elapsed().as_secs_f64();
+        api.scan("tenantapicredentials", |ns, name, obj| {
+            let ready = obj["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            if ready {
+                ready_at.entry(format!("{ns}/{name}")).or_insert(t);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_ready = created.elapsed();
+    let sync_reqs = api.requests();
+    let (rss_synced, hwm_synced, cpu_synced) = proc_stats(pid);
+    let mut latencies: Vec<f64> = ready_at.values().copied().collect();
+    latencies.sort_by(f64::total_cmp);
+    println!("sync:");
+    println!(
+        "  created {n} source Secrets + {n} credentials in {:.2}s",
+        create_time.as_secs_f64()
+    );
+    println!(
+        "  {}/{n} Ready after {:.1}s (per credential from creation: p50 {:.1}s, p99 {:.1}s)",
+        ready_at.len(),
+        all_ready.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    let sync_probes = provider.seen().len();
+    println!(
+        "  provider requests during sync: {sync_probes} ({:.2} per credential)",
+        sync_probes as f64 / n as f64
+    );
+    println!("  API-server requests during sync:\n{}", per_credential(&sync_reqs, n));
+    println!(
+        "  operator RSS: idle {:.1} MiB, after sync {:.1} MiB (peak so far {:.1} MiB); CPU {:.1}s",
+        idle_rss as f64 / 1024.0,
+        rss_synced as f64 / 1024.0,
+        hwm_synced as f64 / 1024.0,
+        cpu_synced
+    );
+
+    if r.steady > 0 {
+        // Steady state: nothing changes; only scheduled probes happen.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        api.reset_counts();
+        provider.clear_seen();
+        provider.record_times(true);
+        let (_, _, cpu0) = proc_stats(pid);
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(r.steady)).await;
+        let window = start.elapsed().as_secs_f64();
+        let (_, _, cpu1) = proc_stats(pid);
+        let times = provider.take_times();
+        provider.record_times(false);
+        let steady_reqs = api.requests();
+        let probes = times.len();
+        let buckets = (window / 10.0).floor().max(1.0) as usize;
+        let mut counts = vec![0usize; buckets];
+        let mut per_key: HashMap<&str, usize> = HashMap::new();
+        for (t, key) in &times {
+            let b = (t.duration_since(start).as_secs_f64() / 10.0) as usize;
+            if b < buckets {
+                counts[b] += 1;
+            }
+            *per_key.entry(key.as_str()).or_default() += 1;
+        }
+        let mean = counts.iter().sum::<usize>() as f64 / buckets as f64;
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let status_writes = steady_reqs
+            .get(&("apply".to_string(), "tenantapicredentials/status".to_string()))
+            .copied()
+            .unwrap_or(0);
+        let secret_writes: u64 = steady_reqs
+            .iter()
+            .filter(|((v, res), _)| res == "secrets" && matches!(v.as_str(), "apply" | "patch" | "update" | "create"))
+            .map(|(_, c)| c)
+            .sum();
+        println!("steady state ({window:.0}s):");
+        println!(
+            "  probes: {probes}; per 10s bucket: mean {mean:.1}, max {max} (max/mean {:.2})",
+            max as f64 / mean.max(1e-9)
+        );
+        let hour_scale = 3600.0 / window;
+        let mut worst: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
+        for (key, count) in &per_key {
+            let p = if key.starts_with("cs_live_") {
+                "charitystack"
+            } else if key.starts_with("eyJ") {
+                "raise"
+            } else {
+                "virtuous"
+            };
+            let budget =
+                tenantcred::provider::Profile::for_provider(&tenantcred::crd::ProviderName::from(p.to_string()))
+                    .map(|pr| pr.hourly_probe_budget())
+                    .unwrap_or(0);
+            let e = worst.entry(p).or_insert((0, budget));
+            e.0 = e.0.max(*count);
+        }
+        for (p, (count, budget)) in worst {
+            println!(
+                "  {p:12} busiest key: {count} probes in {window:.0}s = {:.1}/hour (budget {budget}/hour)",
+                count as f64 * hour_scale
+            );
+        }
+        println!(
+            "  Secret writes: {secret_writes}; status writes: {status_writes} ({:.2} per probe)",
+            status_writes as f64 / probes.max(1) as f64
+        );
+        println!(
+            "  API-server requests per credential in the window:\n{}",
+            per_credential(&steady_reqs, n)
+        );
+        println!(
+            "  CPU: {:.2}s over the window = {:.3}s per 1,000 probes",
+            cpu1 - cpu0,
+            (cpu1 - cpu0) * 1000.0 / probes.max(1) as f64
+        );
+    }
+    let (rss_end, hwm, cpu_end) = proc_stats(pid);
+    println!(
+        "operator: peak RSS {:.1} MiB, RSS at end {:.1} MiB, CPU {:.1}s in all",
+        hwm as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        cpu_end
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&kubeconfig);
+    if ready_at.len() < n {
+        eprintln!("not every credential became Ready: {} of {n}", ready_at.len());
+        std::process::exit(1);
+    }
+    rss_synced
+}
