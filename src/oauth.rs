@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::provider::summarize_error_body;
 use crate::schedule::{self, Jitter};
+use crate::secret;
 use crate::token::{Fingerprint, Token};
 use crate::verdict::{Transport, TransportFailure};
 
@@ -38,10 +39,7 @@ pub struct Login {
 impl Login {
     pub fn from_secret(s: &Secret) -> Self {
         let get = |k: &str| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            secret::text(s, k)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
                 .map(Token::new)
@@ -67,12 +65,7 @@ pub struct State {
 
 impl State {
     pub fn from_secret(s: &Secret) -> Self {
-        let get = |k: &str| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
+        let get = |k: &str| secret::text(s, k);
         let time = |k: &str| get(k).and_then(|v| v.parse::<Timestamp>().ok());
         Self {
             refresh_token: get(STATE_REFRESH_TOKEN).filter(|v| !v.is_empty()).map(Token::new),

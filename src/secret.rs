@@ -92,10 +92,15 @@ pub fn ownership(existing: Option<&Secret>, credential_name: &str) -> Ownership 
     }
 }
 
+/// A key of a Secret as UTF-8 text, if present and readable.
+pub fn text(secret: &Secret, key: &str) -> Option<String> {
+    let raw = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(raw.0.clone()).ok()
+}
+
 /// The token currently in a managed Secret, if readable.
 pub fn token_in(secret: &Secret) -> Option<Token> {
-    let raw = secret.data.as_ref()?.get(KEY_TOKEN)?;
-    String::from_utf8(raw.0.clone()).ok().map(Token::new)
+    text(secret, KEY_TOKEN).map(Token::new)
 }
 
 /// True when applying `desired` would change `observed`: a value differs, or the set of labels,

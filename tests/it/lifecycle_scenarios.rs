@@ -231,6 +231,15 @@ fn oauth_credential(h: &Harness) {
     );
 }
 
+/// A harness whose provider has this Virtuous account, and a credential signing in with `login`.
+async fn virtuous(account: Account, login_data: serde_json::Value) -> Harness {
+    let h = Harness::start().await;
+    h.provider.set_account(account);
+    login(&h, login_data);
+    oauth_credential(&h);
+    h
+}
+
 fn state_refresh_token(h: &Harness) -> Option<String> {
     let s = h.api.get("secrets", NS, "v-tenantcred-oauth")?;
     String::from_utf8(crate::support::apiserver::unb64(s["data"]["refresh_token"].as_str()?)).ok()
@@ -238,15 +247,16 @@ fn state_refresh_token(h: &Harness) -> Option<String> {
 
 #[tokio::test]
 async fn oauth_keeps_a_fresh_access_token_across_refreshes() {
-    let h = Harness::start().await;
-    h.provider.set_account(Account {
-        username: "dev@example.org".into(),
-        password: "p&ss=w0rd".into(),
-        expires_in: 2,
-        ..Account::default()
-    });
-    login(&h, json!({"username": "dev@example.org", "password": "p&ss=w0rd"}));
-    oauth_credential(&h);
+    let h = virtuous(
+        Account {
+            username: "dev@example.org".into(),
+            password: "p&ss=w0rd".into(),
+            expires_in: 2,
+            ..Account::default()
+        },
+        json!({"username": "dev@example.org", "password": "p&ss=w0rd"}),
+    )
+    .await;
     eventually(10, "Ready on the first access token", || {
         h.condition("v", "Ready") == pair("True", "TokenValid")
     })
@@ -283,16 +293,17 @@ async fn oauth_keeps_a_fresh_access_token_across_refreshes() {
 
 #[tokio::test]
 async fn oauth_two_factor_waits_for_the_code() {
-    let h = Harness::start().await;
-    h.provider.set_account(Account {
-        username: "dev@example.org".into(),
-        password: "pw".into(),
-        otp: Some("123456".into()),
-        expires_in: 3600,
-        ..Account::default()
-    });
-    login(&h, json!({"username": "dev@example.org", "password": "pw"}));
-    oauth_credential(&h);
+    let h = virtuous(
+        Account {
+            username: "dev@example.org".into(),
+            password: "pw".into(),
+            otp: Some("123456".into()),
+            expires_in: 3600,
+            ..Account::default()
+        },
+        json!({"username": "dev@example.org", "password": "pw"}),
+    )
+    .await;
     eventually(10, "OtpRequired", || {
         h.condition("v", "Ready") == pair("False", "OtpRequired")
     })
@@ -321,15 +332,16 @@ async fn oauth_two_factor_waits_for_the_code() {
 
 #[tokio::test]
 async fn oauth_rejected_refresh_falls_back_to_the_password() {
-    let h = Harness::start().await;
-    h.provider.set_account(Account {
-        username: "u".into(),
-        password: "pw".into(),
-        expires_in: 2,
-        ..Account::default()
-    });
-    login(&h, json!({"username": "u", "password": "pw"}));
-    oauth_credential(&h);
+    let h = virtuous(
+        Account {
+            username: "u".into(),
+            password: "pw".into(),
+            expires_in: 2,
+            ..Account::default()
+        },
+        json!({"username": "u", "password": "pw"}),
+    )
+    .await;
     eventually(10, "Ready", || h.condition("v", "Ready") == pair("True", "TokenValid")).await;
     h.provider.revoke_refresh_tokens();
     eventually(15, "signed in again", || {
@@ -347,15 +359,16 @@ async fn oauth_rejected_refresh_falls_back_to_the_password() {
 
 #[tokio::test]
 async fn oauth_invalid_grant_without_password_degrades() {
-    let h = Harness::start().await;
-    h.provider.set_account(Account {
-        username: "u".into(),
-        password: "pw".into(),
-        expires_in: 3600,
-        ..Account::default()
-    });
-    login(&h, json!({"username": "u", "refresh_token": "stale"}));
-    oauth_credential(&h);
+    let h = virtuous(
+        Account {
+            username: "u".into(),
+            password: "pw".into(),
+            expires_in: 3600,
+            ..Account::default()
+        },
+        json!({"username": "u", "refresh_token": "stale"}),
+    )
+    .await;
     eventually(10, "InvalidGrant", || {
         h.condition("v", "Degraded") == pair("True", "InvalidGrant")
     })

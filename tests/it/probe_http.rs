@@ -115,11 +115,7 @@ async fn redirects_are_never_followed() {
         let to = to.clone();
         async move { Redirect::temporary(&to) }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = crate::support::serve(app).await;
     let prober = Prober::new().expect("client");
     let o = prober
         .probe(

@@ -228,14 +228,7 @@ impl ApiServer {
                 resp.map(axum::body::Body::new)
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        addr
+        super::serve(app).await
     }
 
     async fn handle_parts(&self, parts: http::request::Parts, bytes: Bytes) -> Response<Body> {

@@ -14,6 +14,18 @@ pub use provider::{Answer, Provider};
 
 pub const NS: &str = "partner-prod";
 
+/// Serves `app` on a free port of 127.0.0.1 until the test ends.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 pub struct Harness {
     pub api: ApiServer,
     pub provider: Provider,
