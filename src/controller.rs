@@ -491,6 +491,9 @@ struct Synced {
     rotation: Option<RotationStatus>,
     wake_at: Option<Timestamp>,
     notices: Vec<Notice>,
+    /// Whose hourly budget probes spend when it is not the token's own (an OAuth account, whose
+    /// access token changes at every refresh).
+    budget_key: Option<crate::token::Fingerprint>,
 }
 
 impl Synced {
@@ -563,7 +566,8 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         ) {
             if due <= now {
                 honoured = requested;
-                probe = probe_once(ctx, settings, token, &facts.fingerprint, now).await;
+                let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
+                probe = probe_once(ctx, settings, token, key, now).await;
             } else {
                 synced.wake(due);
             }

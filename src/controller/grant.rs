@@ -45,6 +45,9 @@ pub(super) async fn access_token(
         return Ok(None);
     };
     let login = Login::from_secret(&login_secret);
+    // Probes and token-endpoint calls share the account's budget (the access token changes).
+    let account = Fingerprint::of(format!("oauth:{}", login.username.as_ref().map_or("", |u| u.expose())).as_bytes());
+    out.budget_key = Some(account.clone());
     let state_name = state_secret_name(&tac.name_any());
     let state = secrets
         .get_opt(&state_name)
@@ -83,7 +86,6 @@ pub(super) async fn access_token(
         return Ok(None);
     }
 
-    let account = Fingerprint::of(format!("oauth:{}", login.username.as_ref().map_or("", |u| u.expose())).as_bytes());
     let mut refresh_rejected = false;
     loop {
         let grant = match oauth::choose(&login, &state, refresh_rejected) {
