@@ -18,7 +18,7 @@ USED = {
     ("tenantcred.dev", "tenantapicredentials"): {"get", "list", "watch", "patch"},
     ("tenantcred.dev", "tenantapicredentials/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create"},
     ("apps", "deployments"): {"patch"},
     ("apps", "statefulsets"): {"patch"},
     ("apps", "daemonsets"): {"patch"},

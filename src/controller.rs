@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -23,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::budget::Budget;
 use crate::crd::RotationStatus;
 use crate::crd::{FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
-use crate::events::{Notice, Severity};
+use crate::events::Notice;
 use crate::metrics::Metrics;
 use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
 use crate::probe::Prober;
@@ -51,6 +50,8 @@ pub struct Config {
     pub concurrency: u16,
     /// Name reported on events (`reportingController`).
     pub reporter: String,
+    /// This replica, reported on events (`reportingInstance`).
+    pub instance: String,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             max_probes_per_host: 8,
             concurrency: 64,
             reporter: "tenantcred".into(),
+            instance: "tenantcred".into(),
         }
     }
 }
@@ -69,7 +71,7 @@ impl Default for Config {
 /// Shared by every reconcile.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    notifier: notify::Notifier,
     prober: Prober,
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
@@ -82,8 +84,10 @@ pub struct Context {
     /// The status last written per credential, with the resourceVersion it was written over: until
     /// the watch delivers our write, the cache still holds that version, and reconciling from its
     /// stale status would probe and write again.
-    written: Mutex<HashMap<ObjectRef<TenantApiCredential>, Written>>,
+    written: Arc<WrittenStatuses>,
 }
+
+type WrittenStatuses = Mutex<HashMap<ObjectRef<TenantApiCredential>, Written>>;
 
 struct Written {
     over: Option<String>,
@@ -311,11 +315,28 @@ fn build_context(
         pending: AtomicUsize::new(2),
         health: shared.health.clone(),
     });
+    let written: Arc<WrittenStatuses> = Arc::default();
+    let caught_up = written.clone();
     let (tac_reader, tac_writer) = reflector::store();
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
         .inspect_ok(sync.clone().on_first_list())
+        // Field ownership is never read from the cache: dropping it saves memory.
+        .modify(|tac| tac.managed_fields_mut().clear())
         .default_backoff()
         .reflect(tac_writer)
+        .inspect_ok(move |event| {
+            // Once the cache holds a version after our write (reflected above), it is current again.
+            if let watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) = event {
+                let mut written = caught_up.lock().unwrap_or_else(PoisonError::into_inner);
+                let key = ObjectRef::from_obj(tac);
+                if written
+                    .get(&key)
+                    .is_some_and(|w| w.over != tac.metadata.resource_version)
+                {
+                    written.remove(&key);
+                }
+            }
+        })
         .applied_objects()
         // Our own status writes must not wake us: only spec, annotations (probe-now) and
         // finalizers (deletion) matter.
@@ -329,6 +350,11 @@ fn build_context(
     let (managed_reader, managed_writer) = reflector::store();
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
         .inspect_ok(sync.on_first_list())
+        // Only our own field ownership matters (`secret::needs_apply`).
+        .modify(|s| {
+            s.managed_fields_mut()
+                .retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"))
+        })
         .default_backoff()
         .reflect(managed_writer)
         .touched_objects();
@@ -339,16 +365,10 @@ fn build_context(
         .touched_objects()
         .predicate_filter(predicates::resource_version, Default::default());
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: config.reporter.clone(),
-            instance: None,
-        },
-    );
+    let notifier = notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone());
     let ctx = Arc::new(Context {
         client,
-        recorder,
+        notifier,
         prober: shared.prober,
         budget: shared.budget,
         metrics: shared.metrics,
@@ -357,7 +377,7 @@ fn build_context(
         managed: managed_reader,
         sources: SourceIndex::default(),
         errors: Mutex::new(HashMap::new()),
-        written: Mutex::new(HashMap::new()),
+        written,
     });
 
     let for_sources = ctx.clone();
@@ -475,6 +495,7 @@ pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context
 }
 
 mod grant;
+mod notify;
 mod restart;
 mod sources;
 
@@ -594,7 +615,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         .extend(crate::events::transitions(&observed, &decision.status));
     write_status(ctx, tac, ns, &observed, &decision.status).await?;
     ctx.metrics.observe(tac, &decision.status);
-    publish(ctx, tac, std::mem::take(&mut synced.notices)).await;
+    ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
     Ok(requeue(&decision, synced.wake_at, now))
 }
 
@@ -846,26 +867,6 @@ async fn write_status(
         .await?;
     ctx.remember_status(tac, desired);
     Ok(())
-}
-
-async fn publish(ctx: &Context, tac: &TenantApiCredential, notices: Vec<Notice>) {
-    let reference = tac.object_ref(&());
-    for n in notices {
-        let event = KubeEvent {
-            type_: match n.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: n.reason.into(),
-            note: Some(n.message),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            // Events are best effort; the status carries the same facts.
-            warn!(error = %e, reason = n.reason, "could not publish event");
-        }
-    }
 }
 
 /// Deletion: `Retain` keeps the Secret and drops our owner reference so garbage collection spares

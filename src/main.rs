@@ -155,7 +155,9 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
     let client = kube::Client::try_default().await?;
+    let identity = args.identity.unwrap_or_else(default_identity);
     let config = Config {
+        instance: identity.clone(),
         namespaces: args.namespaces,
         allow_insecure_http: args.allow_insecure_http,
         max_concurrent_probes: args.max_concurrent_probes,
@@ -168,7 +170,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args
             .lease_namespace
             .unwrap_or_else(|| client.default_namespace().to_owned()),
-        identity: args.identity.unwrap_or_else(default_identity),
+        identity,
         duration_seconds: 15,
         grace_seconds: 5,
     });

@@ -96,9 +96,11 @@ impl Profile {
         }
     }
 
-    /// The shortest probe interval the budget allows in steady state.
+    /// The shortest probe interval the budget allows in steady state, with room for the ±10%
+    /// jitter: a key probed at this interval never meets the hourly ledger's hard cap.
     pub fn min_interval(&self) -> Duration {
-        Duration::from_secs(3600 / u64::from(self.hourly_probe_budget().max(1)))
+        let budget = u64::from(self.hourly_probe_budget().max(1));
+        Duration::from_secs(36_000_u64.div_ceil(9 * budget))
     }
 }
 
@@ -133,9 +135,9 @@ mod tests {
         let cs = Profile::for_provider(&ProviderName::CharityStack).expect("known");
         let vi = Profile::for_provider(&ProviderName::Virtuous).expect("known");
         assert_eq!(cs.hourly_probe_budget(), 10);
-        assert_eq!(cs.min_interval(), Duration::from_secs(360));
+        assert_eq!(cs.min_interval(), Duration::from_secs(400));
         assert_eq!(vi.hourly_probe_budget(), 50);
-        assert_eq!(vi.min_interval(), Duration::from_secs(72));
+        assert_eq!(vi.min_interval(), Duration::from_secs(80));
         assert!(Profile::for_provider(&ProviderName::Unknown("x".into())).is_none());
     }
 

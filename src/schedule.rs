@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(
             effective_interval(MIN, &cs),
             Interval {
-                effective: Duration::from_secs(360),
+                effective: Duration::from_secs(400),
                 stretched_from: Some(MIN)
             }
         );

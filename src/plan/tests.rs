@@ -324,7 +324,7 @@ fn resolve_reports_unusable_specs() {
         Err(Problem::InvalidSpec(_))
     ));
     let cs = with(serde_json::json!({"provider": "charitystack", "probe": {"interval": "1m"}})).expect("ok");
-    assert_eq!(cs.interval.effective, Duration::from_secs(360));
+    assert_eq!(cs.interval.effective, Duration::from_secs(400));
     assert_eq!(
         cs.probe_url(),
         "https://0k90mc4jjj.execute-api.us-east-2.amazonaws.com/v1/payments"
@@ -350,5 +350,5 @@ fn stretched_interval_is_explained() {
     let msg = find(&r.status.conditions, Type::Ready)
         .map(|c| c.message.clone())
         .unwrap_or_default();
-    assert!(msg.contains("stretched from 1m to 6m"), "{msg}");
+    assert!(msg.contains("stretched from 1m to 6m40s"), "{msg}");
 }

@@ -194,7 +194,7 @@ async fn the_budget_caps_probes_per_key_whatever_is_asked() {
     h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}));
     eventually(10, "Ready", || h.condition("cs", "Ready") == pair("True", "TokenValid")).await;
     let msg = h.tac("cs")["status"]["conditions"].to_string();
-    assert!(msg.contains("stretched from 1m to 6m"), "{msg}");
+    assert!(msg.contains("stretched from 1m to 6m40s"), "{msg}");
     for i in 0..14 {
         let stamp = format!("2026-11-22T12:{i:02}:00Z");
         probe_now(&h, "cs", &stamp);
