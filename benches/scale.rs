@@ -237,6 +237,35 @@ async fn run(r: &Run) -> u64 {
         seen.len(),
         distinct.len()
     );
+    if std::env::var_os("BENCH_EXPLAIN_EXTRA").is_some() {
+        // Which credentials had more than one probe before all were Ready, and what happened.
+        let mut hits: HashMap<&str, usize> = HashMap::new();
+        for s in &seen {
+            *hits.entry(s.authorization.as_deref().unwrap_or("")).or_default() += 1;
+        }
+        for (auth, count) in hits.iter().filter(|(_, c)| **c > 1).take(3) {
+            let tok = auth.trim_start_matches("Bearer ");
+            let mut found = None;
+            api.scan("secrets", |_, _, s| {
+                let data = s["data"]["token"].as_str().map(support::apiserver::unb64);
+                if data.as_deref() == Some(tok.as_bytes())
+                    && s["metadata"]["labels"]["tenantcred.dev/credential"].is_string()
+                {
+                    found = s["metadata"]["labels"]["tenantcred.dev/credential"]
+                        .as_str()
+                        .map(str::to_owned);
+                }
+            });
+            let Some(name) = found else { continue };
+            let mut reasons = Vec::new();
+            api.scan("events", |_, _, e| {
+                if e["regarding"]["name"] == name.as_str() {
+                    reasons.push(format!("{}@{}", e["reason"], e["eventTime"]));
+                }
+            });
+            println!("  EXTRA {name}: {count} probes; events {reasons:?}");
+        }
+    }
     println!("  API-server requests during sync:\n{}", per_credential(&sync_reqs, n));
     println!(
         "  operator RSS: idle {:.1} MiB, after sync {:.1} MiB (peak so far {:.1} MiB); CPU {:.1}s",

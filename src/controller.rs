@@ -79,6 +79,8 @@ pub struct Context {
     started_at: Timestamp,
     /// Managed Secrets, cached by label selector (never every Secret of the cluster).
     managed: Store<Secret>,
+    /// The credentials, as cached by the controller's watch.
+    credentials: Store<TenantApiCredential>,
     sources: SourceIndex,
     errors: Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>,
     /// The status last written per credential, with the resourceVersion it was written over: until
@@ -375,6 +377,7 @@ fn build_context(
         config: config.clone(),
         started_at: Timestamp::now(),
         managed: managed_reader,
+        credentials: tac_reader.clone(),
         sources: SourceIndex::default(),
         errors: Mutex::new(HashMap::new()),
         written,
@@ -454,13 +457,12 @@ impl Context {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&ObjectRef::from_obj(tac));
     }
-
-    pub fn budget(&self) -> &Budget {
-        &self.budget
-    }
 }
 
 pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+    // The object was taken from the cache when this reconcile was queued; the cache may have moved
+    // on while it waited behind the previous one. Work from the newest version.
+    let tac = ctx.credentials.get(&ObjectRef::from_obj(&*tac)).unwrap_or(tac);
     let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), &ns);
     let key = ObjectRef::from_obj(&*tac);
