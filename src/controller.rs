@@ -20,7 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::budget::Budget;
-use crate::crd::RotationStatus;
+use crate::crd::{DeletionPolicy, RotationStatus};
 use crate::crd::{FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
 use crate::events::Notice;
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ use crate::server::Health;
 use crate::token::{self, Lifetime, Token};
 use crate::{Error, Result};
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared as Shared_};
+use futures::future::{BoxFuture, Shared as SharedFuture};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
@@ -256,7 +256,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn run_controllers(client: Client, config: Config, shared: Shared, shutdown: Shared_<BoxFuture<'static, ()>>) {
+async fn run_controllers(
+    client: Client,
+    config: Config,
+    shared: Shared,
+    shutdown: SharedFuture<BoxFuture<'static, ()>>,
+) {
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -892,7 +897,7 @@ async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<A
     let refs = existing.metadata.owner_references.clone().unwrap_or_default();
     let owned = refs.iter().any(|r| r.uid == uid);
     match tac.spec.target.deletion_policy {
-        crate::crd::DeletionPolicy::Retain if owned => {
+        DeletionPolicy::Retain if owned => {
             let remaining: Vec<_> = refs.into_iter().filter(|r| r.uid != uid).collect();
             let patch = serde_json::json!({
                 "metadata": {"resourceVersion": existing.resource_version(), "ownerReferences": remaining}
@@ -902,11 +907,11 @@ async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<A
                 .await?;
             info!(secret = %target, namespace = ns, "retained managed Secret");
         }
-        crate::crd::DeletionPolicy::Retain => {}
-        crate::crd::DeletionPolicy::Delete if !owned => {
+        DeletionPolicy::Retain => {}
+        DeletionPolicy::Delete if !owned => {
             secrets.delete(&target, &DeleteParams::default()).await?;
         }
-        crate::crd::DeletionPolicy::Delete => {}
+        DeletionPolicy::Delete => {}
     }
     Ok(Action::await_change())
 }

@@ -12,7 +12,20 @@ use tower::ServiceExt;
 
 use crate::support::{Answer, ApiServer, Harness, NS, Provider, eventually, pair};
 
-fn check(provider: &Provider, args: &[&str], token: &str, via_env: bool) -> (i32, String) {
+/// Runs `tenantcred check` off the async runtime (the provider server lives on it).
+async fn check(
+    provider: &Provider,
+    args: &'static [&'static str],
+    token: &'static str,
+    via_env: bool,
+) -> (i32, String) {
+    let provider = provider.clone();
+    tokio::task::spawn_blocking(move || run_check(&provider, args, token, via_env))
+        .await
+        .expect("join")
+}
+
+fn run_check(provider: &Provider, args: &[&str], token: &str, via_env: bool) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantcred"));
     cmd.arg("check").args(args).arg("--base-url").arg(&provider.base_url);
     cmd.stdin(Stdio::piped())
@@ -47,46 +60,31 @@ async fn check_gives_the_verdict_and_exit_code() {
         },
     );
     p.send_rate_headers(true);
-    let args = [
+    const ARGS: [&str; 5] = [
         "--provider",
         "charitystack",
         "--allow-insecure-http",
         "--probe-path",
         "/payments",
     ];
-    let p2 = p.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_good", false))
-        .await
-        .expect("join");
+    let (code, out) = check(&p, &ARGS, "cs_live_good", false).await;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("verdict:      Valid") && out.contains("rate limit:   987 of 1000 left"),
         "{out}"
     );
     assert!(!out.contains("cs_live_good"), "the token is never printed: {out}");
-    let p2 = p.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_revoked", true))
-        .await
-        .expect("join");
+    let (code, out) = check(&p, &ARGS, "cs_live_revoked", true).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("Unauthorized"), "{out}");
-    let p2 = p.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "cs_live_busy", true))
-        .await
-        .expect("join");
+    let (code, out) = check(&p, &ARGS, "cs_live_busy", true).await;
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("retry after:"), "{out}");
-    let p2 = p.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &args, "sk_wrong_prefix", true))
-        .await
-        .expect("join");
+    let (code, out) = check(&p, &ARGS, "sk_wrong_prefix", true).await;
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("no request sent"));
-    let p2 = p.clone();
-    let strict = ["--provider", "charitystack", "--probe-path", "/payments"];
-    let (code, out) = tokio::task::spawn_blocking(move || check(&p2, &strict, "cs_live_good", true))
-        .await
-        .expect("join");
+    const STRICT: [&str; 4] = ["--provider", "charitystack", "--probe-path", "/payments"];
+    let (code, out) = check(&p, &STRICT, "cs_live_good", true).await;
     assert_eq!(code, 64, "plain http refused without the flag: {out}");
     assert_eq!(p.hits("cs_live_busy"), 1);
 }
