@@ -5,6 +5,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY tests/kit ./tests/kit
 RUN cargo build --release --locked --bin tenantcred
 
 FROM gcr.io/distroless/cc-debian12:nonroot

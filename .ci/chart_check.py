@@ -15,7 +15,7 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target" / "debug" / "
 
 # (apiGroup, resource) -> the verbs tenantcred's code uses. Anything else is a finding.
 USED = {
-    ("tenantcred.dev", "tenantapicredentials"): {"get", "list", "watch", "patch"},
+    ("tenantcred.dev", "tenantapicredentials"): {"list", "watch", "patch"},
     ("tenantcred.dev", "tenantapicredentials/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create"},

@@ -1,14 +1,11 @@
 //! Tokens never reach the logs, even at trace level with every dependency logging. A binary of
 //! its own: the subscriber is process-global, so no other test's threads can hide log lines.
-#[path = "support/mod.rs"]
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use support::{Answer, Harness, eventually, pair};
+use tenantcred_testkit::{Answer, Backend, Harness, eventually, pair};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -40,27 +37,32 @@ async fn no_token_in_trace_logs() {
         "secret-rotated-CCCC",
         "cs_live_secretDDDD",
     ];
-    let h = Harness::start().await;
+    let h = Harness::start(Backend::Double, "no_token_in_trace_logs")
+        .await
+        .expect("the double always starts");
     h.provider.answer(secrets[0], Answer::Ok);
     h.provider.answer(secrets[1], Answer::UnauthorizedText);
     h.provider.answer(secrets[2], Answer::Ok);
-    h.source_secret("a-input", secrets[0]);
-    h.credential("a", "generic", json!({}));
-    h.source_secret("b-input", secrets[1]);
-    h.credential("b", "generic", json!({}));
-    h.source_secret("c-input", &format!(" {}", secrets[3]));
-    h.credential("c", "charitystack", json!({}));
-    eventually(10, "a ready", || {
-        h.condition("a", "Ready") == pair("True", "TokenValid")
+    h.source_secret("a-input", secrets[0]).await;
+    h.credential("a", "generic", json!({})).await;
+    h.source_secret("b-input", secrets[1]).await;
+    h.credential("b", "generic", json!({})).await;
+    h.source_secret("c-input", &format!(" {}", secrets[3])).await;
+    h.credential("c", "charitystack", json!({})).await;
+    eventually(10, "a ready", async || {
+        h.condition("a", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    eventually(10, "b probed", || h.tac("b")["status"]["consecutiveFailures"] == 1).await;
-    eventually(10, "c invalid", || {
-        h.condition("c", "Ready") == pair("False", "InvalidToken")
+    eventually(10, "b probed", async || {
+        h.tac("b").await["status"]["consecutiveFailures"] == 1
     })
     .await;
-    h.source_secret("a-input", secrets[2]);
-    eventually(10, "a rotated", || h.provider.hits(secrets[2]) == 1).await;
+    eventually(10, "c invalid", async || {
+        h.condition("c", "Ready").await == pair("False", "InvalidToken")
+    })
+    .await;
+    h.source_secret("a-input", secrets[2]).await;
+    eventually(10, "a rotated", async || h.provider.hits(secrets[2]) == 1).await;
     drop(h);
 
     let logs = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).to_string();

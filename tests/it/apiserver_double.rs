@@ -6,7 +6,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, W
 use serde_json::json;
 use tenantcred::crd::TenantApiCredential;
 
-use crate::support::{ApiServer, NS};
+use tenantcred_testkit::ApiServer;
+
+const NS: &str = "partner-prod";
 
 fn secret(name: &str, labels: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS, "labels": labels},

@@ -14,7 +14,7 @@ use serde_json::json;
 use tenantcred::controller::{self, Config};
 use tenantcred::crd::TenantApiCredential;
 
-use crate::support::{Answer, Provider};
+use tenantcred_testkit::{Answer, Provider};
 
 fn say(msg: &str) {
     // Straight to stderr: libtest captures print!/eprint!, and a skip must be visible.

@@ -1,6 +1,5 @@
-//! Integration tests: one binary, so kube is linked once.
-#[path = "../support/mod.rs"]
-mod support;
+//! Integration tests: one binary, so kube is linked once. The scenario suites run on the API
+//! server double and, when one can be started, on a real kube-apiserver (`tenantcred_testkit`).
 
 mod apiserver_double;
 mod core_scenarios;

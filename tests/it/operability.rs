@@ -10,7 +10,8 @@ use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tenantcred::server::Health;
 use tower::ServiceExt;
 
-use crate::support::{Answer, ApiServer, Harness, NS, Provider, eventually, pair};
+use tenantcred_testkit::chart::RELEASE_NAMESPACE;
+use tenantcred_testkit::{Answer, Harness, Provider, eventually, pair, scenarios};
 
 /// Runs `tenantcred check` off the async runtime (the provider server lives on it).
 async fn check(
@@ -89,41 +90,42 @@ async fn check_gives_the_verdict_and_exit_code() {
     assert_eq!(p.hits("cs_live_busy"), 1);
 }
 
-#[tokio::test]
-async fn status_and_probe_now_through_the_api() {
-    let h = Harness::start().await;
+async fn status_and_probe_now_through_the_api(h: Harness) {
     h.provider.answer("good", Answer::Ok);
     h.provider.answer("bad", Answer::UnauthorizedJson);
-    h.source_secret("a-input", "good");
-    h.credential("a", "generic", json!({}));
-    h.source_secret("b-input", "bad");
+    h.source_secret("a-input", "good").await;
+    h.credential("a", "generic", json!({})).await;
+    h.source_secret("b-input", "bad").await;
     h.credential(
         "b",
         "generic",
         json!({"probe": {"path": "/probe", "failureThreshold": 1}}),
-    );
-    eventually(10, "a ready", || {
-        h.condition("a", "Ready") == pair("True", "TokenValid")
+    )
+    .await;
+    eventually(10, "a ready", async || {
+        h.condition("a", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    eventually(10, "b degraded", || {
-        h.condition("b", "Degraded") == pair("True", "Unauthorized")
+    eventually(10, "b degraded", async || {
+        h.condition("b", "Degraded").await == pair("True", "Unauthorized")
     })
     .await;
-    let table = tenantcred::cli::status(h.api.client(), Some(NS)).await.expect("status");
+    let table = tenantcred::cli::status(h.client.clone(), Some(&h.ns))
+        .await
+        .expect("status");
     let first = table.lines().nth(1).unwrap_or_default();
     assert!(
         first.starts_with("b ") && first.contains("Degraded"),
         "worst first:\n{table}"
     );
-    let msg = tenantcred::cli::probe_now(h.api.client(), NS, "a")
+    let msg = tenantcred::cli::probe_now(h.client.clone(), &h.ns, "a")
         .await
         .expect("probe-now");
     assert!(msg.contains("probe requested"));
-    eventually(10, "probed again", || h.provider.hits("good") == 2).await;
-    let stamp = h.tac("a")["metadata"]["annotations"]["tenantcred.dev/probe-requested-at"].clone();
-    eventually(10, "echoed", || {
-        h.tac("a")["status"]["lastHandledProbeRequest"] == stamp
+    eventually(10, "probed again", async || h.provider.hits("good") == 2).await;
+    let stamp = h.tac("a").await["metadata"]["annotations"]["tenantcred.dev/probe-requested-at"].clone();
+    eventually(10, "echoed", async || {
+        h.tac("a").await["status"]["lastHandledProbeRequest"] == stamp
     })
     .await;
 }
@@ -145,15 +147,16 @@ async fn scrape(h: &Harness) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-#[tokio::test]
-async fn metrics_follow_live_credentials_and_drop_deleted_ones() {
-    let h = Harness::start().await;
+async fn metrics_follow_live_credentials_and_drop_deleted_ones(h: Harness) {
     h.provider.answer("good", Answer::Ok);
-    h.source_secret("m-input", "good");
-    h.credential("m", "generic", json!({}));
-    eventually(10, "ready", || h.condition("m", "Ready") == pair("True", "TokenValid")).await;
+    h.source_secret("m-input", "good").await;
+    h.credential("m", "generic", json!({})).await;
+    eventually(10, "ready", async || {
+        h.condition("m", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
     let text = scrape(&h).await;
-    let series = format!(r#"{{namespace="{NS}",name="m",tenant="acme",provider="generic"}}"#);
+    let series = format!(r#"{{namespace="{}",name="m",tenant="acme",provider="generic"}}"#, h.ns);
     assert!(
         text.contains(&format!("tenantcred_credential_ready{series} 1")),
         "{text}"
@@ -177,9 +180,8 @@ async fn metrics_follow_live_credentials_and_drop_deleted_ones() {
         !text.contains("good") && !text.contains("sha256:"),
         "no token or fingerprint in labels"
     );
-    let tacs: kube::Api<tenantcred::crd::TenantApiCredential> = kube::Api::namespaced(h.api.client(), NS);
-    tacs.delete("m", &Default::default()).await.expect("delete");
-    eventually(10, "gone", || h.tac("m").is_null()).await;
+    h.delete_tac("m").await;
+    eventually(10, "gone", async || h.tac("m").await.is_null()).await;
     let text = scrape(&h).await;
     assert!(
         !text.contains(r#"name="m""#),
@@ -188,7 +190,7 @@ async fn metrics_follow_live_credentials_and_drop_deleted_ones() {
 }
 
 fn replica(
-    api: &ApiServer,
+    h: &Harness,
     identity: &str,
 ) -> (
     Arc<Health>,
@@ -197,64 +199,62 @@ fn replica(
 ) {
     let health = Arc::new(Health::default());
     let config = Config {
+        namespaces: vec![h.ns.clone()],
         allow_insecure_http: true,
         ..Config::default()
     };
     let shared = Shared::new(&config, Default::default(), health.clone()).expect("shared");
     let lease = LeaseConfig {
-        name: "tenantcred-leader".into(),
-        namespace: "tenantcred-system".into(),
+        name: lease_name(h),
+        namespace: RELEASE_NAMESPACE.into(),
         identity: identity.into(),
         duration_seconds: 2,
         grace_seconds: 1,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let client = api.client();
+    let client = h.operator_client();
     let task = tokio::spawn(async move { controller::run(client, config, shared, Some(lease), stop).await });
     (health, stop_tx, task)
+}
+
+fn lease_name(h: &Harness) -> String {
+    format!("tenantcred-leader-{}", h.ns)
 }
 
 fn is_leader(h: &Health) -> bool {
     h.ready().is_ok_and(|m| m.starts_with("leader"))
 }
 
-#[tokio::test]
-async fn one_leader_at_a_time_and_the_standby_takes_over() {
-    let api = ApiServer::new();
-    let provider = Provider::start().await;
-    provider.answer("t", Answer::Ok);
-    let (h1, _stop1, t1) = replica(&api, "one");
-    eventually(10, "first replica leads", || is_leader(&h1)).await;
-    let (h2, stop2, t2) = replica(&api, "two");
-    eventually(10, "second replica knows it is standby", || h2.ready().is_ok()).await;
+async fn holder(h: &Harness) -> serde_json::Value {
+    h.get_in("leases", RELEASE_NAMESPACE, &lease_name(h))
+        .await
+        .expect("lease")["spec"]["holderIdentity"]
+        .clone()
+}
+
+/// Two replicas of the operator (as the chart's ServiceAccount on the real server); the harness's
+/// own operator is stopped first, so only the replicas compete.
+async fn one_leader_at_a_time_and_the_standby_takes_over(mut h: Harness) {
+    h.stop_controller();
+    h.provider.answer("t", Answer::Ok);
+    let (h1, _stop1, t1) = replica(&h, "one");
+    eventually(10, "first replica leads", async || is_leader(&h1)).await;
+    let (h2, stop2, t2) = replica(&h, "two");
+    eventually(10, "second replica knows it is standby", async || h2.ready().is_ok()).await;
     assert!(!is_leader(&h2));
     // Only the leader reconciles.
-    api.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c-input", "namespace": NS}, "stringData": {"token": "t"}}));
-    api.create(json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential", "metadata": {"name": "c", "namespace": NS},
-        "spec": {"tenant": "acme", "provider": "generic", "baseUrl": provider.base_url, "probe": {"path": "/p"}, "credentialRef": {"name": "c-input"}}}));
-    eventually(10, "reconciled", || {
-        api.get("tenantapicredentials", NS, "c")
-            .is_some_and(|t| t["status"]["conditions"].is_array())
+    h.source_secret("c-input", "t").await;
+    h.credential("c", "generic", json!({})).await;
+    eventually(10, "reconciled", async || {
+        h.tac("c").await["status"]["conditions"].is_array()
     })
     .await;
-    assert_eq!(provider.hits("t"), 1, "one probe: one active replica");
-    let holder = api
-        .get("leases", "tenantcred-system", "tenantcred-leader")
-        .expect("lease");
-    assert_eq!(holder["spec"]["holderIdentity"], "one");
+    assert_eq!(h.provider.hits("t"), 1, "one probe: one active replica");
+    assert_eq!(holder(&h).await, "one");
     // The leader dies without releasing: the standby takes over once the lease runs out.
     t1.abort();
-    let died = tokio::time::Instant::now();
-    eventually(15, "standby takes over", || is_leader(&h2)).await;
-    assert!(
-        died.elapsed() < Duration::from_secs(10),
-        "within the lease duration (+renew period)"
-    );
-    assert_eq!(
-        api.get("leases", "tenantcred-system", "tenantcred-leader")
-            .expect("lease")["spec"]["holderIdentity"],
-        "two"
-    );
+    eventually(15, "standby takes over", async || is_leader(&h2)).await;
+    assert_eq!(holder(&h).await, "two");
     // A graceful stop releases the lease.
     let _ = stop2.send(true);
     let result = tokio::time::timeout(Duration::from_secs(10), t2)
@@ -262,11 +262,12 @@ async fn one_leader_at_a_time_and_the_standby_takes_over() {
         .expect("stops")
         .expect("join");
     assert!(result.is_ok(), "{result:?}");
-    let lease = api
-        .get("leases", "tenantcred-system", "tenantcred-leader")
-        .expect("lease");
-    assert!(
-        lease["spec"]["holderIdentity"].is_null() || lease["spec"]["holderIdentity"] == "",
-        "released: {lease}"
-    );
+    let released = holder(&h).await;
+    assert!(released.is_null() || released == "", "released: {released}");
 }
+
+scenarios!(
+    status_and_probe_now_through_the_api,
+    metrics_follow_live_credentials_and_drop_deleted_ones,
+    one_leader_at_a_time_and_the_standby_takes_over,
+);

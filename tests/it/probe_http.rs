@@ -7,7 +7,7 @@ use tenantcred::probe::Prober;
 use tenantcred::token::Token;
 use tenantcred::verdict::{Transport, classify};
 
-use crate::support::{Answer, Provider};
+use tenantcred_testkit::{Answer, Provider};
 
 async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
     let prober = Prober::new().expect("client");
@@ -115,7 +115,7 @@ async fn redirects_are_never_followed() {
         let to = to.clone();
         async move { Redirect::temporary(&to) }
     });
-    let addr = crate::support::serve(app).await;
+    let addr = tenantcred_testkit::serve(app).await;
     let prober = Prober::new().expect("client");
     let o = prober
         .probe(

@@ -2,49 +2,38 @@
 
 use serde_json::json;
 
-use crate::support::{Answer, Harness, eventually, pair, settle};
-
-fn jwt(claims: serde_json::Value) -> String {
-    fn b64url(input: &[u8]) -> String {
-        crate::support::apiserver::b64(input)
-            .trim_end_matches('=')
-            .replace('+', "-")
-            .replace('/', "_")
-    }
-    format!(
-        "{}.{}.c2ln",
-        b64url(br#"{"alg":"RS256","typ":"JWT"}"#),
-        b64url(claims.to_string().as_bytes())
-    )
-}
+use tenantcred_testkit::fixtures::jwt;
+use tenantcred_testkit::{Answer, Harness, eventually, pair, scenarios, settle};
 
 fn ts(v: &serde_json::Value) -> Option<jiff::Timestamp> {
     v.as_str()?.parse().ok()
 }
 
 /// `tenantcred probe-now`: the annotation the controller honours and echoes.
-fn probe_now(h: &Harness, name: &str, stamp: &str) {
+async fn probe_now(h: &Harness, name: &str, stamp: &str) {
     h.edit_tac(name, |o| {
         o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": stamp})
-    });
-}
-
-async fn handled(h: &Harness, name: &str, stamp: &str) {
-    eventually(10, "probe request honoured", || {
-        h.tac(name)["status"]["lastHandledProbeRequest"] == stamp
     })
     .await;
 }
 
-#[tokio::test]
-async fn a_valid_token_is_ready_with_probe_fields() {
-    let h = Harness::start().await;
+async fn handled(h: &Harness, name: &str, stamp: &str) {
+    eventually(10, "probe request honoured", async || {
+        h.tac(name).await["status"]["lastHandledProbeRequest"] == stamp
+    })
+    .await;
+}
+
+async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
     h.provider.answer("good", Answer::Ok);
     h.provider.send_rate_headers(true);
-    h.source_secret("c-input", "good");
-    h.credential("c", "generic", json!({}));
-    eventually(10, "Ready", || h.condition("c", "Ready") == pair("True", "TokenValid")).await;
-    let st = &h.tac("c")["status"];
+    h.source_secret("c-input", "good").await;
+    h.credential("c", "generic", json!({})).await;
+    eventually(10, "Ready", async || {
+        h.condition("c", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
+    let st = &h.tac("c").await["status"];
     assert_eq!(st["lastProbeResult"], "Valid");
     assert_eq!(st["lastProbeHttpStatus"], 200);
     assert_eq!(st["consecutiveFailures"], 0);
@@ -53,68 +42,70 @@ async fn a_valid_token_is_ready_with_probe_fields() {
     );
     assert_eq!(st["rateLimit"]["limit"], 1000);
     assert_eq!(st["rateLimit"]["remaining"], 987);
-    assert_eq!(h.condition("c", "Reconciling"), None);
-    assert_eq!(h.events("TokenValid"), 1);
+    assert_eq!(h.condition("c", "Reconciling").await, None);
+    assert_eq!(h.events("TokenValid").await, 1);
 }
 
-#[tokio::test]
-async fn persistent_401_degrades_and_a_new_token_recovers() {
-    let h = Harness::start().await;
+async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
     h.provider.answer("revoked", Answer::UnauthorizedText);
-    h.source_secret("c-input", "revoked");
-    h.credential("c", "generic", json!({}));
-    eventually(10, "first 401", || h.tac("c")["status"]["consecutiveFailures"] == 1).await;
+    h.source_secret("c-input", "revoked").await;
+    h.credential("c", "generic", json!({})).await;
+    eventually(10, "first 401", async || {
+        h.tac("c").await["status"]["consecutiveFailures"] == 1
+    })
+    .await;
     assert_eq!(
-        h.condition("c", "Degraded"),
+        h.condition("c", "Degraded").await,
         pair("False", "AsExpected"),
         "one 401 is not persistent"
     );
     assert!(
-        h.tac("c")["status"]["nextProbeTime"].is_string(),
+        h.tac("c").await["status"]["nextProbeTime"].is_string(),
         "a confirmation is scheduled"
     );
-    probe_now(&h, "c", "2026-11-22T10:00:00Z");
+    probe_now(&h, "c", "2026-11-22T10:00:00Z").await;
     handled(&h, "c", "2026-11-22T10:00:00Z").await;
-    probe_now(&h, "c", "2026-11-22T10:01:00Z");
+    probe_now(&h, "c", "2026-11-22T10:01:00Z").await;
     handled(&h, "c", "2026-11-22T10:01:00Z").await;
-    eventually(10, "Degraded", || {
-        h.condition("c", "Degraded") == pair("True", "Unauthorized")
+    eventually(10, "Degraded", async || {
+        h.condition("c", "Degraded").await == pair("True", "Unauthorized")
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled"), pair("True", "Unauthorized"));
-    assert_eq!(h.condition("c", "Ready"), pair("False", "Unauthorized"));
-    assert_eq!(h.events("Unauthorized"), 1, "one Warning on the transition");
+    assert_eq!(h.condition("c", "Stalled").await, pair("True", "Unauthorized"));
+    assert_eq!(h.condition("c", "Ready").await, pair("False", "Unauthorized"));
+    assert_eq!(h.events("Unauthorized").await, 1, "one Warning on the transition");
     assert_eq!(h.provider.hits("revoked"), 3);
     h.provider.answer("fresh", Answer::Ok);
-    h.source_secret("c-input", "fresh");
-    eventually(10, "Ready again", || {
-        h.condition("c", "Ready") == pair("True", "TokenValid")
+    h.source_secret("c-input", "fresh").await;
+    eventually(10, "Ready again", async || {
+        h.condition("c", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled"), None);
-    assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
+    assert_eq!(h.condition("c", "Stalled").await, None);
+    assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
 }
 
-#[tokio::test]
-async fn storms_of_503_and_429_never_degrade() {
-    let h = Harness::start().await;
+async fn storms_of_503_and_429_never_degrade(h: Harness) {
     h.provider.answer("t", Answer::Ok);
-    h.source_secret("c-input", "t");
-    h.credential("c", "generic", json!({}));
-    eventually(10, "Ready", || h.condition("c", "Ready") == pair("True", "TokenValid")).await;
+    h.source_secret("c-input", "t").await;
+    h.credential("c", "generic", json!({})).await;
+    eventually(10, "Ready", async || {
+        h.condition("c", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
     h.provider.answer("t", Answer::Status(503));
     for i in 0..4 {
         let stamp = format!("2026-11-22T10:0{i}:00Z");
-        probe_now(&h, "c", &stamp);
+        probe_now(&h, "c", &stamp).await;
         handled(&h, "c", &stamp).await;
         assert_eq!(
-            h.condition("c", "Ready"),
+            h.condition("c", "Ready").await,
             pair("True", "TokenValid"),
             "never flips Ready"
         );
-        assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
+        assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
     }
-    let st = &h.tac("c")["status"];
+    let st = &h.tac("c").await["status"];
     assert_eq!(st["lastProbeResult"], "Unavailable");
     assert_eq!(st["consecutiveFailures"], 0);
     let next = ts(&st["nextProbeTime"]);
@@ -127,77 +118,73 @@ async fn storms_of_503_and_429_never_degrade() {
 
     // A 429 with Retry-After holds back every later probe of that host until then.
     h.provider.answer("t", Answer::RateLimited { retry_after: 3600 });
-    probe_now(&h, "c", "2026-11-22T11:00:00Z");
+    probe_now(&h, "c", "2026-11-22T11:00:00Z").await;
     handled(&h, "c", "2026-11-22T11:00:00Z").await;
-    assert_eq!(h.tac("c")["status"]["lastProbeResult"], "RateLimited");
+    assert_eq!(h.tac("c").await["status"]["lastProbeResult"], "RateLimited");
     let hits = h.provider.hits("t");
-    probe_now(&h, "c", "2026-11-22T11:01:00Z");
+    probe_now(&h, "c", "2026-11-22T11:01:00Z").await;
     handled(&h, "c", "2026-11-22T11:01:00Z").await;
     settle(200).await;
     assert_eq!(h.provider.hits("t"), hits, "Retry-After honoured: no request before it");
-    let next = ts(&h.tac("c")["status"]["nextProbeTime"])
+    let next = ts(&h.tac("c").await["status"]["nextProbeTime"])
         .map(|t| t.as_second())
         .unwrap_or_default();
     assert!(
         next >= jiff::Timestamp::now().as_second() + 3500,
         "next probe after Retry-After"
     );
-    assert_eq!(h.condition("c", "Degraded"), pair("False", "AsExpected"));
-    assert_eq!(h.condition("c", "Ready"), pair("True", "TokenValid"));
+    assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
+    assert_eq!(h.condition("c", "Ready").await, pair("True", "TokenValid"));
 }
 
-#[tokio::test]
-async fn an_expired_jwt_is_expired_without_a_request() {
-    let h = Harness::start().await;
+async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
     let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
-    h.source_secret("r-input", &token);
-    h.credential("r", "raise", json!({}));
-    eventually(10, "Expired", || h.condition("r", "Ready") == pair("False", "Expired")).await;
-    assert_eq!(h.condition("r", "Degraded"), pair("True", "Expired"));
-    assert_eq!(h.condition("r", "Stalled"), pair("True", "Expired"));
-    assert_eq!(h.tac("r")["status"]["lastProbeResult"], "Expired");
-    assert!(h.tac("r")["status"]["expiresAt"].is_string());
+    h.source_secret("r-input", &token).await;
+    h.credential("r", "raise", json!({})).await;
+    eventually(10, "Expired", async || {
+        h.condition("r", "Ready").await == pair("False", "Expired")
+    })
+    .await;
+    assert_eq!(h.condition("r", "Degraded").await, pair("True", "Expired"));
+    assert_eq!(h.condition("r", "Stalled").await, pair("True", "Expired"));
+    assert_eq!(h.tac("r").await["status"]["lastProbeResult"], "Expired");
+    assert!(h.tac("r").await["status"]["expiresAt"].is_string());
     assert!(h.provider.seen().is_empty(), "not a single request");
 }
 
-#[tokio::test]
-async fn a_jwt_expiring_in_three_days_warns() {
-    let h = Harness::start().await;
+async fn a_jwt_expiring_in_three_days_warns(h: Harness) {
     let soon = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 3 * 86_400}));
     let later = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() + 365 * 86_400}));
     let never = jwt(json!({"sub": "acme"}));
     for (name, tok) in [("soon", &soon), ("later", &later), ("never", &never)] {
         h.provider.answer(tok, Answer::Ok);
-        h.source_secret(&format!("{name}-input"), tok);
-        h.credential(name, "raise", json!({}));
+        h.source_secret(&format!("{name}-input"), tok).await;
+        h.credential(name, "raise", json!({})).await;
     }
-    eventually(10, "all ready", || {
-        ["soon", "later", "never"]
-            .iter()
-            .all(|n| h.condition(n, "Ready") == pair("True", "TokenValid"))
-    })
-    .await;
-    assert_eq!(h.condition("soon", "ExpiringSoon"), pair("True", "ExpiringSoon"));
-    assert_eq!(h.condition("later", "ExpiringSoon"), pair("False", "AsExpected"));
-    assert_eq!(h.condition("never", "ExpiringSoon"), pair("False", "AsExpected"));
-    assert!(h.tac("never")["status"]["expiresAt"].is_null());
-    assert!(h.tac("later")["status"]["expiresAt"].is_string());
-    assert_eq!(h.events("ExpiringSoon"), 1);
+    eventually(10, "all ready", async || h.all_ready(["soon", "later", "never"]).await).await;
+    assert_eq!(h.condition("soon", "ExpiringSoon").await, pair("True", "ExpiringSoon"));
+    assert_eq!(h.condition("later", "ExpiringSoon").await, pair("False", "AsExpected"));
+    assert_eq!(h.condition("never", "ExpiringSoon").await, pair("False", "AsExpected"));
+    assert!(h.tac("never").await["status"]["expiresAt"].is_null());
+    assert!(h.tac("later").await["status"]["expiresAt"].is_string());
+    assert_eq!(h.events("ExpiringSoon").await, 1);
 }
 
-#[tokio::test]
-async fn the_budget_caps_probes_per_key_whatever_is_asked() {
-    let h = Harness::start().await;
+async fn the_budget_caps_probes_per_key_whatever_is_asked(h: Harness) {
     let key = "cs_live_budgetcheck";
     h.provider.answer(key, Answer::Ok);
-    h.source_secret("cs-input", key);
-    h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}));
-    eventually(10, "Ready", || h.condition("cs", "Ready") == pair("True", "TokenValid")).await;
-    let msg = h.tac("cs")["status"]["conditions"].to_string();
+    h.source_secret("cs-input", key).await;
+    h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}))
+        .await;
+    eventually(10, "Ready", async || {
+        h.condition("cs", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
+    let msg = h.tac("cs").await["status"]["conditions"].to_string();
     assert!(msg.contains("stretched from 1m to 6m40s"), "{msg}");
     for i in 0..14 {
         let stamp = format!("2026-11-22T12:{i:02}:00Z");
-        probe_now(&h, "cs", &stamp);
+        probe_now(&h, "cs", &stamp).await;
         handled(&h, "cs", &stamp).await;
     }
     assert_eq!(
@@ -207,17 +194,15 @@ async fn the_budget_caps_probes_per_key_whatever_is_asked() {
     );
 }
 
-#[tokio::test]
-async fn probing_resumes_after_a_restart_without_a_storm() {
-    let mut h = Harness::start().await;
+async fn probing_resumes_after_a_restart_without_a_storm(mut h: Harness) {
     for i in 0..5 {
         let tok = format!("tok-{i}");
         h.provider.answer(&tok, Answer::Ok);
-        h.source_secret(&format!("c{i}-input"), &tok);
-        h.credential(&format!("c{i}"), "generic", json!({}));
+        h.source_secret(&format!("c{i}-input"), &tok).await;
+        h.credential(&format!("c{i}"), "generic", json!({})).await;
     }
-    eventually(10, "all ready", || {
-        (0..5).all(|i| h.condition(&format!("c{i}"), "Ready") == pair("True", "TokenValid"))
+    eventually(10, "all ready", async || {
+        h.all_ready((0..5).map(|i| format!("c{i}"))).await
     })
     .await;
     let before = h.provider.seen().len();
@@ -228,33 +213,44 @@ async fn probing_resumes_after_a_restart_without_a_storm() {
         before,
         "a restart re-reads status: no probe before nextProbeTime"
     );
-    assert!((0..5).all(|i| h.condition(&format!("c{i}"), "Ready") == pair("True", "TokenValid")));
+    assert!(h.all_ready((0..5).map(|i| format!("c{i}"))).await);
 }
 
-#[tokio::test]
-async fn a_mass_creation_probes_each_token_exactly_once() {
-    let api = crate::support::ApiServer::new();
-    api.lag_watch("tenantapicredentials", std::time::Duration::from_millis(150));
-    let h = Harness::start_with(api).await;
+async fn a_mass_creation_probes_each_token_exactly_once(h: Harness) {
+    // The real server's watch lags by itself; the double is told to lag as a busy one does.
+    if let Some(api) = &h.double {
+        api.lag_watch("tenantapicredentials", std::time::Duration::from_millis(150));
+    }
     let n = 20;
     for i in 0..n {
         let tok = format!("mass-{i}");
         h.provider.answer(&tok, Answer::Ok);
-        h.source_secret(&format!("m{i}-input"), &tok);
+        h.source_secret(&format!("m{i}-input"), &tok).await;
     }
     for i in 0..n {
-        h.credential(&format!("m{i}"), "generic", json!({}));
+        h.credential(&format!("m{i}"), "generic", json!({})).await;
     }
-    eventually(20, "all ready", || {
-        (0..n).all(|i| h.condition(&format!("m{i}"), "Ready") == pair("True", "TokenValid"))
+    eventually(20, "all ready", async || {
+        h.all_ready((0..n).map(|i| format!("m{i}"))).await
     })
     .await;
     settle(500).await;
     // Reconciles that outrun the watch must not re-probe from a stale status.
     assert_eq!(h.provider.seen().len(), n, "one probe per token");
     assert_eq!(
-        h.api.count("apply", "tenantapicredentials/status"),
+        h.tap.count("apply", "tenantapicredentials/status"),
         n as u64,
         "one status write per probe"
     );
 }
+
+scenarios!(
+    a_valid_token_is_ready_with_probe_fields,
+    persistent_401_degrades_and_a_new_token_recovers,
+    storms_of_503_and_429_never_degrade,
+    an_expired_jwt_is_expired_without_a_request,
+    a_jwt_expiring_in_three_days_warns,
+    the_budget_caps_probes_per_key_whatever_is_asked,
+    probing_resumes_after_a_restart_without_a_storm,
+    a_mass_creation_probes_each_token_exactly_once,
+);

@@ -34,7 +34,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "tenantcred.rules" -}}
 - apiGroups: ["tenantcred.dev"]
   resources: ["tenantapicredentials"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["tenantcred.dev"]
   resources: ["tenantapicredentials/status"]
   verbs: ["patch"]

@@ -1,13 +1,17 @@
 //! Scale benchmark: the real `tenantcred run` binary, in its own process, against the in-memory
-//! API server double (served over HTTP on 127.0.0.1) and a provider server on 127.0.0.1.
+//! API server double (served over HTTP on 127.0.0.1) or a real kube-apiserver + etcd (`--real`),
+//! and a provider server on 127.0.0.1.
 //!
-//!   cargo bench --bench scale                      # N = 1,000 and 10,000 (see BENCHMARKS.md)
+//!   cargo bench --bench scale                      # double: N = 1,000 and 10,000 (see BENCHMARKS.md)
 //!   cargo bench --bench scale -- --n 2000 --steady 300
 //!   cargo bench --bench scale -- --smoke           # N = 200, no steady phase: checks it works
+//!   cargo bench --bench scale -- --real            # real API server: N = 1,000 and 10,000
+//!   cargo bench --bench scale -- --real --n 500 --steady 60
 //!
 //! It prints figures; it asserts nothing about them (CI machines are noisy).
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod real;
+
+use tenantcred_testkit as support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -16,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{Answer, ApiServer, Provider};
 
-const PROVIDERS: [&str; 3] = ["raise", "charitystack", "virtuous"];
-const NAMESPACES: usize = 100;
+pub(crate) const PROVIDERS: [&str; 3] = ["raise", "charitystack", "virtuous"];
+pub(crate) const NAMESPACES: usize = 100;
 
 struct Run {
     n: usize,
@@ -33,6 +37,26 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let real = args.iter().any(|a| a == "--real");
+    if real {
+        let runs = match arg("--n").and_then(|v| v.parse().ok()) {
+            Some(n) => vec![(n, arg("--steady").and_then(|v| v.parse().ok()).unwrap_or(60))],
+            None if args.iter().any(|a| a == "--smoke") => vec![(200, 10)],
+            None => vec![(1_000, 60), (10_000, 60)],
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for (n, steady) in runs {
+            if let Err(e) = rt.block_on(real::run(n, steady)) {
+                eprintln!("real-server benchmark failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let runs = if args.iter().any(|a| a == "--smoke") {
         vec![Run { n: 200, steady: 0 }]
     } else if let Some(n) = arg("--n").and_then(|v| v.parse().ok()) {
@@ -61,7 +85,7 @@ fn main() {
     }
 }
 
-fn token_for(i: usize) -> String {
+pub(crate) fn token_for(i: usize) -> String {
     match PROVIDERS[i % 3] {
         "raise" => {
             let b64 = |s: &str| {
@@ -82,7 +106,7 @@ fn token_for(i: usize) -> String {
     }
 }
 
-fn interval_for(provider: &str) -> &'static str {
+pub(crate) fn interval_for(provider: &str) -> &'static str {
     // Short, so a run shows two intervals quickly, yet inside each key's budget with room for
     // the ±10% jitter: CharityStack (10 probes/h) 7m; Raise (undocumented, 20/h) 4m;
     // Virtuous (50/h) 2m.
@@ -105,7 +129,7 @@ fn kubeconfig(addr: std::net::SocketAddr) -> std::path::PathBuf {
 }
 
 /// (rss KiB, peak rss KiB, cpu seconds) of a process, from /proc.
-fn proc_stats(pid: u32) -> (u64, u64, f64) {
+pub(crate) fn proc_stats(pid: u32) -> (u64, u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -122,7 +146,7 @@ fn proc_stats(pid: u32) -> (u64, u64, f64) {
     (kib("VmRSS:"), kib("VmHWM:"), (ticks(11) + ticks(12)) / 100.0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

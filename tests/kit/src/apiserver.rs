@@ -5,7 +5,6 @@
 //! subresource and generation, deletionTimestamp with finalizers, owner-reference garbage
 //! collection, Secret `stringData`, metadata-only (PartialObjectMetadata) requests. A write that
 //! changes nothing bumps no resourceVersion and emits no watch event. Every request is counted.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -106,12 +105,25 @@ impl ApiServer {
     }
 
     pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.service(), "default")
+    }
+
+    /// The double as a tower service, for a client with layers of its own (the tests' tap).
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<kube::client::Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
         let server = self.clone();
-        let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
+        tower::service_fn(move |req: Request<kube::client::Body>| {
             let server = server.clone();
             async move { Ok::<_, Infallible>(server.handle(req).await) }
-        });
-        kube::Client::new(svc, "default")
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -228,7 +240,7 @@ impl ApiServer {
                 resp.map(axum::body::Body::new)
             }
         });
-        super::serve(app).await
+        crate::serve(app).await
     }
 
     async fn handle_parts(&self, parts: http::request::Parts, bytes: Bytes) -> Response<Body> {
@@ -253,21 +265,8 @@ impl ApiServer {
             return respond(404, &status_json(&err(404, "NotFound", format!("no route for {path}"))));
         };
         let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-        let verb = match (parts.method.as_str(), route.name.is_some(), watch) {
-            ("GET", _, true) => "watch",
-            ("GET", true, _) => "get",
-            ("GET", false, _) => "list",
-            ("POST", _, _) => "create",
-            ("PUT", _, _) => "update",
-            ("PATCH", _, _) if content_type.contains("apply-patch") => "apply",
-            ("PATCH", _, _) => "patch",
-            ("DELETE", _, _) => "delete",
-            _ => "unknown",
-        };
-        let resource = match &route.sub {
-            Some(sub) => format!("{}/{sub}", route.coll.plural),
-            None => route.coll.plural.clone(),
-        };
+        let verb = verb_of(parts.method.as_str(), route.name.is_some(), watch, &content_type);
+        let resource = route.resource();
         {
             let mut st = self.lock();
             *st.requests.entry((verb.to_owned(), resource.clone())).or_default() += 1;
@@ -862,14 +861,39 @@ impl WatchFilter {
     }
 }
 
-struct Route {
-    coll: Coll,
-    ns: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
+pub(crate) struct Route {
+    pub(crate) coll: Coll,
+    pub(crate) ns: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) sub: Option<String>,
 }
 
-fn parse_path(path: &str) -> Option<Route> {
+impl Route {
+    /// `plural` or `plural/subresource`, as RBAC and `apiserver_request_total` name it.
+    pub(crate) fn resource(&self) -> String {
+        match &self.sub {
+            Some(sub) => format!("{}/{sub}", self.coll.plural),
+            None => self.coll.plural.clone(),
+        }
+    }
+}
+
+/// The verb of a request, as the API server counts it (`apply` for server-side apply patches).
+pub(crate) fn verb_of(method: &str, named: bool, watch: bool, content_type: &str) -> &'static str {
+    match (method, named, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, _) => "get",
+        ("GET", false, _) => "list",
+        ("POST", _, _) => "create",
+        ("PUT", _, _) => "update",
+        ("PATCH", _, _) if content_type.contains("apply-patch") => "apply",
+        ("PATCH", _, _) => "patch",
+        ("DELETE", _, _) => "delete",
+        _ => "unknown",
+    }
+}
+
+pub(crate) fn parse_path(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),

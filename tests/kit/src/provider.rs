@@ -1,7 +1,6 @@
 //! An HTTP server on 127.0.0.1 that behaves like the providers of PROVIDERS.md: per-token answers
 //! (200, JSON or plain-text 401, 403, 429 with Retry-After or X-RateLimit-*, 5xx, slow answers),
 //! and a log of every request it received.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,7 +82,7 @@ impl Provider {
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(handler).with_state(inner.clone());
-        let addr = super::serve(app).await;
+        let addr = crate::serve(app).await;
         Self {
             inner,
             base_url: format!("http://{addr}"),

@@ -1,0 +1,306 @@
+//! The benchmark on a real kube-apiserver + etcd (the test kit's control plane): the operator
+//! binary runs as the Helm chart's ServiceAccount with leader election, as the chart runs it.
+//!
+//! In one run it measures the machine's floor first (how fast this server takes plain
+//! server-side-apply Secret writes; those N Secrets stay, as unrelated Secrets the operator must
+//! not cache), creates N credentials with their source Secrets, starts the operator, and reports
+//! the API server's own request counts (`apiserver_request_total`, before/after) per credential.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tenantcred::crd::TenantApiCredential;
+use tenantcred_testkit::{Answer, Provider, chart, envtest};
+
+use crate::{NAMESPACES, PROVIDERS, interval_for, percentile, proc_stats, token_for};
+
+/// Requests in flight while the benchmark writes (the operator's default reconcile concurrency).
+const WRITERS: usize = 64;
+
+type Counts = BTreeMap<(String, String), f64>;
+
+/// `apiserver_request_total` summed by (verb, resource[/subresource]).
+async fn request_counts(client: &kube::Client) -> Result<Counts, String> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client.request_text(req).await.map_err(|e| format!("/metrics: {e}"))?;
+    let mut counts = Counts::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (resource, sub) = (label("resource"), label("subresource"));
+        let resource = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        *counts.entry((label("verb"), resource)).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(counts)
+}
+
+fn diff(after: &Counts, before: &Counts) -> Counts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+const OURS: [&str; 5] = [
+    "secrets",
+    "tenantapicredentials",
+    "events",
+    "deployments",
+    "statefulsets",
+];
+
+const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+
+fn print_counts(counts: &Counts, per: usize) {
+    for ((verb, resource), count) in counts {
+        // What the operator touches; the rest is the control plane's own traffic.
+        if !OURS.iter().any(|r| resource.split('/').next() == Some(*r)) {
+            continue;
+        }
+        println!(
+            "    {resource:32} {verb:7} {:>8.3} per credential ({count:.0})",
+            count / per as f64
+        );
+    }
+}
+
+fn writes(counts: &Counts) -> f64 {
+    counts
+        .iter()
+        .filter(|((verb, resource), _)| {
+            WRITE_VERBS.contains(&verb.as_str()) && OURS.iter().any(|r| resource.split('/').next() == Some(*r))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A kubeconfig for the operator: the control plane's, with the chart ServiceAccount's token.
+fn operator_kubeconfig(plane: &envtest::ControlPlane, token: &str) -> Result<std::path::PathBuf, String> {
+    let admin = std::fs::read_to_string(&plane.kubeconfig).map_err(|e| e.to_string())?;
+    let start = admin.find("user: {token: \"").ok_or("unexpected kubeconfig")? + "user: {token: \"".len();
+    let end = start + admin[start..].find('"').ok_or("unexpected kubeconfig")?;
+    let text = format!("{}{token}{}", &admin[..start], &admin[end..]);
+    let path = plane.dir.join("operator.kubeconfig");
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+pub async fn run(n: usize, steady: u64) -> Result<(), String> {
+    println!("\n=== real API server: N = {n} credentials over {NAMESPACES} namespaces and 3 providers ===");
+    let plane = envtest::control_plane()?;
+    let installed = chart::installed(plane)?;
+    let client = chart::admin(plane).await?;
+    let run_id = format!(
+        "{:x}",
+        Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
+    );
+    let ns_of = |i: usize| format!("bench-{n}-{}", i % NAMESPACES);
+    for i in 0..NAMESPACES.min(n) {
+        chart::ensure_namespace(&client, &ns_of(i)).await?;
+    }
+    chart::ensure_namespace(&client, &format!("floor-{n}")).await?;
+
+    // The floor: plain server-side-apply Secret writes, as fast as this server takes them.
+    let floor_ns = format!("floor-{n}");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &floor_ns);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let secrets = secrets.clone();
+            async move {
+                let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("unrelated-{i}")},
+                    "type": "Opaque", "data": {"token": "dW5yZWxhdGVk"}});
+                secrets
+                    .patch(
+                        &format!("unrelated-{i}"),
+                        &PatchParams::apply("floor").force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(WRITERS)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| format!("floor writes: {e}"))?;
+    let floor_rate = n as f64 / started.elapsed().as_secs_f64();
+    let floor_sync = 2.0 * n as f64 / floor_rate;
+    println!(
+        "floor: {n} server-side-apply Secret writes at {floor_rate:.0}/s ({WRITERS} in flight); \
+         2 writes per credential would take {floor_sync:.1}s (these {n} Secrets stay, unrelated to tenantcred)"
+    );
+
+    // The credentials, created before the operator starts.
+    let provider = Provider::start().await;
+    provider.default_answer(Answer::Ok);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let ns = ns_of(i);
+            let base_url = provider.base_url.clone();
+            async move {
+                let p = PROVIDERS[i % 3];
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                let secret: Secret = serde_json::from_value(json!({"metadata": {"name": format!("c{i}-input")},
+                    "type": "Opaque", "stringData": {"token": token_for(i)}}))
+                .map_err(kube::Error::SerdeError)?;
+                secrets.create(&PostParams::default(), &secret).await?;
+                let tacs: Api<TenantApiCredential> = Api::namespaced(client, &ns);
+                let tac: TenantApiCredential = serde_json::from_value(json!({"apiVersion": "tenantcred.dev/v1alpha1",
+                    "kind": "TenantApiCredential", "metadata": {"name": format!("c{i}")},
+                    "spec": {"tenant": format!("org{i}"), "provider": p, "baseUrl": base_url,
+                             "probe": {"path": "/probe", "interval": interval_for(p)},
+                             "credentialRef": {"name": format!("c{i}-input")}}}))
+                .map_err(kube::Error::SerdeError)?;
+                tacs.create(&PostParams::default(), &tac).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(WRITERS)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| format!("creating credentials: {e}"))?;
+    println!(
+        "created {n} source Secrets + {n} credentials in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Readiness is followed with one watch of our own (one request, not a poll of N objects).
+    let tacs: Api<TenantApiCredential> = Api::all(client.clone());
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let follower = tokio::spawn(async move {
+        let mut stream = watcher(tacs, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(tac)) = stream.next().await {
+            let ready = tac
+                .status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                let key = format!(
+                    "{}/{}",
+                    tac.metadata.namespace.unwrap_or_default(),
+                    tac.metadata.name.unwrap_or_default()
+                );
+                let _ = ready_tx.send((key, Instant::now()));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let before = request_counts(&client).await?;
+    let kubeconfig = operator_kubeconfig(plane, &installed.token)?;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantcred"))
+        .args(["run", "--allow-insecure-http", "--log-level", "warn", "--leader-elect"])
+        .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
+        .arg(format!("bench-{run_id}"))
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start tenantcred run: {e}"))?;
+    let pid = child.id();
+    let operator_started = Instant::now();
+    let mut ready: HashSet<String> = HashSet::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let deadline = operator_started + Duration::from_secs(1800);
+    while ready.len() < n && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await {
+            Ok(Some((key, at))) => {
+                if ready.insert(key) {
+                    latencies.push(at.duration_since(operator_started).as_secs_f64());
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    let sync = operator_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_sync = request_counts(&client).await?;
+    let (rss_synced, _, cpu_synced) = proc_stats(pid);
+    latencies.sort_by(f64::total_cmp);
+    let sync_counts = diff(&after_sync, &before);
+    println!("sync (operator started after the credentials existed):");
+    println!(
+        "  {}/{n} Ready after {sync:.1}s = {:.2}x the 2-write floor of {floor_sync:.1}s (p50 {:.1}s, p99 {:.1}s)",
+        ready.len(),
+        sync / floor_sync,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "  writes per credential: {:.2} (the benchmark's own watch is one request)",
+        writes(&sync_counts) / n as f64
+    );
+    println!("  apiserver_request_total during sync, per credential:");
+    print_counts(&sync_counts, n);
+    println!(
+        "  operator RSS after sync {:.1} MiB; CPU {cpu_synced:.1}s",
+        rss_synced as f64 / 1024.0
+    );
+
+    if steady > 0 {
+        let start = request_counts(&client).await?;
+        let probes_before = provider.seen().len();
+        tokio::time::sleep(Duration::from_secs(steady)).await;
+        let end = request_counts(&client).await?;
+        let window = diff(&end, &start);
+        println!(
+            "steady state ({steady}s, nothing changing): {:.0} writes, {} probes",
+            writes(&window),
+            provider.seen().len() - probes_before
+        );
+        print_counts(&window, n);
+    }
+    let (_, hwm, cpu_end) = proc_stats(pid);
+    println!(
+        "operator: peak RSS {:.1} MiB ({:.1} KB per credential), CPU {cpu_end:.1}s in all",
+        hwm as f64 / 1024.0,
+        hwm as f64 * 1024.0 / n as f64 / 1000.0
+    );
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let stopped = Instant::now();
+    while stopped.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    follower.abort();
+    if ready.len() < n {
+        return Err(format!("not every credential became Ready: {} of {n}", ready.len()));
+    }
+    Ok(())
+}

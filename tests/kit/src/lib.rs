@@ -1,0 +1,478 @@
+//! The test kit: one scenario source, two backends.
+//!
+//! A [`Harness`] runs the real controller against either the in-memory API server double
+//! ([`Backend::Double`], always; fast) or a real kube-apiserver ([`Backend::Real`], when one can
+//! be started: see [`envtest`]), with a provider server on 127.0.0.1. The tests talk to either
+//! through the same async calls; [`scenarios!`] writes each scenario once and runs it on both.
+//!
+//! On the real server the operator authenticates as the Helm chart's ServiceAccount ([`chart`]),
+//! with leader election, and any 403 it meets fails the test.
+
+pub mod apiserver;
+pub mod chart;
+pub mod envtest;
+pub mod fixtures;
+pub mod provider;
+pub mod tap;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use tenantcred::controller::{self, Config, LeaseConfig, Shared};
+use tower::Layer;
+
+pub use apiserver::ApiServer;
+pub use provider::{Account, Answer, Provider};
+pub use tap::Tap;
+
+/// Serves `app` on a free port of 127.0.0.1 until the test ends.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-memory API server double.
+    Double,
+    /// A real kube-apiserver with etcd.
+    Real,
+}
+
+/// Runs each scenario, an `async fn NAME(h: Harness)` written once, on both backends: as the
+/// tests `NAME::double` and `NAME::real`. On the real backend, when no control plane is
+/// available, the test says SKIPPED with the reason on stderr and returns.
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn double() {
+                    $crate::run(super::$name, $crate::Backend::Double, module_path!()).await
+                }
+
+                #[tokio::test]
+                async fn real() {
+                    $crate::run(super::$name, $crate::Backend::Real, module_path!()).await
+                }
+            }
+        )*
+    };
+}
+
+/// Starts a harness on `backend` and runs `scenario` with it (see [`scenarios!`]).
+pub async fn run<F, Fut>(scenario: F, backend: Backend, test: &str)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(h) = Harness::start(backend, test).await {
+        scenario(h).await;
+    }
+}
+
+static NAMESPACES: AtomicUsize = AtomicUsize::new(0);
+
+/// The real controller between an API server (double or real) and a provider on 127.0.0.1.
+pub struct Harness {
+    pub backend: Backend,
+    /// This test's own namespace (the operator watches only it).
+    pub ns: String,
+    /// The tests' own client: set-up and observation (admin on the real server).
+    pub client: kube::Client,
+    /// The double itself, on [`Backend::Double`].
+    pub double: Option<ApiServer>,
+    pub provider: Provider,
+    pub metrics: Arc<tenantcred::metrics::Metrics>,
+    /// Counts, and can fail, the operator's own requests.
+    pub tap: Tap,
+    operator_config: Option<kube::Config>,
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
+    test: String,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+        record_verbs(self.backend, &self.tap);
+        let forbidden = self.tap.forbidden();
+        if forbidden.is_empty() {
+            return;
+        }
+        let msg = format!(
+            "{}: the API server refused the operator (403): {forbidden:?}",
+            self.test
+        );
+        if std::thread::panicking() {
+            // Already failing: say why it may have, where the failure is read.
+            let _ = writeln!(std::io::stderr(), "{msg}");
+        } else {
+            panic!("{msg}");
+        }
+    }
+}
+
+impl Harness {
+    /// Starts the controller on `backend` in a fresh namespace; `None` (after saying SKIPPED on
+    /// stderr) when the real backend is not available.
+    pub async fn start(backend: Backend, test: &str) -> Option<Self> {
+        tenantcred::probe::install_crypto_provider();
+        let ns = format!("t{}", NAMESPACES.fetch_add(1, Ordering::Relaxed));
+        let (client, double, operator_config) = match backend {
+            Backend::Double => {
+                let api = ApiServer::new();
+                (api.client(), Some(api), None)
+            }
+            Backend::Real => {
+                let plane = match envtest::control_plane() {
+                    Ok(p) => p,
+                    Err(why) => {
+                        envtest::skipped(test, &why);
+                        return None;
+                    }
+                };
+                let operator = match chart::operator_config(plane).await {
+                    Ok(c) => c,
+                    Err(why) => {
+                        envtest::skipped(test, &why);
+                        return None;
+                    }
+                };
+                let client = chart::admin(plane).await.expect("admin client of the control plane");
+                chart::ensure_namespace(&client, &ns).await.expect("test namespace");
+                (client, None, Some(operator))
+            }
+        };
+        let provider = Provider::start().await;
+        let metrics = Arc::new(tenantcred::metrics::Metrics::new());
+        let tap = Tap::default();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let mut h = Self {
+            backend,
+            ns,
+            client,
+            double,
+            provider,
+            metrics,
+            tap,
+            operator_config,
+            task: tokio::spawn(async {}),
+            _stop: stop_tx,
+            test: test.to_owned(),
+        };
+        h.task = h.spawn_operator(stop);
+        Some(h)
+    }
+
+    /// The operator's client: through the tap, as the chart's ServiceAccount on the real server.
+    pub fn operator_client(&self) -> kube::Client {
+        match (&self.double, &self.operator_config) {
+            (Some(api), _) => kube::Client::new(self.tap.layer().layer(api.service()), self.ns.clone()),
+            (None, Some(config)) => kube::client::ClientBuilder::try_from(config.clone())
+                .expect("operator client")
+                .with_layer(&self.tap.layer())
+                .build(),
+            (None, None) => unreachable!("a harness has a backend"),
+        }
+    }
+
+    fn spawn_operator(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let client = self.operator_client();
+        let config = Config {
+            namespaces: vec![self.ns.clone()],
+            allow_insecure_http: true,
+            instance: self.ns.clone(),
+            ..Config::default()
+        };
+        // As the chart runs it: with leader election (a lease of this test's own).
+        let lease = (self.backend == Backend::Real).then(|| LeaseConfig {
+            name: format!("tenantcred-{}", self.ns),
+            namespace: chart::RELEASE_NAMESPACE.into(),
+            identity: self.ns.clone(),
+            duration_seconds: 15,
+            grace_seconds: 5,
+        });
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let shared = Shared::new(&config, metrics, Default::default()).expect("shared");
+            if let Err(e) = controller::run(client, config, shared, lease, stop).await {
+                panic!("the operator stopped: {e:#}");
+            }
+        })
+    }
+
+    /// Stops the controller (as a crash would) and starts a fresh one on the same API server.
+    pub fn restart_controller(&mut self) {
+        self.task.abort();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        self._stop = stop_tx;
+        self.task = self.spawn_operator(stop);
+    }
+
+    /// Stops the controller, for scenarios that run operators of their own.
+    pub fn stop_controller(&mut self) {
+        self.task.abort();
+    }
+
+    /// Whether deleting an owner deletes what it owns (always on the double; on the real
+    /// server only with kube-controller-manager's garbage collector).
+    pub fn garbage_collects(&self) -> bool {
+        match self.backend {
+            Backend::Double => true,
+            Backend::Real => envtest::control_plane().is_ok_and(|p| p.garbage_collector),
+        }
+    }
+
+    /// Says the rest of this scenario does not apply to this backend.
+    pub fn skip(&self, why: &str) {
+        envtest::skipped(&format!("{} (on {:?})", self.test, self.backend), why);
+    }
+
+    fn api(&self, plural: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns, &resource(plural))
+    }
+
+    pub async fn get(&self, plural: &str, name: &str) -> Option<Value> {
+        self.get_in(plural, &self.ns, name).await
+    }
+
+    pub async fn get_in(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &resource(plural));
+        match api.get_opt(name).await {
+            Ok(o) => o.map(|o| serde_json::to_value(o).expect("json")),
+            Err(e) => panic!("get {plural} {ns}/{name}: {e}"),
+        }
+    }
+
+    pub async fn list(&self, plural: &str) -> Vec<Value> {
+        self.api(plural)
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {plural}: {e}"))
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .collect()
+    }
+
+    /// Creates an object in this test's namespace, as another client would.
+    pub async fn create(&self, mut obj: Value) -> Value {
+        obj["metadata"]["namespace"] = json!(self.ns);
+        let plural = plural_of(obj["kind"].as_str().unwrap_or_default());
+        let dynamic: DynamicObject = serde_json::from_value(obj).expect("object");
+        let created = self
+            .api(plural)
+            .create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("create {plural}: {e}"));
+        serde_json::to_value(created).expect("json")
+    }
+
+    /// Reads, edits and replaces an object (again on a conflict with a concurrent writer).
+    pub async fn edit(&self, plural: &str, name: &str, f: impl Fn(&mut Value)) -> Value {
+        for _ in 0..20 {
+            let mut obj = self
+                .get(plural, name)
+                .await
+                .unwrap_or_else(|| panic!("edit of a missing {plural} {name}"));
+            f(&mut obj);
+            let dynamic: DynamicObject = serde_json::from_value(obj).expect("object");
+            match self.api(plural).replace(name, &PostParams::default(), &dynamic).await {
+                Ok(o) => return serde_json::to_value(o).expect("json"),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => panic!("replace {plural} {name}: {e}"),
+            }
+        }
+        panic!("replace {plural} {name}: conflicts kept coming");
+    }
+
+    pub async fn delete(&self, plural: &str, name: &str) {
+        match self.api(plural).delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => panic!("delete {plural} {name}: {e}"),
+        }
+    }
+
+    /// Creates or updates a source Secret holding `token` under the key `token`.
+    pub async fn source_secret(&self, name: &str, token: &str) {
+        self.secret(name, json!({"token": token})).await;
+    }
+
+    /// Creates or updates an Opaque Secret with these string values.
+    pub async fn secret(&self, name: &str, values: Value) {
+        let data: serde_json::Map<String, Value> = values
+            .as_object()
+            .expect("string values")
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!(apiserver::b64(v.as_str().unwrap_or_default().as_bytes())),
+                )
+            })
+            .collect();
+        if self.get("secrets", name).await.is_some() {
+            self.edit("secrets", name, |s| s["data"] = Value::Object(data.clone()))
+                .await;
+        } else {
+            self.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "type": "Opaque", "data": data}))
+                .await;
+        }
+    }
+
+    /// A credential of a generic-style provider served by the local provider server.
+    pub async fn credential(&self, name: &str, provider: &str, extra: Value) -> Value {
+        let mut spec = json!({
+            "tenant": "acme",
+            "provider": provider,
+            "baseUrl": self.provider.base_url,
+            "probe": {"path": "/probe"},
+            "credentialRef": {"name": format!("{name}-input")},
+        });
+        json_patch::merge(&mut spec, &extra);
+        self.create(
+            json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+            "metadata": {"name": name}, "spec": spec}),
+        )
+        .await
+    }
+
+    /// The credential as stored, or `Null` when it does not exist.
+    pub async fn tac(&self, name: &str) -> Value {
+        self.get("tenantapicredentials", name).await.unwrap_or(Value::Null)
+    }
+
+    pub async fn edit_tac(&self, name: &str, f: impl Fn(&mut Value)) {
+        self.edit("tenantapicredentials", name, f).await;
+    }
+
+    pub async fn delete_tac(&self, name: &str) {
+        self.delete("tenantapicredentials", name).await;
+    }
+
+    /// (status, reason) of a condition.
+    pub async fn condition(&self, name: &str, ty: &str) -> Option<(String, String)> {
+        condition_of(&self.tac(name).await, ty)
+    }
+
+    /// Whether every one of these credentials is `Ready=True TokenValid`.
+    pub async fn all_ready<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) -> bool {
+        for name in names {
+            if self.condition(name.as_ref(), "Ready").await != pair("True", "TokenValid") {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub async fn managed_token(&self, secret: &str) -> Option<String> {
+        let s = self.get("secrets", secret).await?;
+        String::from_utf8(apiserver::unb64(s["data"]["token"].as_str()?)).ok()
+    }
+
+    /// Events with this reason in the test's namespace.
+    pub async fn events(&self, reason: &str) -> usize {
+        self.list("events")
+            .await
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .count()
+    }
+}
+
+/// With `TENANTCRED_RECORD_VERBS=FILE`, appends the operator's (verb, resource) pairs seen on
+/// the real server to FILE: the record of which of the chart's grants the operator uses.
+fn record_verbs(backend: Backend, tap: &Tap) {
+    let Some(path) = std::env::var_os("TENANTCRED_RECORD_VERBS") else {
+        return;
+    };
+    if backend != Backend::Real {
+        return;
+    }
+    let lines: String = tap
+        .requests()
+        .keys()
+        .map(|(verb, resource)| format!("{resource} {verb}\n"))
+        .collect();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(lines.as_bytes());
+    }
+}
+
+/// (status, reason) of a condition of a stored credential.
+pub fn condition_of(tac: &Value, ty: &str) -> Option<(String, String)> {
+    tac["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+fn resource(plural: &str) -> ApiResource {
+    let (group, version, kind) = match plural {
+        "secrets" => ("", "v1", "Secret"),
+        "namespaces" => ("", "v1", "Namespace"),
+        "tenantapicredentials" => ("tenantcred.dev", "v1alpha1", "TenantApiCredential"),
+        "events" => ("events.k8s.io", "v1", "Event"),
+        "deployments" => ("apps", "v1", "Deployment"),
+        "statefulsets" => ("apps", "v1", "StatefulSet"),
+        "daemonsets" => ("apps", "v1", "DaemonSet"),
+        "leases" => ("coordination.k8s.io", "v1", "Lease"),
+        other => panic!("the kit knows no resource {other}"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn plural_of(kind: &str) -> &'static str {
+    match kind {
+        "Secret" => "secrets",
+        "TenantApiCredential" => "tenantapicredentials",
+        "Event" => "events",
+        "Deployment" => "deployments",
+        "StatefulSet" => "statefulsets",
+        "DaemonSet" => "daemonsets",
+        "Lease" => "leases",
+        other => panic!("the kit knows no kind {other}"),
+    }
+}
+
+/// Polls until `f` holds, for at most `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Lets the controller run for a while (to show that nothing happens).
+pub async fn settle(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+pub fn pair(s: &str, r: &str) -> Option<(String, String)> {
+    Some((s.to_owned(), r.to_owned()))
+}
