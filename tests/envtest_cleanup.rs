@@ -15,14 +15,14 @@ fn child(how: &str) {
     let plane = match envtest::control_plane() {
         Ok(p) => p,
         Err(why) => {
-            println!("SKIP {why}");
+            println!("\n@@SKIP {why}");
             return;
         }
     };
     let pids = std::fs::read_to_string(plane.dir.join("pids")).unwrap_or_default();
-    println!("DIR {}", plane.dir.display());
-    println!("PIDS {}", pids.split_whitespace().collect::<Vec<_>>().join(" "));
-    println!("SERVER {}", plane.server);
+    println!("\n@@DIR {}", plane.dir.display());
+    println!("@@PIDS {}", pids.split_whitespace().collect::<Vec<_>>().join(" "));
+    println!("@@SERVER {}", plane.server);
     let _ = std::io::stdout().flush();
     match how {
         "abort" => std::process::abort(),
@@ -53,7 +53,7 @@ fn dies_cleanly(how: &str) {
     let field = |key: &str| {
         stdout
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .find_map(|l| l.split_once(&format!("@@{key} ")).map(|(_, v)| v))
             .map(str::to_owned)
     };
     if let Some(why) = field("SKIP") {

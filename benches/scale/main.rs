@@ -49,9 +49,20 @@ fn main() {
             .enable_all()
             .build()
             .expect("runtime");
-        for (n, steady) in runs {
+        if let [(n, steady)] = runs[..] {
             if let Err(e) = rt.block_on(real::run(n, steady)) {
                 eprintln!("real-server benchmark failed: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        // Each N gets a fresh control plane (one per process), so no run sees another's objects.
+        for (n, steady) in runs {
+            let status = std::process::Command::new(std::env::current_exe().expect("benchmark binary"))
+                .args(["--real", "--n", &n.to_string(), "--steady", &steady.to_string()])
+                .status()
+                .expect("run the benchmark for one N");
+            if !status.success() {
                 std::process::exit(1);
             }
         }

@@ -191,6 +191,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     // Readiness is followed with one watch of our own (one request, not a poll of N objects).
     let tacs: Api<TenantApiCredential> = Api::all(client.clone());
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let prefix = format!("bench-{n}-");
     let follower = tokio::spawn(async move {
         let mut stream = watcher(tacs, watcher::Config::default()).applied_objects().boxed();
         while let Some(Ok(tac)) = stream.next().await {
@@ -198,7 +199,12 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if ready {
+            let ours = tac
+                .metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns.starts_with(&prefix));
+            if ready && ours {
                 let key = format!(
                     "{}/{}",
                     tac.metadata.namespace.unwrap_or_default(),

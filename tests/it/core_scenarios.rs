@@ -48,7 +48,7 @@ async fn create_yields_the_managed_secret_and_status(h: Harness) {
         "the token never appears in the resource"
     );
     assert_eq!(tac["metadata"]["finalizers"][0], "tenantcred.dev/cleanup");
-    assert_eq!(h.events("SecretCreated").await, 1);
+    h.expect_events("SecretCreated", 1).await;
     assert!(
         h.list("events").await.iter().all(|e| !e.to_string().contains(TOKEN)),
         "events never carry the token"
@@ -72,7 +72,7 @@ async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness
         h.provider.hits("tok-two") == 1 && h.condition("c", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    assert_eq!(h.events("SecretUpdated").await, 1);
+    h.expect_events("SecretUpdated", 1).await;
 }
 
 async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
@@ -92,7 +92,7 @@ async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
         Some(TOKEN),
         "the last good Secret is intact"
     );
-    assert_eq!(h.events("SourceNotFound").await, 1);
+    h.expect_events("SourceNotFound", 1).await;
     h.source_secret("c-input", TOKEN).await;
     eventually(10, "recovers when the source returns", async || {
         h.condition("c", "Ready").await.is_some_and(|(s, _)| s != "False")
@@ -139,7 +139,7 @@ async fn a_foreign_secret_is_a_conflict_and_left_untouched(h: Harness) {
         Some(foreign),
         "byte-for-byte untouched"
     );
-    assert_eq!(h.events("SecretConflict").await, 1);
+    h.expect_events("SecretConflict", 1).await;
 }
 
 async fn deletion_follows_the_deletion_policy(h: Harness) {

@@ -70,7 +70,7 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
         1,
         "validated once, and that probe counts as its first"
     );
-    assert_eq!(h.events("TokenRotated").await, 1);
+    h.expect_events("TokenRotated", 1).await;
     eventually(10, "deployment annotated", async || {
         restart_annotation(&h, "donor-sync").await.as_deref() == st["tokenFingerprint"].as_str()
     })
@@ -93,7 +93,7 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
         gen0 + 1,
         "never a second rollout for the same token"
     );
-    assert_eq!(h.events("RolloutRestarted").await, 1);
+    h.expect_events("RolloutRestarted", 1).await;
 }
 
 async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
@@ -123,7 +123,7 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
         pair("True", "TokenValid"),
         "Ready describes the token in use"
     );
-    assert_eq!(h.events("RotationFailed").await, 1);
+    h.expect_events("RotationFailed", 1).await;
     assert_eq!(restart_annotation(&h, "donor-sync").await, None);
     // Not retried in a loop; only when asked or when the candidate changes.
     h.edit_tac("c", |o| o["metadata"]["labels"] = json!({"poke": "1"}))

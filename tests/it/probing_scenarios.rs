@@ -43,7 +43,7 @@ async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
     assert_eq!(st["rateLimit"]["limit"], 1000);
     assert_eq!(st["rateLimit"]["remaining"], 987);
     assert_eq!(h.condition("c", "Reconciling").await, None);
-    assert_eq!(h.events("TokenValid").await, 1);
+    h.expect_events("TokenValid", 1).await;
 }
 
 async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
@@ -73,7 +73,7 @@ async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
     .await;
     assert_eq!(h.condition("c", "Stalled").await, pair("True", "Unauthorized"));
     assert_eq!(h.condition("c", "Ready").await, pair("False", "Unauthorized"));
-    assert_eq!(h.events("Unauthorized").await, 1, "one Warning on the transition");
+    h.expect_events("Unauthorized", 1).await;
     assert_eq!(h.provider.hits("revoked"), 3);
     h.provider.answer("fresh", Answer::Ok);
     h.source_secret("c-input", "fresh").await;
@@ -167,7 +167,7 @@ async fn a_jwt_expiring_in_three_days_warns(h: Harness) {
     assert_eq!(h.condition("never", "ExpiringSoon").await, pair("False", "AsExpected"));
     assert!(h.tac("never").await["status"]["expiresAt"].is_null());
     assert!(h.tac("later").await["status"]["expiresAt"].is_string());
-    assert_eq!(h.events("ExpiringSoon").await, 1);
+    h.expect_events("ExpiringSoon", 1).await;
 }
 
 async fn the_budget_caps_probes_per_key_whatever_is_asked(h: Harness) {

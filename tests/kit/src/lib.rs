@@ -385,6 +385,16 @@ impl Harness {
         String::from_utf8(apiserver::unb64(s["data"]["token"].as_str()?)).ok()
     }
 
+    /// Waits until `n` events with this reason exist (the operator writes events after the
+    /// status they explain), then checks there are no more than `n`.
+    pub async fn expect_events(&self, reason: &str, n: usize) {
+        eventually(10, &format!("{n} {reason} event(s)"), async || {
+            self.events(reason).await >= n
+        })
+        .await;
+        assert_eq!(self.events(reason).await, n, "{reason} events");
+    }
+
     /// Events with this reason in the test's namespace.
     pub async fn events(&self, reason: &str) -> usize {
         self.list("events")
