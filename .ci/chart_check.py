@@ -17,7 +17,7 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target" / "debug" / "
 USED = {
     ("tenantcred.dev", "tenantapicredentials"): {"list", "watch", "patch"},
     ("tenantcred.dev", "tenantapicredentials/status"): {"patch"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch"},
     ("events.k8s.io", "events"): {"create"},
     ("apps", "deployments"): {"patch"},
     ("apps", "statefulsets"): {"patch"},

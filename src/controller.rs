@@ -10,18 +10,17 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::budget::Budget;
-use crate::crd::{DeletionPolicy, RotationStatus};
-use crate::crd::{FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
+use crate::crd::RotationStatus;
+use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
 use crate::events::Notice;
 use crate::metrics::Metrics;
 use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
@@ -81,8 +80,8 @@ pub struct Context {
     managed: Store<Secret>,
     /// The credentials, as cached by the controller's watch.
     credentials: Store<TenantApiCredential>,
-    sources: SourceIndex,
-    errors: Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>,
+    sources: Arc<SourceIndex>,
+    errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
     /// The status last written per credential, with the resourceVersion it was written over: until
     /// the watch delivers our write, the cache still holds that version, and reconciling from its
     /// stale status would probe and write again.
@@ -323,7 +322,15 @@ fn build_context(
         health: shared.health.clone(),
     });
     let written: Arc<WrittenStatuses> = Arc::default();
+    let sources: Arc<SourceIndex> = Arc::default();
+    let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
     let caught_up = written.clone();
+    let forget = Forget {
+        written: written.clone(),
+        sources: sources.clone(),
+        errors: errors.clone(),
+        metrics: shared.metrics.clone(),
+    };
     let (tac_reader, tac_writer) = reflector::store();
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
         .inspect_ok(sync.clone().on_first_list())
@@ -333,6 +340,9 @@ fn build_context(
         .reflect(tac_writer)
         .inspect_ok(move |event| {
             // Once the cache holds a version after our write (reflected above), it is current again.
+            if let watcher::Event::Delete(tac) = event {
+                forget.credential(tac);
+            }
             if let watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) = event {
                 let mut written = caught_up.lock().unwrap_or_else(PoisonError::into_inner);
                 let key = ObjectRef::from_obj(tac);
@@ -345,8 +355,8 @@ fn build_context(
             }
         })
         .applied_objects()
-        // Our own status writes must not wake us: only spec, annotations (probe-now) and
-        // finalizers (deletion) matter.
+        // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
+        // and the legacy finalizer (removed on upgrade) matter.
         .predicate_filter(
             predicates::generation
                 .combine(predicates::annotations)
@@ -383,8 +393,8 @@ fn build_context(
         started_at: Timestamp::now(),
         managed: managed_reader,
         credentials: tac_reader.clone(),
-        sources: SourceIndex::default(),
-        errors: Mutex::new(HashMap::new()),
+        sources,
+        errors,
         written,
     });
 
@@ -409,6 +419,26 @@ fn build_context(
                 .collect()
         });
     (ctx, controller)
+}
+
+/// What the operator remembers per credential, dropped when the watch reports it deleted: no
+/// finalizer is needed for in-memory state.
+struct Forget {
+    written: Arc<WrittenStatuses>,
+    sources: Arc<SourceIndex>,
+    errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forget {
+    fn credential(&self, tac: &TenantApiCredential) {
+        let key = ObjectRef::from_obj(tac);
+        let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
+        self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.sources.set(&ns, &name, Vec::new());
+        self.metrics.forget(&ns, &name);
+    }
 }
 
 /// Counts the caches of one scope that have completed their first list.
@@ -455,33 +485,44 @@ impl Context {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(ObjectRef::from_obj(tac), w);
     }
-
-    fn forget_status(&self, tac: &TenantApiCredential) {
-        self.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&ObjectRef::from_obj(tac));
-    }
 }
 
 pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Result<Action> {
     // The object was taken from the cache when this reconcile was queued; the cache may have moved
-    // on while it waited behind the previous one. Work from the newest version.
-    let tac = ctx.credentials.get(&ObjectRef::from_obj(&*tac)).unwrap_or(tac);
-    let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), &ns);
+    // on while it waited behind the previous one. Work from the newest version, and from none at
+    // all when it is gone (a deleted credential's Secret is garbage collection's business).
     let key = ObjectRef::from_obj(&*tac);
-    let action = finalizer(&api, FINALIZER, tac, |event| async {
-        match event {
-            Finalized::Apply(tac) => apply(&tac, &ctx, &ns).await,
-            Finalized::Cleanup(tac) => cleanup(&tac, &ctx, &ns).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    let Some(tac) = ctx.credentials.get(&key) else {
+        return Ok(Action::await_change());
+    };
+    let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if tac.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        drop_legacy_finalizer(&ctx, &tac, &ns).await?;
+    }
+    if tac.metadata.deletion_timestamp.is_some() {
+        // Owner references take the Secret with the resource; `Retain` has none to follow.
+        return Ok(Action::await_change());
+    }
+    let action = apply(&tac, &ctx, &ns).await?;
     ctx.metrics.reconciled();
     ctx.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     Ok(action)
+}
+
+/// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
+/// patch test so a concurrent change of the list is never overwritten.
+async fn drop_legacy_finalizer(ctx: &Context, tac: &TenantApiCredential, ns: &str) -> Result<()> {
+    let current = tac.finalizers().to_vec();
+    let kept: Vec<&String> = current.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": current},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]))?;
+    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(&tac.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await?;
+    info!(credential = %tac.name_any(), namespace = ns, "removed the finalizer of an earlier release");
+    Ok(())
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
@@ -710,17 +751,15 @@ async fn sync(
             apply_secret(&secrets, &desired).await?;
             let old = current.as_ref().map(|(t, _)| t.fingerprint());
             let new = token.fingerprint();
-            out.notices.push(match (ownership, old) {
-                (Ownership::Absent, _) => Notice::normal(
-                    "SecretCreated",
-                    format!("created Secret {} with token {new}", settings.secret_name),
-                ),
-                (_, Some(old)) if old != new => Notice::normal(
+            // Only a token change is news (a first Secret or a label change is not); a validated
+            // rotation already has its TokenRotated event.
+            let validated = out.notices.iter().any(|n| n.reason == "TokenRotated");
+            if let Some(old) = old.filter(|old| *old != new && !validated) {
+                out.notices.push(Notice::normal(
                     "SecretUpdated",
                     format!("Secret {} now holds token {new} (was {old})", settings.secret_name),
-                ),
-                _ => Notice::normal("SecretUpdated", format!("updated Secret {}", settings.secret_name)),
-            });
+                ));
+            }
         }
     }
     out.token = chosen;
@@ -874,44 +913,4 @@ async fn write_status(
         .await?;
     ctx.remember_status(tac, desired);
     Ok(())
-}
-
-/// Deletion: `Retain` keeps the Secret and drops our owner reference so garbage collection spares
-/// it; `Delete` leaves it to garbage collection (and deletes it when it lacks the reference).
-async fn cleanup(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
-    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    ctx.sources.set(ns, &name, Vec::new());
-    ctx.metrics.forget(ns, &name);
-    ctx.forget_status(tac);
-    let Some(target) = tac.target_name().map(str::to_owned) else {
-        return Ok(Action::await_change());
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(existing) = secrets.get_opt(&target).await? else {
-        return Ok(Action::await_change());
-    };
-    if secret::ownership(Some(&existing), &name) != Ownership::Ours {
-        return Ok(Action::await_change());
-    }
-    let uid = tac.metadata.uid.clone().unwrap_or_default();
-    let refs = existing.metadata.owner_references.clone().unwrap_or_default();
-    let owned = refs.iter().any(|r| r.uid == uid);
-    match tac.spec.target.deletion_policy {
-        DeletionPolicy::Retain if owned => {
-            let remaining: Vec<_> = refs.into_iter().filter(|r| r.uid != uid).collect();
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": existing.resource_version(), "ownerReferences": remaining}
-            });
-            secrets
-                .patch(&target, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            info!(secret = %target, namespace = ns, "retained managed Secret");
-        }
-        DeletionPolicy::Retain => {}
-        DeletionPolicy::Delete if !owned => {
-            secrets.delete(&target, &DeleteParams::default()).await?;
-        }
-        DeletionPolicy::Delete => {}
-    }
-    Ok(Action::await_change())
 }

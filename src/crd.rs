@@ -12,7 +12,10 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "tenantcred.dev";
-pub const FINALIZER: &str = "tenantcred.dev/cleanup";
+/// The finalizer of releases before 0.2. Deletion needs no action of the operator (owner references
+/// and garbage collection delete the Secret; `Retain` has none), and a finalizer leaves namespaces
+/// stuck in Terminating while the operator is down, so the operator now removes it where it finds it.
+pub const LEGACY_FINALIZER: &str = "tenantcred.dev/cleanup";
 /// Annotation set by `tenantcred probe-now` (or by hand) to ask for an immediate probe.
 pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at";
 

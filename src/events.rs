@@ -1,4 +1,7 @@
-//! Which Kubernetes events a status change deserves: one per transition, never one per reconcile.
+//! Which Kubernetes events a status change deserves: one per transition a person acts on (a
+//! failure, a recovery from one, an expiry warning), never one per reconcile and never one for a
+//! credential that simply became Ready for the first time: at scale, every event is a write the
+//! shared API server pays for.
 
 use crate::conditions::{self, Reason, Type};
 use crate::crd::TenantApiCredentialStatus;
@@ -41,10 +44,13 @@ pub fn transitions(old: &TenantApiCredentialStatus, new: &TenantApiCredentialSta
     };
     let mut out = Vec::new();
     if let Some((status, reason, message)) = key(new, Type::Ready) {
-        let changed = key(old, Type::Ready).is_none_or(|(s, r, _)| s != status || r != reason);
+        let before = key(old, Type::Ready);
+        let changed = before.as_ref().is_none_or(|(s, r, _)| *s != status || *r != reason);
+        let was_failing = before.is_some_and(|(s, _, _)| s == "False");
         if changed {
             match (status.as_str(), Reason::parse(&reason)) {
-                ("True", _) => out.push(Notice::normal(Reason::TokenValid.as_str(), message)),
+                // A recovery is news; a first success is what everyone expected.
+                ("True", _) if was_failing => out.push(Notice::normal(Reason::TokenValid.as_str(), message)),
                 ("False", Some(r)) => out.push(Notice::warning(r.as_str(), message)),
                 _ => {}
             }
@@ -86,13 +92,19 @@ mod tests {
         let probing = status((Status::Unknown, Reason::Probing), false);
         let valid = status((Status::True, Reason::TokenValid), false);
         let revoked = status((Status::False, Reason::Unauthorized), false);
-        assert_eq!(transitions(&probing, &valid), vec![Notice::normal("TokenValid", "m")]);
+        assert_eq!(transitions(&probing, &valid), vec![], "a first success is no news");
+        assert_eq!(transitions(&TenantApiCredentialStatus::default(), &valid), vec![]);
         assert_eq!(transitions(&valid, &valid), vec![]);
         assert_eq!(
             transitions(&valid, &revoked),
             vec![Notice::warning("Unauthorized", "m")]
         );
         assert_eq!(transitions(&revoked, &revoked), vec![]);
+        assert_eq!(
+            transitions(&revoked, &valid),
+            vec![Notice::normal("TokenValid", "m")],
+            "a recovery is"
+        );
         assert_eq!(transitions(&valid, &probing), vec![]);
         let soon = status((Status::True, Reason::TokenValid), true);
         assert_eq!(

@@ -28,8 +28,6 @@ pub mod verdict;
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the resource has no {0}")]
     MissingMetadata(&'static str),
     #[error("serializing the status: {0}")]
@@ -41,7 +39,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
-            Self::Finalizer(_) => "finalizer",
             Self::MissingMetadata(_) => "metadata",
             Self::Serialize(_) => "serialize",
         }

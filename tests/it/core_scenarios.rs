@@ -47,11 +47,15 @@ async fn create_yields_the_managed_secret_and_status(h: Harness) {
         !tac.to_string().contains(TOKEN),
         "the token never appears in the resource"
     );
-    assert_eq!(tac["metadata"]["finalizers"][0], "tenantcred.dev/cleanup");
-    h.expect_events("SecretCreated", 1).await;
     assert!(
-        h.list("events").await.iter().all(|e| !e.to_string().contains(TOKEN)),
-        "events never carry the token"
+        tac["metadata"]["finalizers"].is_null(),
+        "no finalizer: deletion needs nothing of the operator"
+    );
+    settle(300).await;
+    assert_eq!(
+        h.list("events").await,
+        Vec::<serde_json::Value>::new(),
+        "a healthy first sync is no news: no event"
     );
 }
 
@@ -72,7 +76,8 @@ async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness
         h.provider.hits("tok-two") == 1 && h.condition("c", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    h.expect_events("SecretUpdated", 1).await;
+    h.expect_events("TokenRotated", 1).await;
+    h.expect_events("SecretUpdated", 0).await;
 }
 
 async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
@@ -183,10 +188,39 @@ async fn retain_set_after_creation_drops_the_owner_reference_on_delete(h: Harnes
     assert!(!h.get("secrets", "c").await.expect("secret")["metadata"]["ownerReferences"].is_null());
     h.edit_tac("c", |o| o["spec"]["target"] = json!({"deletionPolicy": "Retain"}))
         .await;
+    // Retain takes effect when reconciled, not at deletion: the owner reference goes at once.
+    eventually(10, "owner reference dropped", async || {
+        h.get("secrets", "c")
+            .await
+            .is_some_and(|s| s["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()))
+    })
+    .await;
     h.delete_tac("c").await;
     eventually(10, "resource gone", async || h.tac("c").await.is_null()).await;
     let s = h.get("secrets", "c").await.expect("retained");
     assert!(s["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()));
+}
+
+async fn the_finalizer_of_earlier_releases_is_removed(h: Harness) {
+    h.provider.answer(TOKEN, Answer::Ok);
+    h.source_secret("c-input", TOKEN).await;
+    let tac = h
+        .create(
+            json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+            "metadata": {"name": "c", "finalizers": ["tenantcred.dev/cleanup", "example.com/keep"]},
+            "spec": {"tenant": "acme", "provider": "generic", "baseUrl": h.provider.base_url,
+                     "probe": {"path": "/probe"}, "credentialRef": {"name": "c-input"}}}),
+        )
+        .await;
+    assert_eq!(tac["metadata"]["finalizers"][0], "tenantcred.dev/cleanup");
+    eventually(10, "our finalizer removed, the other kept", async || {
+        h.tac("c").await["metadata"]["finalizers"] == json!(["example.com/keep"])
+    })
+    .await;
+    eventually(10, "Ready", async || {
+        h.condition("c", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
 }
 
 async fn steady_state_makes_no_writes(h: Harness) {
@@ -288,6 +322,7 @@ scenarios!(
     deletion_follows_the_deletion_policy,
     retain_set_after_creation_drops_the_owner_reference_on_delete,
     steady_state_makes_no_writes,
+    the_finalizer_of_earlier_releases_is_removed,
     suspend_keeps_the_secret_and_stops_work,
     unknown_provider_and_insecure_urls_get_precise_reasons,
     api_errors_are_retried,
