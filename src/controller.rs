@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -81,11 +81,27 @@ pub struct Context {
     /// The credentials, as cached by the controller's watch.
     credentials: Store<TenantApiCredential>,
     sources: Arc<SourceIndex>,
+    /// Metadata of every Secret in scope (names, labels, versions; no data, no annotations): the
+    /// target-name check and the source-version check are answered from it.
+    secret_meta: Store<PartialObjectMeta<Secret>>,
+    /// Per credential, `<source>/<resourceVersion>` of the latest read that found the token the
+    /// managed Secret already holds (so an unrelated edit of the source costs one read, once).
+    source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
     errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
     /// The status last written per credential, with the resourceVersion it was written over: until
     /// the watch delivers our write, the cache still holds that version, and reconciling from its
     /// stale status would probe and write again.
     written: Arc<WrittenStatuses>,
+    /// Managed Secrets as we last wrote them, until the cache shows a version after that write
+    /// (the same idea as `written` for statuses: a reconcile that outruns the watch must not
+    /// create or write again).
+    secrets_written: Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>,
+}
+
+struct WrittenSecret {
+    /// The version the cache held when we wrote (None: there was none).
+    over: Option<String>,
+    secret: Arc<Secret>,
 }
 
 type WrittenStatuses = Mutex<HashMap<ObjectRef<TenantApiCredential>, Written>>;
@@ -323,10 +339,12 @@ fn build_context(
     });
     let written: Arc<WrittenStatuses> = Arc::default();
     let sources: Arc<SourceIndex> = Arc::default();
+    let source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>> = Arc::default();
     let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
     let caught_up = written.clone();
     let forget = Forget {
         written: written.clone(),
+        source_versions: source_versions.clone(),
         sources: sources.clone(),
         errors: errors.clone(),
         metrics: shared.metrics.clone(),
@@ -367,18 +385,26 @@ fn build_context(
     let (managed_reader, managed_writer) = reflector::store();
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
         .inspect_ok(sync.on_first_list())
-        // Only our own field ownership matters (`secret::needs_apply`).
+        // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
         .modify(|s| {
             s.managed_fields_mut()
-                .retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"))
+                .retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
         })
         .default_backoff()
         .reflect(managed_writer)
         .touched_objects();
 
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
+    let (meta_reader, meta_writer) = reflector::store();
     let source_stream = watcher(source_meta, watcher::Config::default())
+        // Names, labels and versions are all that is read: annotations (kubectl's
+        // last-applied copy can be large) and field ownership are dropped.
+        .modify(|s| {
+            s.managed_fields_mut().clear();
+            s.annotations_mut().clear();
+        })
         .default_backoff()
+        .reflect(meta_writer)
         .touched_objects()
         .predicate_filter(predicates::resource_version, Default::default());
 
@@ -394,7 +420,10 @@ fn build_context(
         managed: managed_reader,
         credentials: tac_reader.clone(),
         sources,
+        secret_meta: meta_reader,
+        source_versions: source_versions.clone(),
         errors,
+        secrets_written: Mutex::default(),
         written,
     });
 
@@ -425,6 +454,7 @@ fn build_context(
 /// finalizer is needed for in-memory state.
 struct Forget {
     written: Arc<WrittenStatuses>,
+    source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
     sources: Arc<SourceIndex>,
     errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
     metrics: Arc<Metrics>,
@@ -435,6 +465,10 @@ impl Forget {
         let key = ObjectRef::from_obj(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
         self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.source_versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
         self.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         self.sources.set(&ns, &name, Vec::new());
         self.metrics.forget(&ns, &name);
@@ -473,6 +507,37 @@ impl Context {
                 tac.status.clone().unwrap_or_default()
             }
         }
+    }
+
+    /// The managed Secret at `ns/name` as the cache has it, or as we last wrote it when the
+    /// cache has not caught up with that write yet.
+    fn managed_secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
+        let key = ObjectRef::new(name).within(ns);
+        let cached = self.managed.get(&key);
+        let mut written = self.secrets_written.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(w) = written.get(&key) else {
+            return cached;
+        };
+        let cached_version = cached.as_ref().and_then(|s| s.metadata.resource_version.clone());
+        if cached_version == w.over {
+            return Some(w.secret.clone());
+        }
+        written.remove(&key);
+        cached
+    }
+
+    fn remember_secret(&self, ns: &str, before: Option<&Secret>, secret: Secret) {
+        let Some(name) = secret.metadata.name.clone() else {
+            return;
+        };
+        let w = WrittenSecret {
+            over: before.and_then(|s| s.metadata.resource_version.clone()),
+            secret: Arc::new(secret),
+        };
+        self.secrets_written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ObjectRef::new(&name).within(ns), w);
     }
 
     fn remember_status(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
@@ -547,7 +612,7 @@ mod notify;
 mod restart;
 mod sources;
 
-use sources::Source;
+use sources::{Source, Target};
 
 /// The token to use and what became of it during this reconcile.
 #[derive(Default)]
@@ -681,15 +746,14 @@ async fn sync(
     let name = tac.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = Synced::default();
-    let target = sources::read_target(ctx, &secrets, ns, &settings.secret_name).await?;
-    let ownership = secret::ownership(target.as_deref(), &name);
-    if ownership == Ownership::Foreign {
-        out.problem = Some(Problem::SecretConflict(format!(
-            "Secret {ns}/{} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name",
-            settings.secret_name
-        )));
-        return Ok(out);
-    }
+    let target = match sources::read_target(ctx, &secrets, ns, &settings.secret_name, &name).await? {
+        Target::Foreign => {
+            out.problem = Some(conflict(ns, &settings.secret_name));
+            return Ok(out);
+        }
+        Target::Ours(s) => Some(s),
+        Target::Absent => None,
+    };
     // The token in the Secret now: what pods use until something better is proven.
     let current = target.as_deref().and_then(secret::token_in).map(|t| {
         let lifetime = token::check(t.expose(), TokenFormat::Opaque)
@@ -697,19 +761,46 @@ async fn sync(
             .unwrap_or_default();
         (t, lifetime)
     });
+    // Which version of the source the current token came from: recorded on the Secret when it
+    // was written, or remembered from a later read that found the same token.
+    let key = ObjectRef::from_obj(tac);
+    let current_version = ctx
+        .source_versions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned()
+        .or_else(|| target.as_deref().and_then(secret::source_version).map(str::to_owned));
 
+    let mut candidate_version = None;
     let candidate = if tac.spec.oauth.is_some() {
         grant::access_token(ctx, tac, settings, ns, current.as_ref(), observed, now, &mut out).await?
     } else {
-        match sources::candidate(tac, settings, ns, &secrets, &mut out.notices).await? {
-            Source::Token(t, l) => Some((t, l)),
+        let known = current
+            .as_ref()
+            .zip(current_version.as_deref())
+            .map(|((t, _), v)| (t, v));
+        match sources::candidate(ctx, tac, settings, ns, &secrets, known, &mut out.notices).await? {
+            Source::Token(t, l, version) => {
+                candidate_version = version;
+                Some((t, l))
+            }
             Source::Problem(p) => {
                 out.problem = Some(p);
                 None
             }
         }
     };
+    if let (Some((cand, _)), Some((cur, _)), Some(v)) = (&candidate, &current, &candidate_version)
+        && cand == cur
+    {
+        ctx.source_versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, v.clone());
+    }
 
+    let candidate_fp = candidate.as_ref().map(|(t, _)| t.fingerprint());
     let chosen = match candidate {
         None => current.clone(),
         Some(cand) => {
@@ -742,13 +833,31 @@ async fn sync(
     };
 
     if let Some((token, _)) = &chosen {
-        let desired = secret::desired(tac, &settings.secret_name, &settings.base_url, token);
-        let write = match (&target, ownership) {
-            (Some(observed), Ownership::Ours) => secret::needs_apply(&desired, observed),
-            _ => true,
+        let version = match (&candidate_fp, &candidate_version) {
+            (Some(fp), Some(v)) if *fp == token.fingerprint() => Some(v.as_str()),
+            _ => current_version.as_deref(),
+        };
+        let desired = secret::desired(tac, &settings.secret_name, &settings.base_url, token, version);
+        let write = match &target {
+            Some(observed) => {
+                let stale = secret::stale_keys(&desired, observed);
+                if !stale.is_empty() {
+                    prune(&secrets, observed, tac.metadata.uid.as_deref(), &stale).await?;
+                }
+                secret::needs_apply(&desired, observed)
+            }
+            None => true,
         };
         if write {
-            apply_secret(&secrets, &desired).await?;
+            let written = match &target {
+                Some(_) => Some(apply_secret(&secrets, &desired).await?),
+                None => create_secret(&secrets, &desired, &name).await?,
+            };
+            let Some(written) = written else {
+                out.problem = Some(conflict(ns, &settings.secret_name));
+                return Ok(out);
+            };
+            ctx.remember_secret(ns, target.as_deref(), written);
             let old = current.as_ref().map(|(t, _)| t.fingerprint());
             let new = token.fingerprint();
             // Only a token change is news (a first Secret or a label change is not); a validated
@@ -872,20 +981,91 @@ fn stable_offset(tac: &TenantApiCredential) -> u64 {
     h.finish()
 }
 
+fn conflict(ns: &str, name: &str) -> Problem {
+    Problem::SecretConflict(format!(
+        "Secret {ns}/{name} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name"
+    ))
+}
+
+/// Creates the managed Secret where the caches saw none. A plain create, not an apply: it fails
+/// on a Secret that exists after all (a watch lagging behind someone else's create) instead of
+/// merging into it. Answers false when the Secret there is someone else's.
+async fn create_secret(secrets: &Api<Secret>, desired: &Secret, credential: &str) -> Result<Option<Secret>> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, desired).await {
+        Ok(s) => Ok(Some(s)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+            let Some(existing) = secrets.get_opt(&name).await? else {
+                return Ok(None);
+            };
+            if secret::ownership(Some(&existing), credential) != Ownership::Ours {
+                return Ok(None);
+            }
+            if !secret::needs_apply(desired, &existing) {
+                return Ok(Some(existing));
+            }
+            Ok(Some(apply_secret(secrets, desired).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes labels or annotations tenantcred set at creation and no longer wants (a later apply
+/// does not prune what a create recorded).
+async fn prune(
+    secrets: &Api<Secret>,
+    observed: &Secret,
+    owner_uid: Option<&str>,
+    stale: &[(&'static str, String)],
+) -> Result<()> {
+    let name = observed.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let mut meta = serde_json::Map::new();
+    for (section, key) in stale {
+        if *section == "ownerReferences" {
+            // A list is replaced whole: keep everyone else's, guarded by the version read.
+            let remaining: Vec<_> = observed
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|r| Some(r.uid.as_str()) != owner_uid)
+                .collect();
+            meta.insert("ownerReferences".into(), serde_json::json!(remaining));
+            meta.insert(
+                "resourceVersion".into(),
+                serde_json::json!(observed.metadata.resource_version),
+            );
+            continue;
+        }
+        let entry = meta.entry(section.to_string()).or_insert_with(|| serde_json::json!({}));
+        entry[key.as_str()] = serde_json::Value::Null;
+    }
+    let patch = serde_json::json!({ "metadata": meta });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    secrets.patch(&name, &params, &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
 /// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
 /// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
-async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<()> {
+async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret> {
     let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let mut body = serde_json::to_value(desired)?;
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
     let params = PatchParams::apply(FIELD_MANAGER);
     match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(_) => Ok(()),
+        Ok(s) => Ok(s),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             // Only reached for a Secret that carries our labels (ownership was checked first).
-            secrets.patch(&name, &params.force(), &Patch::Apply(&body)).await?;
-            Ok(())
+            Ok(secrets.patch(&name, &params.force(), &Patch::Apply(&body)).await?)
         }
         Err(e) => Err(e.into()),
     }

@@ -19,6 +19,10 @@ pub const PROVIDER_LABEL: &str = "tenantcred.dev/provider";
 /// Names the owning TenantApiCredential; survives `deletionPolicy: Retain`, where there is no
 /// owner reference, so a re-created resource adopts its Secret and nobody else's.
 pub const CREDENTIAL_LABEL: &str = "tenantcred.dev/credential";
+/// `<source Secret>/<resourceVersion>` the token in the managed Secret was read from: while the
+/// source's version (seen by the metadata watch) is unchanged, the token need not be read again.
+/// Written only with a token change; its value never causes a write of its own.
+pub const SOURCE_VERSION_ANNOTATION: &str = "tenantcred.dev/source-version";
 /// The label selector of the managed-Secret watch.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tenantcred";
 
@@ -29,14 +33,25 @@ pub const KEY_TENANT: &str = "tenant";
 pub const KEY_PROVIDER: &str = "provider";
 
 /// The Secret as tenantcred applies it (server-side apply, field manager `tenantcred`).
-pub fn desired(owner: &TenantApiCredential, name: &str, base_url: &str, token: &Token) -> Secret {
+/// `source_version` is the [`SOURCE_VERSION_ANNOTATION`] value.
+pub fn desired(
+    owner: &TenantApiCredential,
+    name: &str,
+    base_url: &str,
+    token: &Token,
+    source_version: Option<&str>,
+) -> Secret {
     let spec = &owner.spec;
     let mut labels = spec.target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(TENANT_LABEL.into(), spec.tenant.clone());
     labels.insert(PROVIDER_LABEL.into(), spec.provider.as_str().into());
     labels.insert(CREDENTIAL_LABEL.into(), owner.metadata.name.clone().unwrap_or_default());
-    let annotations = (!spec.target.annotations.is_empty()).then(|| spec.target.annotations.clone());
+    let mut annotations = spec.target.annotations.clone();
+    if let Some(v) = source_version {
+        annotations.insert(SOURCE_VERSION_ANNOTATION.into(), v.into());
+    }
+    let annotations = (!annotations.is_empty()).then_some(annotations);
     let owner_references = match spec.target.deletion_policy {
         DeletionPolicy::Delete => owner.controller_owner_ref(&()).map(|r| vec![r]),
         DeletionPolicy::Retain => None,
@@ -92,6 +107,57 @@ pub fn ownership(existing: Option<&Secret>, credential_name: &str) -> Ownership 
     }
 }
 
+/// The source version recorded on a managed Secret.
+pub fn source_version(secret: &Secret) -> Option<&str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SOURCE_VERSION_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Labels, annotations and the owner reference tenantcred set when it created the Secret (a plain
+/// create records them under an `Update` entry, which later applies do not prune) and no longer
+/// wants, as `(section, key)`; the owner reference as `("ownerReferences", "")`.
+pub fn stale_keys(desired: &Secret, observed: &Secret) -> Vec<(&'static str, String)> {
+    let Some(created) = entry_fields(observed, "Update") else {
+        return Vec::new();
+    };
+    let wanted = desired_fields(desired);
+    let present = |section: &str, key: &str| {
+        let m = match section {
+            "labels" => observed.metadata.labels.as_ref(),
+            _ => observed.metadata.annotations.as_ref(),
+        };
+        m.is_some_and(|m| m.contains_key(key))
+    };
+    let mut stale = Vec::new();
+    let applied = entry_fields(observed, "Apply");
+    if created.contains("ownerReferences")
+        && !wanted.contains("ownerReferences")
+        && applied.as_ref().is_none_or(|a| !a.contains("ownerReferences"))
+        && observed
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+    {
+        stale.push(("ownerReferences", String::new()));
+    }
+    for path in created.difference(&wanted) {
+        for section in ["labels", "annotations"] {
+            if let Some(key) = path.strip_prefix(section).and_then(|p| p.strip_prefix('/'))
+                && present(section, key)
+                && applied.as_ref().is_none_or(|a| !a.contains(path))
+            {
+                stale.push((section, key.to_owned()));
+            }
+        }
+    }
+    stale
+}
+
 /// A key of a Secret as UTF-8 text, if present and readable.
 pub fn text(secret: &Secret, key: &str) -> Option<String> {
     let raw = secret.data.as_ref()?.get(key)?;
@@ -109,8 +175,13 @@ pub fn token_in(secret: &Secret) -> Option<Token> {
 pub fn needs_apply(desired: &Secret, observed: &Secret) -> bool {
     let d = &desired.metadata;
     let o = &observed.metadata;
+    // The source version alone is never worth a write (it rides along with token changes).
+    let mut wanted = d.annotations.clone();
+    if let Some(a) = wanted.as_mut() {
+        a.remove(SOURCE_VERSION_ANNOTATION);
+    }
     let values_differ = !subset(d.labels.as_ref(), o.labels.as_ref())
-        || !subset(d.annotations.as_ref(), o.annotations.as_ref())
+        || !subset(wanted.as_ref(), o.annotations.as_ref())
         || !subset(desired.data.as_ref(), observed.data.as_ref())
         || desired.type_ != observed.type_
         || !same_owner_refs(d.owner_references.as_deref(), o.owner_references.as_deref());
@@ -159,10 +230,15 @@ fn desired_fields(s: &Secret) -> BTreeSet<String> {
 
 /// The same paths read from the `managedFields` entry of tenantcred's applies.
 fn owned_fields(s: &Secret) -> Option<BTreeSet<String>> {
+    entry_fields(s, "Apply")
+}
+
+/// The paths of tenantcred's `managedFields` entry of this operation (`Apply` or `Update`).
+fn entry_fields(s: &Secret, operation: &str) -> Option<BTreeSet<String>> {
     let entries = s.metadata.managed_fields.as_ref()?;
     let entry = entries
         .iter()
-        .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"))?;
+        .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some(operation))?;
     let fields = &entry.fields_v1.as_ref()?.0;
     let mut f = BTreeSet::new();
     let keys_of = |v: Option<&serde_json::Value>| -> Vec<String> {
@@ -215,6 +291,7 @@ mod tests {
             "acme-cs",
             "https://x",
             &Token::new("cs_live_abc"),
+            None,
         );
         let data = s.data.as_ref().expect("data");
         assert_eq!(
@@ -234,13 +311,20 @@ mod tests {
             "acme-cs",
             "https://x",
             &Token::new("cs_live_abc"),
+            None,
         );
         assert!(retained.metadata.owner_references.is_none());
     }
 
     #[test]
     fn ownership_is_decided_by_labels() {
-        let ours = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_a"));
+        let ours = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
         assert_eq!(ownership(Some(&ours), "acme-cs"), Ownership::Ours);
         assert_eq!(ownership(Some(&ours), "another-credential"), Ownership::Foreign);
         assert_eq!(ownership(Some(&Secret::default()), "acme-cs"), Ownership::Foreign);
@@ -249,7 +333,13 @@ mod tests {
 
     #[test]
     fn apply_needed_only_when_something_differs() {
-        let d = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_a"));
+        let d = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
         let mut observed = d.clone();
         observed
             .metadata
@@ -261,9 +351,21 @@ mod tests {
             !needs_apply(&d, &observed),
             "foreign extra labels are not ours to remove"
         );
-        let changed = desired(&tac(DeletionPolicy::Delete), "acme-cs", "u", &Token::new("cs_live_b"));
+        let changed = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_b"),
+            None,
+        );
         assert!(needs_apply(&changed, &observed));
-        let retained = desired(&tac(DeletionPolicy::Retain), "acme-cs", "u", &Token::new("cs_live_a"));
+        let retained = desired(
+            &tac(DeletionPolicy::Retain),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
         // We own the owner reference per managedFields but no longer want it: apply to drop it.
         observed.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),

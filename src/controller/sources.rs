@@ -15,20 +15,26 @@ use crate::crd::{SecretKeyRef, TenantApiCredential};
 use crate::events::Notice;
 use crate::plan::{Problem, Settings};
 use crate::schedule;
+use crate::secret::{self, Ownership};
 use crate::token::{self, Lifetime, Token};
 
 /// What a source Secret yielded.
 pub(super) enum Source {
-    Token(Token, Lifetime),
+    /// The token, and `<secret>/<resourceVersion>` it was read from.
+    Token(Token, Lifetime, Option<String>),
     Problem(Problem),
 }
 
 /// The token that should be in use: the pending one when set and usable, else the source's.
+/// `current` is the managed Secret's token with the source version it came from: while the
+/// source's version (per the metadata watch) is the same, it is the answer without a read.
 pub(super) async fn candidate(
+    ctx: &Context,
     tac: &TenantApiCredential,
     settings: &Settings,
     ns: &str,
     secrets: &Api<Secret>,
+    current: Option<(&Token, &str)>,
     notices: &mut Vec<Notice>,
 ) -> Result<Source> {
     if let Some(pending) = &tac.spec.pending_credential_ref {
@@ -38,12 +44,24 @@ pub(super) async fn candidate(
             Source::Problem(p) => notices.push(Notice::warning("PendingTokenUnusable", p.message().to_owned())),
         }
     }
-    match &tac.spec.credential_ref {
-        Some(r) => read(r, "credentialRef", settings, ns, secrets).await,
-        None => Ok(Source::Problem(Problem::InvalidSpec(
+    let Some(r) = &tac.spec.credential_ref else {
+        return Ok(Source::Problem(Problem::InvalidSpec(
             "spec.credentialRef is not set".into(),
-        ))),
+        )));
+    };
+    if let (Some((token, read_from)), Some(now)) = (current, version_of(ctx, ns, &r.name))
+        && read_from == now
+        && let Ok((token, lifetime)) = token::check(token.expose(), settings.profile.token_format)
+    {
+        return Ok(Source::Token(token, lifetime, Some(now)));
     }
+    read(r, "credentialRef", settings, ns, secrets).await
+}
+
+/// `<name>/<resourceVersion>` of a Secret as the metadata watch last saw it.
+fn version_of(ctx: &Context, ns: &str, name: &str) -> Option<String> {
+    let meta = ctx.secret_meta.get(&ObjectRef::new_with(name, ()).within(ns))?;
+    Some(format!("{name}/{}", meta.metadata.resource_version.as_deref()?))
 }
 
 async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secrets: &Api<Secret>) -> Result<Source> {
@@ -65,6 +83,11 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
             r.key, r.name
         ))));
     };
+    let version = secret
+        .metadata
+        .resource_version
+        .as_deref()
+        .map(|rv| format!("{}/{rv}", r.name));
     Ok(match token::check(raw, settings.profile.token_format) {
         Ok((token, lifetime)) => match lifetime.not_before {
             // A minute of grace for clock skew between the issuer and us.
@@ -74,7 +97,7 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
                     r.name
                 )))
             }
-            _ => Source::Token(token, lifetime),
+            _ => Source::Token(token, lifetime, version),
         },
         Err(e) => Source::Problem(Problem::InvalidToken(format!(
             "{field}: Secret {ns}/{} key {:?}: {e}",
@@ -83,16 +106,44 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
     })
 }
 
-/// The Secret with the target name, from the cache, or from the API when the cache has none
-/// (a foreign Secret is not in the managed-label cache).
+/// The Secret at the target name, as far as the caches know.
+pub(super) enum Target {
+    Absent,
+    Ours(Arc<Secret>),
+    Foreign,
+}
+
+/// Reads the target name from the caches: the managed-Secret cache (full objects, by label) and
+/// the metadata cache of every Secret. Only a Secret that carries our labels but is not yet in the
+/// managed cache (a watch lagging behind our own create) is read from the API.
 pub(super) async fn read_target(
     ctx: &Context,
     secrets: &Api<Secret>,
     ns: &str,
     name: &str,
-) -> Result<Option<Arc<Secret>>> {
-    if let Some(s) = ctx.managed.get(&ObjectRef::new(name).within(ns)) {
-        return Ok(Some(s));
+    credential: &str,
+) -> Result<Target> {
+    let classify = |s: Arc<Secret>| match secret::ownership(Some(&s), credential) {
+        Ownership::Ours => Target::Ours(s),
+        _ => Target::Foreign,
+    };
+    if let Some(s) = ctx.managed_secret(ns, name) {
+        return Ok(classify(s));
     }
-    Ok(secrets.get_opt(name).await?.map(Arc::new))
+    let Some(meta) = ctx.secret_meta.get(&ObjectRef::new_with(name, ()).within(ns)) else {
+        return Ok(Target::Absent);
+    };
+    let labels = &meta.metadata.labels;
+    let looks_ours = labels
+        .as_ref()
+        .and_then(|l| l.get(secret::MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(secret::MANAGED_BY_VALUE);
+    if !looks_ours {
+        return Ok(Target::Foreign);
+    }
+    Ok(match secrets.get_opt(name).await? {
+        Some(s) => classify(Arc::new(s)),
+        None => Target::Absent,
+    })
 }

@@ -223,6 +223,40 @@ async fn the_finalizer_of_earlier_releases_is_removed(h: Harness) {
     .await;
 }
 
+/// What a new credential costs the API server: the source read, the Secret create and one status
+/// write carrying the first verdict. No event, no finalizer, no other read.
+async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
+    ready_credential(&h, "c", json!({})).await;
+    settle(500).await;
+    let requests = h.tap.requests();
+    let non_watch: std::collections::BTreeMap<_, _> = requests
+        .iter()
+        // Caches and leader election are not per credential.
+        .filter(|((verb, resource), _)| !matches!(verb.as_str(), "list" | "watch") && resource != "leases")
+        .collect();
+    let expected: std::collections::BTreeMap<(String, String), u64> = [
+        (("create".to_string(), "secrets".to_string()), 1),
+        (("get".to_string(), "secrets".to_string()), 1),
+        (("apply".to_string(), "tenantapicredentials/status".to_string()), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        non_watch,
+        expected.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "{requests:?}"
+    );
+    // And a probe asked for later costs the status write only: the token comes from the caches.
+    h.tap.reset();
+    h.edit_tac("c", |o| {
+        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-11-22T10:00:00Z"})
+    })
+    .await;
+    eventually(10, "probed again", async || h.provider.hits(TOKEN) == 2).await;
+    settle(300).await;
+    assert_eq!(h.tap.count("get", "secrets"), 0, "{:?}", h.tap.requests());
+}
+
 async fn steady_state_makes_no_writes(h: Harness) {
     ready_credential(&h, "c", json!({})).await;
     settle(500).await;
@@ -308,9 +342,9 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
 }
 
 async fn api_errors_are_retried(h: Harness) {
-    h.tap.fail_next("apply", "secrets", 500);
+    h.tap.fail_next("create", "secrets", 500);
     ready_credential(&h, "c", json!({})).await;
-    assert!(h.tap.count("apply", "secrets") >= 2, "{:?}", h.tap.requests());
+    assert!(h.tap.count("create", "secrets") >= 2, "{:?}", h.tap.requests());
 }
 
 scenarios!(
@@ -322,6 +356,7 @@ scenarios!(
     deletion_follows_the_deletion_policy,
     retain_set_after_creation_drops_the_owner_reference_on_delete,
     steady_state_makes_no_writes,
+    a_new_credential_costs_two_writes_and_one_read,
     the_finalizer_of_earlier_releases_is_removed,
     suspend_keeps_the_secret_and_stops_work,
     unknown_provider_and_insecure_urls_get_precise_reasons,
