@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
 use crate::probe::Prober;
 use crate::provider::TokenFormat;
+use crate::publish::{self, Volatile};
 use crate::rotation::{self, Cutover, Validation};
 use crate::schedule::{self, Jitter};
 use crate::secret::{self, FIELD_MANAGER, Ownership};
@@ -96,6 +97,9 @@ pub struct Context {
     /// (the same idea as `written` for statuses: a reconcile that outruns the watch must not
     /// create or write again).
     secrets_written: Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>,
+    /// Per credential, the per-probe status fields of the newest decision that was not worth a
+    /// write (`publish`): the schedule continues from them.
+    live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
 }
 
 struct WrittenSecret {
@@ -340,10 +344,12 @@ fn build_context(
     let written: Arc<WrittenStatuses> = Arc::default();
     let sources: Arc<SourceIndex> = Arc::default();
     let source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>> = Arc::default();
+    let live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>> = Arc::default();
     let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
     let caught_up = written.clone();
     let forget = Forget {
         written: written.clone(),
+        live: live.clone(),
         source_versions: source_versions.clone(),
         sources: sources.clone(),
         errors: errors.clone(),
@@ -424,6 +430,7 @@ fn build_context(
         source_versions: source_versions.clone(),
         errors,
         secrets_written: Mutex::default(),
+        live: live.clone(),
         written,
     });
 
@@ -454,6 +461,7 @@ fn build_context(
 /// finalizer is needed for in-memory state.
 struct Forget {
     written: Arc<WrittenStatuses>,
+    live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
     source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
     sources: Arc<SourceIndex>,
     errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
@@ -465,6 +473,7 @@ impl Forget {
         let key = ObjectRef::from_obj(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
         self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         self.source_versions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -538,6 +547,21 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(ObjectRef::new(&name).within(ns), w);
+    }
+
+    /// The status as last decided: as persisted, with the per-probe fields of decisions that
+    /// were not worth a write.
+    fn current_status(
+        &self,
+        tac: &TenantApiCredential,
+        persisted: &TenantApiCredentialStatus,
+    ) -> TenantApiCredentialStatus {
+        let mut current = persisted.clone();
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = live.get(&ObjectRef::from_obj(tac)) {
+            v.clone().overlay(&mut current);
+        }
+        current
     }
 
     fn remember_status(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
@@ -639,14 +663,15 @@ impl Synced {
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
-    let observed = ctx.observed_status(tac);
+    let persisted = ctx.observed_status(tac);
+    let observed = ctx.current_status(tac, &persisted);
     ctx.sources.set(ns, &name, source_names(tac));
 
     if tac.spec.suspend {
         let mut status = observed.clone();
         status.observed_generation = tac.metadata.generation;
         status.next_probe_time = None;
-        write_status(ctx, tac, ns, &observed, &status).await?;
+        write_status(ctx, tac, ns, &persisted, &status).await?;
         ctx.metrics.observe(tac, &status);
         return Ok(Action::await_change());
     }
@@ -726,7 +751,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     synced
         .notices
         .extend(crate::events::transitions(&observed, &decision.status));
-    write_status(ctx, tac, ns, &observed, &decision.status).await?;
+    write_status(ctx, tac, ns, &persisted, &decision.status).await?;
     ctx.metrics.observe(tac, &decision.status);
     ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
     Ok(requeue(&decision, synced.wake_at, now))
@@ -1071,7 +1096,8 @@ async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret>
     }
 }
 
-/// Writes the status by server-side apply, only when it differs from what was observed.
+/// Writes the status by server-side apply when a reader would act on the difference, or for the
+/// hourly heartbeat (`publish`); otherwise keeps the per-probe fields in memory.
 async fn write_status(
     ctx: &Context,
     tac: &TenantApiCredential,
@@ -1079,7 +1105,16 @@ async fn write_status(
     observed: &TenantApiCredentialStatus,
     desired: &TenantApiCredentialStatus,
 ) -> Result<()> {
-    if serde_json::to_value(observed)? == serde_json::to_value(desired)? {
+    let key = ObjectRef::from_obj(tac);
+    if !publish::needs_write(observed, desired, Timestamp::now(), stable_offset(tac)) {
+        // Kept in memory: the schedule goes on from the newest probe, not the last write.
+        let volatile = Volatile::of(desired);
+        let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if volatile == Volatile::of(observed) {
+            live.remove(&key);
+        } else {
+            live.insert(key, volatile);
+        }
         return Ok(());
     }
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
@@ -1092,5 +1127,6 @@ async fn write_status(
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
     ctx.remember_status(tac, desired);
+    ctx.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     Ok(())
 }

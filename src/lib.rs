@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod plan;
 pub mod probe;
 pub mod provider;
+pub mod publish;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;

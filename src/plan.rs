@@ -412,11 +412,6 @@ fn desired_conditions(
     let fp = s.token_fingerprint.as_deref().unwrap_or("(none)");
     let settings = input.settings;
     let threshold = settings.map_or(3, |st| st.failure_threshold);
-    let next = s
-        .next_probe_time
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_else(|| "-".into());
     let stretched = settings
         .and_then(|st| {
             st.interval.stretched_from.map(|from| {
@@ -430,20 +425,20 @@ fn desired_conditions(
         })
         .unwrap_or_default();
     // What the latest non-decisive probe said, appended so Ready's message explains the wait.
-    // Messages are functions of persisted status fields only, so a reconcile without a probe
-    // renders the same text and writes nothing.
+    // Messages are functions of status fields a reader acts on only (never an instant that moves
+    // at every probe), so a probe that changes nothing renders the same text and writes nothing.
     let pending = match s.last_probe_result {
         Some(ProbeResult::RateLimited) => {
-            format!("; the provider rate-limited the latest probe (HTTP 429), next attempt at {next}")
+            "; the provider rate-limited the latest probe (HTTP 429); waiting as it asked".to_string()
         }
         Some(ProbeResult::Unavailable) => format!(
-            "; the provider was unavailable on the latest probe ({}), next attempt at {next}",
+            "; the provider was unavailable on the latest probe ({}); retrying with backoff",
             s.last_probe_http_status
                 .map_or("timeout or connection failure".into(), |c| format!("HTTP {c}"))
         ),
         Some(r @ (ProbeResult::Unauthorized | ProbeResult::Forbidden)) if s.consecutive_failures < threshold => {
             format!(
-                "; the latest probe got HTTP {} ({} of {threshold} before Degraded), confirming at {next}",
+                "; the latest probe got HTTP {} ({} of {threshold} before Degraded); confirming with backoff",
                 if r == ProbeResult::Forbidden { 403 } else { 401 },
                 s.consecutive_failures
             )

@@ -137,6 +137,34 @@ async fn storms_of_503_and_429_never_degrade(h: Harness) {
     assert_eq!(h.condition("c", "Ready").await, pair("True", "TokenValid"));
 }
 
+/// Probes that change nothing a reader acts on write nothing: the schedule goes on in memory.
+async fn probes_that_change_nothing_write_nothing(h: Harness) {
+    h.provider.answer("t", Answer::Ok);
+    h.source_secret("c-input", "t").await;
+    h.credential("c", "generic", json!({})).await;
+    eventually(10, "Ready", async || {
+        h.condition("c", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
+    // Rate limited again and again: each retry (after 15-30 s of backoff) is a probe whose
+    // verdict, RateLimited, is the one already written.
+    h.provider.answer("t", Answer::RateLimited { retry_after: 1 });
+    probe_now(&h, "c", "2026-11-22T10:00:00Z").await;
+    handled(&h, "c", "2026-11-22T10:00:00Z").await;
+    assert_eq!(h.tac("c").await["status"]["lastProbeResult"], "RateLimited");
+    settle(300).await;
+    h.tap.reset();
+    let before = h.provider.hits("t");
+    eventually(45, "a retry", async || h.provider.hits("t") > before).await;
+    settle(300).await;
+    assert_eq!(
+        h.tap.count("apply", "tenantapicredentials/status"),
+        0,
+        "nothing new, nothing written: {:?}",
+        h.tap.requests()
+    );
+}
+
 async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
     let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
     h.source_secret("r-input", &token).await;
@@ -246,6 +274,7 @@ async fn a_mass_creation_probes_each_token_exactly_once(h: Harness) {
 
 scenarios!(
     a_valid_token_is_ready_with_probe_fields,
+    probes_that_change_nothing_write_nothing,
     persistent_401_degrades_and_a_new_token_recovers,
     storms_of_503_and_429_never_degrade,
     an_expired_jwt_is_expired_without_a_request,

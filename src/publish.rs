@@ -1,0 +1,177 @@
+//! Whether a decided status is worth a write. The API server is shared and every write is paid
+//! for, so the status is written when something a reader acts on changed — the verdict, a reason
+//! or message, the token, its expiry, a rotation, a handled probe request, the generation, or
+//! rate-limit headroom crossing a threshold — and otherwise at most once an hour as a heartbeat,
+//! so `lastProbeTime` never lags the truth by more than that. Per-probe instants live in memory
+//! (the schedule) and in metrics.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::{RateLimitStatus, TenantApiCredentialStatus};
+use crate::schedule;
+
+/// The heartbeat: the longest a status goes unwritten while probes keep confirming it. Spread
+/// per credential over [`HEARTBEAT`, `HEARTBEAT` + [`HEARTBEAT_SPREAD`]) so they never bunch up.
+pub const HEARTBEAT: Duration = Duration::from_secs(3600);
+pub const HEARTBEAT_SPREAD: Duration = Duration::from_secs(600);
+
+/// The fields that change at every probe without changing what a reader would do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Volatile {
+    pub last_probe_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub last_successful_probe_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub next_probe_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub last_probe_http_status: Option<u16>,
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+impl Volatile {
+    pub fn of(s: &TenantApiCredentialStatus) -> Self {
+        Self {
+            last_probe_time: s.last_probe_time.clone(),
+            last_successful_probe_time: s.last_successful_probe_time.clone(),
+            next_probe_time: s.next_probe_time.clone(),
+            last_probe_http_status: s.last_probe_http_status,
+            rate_limit: s.rate_limit.clone(),
+        }
+    }
+
+    /// The status as last decided: what was written, with the newer per-probe fields on top.
+    pub fn overlay(self, s: &mut TenantApiCredentialStatus) {
+        s.last_probe_time = self.last_probe_time;
+        s.last_successful_probe_time = self.last_successful_probe_time;
+        s.next_probe_time = self.next_probe_time;
+        s.last_probe_http_status = self.last_probe_http_status;
+        s.rate_limit = self.rate_limit;
+    }
+}
+
+/// How much of the provider's rate limit is left, in the steps a reader acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Headroom {
+    Unknown,
+    /// Less than 10% left.
+    Low,
+    /// 10% to 50% left.
+    Half,
+    Plenty,
+}
+
+impl Headroom {
+    pub fn of(r: Option<&RateLimitStatus>) -> Self {
+        match r.and_then(|r| Some((r.remaining?, r.limit?))) {
+            Some((_, 0)) | None => Self::Unknown,
+            Some((left, limit)) if left * 10 < limit => Self::Low,
+            Some((left, limit)) if left * 2 < limit => Self::Half,
+            Some(_) => Self::Plenty,
+        }
+    }
+}
+
+/// What a reader acts on: the status without the per-probe fields, with the rate limit reduced
+/// to its limit and headroom step.
+fn significant(s: &TenantApiCredentialStatus) -> (TenantApiCredentialStatus, Option<u64>, Headroom) {
+    let mut rest = s.clone();
+    Volatile::default().overlay(&mut rest);
+    (
+        rest,
+        s.rate_limit.as_ref().and_then(|r| r.limit),
+        Headroom::of(s.rate_limit.as_ref()),
+    )
+}
+
+/// Whether `desired` must be written over `persisted` at `now`. `spread` (from a per-credential
+/// hash) places the heartbeat within its window.
+pub fn needs_write(
+    persisted: &TenantApiCredentialStatus,
+    desired: &TenantApiCredentialStatus,
+    now: Timestamp,
+    spread: u64,
+) -> bool {
+    if significant(persisted) != significant(desired) {
+        return true;
+    }
+    if Volatile::of(persisted) == Volatile::of(desired) {
+        return false;
+    }
+    // Nothing a reader acts on changed: only the heartbeat says "still confirmed".
+    let window = HEARTBEAT + Duration::from_secs(spread % HEARTBEAT_SPREAD.as_secs().max(1));
+    match (&persisted.last_probe_time, &desired.last_probe_time) {
+        (Some(written), Some(latest)) => latest.0 > written.0 && schedule::until(written.0, now) >= window,
+        (None, Some(_)) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ProbeResult;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+    }
+
+    fn probed(secs: i64, remaining: u64) -> TenantApiCredentialStatus {
+        TenantApiCredentialStatus {
+            last_probe_result: Some(ProbeResult::Valid),
+            last_probe_time: Some(Time(at(secs))),
+            last_successful_probe_time: Some(Time(at(secs))),
+            next_probe_time: Some(Time(at(secs + 900))),
+            last_probe_http_status: Some(200),
+            rate_limit: Some(RateLimitStatus {
+                limit: Some(1000),
+                remaining: Some(remaining),
+                reset_at: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_probe_that_confirms_the_verdict_writes_nothing_until_the_heartbeat() {
+        let written = probed(0, 990);
+        let confirmed = probed(900, 980);
+        assert!(!needs_write(&written, &confirmed, at(900), 0));
+        assert!(!needs_write(&written, &confirmed, at(3599), 0));
+        let later = probed(3600, 975);
+        assert!(needs_write(&written, &later, at(3600), 0), "the hourly heartbeat");
+        assert!(!needs_write(&written, &later, at(3600), 599), "spread over ten minutes");
+        assert!(needs_write(&written, &probed(4199, 975), at(4199), 599));
+    }
+
+    #[test]
+    fn what_a_reader_acts_on_is_written_at_once() {
+        let written = probed(0, 990);
+        let mut failing = probed(60, 990);
+        failing.last_probe_result = Some(ProbeResult::Unauthorized);
+        failing.consecutive_failures = 1;
+        assert!(needs_write(&written, &failing, at(60), 0));
+        assert!(
+            needs_write(&written, &probed(60, 400), at(60), 0),
+            "headroom fell below half"
+        );
+        assert!(needs_write(&written, &probed(60, 50), at(60), 0), "and below 10%");
+        let mut asked = probed(60, 990);
+        asked.last_handled_probe_request = Some("2026-11-22T10:00:00Z".into());
+        assert!(needs_write(&written, &asked, at(60), 0), "a probe-now is answered");
+    }
+
+    #[test]
+    fn the_same_status_is_never_written_again() {
+        let written = probed(0, 990);
+        assert!(!needs_write(&written, &written.clone(), at(100_000), 0));
+    }
+
+    #[test]
+    fn overlay_restores_the_decided_status() {
+        let written = probed(0, 990);
+        let decided = probed(900, 980);
+        let mut current = written.clone();
+        Volatile::of(&decided).overlay(&mut current);
+        assert_eq!(current, decided);
+    }
+}
