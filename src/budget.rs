@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::Timestamp;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::crd::RateLimitScope;
 use crate::provider::{LimitScope, Profile};
 use crate::schedule::Ledger;
 use crate::token::Fingerprint;
@@ -21,23 +22,35 @@ pub struct Budget {
 #[derive(Default)]
 struct State {
     hosts: HashMap<String, Arc<Semaphore>>,
-    /// Until when the provider asked us to stay away: per host, or per key for per-key limits.
-    back_off: HashMap<String, Timestamp>,
+    /// Until when the provider asked a key to stay away (its 429's Retry-After or reset).
+    key_back_off: HashMap<(String, Fingerprint), Timestamp>,
+    /// Until when every key of a host is held back.
+    host_back_off: HashMap<String, Timestamp>,
     ledgers: HashMap<Fingerprint, Ledger>,
     admitted: u64,
+}
+
+/// Why a probe may not go yet, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldBack {
+    pub until: Timestamp,
+    pub by: Hold,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The key's own hourly probe budget is spent.
+    Budget,
+    /// The provider rate-limited this key.
+    Key,
+    /// The provider rate-limited several keys of the host (or documents a host-wide limit).
+    Host,
 }
 
 /// Held while a probe is in flight.
 pub struct Permit {
     _global: OwnedSemaphorePermit,
     _host: OwnedSemaphorePermit,
-}
-
-fn back_off_key(host: &str, key: &Fingerprint, scope: LimitScope) -> String {
-    match scope {
-        LimitScope::Host => host.to_owned(),
-        LimitScope::Key => format!("{host}/{key}"),
-    }
 }
 
 impl Budget {
@@ -55,17 +68,28 @@ impl Budget {
 
     /// Admits one probe of `key` against `host` at `now`, or says from when it may go. An admitted
     /// probe is entered in the key's ledger at once, so concurrent reconciles cannot overspend.
-    pub fn admit(&self, host: &str, key: &Fingerprint, profile: &Profile, now: Timestamp) -> Result<(), Timestamp> {
+    pub fn admit(&self, host: &str, key: &Fingerprint, profile: &Profile, now: Timestamp) -> Result<(), HeldBack> {
         let mut st = self.lock();
-        let gate = back_off_key(host, key, profile.limit_scope);
-        if let Some(until) = st.back_off.get(&gate).copied() {
+        if let Some(until) = st.host_back_off.get(host).copied() {
             if until > now {
-                return Err(until);
+                return Err(HeldBack { until, by: Hold::Host });
             }
-            st.back_off.remove(&gate);
+            st.host_back_off.remove(host);
+        }
+        let gate = (host.to_owned(), key.clone());
+        if let Some(until) = st.key_back_off.get(&gate).copied() {
+            if until > now {
+                return Err(HeldBack { until, by: Hold::Key });
+            }
+            st.key_back_off.remove(&gate);
         }
         let ledger = st.ledgers.entry(key.clone()).or_default();
-        ledger.check(profile.hourly_probe_budget(), now)?;
+        ledger
+            .check(profile.hourly_probe_budget(), now)
+            .map_err(|until| HeldBack {
+                until,
+                by: Hold::Budget,
+            })?;
         ledger.record(now);
         st.admitted += 1;
         if st.admitted.is_multiple_of(4096) {
@@ -105,12 +129,29 @@ impl Budget {
         }
     }
 
-    /// Records the provider's request to stay away until `until`.
-    pub fn back_off(&self, host: &str, key: &Fingerprint, scope: LimitScope, until: Timestamp) {
+    /// Records the provider's request (a 429) that `key` stay away until `until`, and answers
+    /// what it holds back: the key, or the whole host when another key of the host is still
+    /// held back too (or the provider documents a host-wide limit).
+    pub fn back_off(
+        &self,
+        host: &str,
+        key: &Fingerprint,
+        scope: LimitScope,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> RateLimitScope {
         let mut st = self.lock();
-        let gate = back_off_key(host, key, scope);
-        let entry = st.back_off.entry(gate).or_insert(until);
+        st.key_back_off.retain(|_, u| *u > now);
+        let entry = st.key_back_off.entry((host.to_owned(), key.clone())).or_insert(until);
         *entry = (*entry).max(until);
+        let others = st.key_back_off.keys().filter(|(h, k)| h == host && k != key).count();
+        if scope == LimitScope::Host || others > 0 {
+            let entry = st.host_back_off.entry(host.to_owned()).or_insert(until);
+            *entry = (*entry).max(until);
+            RateLimitScope::Host
+        } else {
+            RateLimitScope::Key
+        }
     }
 
     /// Probes admitted for `key` in the last hour.
@@ -144,7 +185,10 @@ mod tests {
         }
         assert_eq!(
             b.admit("cs:443", &k1, &cs, t(20)),
-            Err(t(3600)),
+            Err(HeldBack {
+                until: t(3600),
+                by: Hold::Budget
+            }),
             "11th probe within the hour"
         );
         assert_eq!(
@@ -152,12 +196,35 @@ mod tests {
             Ok(()),
             "another key has its own budget"
         );
-        // A per-key limit holds back that key only; an undocumented one the whole host.
-        b.back_off("cs:443", &k2, cs.limit_scope, t(500));
-        assert_eq!(b.admit("cs:443", &k2, &cs, t(30)), Err(t(500)));
-        b.back_off("raise:443", &k1, raise.limit_scope, t(400));
-        assert_eq!(b.admit("raise:443", &k2, &raise, t(30)), Err(t(400)));
-        assert_eq!(b.admit("raise:443", &k2, &raise, t(400)), Ok(()));
+        let held = |until, by| Err(HeldBack { until: t(until), by });
+        // A 429 holds back that key only ...
+        assert_eq!(
+            b.back_off("cs:443", &k2, cs.limit_scope, t(500), t(30)),
+            RateLimitScope::Key
+        );
+        assert_eq!(b.admit("cs:443", &k2, &cs, t(30)), held(500, Hold::Key));
+        assert_eq!(b.admit("raise:443", &k2, &raise, t(30)), Ok(()), "other hosts go on");
+        let k3 = Fingerprint::of(b"three");
+        assert_eq!(b.admit("cs:443", &k3, &cs, t(30)), Ok(()), "other keys go on");
+        // ... until a second key of the same host is rate-limited while the first still is.
+        assert_eq!(
+            b.back_off("cs:443", &k3, cs.limit_scope, t(400), t(40)),
+            RateLimitScope::Host
+        );
+        let k4 = Fingerprint::of(b"four");
+        assert_eq!(b.admit("cs:443", &k4, &cs, t(40)), held(400, Hold::Host));
+        assert_eq!(b.admit("cs:443", &k4, &cs, t(400)), Ok(()));
+        assert_eq!(b.admit("cs:443", &k2, &cs, t(400)), held(500, Hold::Key));
+        // Two 429s far apart are two keys' own business.
+        assert_eq!(
+            b.back_off("raise:443", &k1, raise.limit_scope, t(600), t(550)),
+            RateLimitScope::Key
+        );
+        assert_eq!(
+            b.back_off("raise:443", &k2, raise.limit_scope, t(800), t(700)),
+            RateLimitScope::Key
+        );
+        assert_eq!(b.admit("raise:443", &k3, &raise, t(700)), Ok(()));
         assert_eq!(b.spent(&k1, t(60)), 10);
     }
 

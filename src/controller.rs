@@ -981,19 +981,23 @@ async fn probe_once(
     now: Timestamp,
 ) -> ProbeStep {
     let host = settings.host();
-    if let Err(until) = ctx.budget.admit(&host, key, &settings.profile, now) {
-        debug!(%host, %key, %until, "probe deferred by the rate-limit budget");
-        return ProbeStep::Deferred(until);
+    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
+        debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
+        return ProbeStep::Deferred(held.until);
     }
     let _permit = ctx.budget.acquire(&host).await;
-    let outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
+    let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
     ctx.metrics.probed(
         settings.profile.name,
         crate::verdict::classify(&outcome),
         outcome.elapsed,
     );
     if let Some(until) = outcome.back_off_until() {
-        ctx.budget.back_off(&host, key, settings.profile.limit_scope, until);
+        outcome.held_back =
+            Some(
+                ctx.budget
+                    .back_off(&host, key, settings.profile.limit_scope, until, Timestamp::now()),
+            );
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
     ProbeStep::Sent(outcome)

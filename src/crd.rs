@@ -366,6 +366,18 @@ pub struct RateLimitStatus {
     pub remaining: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<Time>,
+    /// What the provider's latest 429 for this token held back: `Key` (only this token's probes
+    /// wait) or `Host` (several tokens of the same provider host were rate-limited at once, so
+    /// every token of that host waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<RateLimitScope>,
+}
+
+/// The reach of a provider's rate limiting, as tenantcred applies it.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RateLimitScope {
+    Key,
+    Host,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

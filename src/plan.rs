@@ -335,6 +335,19 @@ pub fn decide(input: &Input<'_>) -> Decision {
                     limit: outcome.rate_limit.limit,
                     remaining: outcome.rate_limit.remaining,
                     reset_at: outcome.rate_limit.reset_at.map(time),
+                    held_back: None,
+                });
+            }
+            // What a 429 held back, for the Ready message; any other answer clears it.
+            let held_back = outcome.held_back.filter(|_| result == ProbeResult::RateLimited);
+            if let Some(r) = s.rate_limit.as_mut() {
+                r.held_back = held_back;
+            } else if held_back.is_some() {
+                s.rate_limit = Some(RateLimitStatus {
+                    limit: None,
+                    remaining: None,
+                    reset_at: None,
+                    held_back,
                 });
             }
             let threshold = input.settings.map_or(3, |st| st.failure_threshold);
@@ -429,7 +442,10 @@ fn desired_conditions(
     // at every probe), so a probe that changes nothing renders the same text and writes nothing.
     let pending = match s.last_probe_result {
         Some(ProbeResult::RateLimited) => {
-            "; the provider rate-limited the latest probe (HTTP 429); waiting as it asked".to_string()
+            match s.rate_limit.as_ref().and_then(|r| r.held_back) {
+                Some(crate::crd::RateLimitScope::Host) => "; the provider rate-limited the latest probe (HTTP 429), and other tokens of the same provider host too: every token of that host waits as the provider asked".to_string(),
+                _ => "; the provider rate-limited the latest probe (HTTP 429) of this token: its probes wait as the provider asked; other tokens go on".to_string(),
+            }
         }
         Some(ProbeResult::Unavailable) => format!(
             "; the provider was unavailable on the latest probe ({}); retrying with backoff",

@@ -48,6 +48,7 @@ impl Prober {
             rate_limit: RateLimit::default(),
             detail: None,
             elapsed: Duration::ZERO,
+            held_back: None,
         };
         let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) else {
             // Format checks reject such tokens before we get here; stay safe regardless.

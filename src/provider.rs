@@ -22,9 +22,11 @@ pub enum TokenFormat {
 /// Whose budget a provider's rate limit is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitScope {
-    /// Per key (CharityStack documents 1,000/hour/key): a 429 holds back only that key.
+    /// Per key, documented or presumed: a 429 holds back that key; the whole host only when
+    /// two or more distinct keys of it are rate-limited at once (one noisy customer must not
+    /// blind the probing of every other).
     Key,
-    /// Undocumented or account-wide: a 429 holds back every key of the host.
+    /// Documented as host-wide: any 429 holds back every key of the host.
     Host,
 }
 
@@ -55,7 +57,7 @@ impl Profile {
                 default_probe_path: Some("/api/Donor/list?Skip=0&Take=1"),
                 token_format: TokenFormat::Jwt { provider: "raise" },
                 hourly_limit: None,
-                limit_scope: LimitScope::Host,
+                limit_scope: LimitScope::Key,
             },
             ProviderName::CharityStack => Self {
                 name: "charitystack",
@@ -74,7 +76,7 @@ impl Profile {
                 default_probe_path: Some("/api/Organization/Current"),
                 token_format: TokenFormat::Opaque,
                 hourly_limit: Some(5_000),
-                limit_scope: LimitScope::Host,
+                limit_scope: LimitScope::Key,
             },
             ProviderName::Generic => Self {
                 name: "generic",
@@ -82,7 +84,7 @@ impl Profile {
                 default_probe_path: None,
                 token_format: TokenFormat::Opaque,
                 hourly_limit: None,
-                limit_scope: LimitScope::Host,
+                limit_scope: LimitScope::Key,
             },
             ProviderName::Unknown(_) => return None,
         })

@@ -126,6 +126,7 @@ mod tests {
                 limit: Some(1000),
                 remaining: Some(remaining),
                 reset_at: None,
+                held_back: None,
             }),
             ..Default::default()
         }

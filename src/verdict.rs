@@ -49,6 +49,8 @@ pub struct ProbeOutcome {
     /// A safe, short summary of the error body (see `provider::summarize_error_body`).
     pub detail: Option<String>,
     pub elapsed: Duration,
+    /// For a 429: what the operator holds back because of it (set by the probe budget).
+    pub held_back: Option<crate::crd::RateLimitScope>,
 }
 
 impl ProbeOutcome {
@@ -59,6 +61,7 @@ impl ProbeOutcome {
             rate_limit: RateLimit::default(),
             detail: None,
             elapsed: Duration::ZERO,
+            held_back: None,
         }
     }
 

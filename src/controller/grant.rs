@@ -104,7 +104,8 @@ pub(super) async fn access_token(
             }
         };
         // Token-endpoint calls spend the same per-account budget as probes.
-        if let Err(until) = ctx.budget.admit(&settings.host(), &account, &settings.profile, now) {
+        if let Err(held) = ctx.budget.admit(&settings.host(), &account, &settings.profile, now) {
+            let until = held.until;
             out.wake(until);
             return Ok(current.map(|c| with_expiry(&c.0)));
         }
@@ -160,7 +161,7 @@ pub(super) async fn access_token(
             Outcome::RateLimited(until) => {
                 let until = until.unwrap_or_else(|| schedule::add(now, schedule::TRANSIENT_FIRST * 2));
                 ctx.budget
-                    .back_off(&settings.host(), &account, settings.profile.limit_scope, until);
+                    .back_off(&settings.host(), &account, settings.profile.limit_scope, until, now);
                 out.wake(until);
                 return Ok(current.map(|c| with_expiry(&c.0)));
             }

@@ -165,6 +165,38 @@ async fn probes_that_change_nothing_write_nothing(h: Harness) {
     );
 }
 
+/// A 429 holds back the key that got it; the whole host only when several keys are rate-limited
+/// at once. One noisy customer must not blind the probing of every other.
+async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
+    for name in ["a", "b", "c"] {
+        h.provider.answer(name, Answer::Ok);
+        h.source_secret(&format!("{name}-input"), name).await;
+        h.credential(name, "generic", json!({})).await;
+    }
+    eventually(10, "all ready", async || h.all_ready(["a", "b", "c"]).await).await;
+    h.provider.answer("a", Answer::RateLimited { retry_after: 3600 });
+    probe_now(&h, "a", "2026-11-22T10:00:00Z").await;
+    handled(&h, "a", "2026-11-22T10:00:00Z").await;
+    let msg = h.tac("a").await["status"]["conditions"].to_string();
+    assert!(msg.contains("of this token"), "{msg}");
+    assert_eq!(h.tac("a").await["status"]["rateLimit"]["heldBack"], "Key");
+    // The other keys of the same host go on.
+    probe_now(&h, "b", "2026-11-22T10:01:00Z").await;
+    handled(&h, "b", "2026-11-22T10:01:00Z").await;
+    assert_eq!(h.provider.hits("b"), 2, "b probed despite a's 429");
+    // A second key rate-limited while the first still is: the host is held back.
+    h.provider.answer("c", Answer::RateLimited { retry_after: 3600 });
+    probe_now(&h, "c", "2026-11-22T10:02:00Z").await;
+    handled(&h, "c", "2026-11-22T10:02:00Z").await;
+    assert_eq!(h.tac("c").await["status"]["rateLimit"]["heldBack"], "Host");
+    let msg = h.tac("c").await["status"]["conditions"].to_string();
+    assert!(msg.contains("other tokens of the same provider host"), "{msg}");
+    probe_now(&h, "b", "2026-11-22T10:03:00Z").await;
+    handled(&h, "b", "2026-11-22T10:03:00Z").await;
+    assert_eq!(h.provider.hits("b"), 2, "now b waits too");
+    assert_eq!(h.condition("b", "Ready").await, pair("True", "TokenValid"));
+}
+
 async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
     let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
     h.source_secret("r-input", &token).await;
@@ -275,6 +307,7 @@ async fn a_mass_creation_probes_each_token_exactly_once(h: Harness) {
 scenarios!(
     a_valid_token_is_ready_with_probe_fields,
     probes_that_change_nothing_write_nothing,
+    a_429_holds_back_its_key_and_several_hold_back_the_host,
     persistent_401_degrades_and_a_new_token_recovers,
     storms_of_503_and_429_never_degrade,
     an_expired_jwt_is_expired_without_a_request,
