@@ -27,6 +27,7 @@ use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFact
 use crate::probe::Prober;
 use crate::provider::TokenFormat;
 use crate::publish::{self, Volatile};
+use crate::rollouts::Rollouts;
 use crate::rotation::{self, Cutover, Validation};
 use crate::schedule::{self, Jitter};
 use crate::secret::{self, FIELD_MANAGER, Ownership};
@@ -37,6 +38,9 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+
+pub const DEFAULT_RESTART_DEBOUNCE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_ROLLOUTS_PER_MINUTE: u32 = 30;
 
 /// How the operator runs; set from `tenantcred run` flags.
 #[derive(Clone, Debug)]
@@ -52,6 +56,10 @@ pub struct Config {
     pub reporter: String,
     /// This replica, reported on events (`reportingInstance`).
     pub instance: String,
+    /// A workload is restarted at most once per this window; changes within it are gathered.
+    pub restart_debounce: Duration,
+    /// Rollouts started per minute, across all workloads.
+    pub max_rollouts_per_minute: u32,
 }
 
 impl Default for Config {
@@ -64,6 +72,8 @@ impl Default for Config {
             concurrency: 64,
             reporter: "tenantcred".into(),
             instance: "tenantcred".into(),
+            restart_debounce: DEFAULT_RESTART_DEBOUNCE,
+            max_rollouts_per_minute: DEFAULT_MAX_ROLLOUTS_PER_MINUTE,
         }
     }
 }
@@ -75,6 +85,7 @@ pub struct Context {
     prober: Prober,
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
+    rollouts: Arc<Mutex<Rollouts>>,
     config: Config,
     started_at: Timestamp,
     /// Managed Secrets, cached by label selector (never every Secret of the cluster).
@@ -187,13 +198,15 @@ pub struct LeaseConfig {
     pub grace_seconds: u64,
 }
 
-/// What every namespace's controller shares: one probe budget, one HTTP client, one set of metrics.
+/// What every namespace's controller shares: one probe budget, one HTTP client, one set of
+/// metrics, one rollout gate.
 #[derive(Clone)]
 pub struct Shared {
     pub prober: Prober,
     pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub rollouts: Arc<Mutex<Rollouts>>,
 }
 
 impl Shared {
@@ -203,6 +216,10 @@ impl Shared {
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
             metrics,
             health,
+            rollouts: Arc::new(Mutex::new(Rollouts::new(
+                config.restart_debounce,
+                config.max_rollouts_per_minute,
+            ))),
         })
     }
 }
@@ -421,6 +438,7 @@ fn build_context(
         prober: shared.prober,
         budget: shared.budget,
         metrics: shared.metrics,
+        rollouts: shared.rollouts,
         config: config.clone(),
         started_at: Timestamp::now(),
         managed: managed_reader,
@@ -691,14 +709,19 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         fingerprint: t.fingerprint(),
         lifetime: *l,
     });
-    if let (Some(old), Some(new)) = (observed.token_fingerprint.as_deref(), &facts)
-        && old != new.fingerprint.as_str()
-    {
-        // The token pods see changed (level-triggered: the status still names the old one until
-        // the end of this reconcile, so a crash in between repeats the restart, which is idempotent).
-        synced
-            .notices
-            .extend(restart::rollout(ctx, tac, ns, &new.fingerprint).await?);
+    // The token pods see changed (level-triggered: the status still names the old one until the
+    // end of this reconcile, so a crash in between repeats the restart, which is idempotent); or
+    // a restart gathered in a debounce window is due.
+    let changed = match (observed.token_fingerprint.as_deref(), &facts) {
+        (Some(old), Some(new)) if old != new.fingerprint.as_str() => Some(&new.fingerprint),
+        _ => None,
+    };
+    if !tac.spec.rollout_restart_targets.is_empty() {
+        let (notices, wake) = restart::rollout(ctx, tac, ns, changed, now).await?;
+        synced.notices.extend(notices);
+        if let Some(at) = wake {
+            synced.wake(at);
+        }
     }
 
     let mut probe = synced.probe.take().unwrap_or(ProbeStep::None);

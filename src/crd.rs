@@ -279,7 +279,7 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum WorkloadKind {
     Deployment,
     StatefulSet,

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod cli;
+pub mod client;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod probe;
 pub mod provider;
 pub mod publish;
+pub mod rollouts;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;

@@ -80,6 +80,19 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: the pod name, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Requests per second to the Kubernetes API server (client-side token bucket; 0 = no limit).
+    #[arg(long, env = "TENANTCRED_KUBE_QPS", default_value_t = tenantcred::client::DEFAULT_QPS)]
+    kube_qps: f64,
+    /// Requests the client may send at once above the rate.
+    #[arg(long, env = "TENANTCRED_KUBE_BURST", default_value_t = tenantcred::client::DEFAULT_BURST)]
+    kube_burst: u32,
+    /// A workload is restarted at most once per this window; token changes within it are gathered
+    /// into one restart at its end (e.g. 30s, 2m).
+    #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value = "30s", value_parser = parse_duration)]
+    restart_debounce: std::time::Duration,
+    /// Rollouts started per minute, across all workloads.
+    #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
+    max_rollouts_per_minute: u32,
     #[arg(long, env = "TENANTCRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level (RUST_LOG overrides).
@@ -154,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
-    let client = kube::Client::try_default().await?;
+    let client = tenantcred::client::build(args.kube_qps, args.kube_burst).await?;
     let identity = args.identity.unwrap_or_else(default_identity);
     let config = Config {
         instance: identity.clone(),
@@ -163,6 +176,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_probes: args.max_concurrent_probes,
         max_probes_per_host: args.max_probes_per_host,
         concurrency: args.concurrency,
+        restart_debounce: args.restart_debounce,
+        max_rollouts_per_minute: args.max_rollouts_per_minute,
         ..Config::default()
     };
     let lease = args.leader_elect.then(|| LeaseConfig {
@@ -195,6 +210,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = controller::run(client, config, shared, lease, stop).await;
     http.abort();
     result
+}
+
+fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    tenantcred::duration::parse(v).map_err(|e| e.to_string())
 }
 
 fn default_identity() -> String {

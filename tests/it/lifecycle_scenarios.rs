@@ -211,6 +211,47 @@ async fn a_degraded_token_is_replaced_at_once(h: Harness) {
     .await;
 }
 
+/// A bulk rotation of tokens read by one workload restarts it once at once and once more at the
+/// end of the debounce window, with the newest token: never once per token.
+async fn a_bulk_rotation_restarts_a_shared_workload_at_most_twice(h: Harness) {
+    deployment(&h, "donor-sync").await;
+    let n = 8;
+    let target = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]});
+    for i in 0..n {
+        ready_with(&h, &format!("c{i}"), &format!("old-{i}"), target.clone()).await;
+    }
+    let gen0 = generation(&h, "deployments", "donor-sync").await;
+    for i in 0..n {
+        h.provider.answer(&format!("new-{i}"), Answer::Ok);
+        h.source_secret(&format!("c{i}-input"), &format!("new-{i}")).await;
+    }
+    eventually(20, "every Secret rotated", async || {
+        for i in 0..n {
+            if h.managed_token(&format!("c{i}")).await != Some(format!("new-{i}")) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // The gathered restart comes at the end of the window.
+    settle(tenantcred_testkit::RESTART_DEBOUNCE.as_millis() as u64 + 1500).await;
+    let rollouts = generation(&h, "deployments", "donor-sync").await - gen0;
+    assert!(
+        (1..=2).contains(&rollouts),
+        "{rollouts} rollouts for {n} rotated tokens"
+    );
+    let stamped = restart_annotation(&h, "donor-sync").await.expect("annotated");
+    let mut newest = Vec::new();
+    for i in 0..n {
+        newest.push(h.tac(&format!("c{i}")).await["status"]["tokenFingerprint"].clone());
+    }
+    assert!(
+        newest.iter().any(|f| f == stamped.as_str()),
+        "stamped with a current token: {stamped}"
+    );
+}
+
 async fn a_missing_restart_target_is_a_warning_not_a_failure(h: Harness) {
     ready_with(
         &h,
@@ -403,6 +444,7 @@ scenarios!(
     charitystack_style_revocation_on_first_use_of_the_new_key,
     a_degraded_token_is_replaced_at_once,
     a_missing_restart_target_is_a_warning_not_a_failure,
+    a_bulk_rotation_restarts_a_shared_workload_at_most_twice,
     oauth_keeps_a_fresh_access_token_across_refreshes,
     oauth_two_factor_waits_for_the_code,
     oauth_rejected_refresh_falls_back_to_the_password,

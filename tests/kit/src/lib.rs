@@ -85,6 +85,9 @@ where
 
 static NAMESPACES: AtomicUsize = AtomicUsize::new(0);
 
+/// The harness's `--restart-debounce`.
+pub const RESTART_DEBOUNCE: Duration = Duration::from_secs(2);
+
 /// The real controller between an API server (double or real) and a provider on 127.0.0.1.
 pub struct Harness {
     pub backend: Backend,
@@ -195,6 +198,8 @@ impl Harness {
             namespaces: vec![self.ns.clone()],
             allow_insecure_http: true,
             instance: self.ns.clone(),
+            // Short, so a gathered restart is seen within a test.
+            restart_debounce: RESTART_DEBOUNCE,
             ..Config::default()
         };
         // As the chart runs it: with leader election (a lease of this test's own).
