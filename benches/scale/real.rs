@@ -283,7 +283,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         let window = diff(&end, &start);
         println!(
             "steady state ({steady}s, nothing changing): {:.0} writes, {} probes",
-            writes(&window),
+            writes(&window) + 0.0,
             provider.seen().len() - probes_before
         );
         print_counts(&window, n);
