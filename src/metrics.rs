@@ -40,6 +40,20 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Observes the reconcile duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    started: std::time::Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .reconcile_duration
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     ready: Family<CredentialLabels, Gauge>,
@@ -51,6 +65,7 @@ pub struct Metrics {
     probe_duration: Family<ProviderLabels, Histogram>,
     reconciles: Counter<u64, AtomicU64>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
     /// The label set each credential's series carry now, to drop them when it goes or changes.
     known: Mutex<HashMap<(String, String), CredentialLabels>>,
 }
@@ -76,6 +91,7 @@ impl Metrics {
             }),
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
+            reconcile_duration: Histogram::new([0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0]),
             known: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -116,6 +132,11 @@ impl Metrics {
             "Reconciles that failed, by error kind",
             m.reconcile_errors.clone(),
         );
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciles took, probes and API writes included, errors too",
+            m.reconcile_duration.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -130,6 +151,14 @@ impl Metrics {
 
     pub fn reconciled(&self) {
         self.reconciles.inc();
+    }
+
+    /// Times a reconcile until the guard drops, on every exit path.
+    pub fn time_reconcile(&self) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            started: std::time::Instant::now(),
+        }
     }
 
     pub fn reconcile_failed(&self, error: &'static str) {

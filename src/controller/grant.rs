@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
-use super::{Context, Synced};
+use super::context::Context;
+use super::reconcile::Synced;
 use crate::crd::TenantApiCredential;
 use crate::crd::TenantApiCredentialStatus;
 use crate::oauth::{self, Grant, Login, Outcome, State, Unusable};

@@ -1,0 +1,103 @@
+//! The imperative shell: gathers what a decision needs from the Kubernetes API, asks `plan` what
+//! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
+
+mod context;
+mod grant;
+mod notify;
+mod reconcile;
+mod restart;
+mod run;
+mod sources;
+mod watches;
+mod writes;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::budget::Budget;
+use crate::metrics::Metrics;
+use crate::probe::Prober;
+use crate::rollouts::Rollouts;
+use crate::server::Health;
+
+pub use context::Context;
+pub use reconcile::{error_policy, reconcile};
+pub use run::run;
+pub use watches::controller;
+
+pub const DEFAULT_RESTART_DEBOUNCE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_ROLLOUTS_PER_MINUTE: u32 = 30;
+
+/// How the operator runs; set from `tenantcred run` flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    pub allow_insecure_http: bool,
+    pub max_concurrent_probes: usize,
+    pub max_probes_per_host: usize,
+    /// Reconciles in flight at once (each holds at most one probe).
+    pub concurrency: u16,
+    /// Name reported on events (`reportingController`).
+    pub reporter: String,
+    /// This replica, reported on events (`reportingInstance`).
+    pub instance: String,
+    /// A workload is restarted at most once per this window; changes within it are gathered.
+    pub restart_debounce: Duration,
+    /// Rollouts started per minute, across all workloads.
+    pub max_rollouts_per_minute: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            allow_insecure_http: false,
+            max_concurrent_probes: 16,
+            max_probes_per_host: 8,
+            concurrency: 64,
+            reporter: "tenantcred".into(),
+            instance: "tenantcred".into(),
+            restart_debounce: DEFAULT_RESTART_DEBOUNCE,
+            max_rollouts_per_minute: DEFAULT_MAX_ROLLOUTS_PER_MINUTE,
+        }
+    }
+}
+
+/// Where the lease of leader election lives and who we are.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    /// How long a lease holds without renewal: the longest a dead leader blocks the standby.
+    pub duration_seconds: u64,
+    /// Renewal happens this long before expiry.
+    pub grace_seconds: u64,
+}
+
+/// What every namespace's controller shares: one probe budget, one HTTP client, one set of
+/// metrics, one rollout gate.
+#[derive(Clone)]
+pub struct Shared {
+    pub prober: Prober,
+    pub budget: Arc<Budget>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub rollouts: Arc<Mutex<Rollouts>>,
+}
+
+impl Shared {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Self> {
+        Ok(Self {
+            prober: Prober::new()?,
+            budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
+            metrics,
+            health,
+            rollouts: Arc::new(Mutex::new(Rollouts::new(
+                config.restart_debounce,
+                config.max_rollouts_per_minute,
+            ))),
+        })
+    }
+}

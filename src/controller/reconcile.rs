@@ -1,0 +1,454 @@
+//! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
+
+use super::context::Context;
+use super::sources::{self, Source, Target};
+use super::watches::source_names;
+use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
+use super::{grant, restart};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, warn};
+
+use crate::crd::RotationStatus;
+use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
+use crate::events::Notice;
+use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
+use crate::provider::TokenFormat;
+use crate::rotation::{self, Cutover, Validation};
+use crate::schedule::{self, Jitter};
+use crate::secret::{self};
+use crate::token::{self, Lifetime, Token};
+use crate::{Error, Result};
+
+/// One reconcile, in a span naming the credential (every log line inside carries it).
+#[tracing::instrument(skip_all, fields(namespace = tac.metadata.namespace.as_deref().unwrap_or_default(), credential = tac.metadata.name.as_deref().unwrap_or_default()))]
+pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.time_reconcile();
+    // The object was taken from the cache when this reconcile was queued; the cache may have moved
+    // on while it waited behind the previous one. Work from the newest version, and from none at
+    // all when it is gone (a deleted credential's Secret is garbage collection's business).
+    let key = ObjectRef::from_obj(&*tac);
+    let Some(tac) = ctx.credentials.get(&key) else {
+        return Ok(Action::await_change());
+    };
+    let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if tac.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        drop_legacy_finalizer(&ctx, &tac, &ns).await?;
+    }
+    if tac.metadata.deletion_timestamp.is_some() {
+        // Owner references take the Secret with the resource; `Retain` has none to follow.
+        return Ok(Action::await_change());
+    }
+    let action = apply(&tac, &ctx, &ns).await?;
+    ctx.metrics.reconciled();
+    ctx.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    Ok(action)
+}
+
+/// API errors: capped exponential backoff with jitter, per resource.
+pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*tac);
+    let attempts = {
+        let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = errors.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let base = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.min(6) - 1));
+    let delay = Jitter::random().scale(base.min(Duration::from_secs(300)), 0.5, 1.0);
+    ctx.metrics.reconciled();
+    ctx.metrics.reconcile_failed(err.metric_label());
+    warn!(credential = %key, error = %err, attempts, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The token to use and what became of it during this reconcile.
+#[derive(Default)]
+pub(super) struct Synced {
+    pub(super) problem: Option<Problem>,
+    /// The token in the managed Secret after this reconcile.
+    pub(super) token: Option<(Token, Lifetime)>,
+    /// A probe of `token` already made (validating a rotation counts as its first probe).
+    pub(super) probe: Option<ProbeStep>,
+    pub(super) rotation: Option<RotationStatus>,
+    pub(super) wake_at: Option<Timestamp>,
+    pub(super) notices: Vec<Notice>,
+    /// Whose hourly budget probes spend when it is not the token's own (an OAuth account, whose
+    /// access token changes at every refresh).
+    pub(super) budget_key: Option<crate::token::Fingerprint>,
+}
+
+impl Synced {
+    pub(super) fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
+    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let now = Timestamp::now();
+    let persisted = ctx.observed_status(tac);
+    let observed = ctx.current_status(tac, &persisted);
+    ctx.sources.set(ns, &name, source_names(tac));
+
+    if tac.spec.suspend {
+        let mut status = observed.clone();
+        status.observed_generation = tac.metadata.generation;
+        status.next_probe_time = None;
+        write_status(ctx, tac, ns, &persisted, &status).await?;
+        ctx.metrics.observe(tac, &status);
+        return Ok(Action::await_change());
+    }
+
+    let requested = tac.annotations().get(PROBE_REQUESTED_ANNOTATION).map(String::as_str);
+    let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
+    let settings = plan::resolve(tac, ctx.config.allow_insecure_http);
+    let mut synced = match &settings {
+        Err(p) => Synced {
+            problem: Some(p.clone()),
+            ..Synced::default()
+        },
+        Ok(settings) => sync(tac, settings, ctx, ns, &observed, new_request, now).await?,
+    };
+
+    let facts = synced.token.as_ref().map(|(t, l)| TokenFacts {
+        fingerprint: t.fingerprint(),
+        lifetime: *l,
+    });
+    // The token pods see changed (level-triggered: the status still names the old one until the
+    // end of this reconcile, so a crash in between repeats the restart, which is idempotent); or
+    // a restart gathered in a debounce window is due.
+    let changed = match (observed.token_fingerprint.as_deref(), &facts) {
+        (Some(old), Some(new)) if old != new.fingerprint.as_str() => Some(&new.fingerprint),
+        _ => None,
+    };
+    if !tac.spec.rollout_restart_targets.is_empty() {
+        let (notices, wake) = restart::rollout(ctx, tac, ns, changed, now).await?;
+        synced.notices.extend(notices);
+        if let Some(at) = wake {
+            synced.wake(at);
+        }
+    }
+
+    let mut probe = synced.probe.take().unwrap_or(ProbeStep::None);
+    let mut honoured = None;
+    if let (Ok(settings), None, Some(facts), Some((token, _)), ProbeStep::None) =
+        (&settings, &synced.problem, &facts, &synced.token, &probe)
+    {
+        let expired = facts
+            .lifetime
+            .expires_at
+            .into_iter()
+            .chain(settings.not_after)
+            .any(|e| e <= now);
+        if expired {
+            probe = ProbeStep::Expired;
+        } else if let Some(due) = plan::probe_due(
+            &observed,
+            facts,
+            settings,
+            requested,
+            now,
+            ctx.started_at,
+            stable_offset(tac),
+        ) {
+            if due <= now {
+                honoured = requested;
+                let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
+                probe = probe_once(ctx, settings, token, key, now).await;
+            } else {
+                synced.wake(due);
+            }
+        }
+    } else if new_request && synced.rotation.is_some() {
+        // A probe-now request retried the rotation: that is the probe it asked for.
+        honoured = requested;
+    }
+
+    let decision = plan::decide(&Input {
+        generation: tac.metadata.generation,
+        observed: &observed,
+        settings: settings.as_ref().ok(),
+        token: facts.as_ref(),
+        problem: synced.problem.as_ref(),
+        probe: &probe,
+        rotation: synced.rotation.as_ref(),
+        probe_request: honoured,
+        now,
+        jitter: Jitter::random(),
+    });
+    synced
+        .notices
+        .extend(crate::events::transitions(&observed, &decision.status));
+    write_status(ctx, tac, ns, &persisted, &decision.status).await?;
+    ctx.metrics.observe(tac, &decision.status);
+    ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
+    Ok(requeue(&decision, synced.wake_at, now))
+}
+
+/// Works out which token belongs in the managed Secret (validating a replacement first when the
+/// current one works) and writes the Secret when it differs.
+async fn sync(
+    tac: &TenantApiCredential,
+    settings: &Settings,
+    ctx: &Context,
+    ns: &str,
+    observed: &TenantApiCredentialStatus,
+    new_request: bool,
+    now: Timestamp,
+) -> Result<Synced> {
+    let name = tac.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = Synced::default();
+    let target = match sources::read_target(ctx, &secrets, ns, &settings.secret_name, &name).await? {
+        Target::Foreign => {
+            out.problem = Some(conflict(ns, &settings.secret_name));
+            return Ok(out);
+        }
+        Target::Ours(s) => Some(s),
+        Target::Absent => None,
+    };
+    // The token in the Secret now: what pods use until something better is proven.
+    let current = target.as_deref().and_then(secret::token_in).map(|t| {
+        let lifetime = token::check(t.expose(), TokenFormat::Opaque)
+            .map(|(_, l)| l)
+            .unwrap_or_default();
+        (t, lifetime)
+    });
+    // Which version of the source the current token came from: recorded on the Secret when it
+    // was written, or remembered from a later read that found the same token.
+    let key = ObjectRef::from_obj(tac);
+    let current_version = ctx
+        .source_versions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned()
+        .or_else(|| target.as_deref().and_then(secret::source_version).map(str::to_owned));
+
+    let mut candidate_version = None;
+    let candidate = if tac.spec.oauth.is_some() {
+        grant::access_token(ctx, tac, settings, ns, current.as_ref(), observed, now, &mut out).await?
+    } else {
+        let known = current
+            .as_ref()
+            .zip(current_version.as_deref())
+            .map(|((t, _), v)| (t, v));
+        match sources::candidate(ctx, tac, settings, ns, &secrets, known, &mut out.notices).await? {
+            Source::Token(t, l, version) => {
+                candidate_version = version;
+                Some((t, l))
+            }
+            Source::Problem(p) => {
+                out.problem = Some(p);
+                None
+            }
+        }
+    };
+    if let (Some((cand, _)), Some((cur, _)), Some(v)) = (&candidate, &current, &candidate_version)
+        && cand == cur
+    {
+        ctx.source_versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, v.clone());
+    }
+
+    let candidate_fp = candidate.as_ref().map(|(t, _)| t.fingerprint());
+    let chosen = match candidate {
+        None => current.clone(),
+        Some(cand) => {
+            let health = plan::health_of(observed);
+            let cut = if tac.spec.oauth.is_some() {
+                // Minted by the provider a moment ago: nothing to validate.
+                if current.as_ref().map(|c| &c.0) == Some(&cand.0) {
+                    Cutover::Keep
+                } else {
+                    Cutover::Now
+                }
+            } else {
+                let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
+                rotation::cutover(
+                    current_fp.as_ref(),
+                    health,
+                    &cand.0.fingerprint(),
+                    observed.rotation.as_ref(),
+                    new_request,
+                )
+            };
+            match cut {
+                // Same token: the candidate's lifetime is the better informed (OAuth expiry).
+                Cutover::Keep if current.as_ref().is_some_and(|c| c.0 == cand.0) => Some(cand),
+                Cutover::Keep => current.clone(),
+                Cutover::Now => Some(cand),
+                Cutover::Validate => validate(ctx, settings, cand, current.clone(), now, &mut out).await,
+            }
+        }
+    };
+
+    if let Some((token, _)) = &chosen {
+        let version = match (&candidate_fp, &candidate_version) {
+            (Some(fp), Some(v)) if *fp == token.fingerprint() => Some(v.as_str()),
+            _ => current_version.as_deref(),
+        };
+        let desired = secret::desired(tac, &settings.secret_name, &settings.base_url, token, version);
+        let write = match &target {
+            Some(observed) => {
+                let stale = secret::stale_keys(&desired, observed);
+                if !stale.is_empty() {
+                    prune(&secrets, observed, tac.metadata.uid.as_deref(), &stale).await?;
+                }
+                secret::needs_apply(&desired, observed)
+            }
+            None => true,
+        };
+        if write {
+            let written = match &target {
+                Some(_) => Some(apply_secret(&secrets, &desired).await?),
+                None => create_secret(&secrets, &desired, &name).await?,
+            };
+            let Some(written) = written else {
+                out.problem = Some(conflict(ns, &settings.secret_name));
+                return Ok(out);
+            };
+            ctx.remember_secret(ns, target.as_deref(), written);
+            let old = current.as_ref().map(|(t, _)| t.fingerprint());
+            let new = token.fingerprint();
+            // Only a token change is news (a first Secret or a label change is not); a validated
+            // rotation already has its TokenRotated event.
+            let validated = out.notices.iter().any(|n| n.reason == "TokenRotated");
+            if let Some(old) = old.filter(|old| *old != new && !validated) {
+                out.notices.push(Notice::normal(
+                    "SecretUpdated",
+                    format!("Secret {} now holds token {new} (was {old})", settings.secret_name),
+                ));
+            }
+        }
+    }
+    out.token = chosen;
+    Ok(out)
+}
+
+/// Probes a candidate while the current token keeps serving; returns the token for the Secret.
+async fn validate(
+    ctx: &Context,
+    settings: &Settings,
+    candidate: (Token, Lifetime),
+    current: Option<(Token, Lifetime)>,
+    now: Timestamp,
+    out: &mut Synced,
+) -> Option<(Token, Lifetime)> {
+    let fp = candidate.0.fingerprint();
+    let expired = candidate.1.expires_at.is_some_and(|e| e <= now);
+    let step = if expired {
+        ProbeStep::Expired
+    } else {
+        probe_once(ctx, settings, &candidate.0, &fp, now).await
+    };
+    let result = match &step {
+        ProbeStep::Sent(o) => Some(crate::verdict::classify(o)),
+        ProbeStep::Expired => Some(crate::crd::ProbeResult::Expired),
+        ProbeStep::Deferred(_) | ProbeStep::None => None,
+    };
+    let verdict = rotation::validation(result);
+    out.rotation = Some(rotation::record(verdict, &fp, now));
+    let was = current
+        .as_ref()
+        .map(|(t, _)| t.fingerprint().to_string())
+        .unwrap_or_default();
+    match verdict {
+        Validation::Accepted => {
+            out.notices.push(Notice::normal(
+                "TokenRotated",
+                format!(
+                    "the provider accepted token {fp}; it replaces {was} in Secret {}",
+                    settings.secret_name
+                ),
+            ));
+            out.probe = Some(step);
+            Some(candidate)
+        }
+        Validation::Refused => {
+            let why = result.map_or("refused", |r| r.as_str());
+            out.notices.push(Notice::warning(
+                "RotationFailed",
+                format!(
+                    "new token {fp} was not accepted ({why}); Secret {} keeps token {was}",
+                    settings.secret_name
+                ),
+            ));
+            current
+        }
+        Validation::Undecided => {
+            let retry = match &step {
+                ProbeStep::Deferred(until) => *until,
+                ProbeStep::Sent(o) => o
+                    .back_off_until()
+                    .unwrap_or_else(|| schedule::add(now, Jitter::random().scale(schedule::TRANSIENT_FIRST, 0.5, 1.0))),
+                _ => schedule::add(now, schedule::TRANSIENT_FIRST),
+            };
+            out.wake(retry);
+            current
+        }
+    }
+}
+
+fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
+    match [decision.requeue_at, wake_at].into_iter().flatten().min() {
+        // A second late, so the instant has surely passed when we look.
+        Some(at) => Action::requeue(schedule::until(now, at) + Duration::from_secs(1)),
+        None => Action::await_change(),
+    }
+}
+
+/// Sends one probe within the budget, or says until when it must wait.
+async fn probe_once(
+    ctx: &Context,
+    settings: &Settings,
+    token: &Token,
+    key: &crate::token::Fingerprint,
+    now: Timestamp,
+) -> ProbeStep {
+    let host = settings.host();
+    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
+        debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
+        return ProbeStep::Deferred(held.until);
+    }
+    let _permit = ctx.budget.acquire(&host).await;
+    let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
+    ctx.metrics.probed(
+        settings.profile.name,
+        crate::verdict::classify(&outcome),
+        outcome.elapsed,
+    );
+    if let Some(until) = outcome.back_off_until() {
+        outcome.held_back =
+            Some(
+                ctx.budget
+                    .back_off(&host, key, settings.profile.limit_scope, until, Timestamp::now()),
+            );
+    }
+    debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
+    ProbeStep::Sent(outcome)
+}
+
+pub(super) fn stable_offset(tac: &TenantApiCredential) -> u64 {
+    let mut h = DefaultHasher::new();
+    tac.metadata.uid.hash(&mut h);
+    tac.metadata.name.hash(&mut h);
+    h.finish()
+}
+
+fn conflict(ns: &str, name: &str) -> Problem {
+    Problem::SecretConflict(format!(
+        "Secret {ns}/{name} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name"
+    ))
+}

@@ -1,0 +1,285 @@
+//! The watches: credentials, managed Secrets by label, and every Secret as metadata only; the
+//! indexes that map a Secret event to the credentials that read it; what is forgotten on deletion.
+
+use super::context::{Context, WrittenStatuses};
+use super::{Config, Shared, notify};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::crd::TenantApiCredential;
+use crate::metrics::Metrics;
+use crate::publish::Volatile;
+use crate::secret::{self, FIELD_MANAGER};
+use crate::server::Health;
+
+/// Which credentials read which source Secret, so a Secret event wakes exactly those.
+#[derive(Default)]
+pub(super) struct SourceIndex {
+    inner: Mutex<SourceMaps>,
+}
+
+#[derive(Default)]
+struct SourceMaps {
+    by_secret: HashMap<(String, String), HashSet<String>>,
+    by_credential: HashMap<(String, String), Vec<String>>,
+}
+
+impl SourceIndex {
+    pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
+        let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (ns.to_owned(), credential.to_owned());
+        if m.by_credential.get(&key) == Some(&secrets) {
+            return;
+        }
+        for old in m.by_credential.remove(&key).unwrap_or_default() {
+            if let Some(set) = m.by_secret.get_mut(&(ns.to_owned(), old.clone())) {
+                set.remove(credential);
+                if set.is_empty() {
+                    m.by_secret.remove(&(ns.to_owned(), old));
+                }
+            }
+        }
+        for s in &secrets {
+            m.by_secret
+                .entry((ns.to_owned(), s.clone()))
+                .or_default()
+                .insert(credential.to_owned());
+        }
+        if !secrets.is_empty() {
+            m.by_credential.insert(key, secrets);
+        }
+    }
+
+    pub(super) fn readers(&self, ns: &str, secret: &str) -> Vec<String> {
+        let m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        m.by_secret
+            .get(&(ns.to_owned(), secret.to_owned()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+pub(super) fn source_names(tac: &TenantApiCredential) -> Vec<String> {
+    let spec = &tac.spec;
+    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Builds the context and the controller with its three watches (credentials, managed Secrets,
+/// source Secret metadata). Exposed for tests, which drive it against the API server double.
+pub fn controller(
+    client: Client,
+    config: Config,
+    shared: Shared,
+    ns: Option<&str>,
+) -> (Arc<Context>, Controller<TenantApiCredential>) {
+    build_context(client, config, shared, ns)
+}
+
+pub(super) fn build_context(
+    client: Client,
+    config: Config,
+    shared: Shared,
+    ns: Option<&str>,
+) -> (Arc<Context>, Controller<TenantApiCredential>) {
+    let tacs: Api<TenantApiCredential> = api_for(&client, ns);
+    let secrets: Api<Secret> = api_for(&client, ns);
+
+    // Ready once both caches hold a full list. (Counted from the streams: a store's
+    // `wait_until_ready` wakes only one waiter, and the controller is already one.)
+    let sync = Arc::new(ScopeSync {
+        pending: AtomicUsize::new(2),
+        health: shared.health.clone(),
+    });
+    let written: Arc<WrittenStatuses> = Arc::default();
+    let sources: Arc<SourceIndex> = Arc::default();
+    let source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>> = Arc::default();
+    let live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>> = Arc::default();
+    let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
+    let caught_up = written.clone();
+    let forget = Forget {
+        written: written.clone(),
+        live: live.clone(),
+        source_versions: source_versions.clone(),
+        sources: sources.clone(),
+        errors: errors.clone(),
+        metrics: shared.metrics.clone(),
+    };
+    let (tac_reader, tac_writer) = reflector::store();
+    let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
+        .inspect_ok(sync.clone().on_first_list())
+        // Field ownership is never read from the cache: dropping it saves memory.
+        .modify(|tac| tac.managed_fields_mut().clear())
+        .default_backoff()
+        .reflect(tac_writer)
+        .inspect_ok(move |event| {
+            // Once the cache holds a version after our write (reflected above), it is current again.
+            if let watcher::Event::Delete(tac) = event {
+                forget.credential(tac);
+            }
+            if let watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) = event {
+                let mut written = caught_up.lock().unwrap_or_else(PoisonError::into_inner);
+                let key = ObjectRef::from_obj(tac);
+                if written
+                    .get(&key)
+                    .is_some_and(|w| w.over != tac.metadata.resource_version)
+                {
+                    written.remove(&key);
+                }
+            }
+        })
+        .applied_objects()
+        // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
+        // and the legacy finalizer (removed on upgrade) matter.
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+
+    let (managed_reader, managed_writer) = reflector::store();
+    let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+        .inspect_ok(sync.on_first_list())
+        // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
+        .modify(|s| {
+            s.managed_fields_mut()
+                .retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
+        })
+        .default_backoff()
+        .reflect(managed_writer)
+        .touched_objects();
+
+    let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
+    let (meta_reader, meta_writer) = reflector::store();
+    let source_stream = watcher(source_meta, watcher::Config::default())
+        // Names, labels and versions are all that is read: annotations (kubectl's
+        // last-applied copy can be large) and field ownership are dropped.
+        .modify(|s| {
+            s.managed_fields_mut().clear();
+            s.annotations_mut().clear();
+        })
+        .default_backoff()
+        .reflect(meta_writer)
+        .touched_objects()
+        .predicate_filter(predicates::resource_version, Default::default());
+
+    let notifier = notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone());
+    let ctx = Arc::new(Context {
+        client,
+        notifier,
+        prober: shared.prober,
+        budget: shared.budget,
+        metrics: shared.metrics,
+        rollouts: shared.rollouts,
+        config: config.clone(),
+        started_at: Timestamp::now(),
+        managed: managed_reader,
+        credentials: tac_reader.clone(),
+        sources,
+        secret_meta: meta_reader,
+        source_versions: source_versions.clone(),
+        errors,
+        secrets_written: Mutex::default(),
+        live: live.clone(),
+        written,
+    });
+
+    let for_sources = ctx.clone();
+    let controller = Controller::for_stream(tac_stream, tac_reader)
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
+        .watches_stream(managed_stream, |s: Secret| {
+            let ns = s.namespace()?;
+            let name = s.labels().get(secret::CREDENTIAL_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&ns))
+        })
+        .watches_stream(source_stream, move |s: PartialObjectMeta<Secret>| {
+            let ns = s.namespace().unwrap_or_default();
+            if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
+                return Vec::new();
+            }
+            for_sources
+                .sources
+                .readers(&ns, &s.name_any())
+                .into_iter()
+                .map(|name| ObjectRef::new(&name).within(&ns))
+                .collect()
+        });
+    (ctx, controller)
+}
+
+/// What the operator remembers per credential, dropped when the watch reports it deleted: no
+/// finalizer is needed for in-memory state.
+struct Forget {
+    written: Arc<WrittenStatuses>,
+    live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
+    source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
+    sources: Arc<SourceIndex>,
+    errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forget {
+    fn credential(&self, tac: &TenantApiCredential) {
+        let key = ObjectRef::from_obj(tac);
+        let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
+        self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.source_versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        self.sources.set(&ns, &name, Vec::new());
+        self.metrics.forget(&ns, &name);
+    }
+}
+
+/// Counts the caches of one scope that have completed their first list.
+struct ScopeSync {
+    pending: AtomicUsize,
+    health: Arc<Health>,
+}
+
+impl ScopeSync {
+    fn on_first_list<K>(self: Arc<Self>) -> impl FnMut(&watcher::Event<K>) {
+        let mut seen = false;
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) && !seen {
+                seen = true;
+                if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.health.scope_synced();
+                }
+            }
+        }
+    }
+}

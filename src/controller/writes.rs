@@ -1,0 +1,152 @@
+//! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
+
+use super::context::Context;
+use super::reconcile::stable_offset;
+use std::sync::PoisonError;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use tracing::info;
+
+use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
+use crate::publish::{self, Volatile};
+use crate::secret::{self, FIELD_MANAGER, Ownership};
+use crate::{Error, Result};
+
+/// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
+/// patch test so a concurrent change of the list is never overwritten.
+pub(super) async fn drop_legacy_finalizer(ctx: &Context, tac: &TenantApiCredential, ns: &str) -> Result<()> {
+    let current = tac.finalizers().to_vec();
+    let kept: Vec<&String> = current.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": current},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]))?;
+    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(&tac.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await?;
+    info!(credential = %tac.name_any(), namespace = ns, "removed the finalizer of an earlier release");
+    Ok(())
+}
+
+/// Creates the managed Secret where the caches saw none. A plain create, not an apply: it fails
+/// on a Secret that exists after all (a watch lagging behind someone else's create) instead of
+/// merging into it. Answers false when the Secret there is someone else's.
+pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret, credential: &str) -> Result<Option<Secret>> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, desired).await {
+        Ok(s) => Ok(Some(s)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+            let Some(existing) = secrets.get_opt(&name).await? else {
+                return Ok(None);
+            };
+            if secret::ownership(Some(&existing), credential) != Ownership::Ours {
+                return Ok(None);
+            }
+            if !secret::needs_apply(desired, &existing) {
+                return Ok(Some(existing));
+            }
+            Ok(Some(apply_secret(secrets, desired).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes labels or annotations tenantcred set at creation and no longer wants (a later apply
+/// does not prune what a create recorded).
+pub(super) async fn prune(
+    secrets: &Api<Secret>,
+    observed: &Secret,
+    owner_uid: Option<&str>,
+    stale: &[(&'static str, String)],
+) -> Result<()> {
+    let name = observed.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let mut meta = serde_json::Map::new();
+    for (section, key) in stale {
+        if *section == "ownerReferences" {
+            // A list is replaced whole: keep everyone else's, guarded by the version read.
+            let remaining: Vec<_> = observed
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|r| Some(r.uid.as_str()) != owner_uid)
+                .collect();
+            meta.insert("ownerReferences".into(), serde_json::json!(remaining));
+            meta.insert(
+                "resourceVersion".into(),
+                serde_json::json!(observed.metadata.resource_version),
+            );
+            continue;
+        }
+        let entry = meta.entry(section.to_string()).or_insert_with(|| serde_json::json!({}));
+        entry[key.as_str()] = serde_json::Value::Null;
+    }
+    let patch = serde_json::json!({ "metadata": meta });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    secrets.patch(&name, &params, &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
+/// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
+pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret> {
+    let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let mut body = serde_json::to_value(desired)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    let params = PatchParams::apply(FIELD_MANAGER);
+    match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
+        Ok(s) => Ok(s),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Only reached for a Secret that carries our labels (ownership was checked first).
+            Ok(secrets.patch(&name, &params.force(), &Patch::Apply(&body)).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status by server-side apply when a reader would act on the difference, or for the
+/// hourly heartbeat (`publish`); otherwise keeps the per-probe fields in memory.
+pub(super) async fn write_status(
+    ctx: &Context,
+    tac: &TenantApiCredential,
+    ns: &str,
+    observed: &TenantApiCredentialStatus,
+    desired: &TenantApiCredentialStatus,
+) -> Result<()> {
+    let key = ObjectRef::from_obj(tac);
+    if !publish::needs_write(observed, desired, Timestamp::now(), stable_offset(tac)) {
+        // Kept in memory: the schedule goes on from the newest probe, not the last write.
+        let volatile = Volatile::of(desired);
+        let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if volatile == Volatile::of(observed) {
+            live.remove(&key);
+        } else {
+            live.insert(key, volatile);
+        }
+        return Ok(());
+    }
+    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": "tenantcred.dev/v1alpha1",
+        "kind": "TenantApiCredential",
+        "status": desired,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    ctx.remember_status(tac, desired);
+    ctx.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    Ok(())
+}
