@@ -104,7 +104,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         "expires:      {}",
         expires.map_or_else(|| "not declared by the token".to_string(), |e| e.to_string())
     );
-    if expires.is_some_and(|e| e <= now) {
+    if lifetime.expired(None, now) {
         let _ = writeln!(out, "verdict:      Expired (no request sent)");
         return CheckReport {
             text: out,

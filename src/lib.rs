@@ -1,30 +1,25 @@
 //! tenantcred: per-customer API tokens as Kubernetes resources, kept valid, probed and mounted.
 //!
-//! The functional core decides (`plan`, `verdict`, `schedule`, `conditions`, `secret`, `events`);
-//! the shell does the I/O (`controller` against the Kubernetes API, `probe` against providers).
+//! The functional core decides, in `decide/` (no I/O, an injected clock): `plan` is the entry
+//! point, from spec, observed state, probe outcome and clock to the status and the next wake-up,
+//! with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
+//! `conditions`, `events`, `secret`, `token`, `provider`). The shell does the I/O: `controller`
+//! against the Kubernetes API (start at `controller::run`), `probe` against the providers, `cli`,
+//! `server`, `metrics`, `client`, `budget` (shared probe caps).
 
 pub mod budget;
+pub mod decide;
+pub use decide::{
+    conditions, duration, events, oauth, plan, provider, publish, rollouts, rotation, schedule, secret, token, verdict,
+};
 pub mod cli;
 pub mod client;
-pub mod conditions;
 pub mod controller;
 pub mod crd;
-pub mod duration;
-pub mod events;
 pub mod metrics;
-pub mod oauth;
-pub mod plan;
 pub mod probe;
-pub mod provider;
-pub mod publish;
-pub mod rollouts;
-pub mod rotation;
-pub mod schedule;
-pub mod secret;
 pub mod server;
 pub mod telemetry;
-pub mod token;
-pub mod verdict;
 
 /// Everything a reconcile can fail with. Input problems are not errors: they become conditions.
 #[derive(thiserror::Error, Debug)]

@@ -62,8 +62,7 @@ pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context
         *n = n.saturating_add(1);
         *n
     };
-    let base = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.min(6) - 1));
-    let delay = Jitter::random().scale(base.min(Duration::from_secs(300)), 0.5, 1.0);
+    let delay = schedule::error_backoff(attempts, Jitter::random());
     ctx.metrics.reconciled();
     ctx.metrics.reconcile_failed(err.metric_label());
     warn!(credential = %key, error = %err, attempts, retry_in = ?delay, "reconcile failed");
@@ -143,13 +142,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     if let (Ok(settings), None, Some(facts), Some((token, _)), ProbeStep::None) =
         (&settings, &synced.problem, &facts, &synced.token, &probe)
     {
-        let expired = facts
-            .lifetime
-            .expires_at
-            .into_iter()
-            .chain(settings.not_after)
-            .any(|e| e <= now);
-        if expired {
+        if facts.lifetime.expired(settings.not_after, now) {
             probe = ProbeStep::Expired;
         } else if let Some(due) = plan::probe_due(
             &observed,
@@ -347,7 +340,7 @@ async fn validate(
     out: &mut Synced,
 ) -> Option<(Token, Lifetime)> {
     let fp = candidate.0.fingerprint();
-    let expired = candidate.1.expires_at.is_some_and(|e| e <= now);
+    let expired = candidate.1.expired(None, now);
     let step = if expired {
         ProbeStep::Expired
     } else {

@@ -121,6 +121,13 @@ pub fn next_probe(f: Finished, interval: Duration, now: Timestamp, jitter: Jitte
     Some(add(now, delay))
 }
 
+/// After a failed reconcile (the API refused or failed a call): 5 s doubling per consecutive
+/// failure up to 5 min, with equal jitter, so nothing retries in a tight loop.
+pub fn error_backoff(attempts: u32, jitter: Jitter) -> Duration {
+    let base = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.clamp(1, 7) - 1));
+    jitter.scale(base.min(Duration::from_secs(300)), 0.5, 1.0)
+}
+
 /// After a restart, credentials whose probe fell due while the operator was down are spread over
 /// one interval from start-up (by a stable per-resource offset), instead of all firing at once.
 pub fn catch_up(due: Timestamp, started_at: Timestamp, interval: Duration, stable_offset: u64) -> Timestamp {
@@ -187,6 +194,21 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_reconciles_back_off_to_five_minutes() {
+        let top = Jitter::new(1.0);
+        let secs = |n| error_backoff(n, top).as_secs();
+        assert_eq!(
+            (1..=8).map(secs).collect::<Vec<_>>(),
+            [5, 10, 20, 40, 80, 160, 300, 300]
+        );
+        assert_eq!(
+            error_backoff(1, Jitter::new(0.0)),
+            Duration::from_millis(2500),
+            "equal jitter"
+        );
+    }
     use crate::crd::ProviderName;
 
     fn t(s: i64) -> Timestamp {

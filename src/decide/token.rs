@@ -77,6 +77,13 @@ pub struct Lifetime {
     pub expires_at: Option<Timestamp>,
 }
 
+impl Lifetime {
+    /// Whether the token has expired at `now`, by its own claim or a declared `not_after`.
+    pub fn expired(&self, not_after: Option<Timestamp>, now: Timestamp) -> bool {
+        self.expires_at.into_iter().chain(not_after).any(|e| e <= now)
+    }
+}
+
 /// Why a token was refused before any request was sent. Messages never contain the token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {

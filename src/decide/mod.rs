@@ -1,0 +1,16 @@
+//! The functional core: every decision, as pure functions of their inputs (the clock and the
+//! jitter included). The shell gathers the inputs and applies the answers.
+
+pub mod conditions;
+pub mod duration;
+pub mod events;
+pub mod oauth;
+pub mod plan;
+pub mod provider;
+pub mod publish;
+pub mod rollouts;
+pub mod rotation;
+pub mod schedule;
+pub mod secret;
+pub mod token;
+pub mod verdict;
