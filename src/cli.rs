@@ -46,6 +46,30 @@ pub struct CheckReport {
     pub code: i32,
 }
 
+/// Reads the token `tenantcred check` was given on stdin, within the operator's bound: at most
+/// [`MAX_TOKEN_BYTES`](crate::token::MAX_TOKEN_BYTES) plus a line ending is read, never more.
+pub fn read_token(mut input: impl std::io::Read) -> Result<String, String> {
+    use std::io::Read;
+    let limit = crate::token::MAX_TOKEN_BYTES + 2;
+    let mut bytes = Vec::with_capacity(1024);
+    (&mut input)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("could not read the token from stdin: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "the token on stdin is longer than {} bytes, the most tenantcred accepts (provider tokens are far smaller)",
+            crate::token::MAX_TOKEN_BYTES
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the token on stdin is not UTF-8 text (invalid byte at offset {}): pipe the token itself, not a binary file",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Strips the line ending a shell adds (`echo "$TOKEN" | tenantcred check`); any other
 /// surrounding whitespace stays and is reported, as the controller would.
 pub fn token_from_stdin(input: &str) -> &str {
@@ -322,6 +346,17 @@ pub async fn probe_now(client: Client, namespace: &str, name: &str) -> kube::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_is_read_within_the_token_bound_and_must_be_text() {
+        assert_eq!(read_token(&b"cs_live_abc\n"[..]), Ok("cs_live_abc\n".to_string()));
+        let huge = vec![b'a'; 1024 * 1024];
+        let err = read_token(&huge[..]).expect_err("too long");
+        assert!(err.contains("8192") && !err.contains("aaaa"), "{err}");
+        let err = read_token(&[0x63, 0x73, 0xff, 0xfe][..]).expect_err("binary");
+        assert!(err.contains("not UTF-8") && err.contains("offset 2"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line");
+    }
     use crate::conditions::{Desired, Reason, Status, merge};
     use crate::crd::TenantApiCredentialStatus;
 

@@ -1,4 +1,3 @@
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -129,11 +128,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Check(args) => {
             let raw = match std::env::var("TENANTCRED_TOKEN") {
                 Ok(t) => t,
-                Err(_) => {
-                    let mut input = String::new();
-                    std::io::stdin().read_to_string(&mut input)?;
-                    cli::token_from_stdin(&input).to_owned()
-                }
+                Err(_) => match cli::read_token(std::io::stdin().lock()) {
+                    Ok(input) => cli::token_from_stdin(&input).to_owned(),
+                    Err(why) => {
+                        eprintln!("tenantcred check: {why}");
+                        std::process::exit(64);
+                    }
+                },
             };
             let req = CheckRequest {
                 provider: args.provider,

@@ -304,9 +304,25 @@ async fn sync(
             None => true,
         };
         if write {
-            let written = match &target {
-                Some(_) => Some(apply_secret(&secrets, &desired).await?),
-                None => create_secret(&secrets, &desired, &name).await?,
+            let attempt = match &target {
+                Some(_) => apply_secret(&secrets, &desired).await.map(Some),
+                None => create_secret(&secrets, &desired, &name).await,
+            };
+            let written = match attempt {
+                Ok(w) => w,
+                // Invalid (422): a fact about the input, not a failed call. Said in the status;
+                // the Secret keeps its last good content; tried again when the spec or token
+                // changes, and every few minutes (nothing loops).
+                Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
+                    out.problem = Some(Problem::SecretRejected(rejected(
+                        ns,
+                        &settings.secret_name,
+                        &status.message,
+                    )));
+                    out.wake(schedule::add(now, REJECTED_RETRY));
+                    return Ok(out);
+                }
+                Err(e) => return Err(e),
             };
             let Some(written) = written else {
                 out.problem = Some(conflict(ns, &settings.secret_name));
@@ -438,6 +454,18 @@ pub(super) fn stable_offset(tac: &TenantApiCredential) -> u64 {
     tac.metadata.uid.hash(&mut h);
     tac.metadata.name.hash(&mut h);
     h.finish()
+}
+
+/// How often a Secret the API server refused is tried again while nothing changed.
+const REJECTED_RETRY: Duration = Duration::from_secs(300);
+
+/// The API server's reason for refusing the Secret, bounded (it names fields, never values).
+fn rejected(ns: &str, name: &str, message: &str) -> String {
+    let mut m: String = message.chars().take(512).collect();
+    if m.len() < message.len() {
+        m.push('…');
+    }
+    format!("the API server refused Secret {ns}/{name} as invalid: {m}; the Secret keeps its last good content")
 }
 
 fn conflict(ns: &str, name: &str) -> Problem {

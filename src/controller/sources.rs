@@ -18,6 +18,10 @@ use crate::schedule;
 use crate::secret::{self, Ownership};
 use crate::token::{self, Lifetime, Token};
 
+/// Secret types whose contents are Kubernetes' own credentials: never a token source, or anyone
+/// allowed to create a credential could ship a ServiceAccount token off-cluster.
+const FORBIDDEN_SOURCE_TYPES: [&str; 2] = ["kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token"];
+
 /// What a source Secret yielded.
 pub(super) enum Source {
     /// The token, and `<secret>/<resourceVersion>` it was read from.
@@ -71,12 +75,27 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
             r.name, r.key
         ))));
     };
+    if let Some(kind) = secret.type_.as_deref().filter(|t| FORBIDDEN_SOURCE_TYPES.contains(t)) {
+        return Ok(Source::Problem(Problem::SourceNotAllowed(format!(
+            "{field}: Secret {ns}/{} is of type {kind}: tenantcred never sends a Kubernetes credential to a provider; put the provider's token in an Opaque Secret",
+            r.name
+        ))));
+    }
     let Some(raw) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else {
         return Ok(Source::Problem(Problem::SourceNotFound(format!(
             "{field}: Secret {ns}/{} has no key {:?}",
             r.name, r.key
         ))));
     };
+    if raw.0.len() > token::MAX_TOKEN_BYTES {
+        return Ok(Source::Problem(Problem::InvalidToken(format!(
+            "{field}: key {:?} of Secret {ns}/{} holds {} bytes; tenantcred accepts tokens of at most {} bytes",
+            r.key,
+            r.name,
+            raw.0.len(),
+            token::MAX_TOKEN_BYTES
+        ))));
+    }
     let Ok(raw) = std::str::from_utf8(&raw.0) else {
         return Ok(Source::Problem(Problem::InvalidToken(format!(
             "{field}: key {:?} of Secret {ns}/{} is not UTF-8 text",

@@ -37,6 +37,10 @@ pub enum Reason {
     SecretConflict,
     /// The spec slipped past schema validation (unknown provider, unparsable duration, ...).
     InvalidSpec,
+    /// The source Secret is of a type that must never leave the cluster (a ServiceAccount token).
+    SourceNotAllowed,
+    /// The API server refused the managed Secret as invalid (HTTP 422); its message says why.
+    SecretRejected,
     Unauthorized,
     Forbidden,
     Expired,
@@ -58,6 +62,8 @@ impl Reason {
             Self::InsecureBaseUrl => "InsecureBaseUrl",
             Self::SecretConflict => "SecretConflict",
             Self::InvalidSpec => "InvalidSpec",
+            Self::SourceNotAllowed => "SourceNotAllowed",
+            Self::SecretRejected => "SecretRejected",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::Expired => "Expired",
@@ -72,7 +78,7 @@ impl Reason {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 17] = [
         Self::TokenValid,
         Self::Probing,
         Self::Rotating,
@@ -81,6 +87,8 @@ impl Reason {
         Self::InsecureBaseUrl,
         Self::SecretConflict,
         Self::InvalidSpec,
+        Self::SourceNotAllowed,
+        Self::SecretRejected,
         Self::Unauthorized,
         Self::Forbidden,
         Self::Expired,

@@ -61,6 +61,10 @@ pub enum Problem {
     OtpRequired(String),
     /// The OAuth grant was refused and no other grant is possible.
     InvalidGrant(String),
+    /// A ServiceAccount token (or another type that must stay in the cluster) as a source.
+    SourceNotAllowed(String),
+    /// The API server refused to store the managed Secret (422), with its message.
+    SecretRejected(String),
 }
 
 impl Problem {
@@ -73,6 +77,8 @@ impl Problem {
             Self::SecretConflict(_) => Reason::SecretConflict,
             Self::OtpRequired(_) => Reason::OtpRequired,
             Self::InvalidGrant(_) => Reason::InvalidGrant,
+            Self::SourceNotAllowed(_) => Reason::SourceNotAllowed,
+            Self::SecretRejected(_) => Reason::SecretRejected,
         }
     }
 
@@ -84,7 +90,9 @@ impl Problem {
             | Self::InvalidToken(m)
             | Self::SecretConflict(m)
             | Self::OtpRequired(m)
-            | Self::InvalidGrant(m) => m,
+            | Self::InvalidGrant(m)
+            | Self::SourceNotAllowed(m)
+            | Self::SecretRejected(m) => m,
         }
     }
 
@@ -274,7 +282,10 @@ pub fn probe_due(
     if !same_token || observed.last_probe_result.is_none() || new_request {
         return Some(now);
     }
-    let next = observed.next_probe_time.as_ref()?.0;
+    // No schedule: an input problem cleared it (and has just gone away): probe now.
+    let Some(next) = observed.next_probe_time.as_ref().map(|t| t.0) else {
+        return Some(now);
+    };
     let at = schedule::catch_up(next, started_at, settings.interval.effective, stable_offset);
     Some(at)
 }

@@ -89,6 +89,10 @@ impl Lifetime {
 pub enum FormatError {
     #[error("the token is empty")]
     Empty,
+    #[error(
+        "the token is {bytes} bytes; tenantcred accepts at most {MAX_TOKEN_BYTES} (provider tokens are far smaller): check that the Secret holds the token and nothing else"
+    )]
+    TooLarge { bytes: usize },
     #[error("the token has leading or trailing whitespace (often a trailing newline from `echo` or a file); remove it")]
     SurroundingWhitespace,
     #[error("the token contains whitespace or control characters and cannot be sent in an HTTP header")]
@@ -102,10 +106,18 @@ pub enum FormatError {
     NotAJwt { provider: &'static str },
 }
 
+/// The largest token accepted anywhere (Secrets, `tenantcred check`). Provider tokens are well
+/// under 2 KiB; the bound keeps a hostile value out of JWT parsing, HTTP headers and the managed
+/// Secret (which holds the token twice, and which the API server refuses over 1 MiB).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Checks a raw token against what the provider issues and reads its lifetime.
 pub fn check(raw: &str, format: TokenFormat) -> Result<(Token, Lifetime), FormatError> {
     if raw.is_empty() {
         return Err(FormatError::Empty);
+    }
+    if raw.len() > MAX_TOKEN_BYTES {
+        return Err(FormatError::TooLarge { bytes: raw.len() });
     }
     if raw.trim() != raw {
         return Err(FormatError::SurroundingWhitespace);
@@ -159,6 +171,20 @@ fn numeric_date(v: &serde_json::Value) -> Option<Timestamp> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_over_8_kib_are_refused_before_any_parsing() {
+        let huge = format!("cs_live_{}", "a".repeat(MAX_TOKEN_BYTES));
+        let fmt = TokenFormat::Prefixed {
+            provider: "charitystack",
+            prefix: "cs_live_",
+        };
+        let err = check(&huge, fmt).expect_err("too large");
+        assert_eq!(err, FormatError::TooLarge { bytes: huge.len() });
+        assert!(!err.to_string().contains("aaaa"), "never quotes the token");
+        let at_limit = "a".repeat(MAX_TOKEN_BYTES);
+        assert!(check(&at_limit, TokenFormat::Opaque).is_ok());
+    }
 
     /// An unsigned-looking JWT with the given claims (the signature part is junk; nobody checks it).
     pub fn jwt(claims: serde_json::Value) -> String {

@@ -99,9 +99,11 @@ async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
     );
     h.expect_events("SourceNotFound", 1).await;
     h.source_secret("c-input", TOKEN).await;
-    eventually(10, "recovers when the source returns", async || {
-        h.condition("c", "Ready").await.is_some_and(|(s, _)| s != "False")
-    })
+    eventually(
+        10,
+        "recovers when the source returns (probed again at once)",
+        async || h.condition("c", "Ready").await == pair("True", "TokenValid"),
+    )
     .await;
 }
 

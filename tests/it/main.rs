@@ -5,6 +5,7 @@ mod apiserver_double;
 mod core_scenarios;
 mod crd_validation;
 mod e2e;
+mod hostile_scenarios;
 mod lifecycle_scenarios;
 mod operability;
 mod probe_http;

@@ -422,6 +422,7 @@ impl ApiServer {
         obj["apiVersion"] = api_version(coll).into();
         obj["kind"] = kind_of(coll).into();
         normalize(coll, &mut obj);
+        validate(coll, &obj)?;
         let mut owners = Owners::new();
         let entry = match applied {
             Some(paths) => ("Apply".to_owned(), paths),
@@ -500,6 +501,7 @@ impl ApiServer {
         new["apiVersion"] = api_version(coll).into();
         new["kind"] = kind_of(coll).into();
         normalize(coll, &mut new);
+        validate(coll, &new)?;
         if coll.has_generation() && spec_of(&old) != spec_of(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = (g + 1).into();
@@ -982,6 +984,51 @@ fn normalize(coll: &Coll, obj: &mut Value) {
             obj["data"][k] = b64(v.as_str().unwrap_or_default().as_bytes()).into();
         }
     }
+}
+
+/// What the real API server refuses as invalid (422) for the kinds the operator writes: label
+/// values that are not label values, and Secrets over 1 MiB of data.
+fn validate(coll: &Coll, obj: &Value) -> Result<(), ApiError> {
+    let label_ok = |v: &str| {
+        v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+            && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+    };
+    for (key, value) in obj["metadata"]["labels"].as_object().into_iter().flatten() {
+        let v = value.as_str().unwrap_or_default();
+        if !label_ok(v) {
+            return Err(err(
+                422,
+                "Invalid",
+                format!(
+                    "{} {:?} is invalid: metadata.labels: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {key})",
+                    kind_of(coll),
+                    obj["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    if coll.plural == "secrets" {
+        let size: usize = obj["data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| k.len() + unb64(v.as_str().unwrap_or_default()).len())
+            .sum();
+        if size > 1024 * 1024 {
+            return Err(err(
+                422,
+                "Invalid",
+                format!(
+                    "Secret {:?} is invalid: data: Too long: must have at most 1048576 bytes",
+                    obj["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn b64(input: &[u8]) -> String {
