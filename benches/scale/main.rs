@@ -157,6 +157,21 @@ pub(crate) fn proc_stats(pid: u32) -> (u64, u64, f64) {
     (kib("VmRSS:"), kib("VmHWM:"), (ticks(11) + ticks(12)) / 100.0)
 }
 
+/// SIGTERM, as Kubernetes stops a pod: a graceful exit (profilers get to write); killed after
+/// `grace`.
+pub(crate) async fn stop(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let stopped = Instant::now();
+    while stopped.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -410,17 +425,7 @@ async fn run(r: &Run) -> u64 {
         rss_end as f64 / 1024.0,
         cpu_end
     );
-    // SIGTERM, as Kubernetes stops a pod: a graceful exit (and profilers get to write).
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let stopped = Instant::now();
-    while stopped.elapsed() < Duration::from_secs(60) {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child, Duration::from_secs(60)).await;
     let _ = std::fs::remove_file(&kubeconfig);
     if ready_at.len() < n {
         eprintln!("not every credential became Ready: {} of {n}", ready_at.len());

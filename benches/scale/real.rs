@@ -18,7 +18,7 @@ use serde_json::json;
 use tenantcred::crd::TenantApiCredential;
 use tenantcred_testkit::{Answer, Provider, chart, envtest};
 
-use crate::{NAMESPACES, PROVIDERS, interval_for, percentile, proc_stats, token_for};
+use crate::{NAMESPACES, PROVIDERS, interval_for, percentile, proc_stats, stop, token_for};
 
 /// Requests in flight while the benchmark writes (the operator's default reconcile concurrency).
 const WRITERS: usize = 64;
@@ -294,16 +294,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         hwm as f64 / 1024.0,
         hwm as f64 * 1024.0 / n as f64 / 1000.0
     );
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let stopped = Instant::now();
-    while stopped.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child, Duration::from_secs(30)).await;
     follower.abort();
     if ready.len() < n {
         return Err(format!("not every credential became Ready: {} of {n}", ready.len()));

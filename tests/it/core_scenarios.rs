@@ -7,20 +7,10 @@ use tenantcred_testkit::{Answer, Backend, Harness, eventually, pair, scenarios, 
 
 const TOKEN: &str = "tok-one";
 
-async fn ready_credential(h: &Harness, name: &str, extra: serde_json::Value) {
-    h.provider.answer(TOKEN, Answer::Ok);
-    h.source_secret(&format!("{name}-input"), TOKEN).await;
-    h.credential(name, "generic", extra).await;
-    eventually(10, "Ready=True", async || {
-        h.condition(name, "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
-}
-
 async fn create_yields_the_managed_secret_and_status(h: Harness) {
-    ready_credential(
-        &h,
+    h.ready_credential(
         "acme-raise",
+        TOKEN,
         json!({"target": {"name": "acme-raise-api", "labels": {"team": "sync"}}}),
     )
     .await;
@@ -60,7 +50,7 @@ async fn create_yields_the_managed_secret_and_status(h: Harness) {
 }
 
 async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     let before = h.tac("c").await["status"]["tokenFingerprint"].clone();
     h.provider.answer("tok-two", Answer::Ok);
     h.source_secret("c-input", "tok-two").await;
@@ -81,7 +71,7 @@ async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness
 }
 
 async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     h.delete("secrets", "c-input").await;
     eventually(10, "SourceNotFound", async || {
         h.condition("c", "Ready").await == pair("False", "SourceNotFound")
@@ -150,7 +140,7 @@ async fn a_foreign_secret_is_a_conflict_and_left_untouched(h: Harness) {
 }
 
 async fn deletion_follows_the_deletion_policy(h: Harness) {
-    ready_credential(&h, "gone", json!({})).await;
+    h.ready_credential("gone", TOKEN, json!({})).await;
     h.provider.answer(TOKEN, Answer::Ok);
     h.source_secret("kept-input", TOKEN).await;
     h.credential("kept", "generic", json!({"target": {"deletionPolicy": "Retain"}}))
@@ -186,7 +176,7 @@ async fn deletion_follows_the_deletion_policy(h: Harness) {
 }
 
 async fn retain_set_after_creation_drops_the_owner_reference_on_delete(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     assert!(!h.get("secrets", "c").await.expect("secret")["metadata"]["ownerReferences"].is_null());
     h.edit_tac("c", |o| o["spec"]["target"] = json!({"deletionPolicy": "Retain"}))
         .await;
@@ -228,7 +218,7 @@ async fn the_finalizer_of_earlier_releases_is_removed(h: Harness) {
 /// What a new credential costs the API server: the source read, the Secret create and one status
 /// write carrying the first verdict. No event, no finalizer, no other read.
 async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     settle(500).await;
     let requests = h.tap.requests();
     let non_watch: std::collections::BTreeMap<_, _> = requests
@@ -260,7 +250,7 @@ async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
 }
 
 async fn steady_state_makes_no_writes(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     settle(500).await;
     h.tap.reset();
     // Poke it: unrelated changes to the source Secret and the credential's labels wake the controller.
@@ -286,7 +276,7 @@ async fn steady_state_makes_no_writes(h: Harness) {
 }
 
 async fn suspend_keeps_the_secret_and_stops_work(h: Harness) {
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     h.edit_tac("c", |o| o["spec"]["suspend"] = json!(true)).await;
     eventually(10, "observedGeneration follows", async || {
         h.tac("c").await["status"]["observedGeneration"] == 2
@@ -345,7 +335,7 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
 
 async fn api_errors_are_retried(h: Harness) {
     h.tap.fail_next("create", "secrets", 500);
-    ready_credential(&h, "c", json!({})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
     assert!(h.tap.count("create", "secrets") >= 2, "{:?}", h.tap.requests());
 }
 

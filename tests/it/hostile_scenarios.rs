@@ -5,16 +5,6 @@ use serde_json::json;
 
 use tenantcred_testkit::{Answer, Harness, eventually, pair, scenarios};
 
-async fn ready(h: &Harness, name: &str, token: &str, extra: serde_json::Value) {
-    h.provider.answer(token, Answer::Ok);
-    h.source_secret(&format!("{name}-input"), token).await;
-    h.credential(name, "generic", extra).await;
-    eventually(10, "Ready", async || {
-        h.condition(name, "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
-}
-
 /// A 700 KB "token" would make a Secret over the API server's 1 MiB (it is stored twice).
 async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
     let huge = "x".repeat(700 * 1024);
@@ -52,7 +42,7 @@ async fn a_service_account_token_is_never_a_source(h: Harness) {
 /// A write the API server refuses (422) is a condition with the server's reason, and the Secret
 /// keeps its last good content.
 async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
-    ready(&h, "c", "good", json!({})).await;
+    h.ready_credential("c", "good", json!({})).await;
     h.edit_tac("c", |o| {
         o["spec"]["target"] = json!({"labels": {"team": "not a label value!"}})
     })

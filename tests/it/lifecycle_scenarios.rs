@@ -23,20 +23,9 @@ async fn generation(h: &Harness, kind: &str, name: &str) -> i64 {
         .unwrap_or_default()
 }
 
-async fn ready_with(h: &Harness, name: &str, token: &str, extra: serde_json::Value) {
-    h.provider.answer(token, Answer::Ok);
-    h.source_secret(&format!("{name}-input"), token).await;
-    h.credential(name, "generic", extra).await;
-    eventually(10, "Ready", async || {
-        h.condition(name, "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
-}
-
 async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: Harness) {
     deployment(&h, "donor-sync").await;
-    ready_with(
-        &h,
+    h.ready_credential(
         "c",
         "old",
         json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]}),
@@ -98,8 +87,7 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
 
 async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
     deployment(&h, "donor-sync").await;
-    ready_with(
-        &h,
+    h.ready_credential(
         "c",
         "old",
         json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]}),
@@ -139,7 +127,7 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
 }
 
 async fn a_rate_limited_validation_waits_and_then_cuts_over(h: Harness) {
-    ready_with(&h, "c", "old", json!({})).await;
+    h.ready_credential("c", "old", json!({})).await;
     h.provider.answer("new", Answer::RateLimited { retry_after: 1 });
     h.source_secret("c-input", "new").await;
     eventually(10, "pending", async || {
@@ -218,7 +206,8 @@ async fn a_bulk_rotation_restarts_a_shared_workload_at_most_twice(h: Harness) {
     let n = 8;
     let target = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]});
     for i in 0..n {
-        ready_with(&h, &format!("c{i}"), &format!("old-{i}"), target.clone()).await;
+        h.ready_credential(&format!("c{i}"), &format!("old-{i}"), target.clone())
+            .await;
     }
     let gen0 = generation(&h, "deployments", "donor-sync").await;
     for i in 0..n {
@@ -253,8 +242,7 @@ async fn a_bulk_rotation_restarts_a_shared_workload_at_most_twice(h: Harness) {
 }
 
 async fn a_missing_restart_target_is_a_warning_not_a_failure(h: Harness) {
-    ready_with(
-        &h,
+    h.ready_credential(
         "c",
         "old",
         json!({"rolloutRestartTargets": [{"kind": "StatefulSet", "name": "nowhere"}]}),

@@ -357,6 +357,18 @@ impl Harness {
         .await
     }
 
+    /// A generic credential `name` whose source holds `token`, which the provider accepts; waits
+    /// until it is Ready.
+    pub async fn ready_credential(&self, name: &str, token: &str, extra: Value) {
+        self.provider.answer(token, Answer::Ok);
+        self.source_secret(&format!("{name}-input"), token).await;
+        self.credential(name, "generic", extra).await;
+        eventually(10, &format!("{name} Ready"), async || {
+            self.condition(name, "Ready").await == pair("True", "TokenValid")
+        })
+        .await;
+    }
+
     /// The credential as stored, or `Null` when it does not exist.
     pub async fn tac(&self, name: &str) -> Value {
         self.get("tenantapicredentials", name).await.unwrap_or(Value::Null)
