@@ -48,7 +48,7 @@ pub struct Context {
     /// Managed Secrets as we last wrote them, until the cache shows a version after that write
     /// (the same idea as `written` for statuses: a reconcile that outruns the watch must not
     /// create or write again).
-    pub(super) secrets_written: Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>,
+    pub(super) secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>>,
     /// Per credential, the per-probe status fields of the newest decision that was not worth a
     /// write (`publish`): the schedule continues from them.
     pub(super) live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,

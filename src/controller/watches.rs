@@ -1,7 +1,7 @@
 //! The watches: credentials, managed Secrets by label, and every Secret as metadata only; the
 //! indexes that map a Secret event to the credentials that read it; what is forgotten on deletion.
 
-use super::context::{Context, WrittenStatuses};
+use super::context::{Context, WrittenSecret, WrittenStatuses};
 use super::{Config, Shared, notify};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,7 +126,9 @@ pub(super) fn build_context(
     let live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>> = Arc::default();
     let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
     let caught_up = written.clone();
+    let secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>> = Arc::default();
     let forget = Forget {
+        secrets_written: secrets_written.clone(),
         written: written.clone(),
         live: live.clone(),
         source_versions: source_versions.clone(),
@@ -209,7 +211,7 @@ pub(super) fn build_context(
         secret_meta: meta_reader,
         source_versions: source_versions.clone(),
         errors,
-        secrets_written: Mutex::default(),
+        secrets_written: secrets_written.clone(),
         live: live.clone(),
         written,
     });
@@ -240,6 +242,8 @@ pub(super) fn build_context(
 /// What the operator remembers per credential, dropped when the watch reports it deleted: no
 /// finalizer is needed for in-memory state.
 struct Forget {
+    /// Holds token-bearing Secrets until the watch catches up: never kept past the credential.
+    secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>>,
     written: Arc<WrittenStatuses>,
     live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
     source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
@@ -253,6 +257,12 @@ impl Forget {
         let key = ObjectRef::from_obj(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
         self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        if let Some(target) = tac.target_name() {
+            self.secrets_written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&ObjectRef::new(target).within(&ns));
+        }
         self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         self.source_versions
             .lock()

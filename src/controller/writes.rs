@@ -45,7 +45,8 @@ pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret, crede
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
             let Some(existing) = secrets.get_opt(&name).await? else {
-                return Ok(None);
+                // Gone again in between: create it after all.
+                return Ok(Some(secrets.create(&params, desired).await?));
             };
             if secret::ownership(Some(&existing), credential) != Ownership::Ours {
                 return Ok(None);
