@@ -102,7 +102,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         let mut status = observed.clone();
         status.observed_generation = tac.metadata.generation;
         status.next_probe_time = None;
-        write_status(ctx, tac, ns, &persisted, &status).await?;
+        write_status(ctx, tac, ns, &persisted, &status, now).await?;
         ctx.metrics.observe(tac, &status);
         return Ok(Action::await_change());
     }
@@ -181,7 +181,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     synced
         .notices
         .extend(crate::events::transitions(&observed, &decision.status));
-    write_status(ctx, tac, ns, &persisted, &decision.status).await?;
+    write_status(ctx, tac, ns, &persisted, &decision.status, now).await?;
     ctx.metrics.observe(tac, &decision.status);
     ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
     Ok(requeue(&decision, synced.wake_at, now))

@@ -125,9 +125,10 @@ pub(super) async fn write_status(
     ns: &str,
     observed: &TenantApiCredentialStatus,
     desired: &TenantApiCredentialStatus,
+    now: Timestamp,
 ) -> Result<()> {
     let key = ObjectRef::from_obj(tac);
-    if !publish::needs_write(observed, desired, Timestamp::now(), stable_offset(tac)) {
+    if !publish::needs_write(observed, desired, now, stable_offset(tac)) {
         // Kept in memory: the schedule goes on from the newest probe, not the last write.
         let volatile = Volatile::of(desired);
         let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);

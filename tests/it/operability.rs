@@ -148,13 +148,7 @@ async fn scrape(h: &Harness) -> String {
 }
 
 async fn metrics_follow_live_credentials_and_drop_deleted_ones(h: Harness) {
-    h.provider.answer("good", Answer::Ok);
-    h.source_secret("m-input", "good").await;
-    h.credential("m", "generic", json!({})).await;
-    eventually(10, "ready", async || {
-        h.condition("m", "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
+    h.ready_credential("m", "good", json!({})).await;
     let text = scrape(&h).await;
     let series = format!(r#"{{namespace="{}",name="m",tenant="acme",provider="generic"}}"#, h.ns);
     assert!(

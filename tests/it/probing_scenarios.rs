@@ -86,13 +86,7 @@ async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
 }
 
 async fn storms_of_503_and_429_never_degrade(h: Harness) {
-    h.provider.answer("t", Answer::Ok);
-    h.source_secret("c-input", "t").await;
-    h.credential("c", "generic", json!({})).await;
-    eventually(10, "Ready", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
+    h.ready_credential("c", "t", json!({})).await;
     h.provider.answer("t", Answer::Status(503));
     for i in 0..4 {
         let stamp = format!("2026-11-22T10:0{i}:00Z");
@@ -139,13 +133,7 @@ async fn storms_of_503_and_429_never_degrade(h: Harness) {
 
 /// Probes that change nothing a reader acts on write nothing: the schedule goes on in memory.
 async fn probes_that_change_nothing_write_nothing(h: Harness) {
-    h.provider.answer("t", Answer::Ok);
-    h.source_secret("c-input", "t").await;
-    h.credential("c", "generic", json!({})).await;
-    eventually(10, "Ready", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
-    })
-    .await;
+    h.ready_credential("c", "t", json!({})).await;
     // Rate limited again and again: each retry (after 15-30 s of backoff) is a probe whose
     // verdict, RateLimited, is the one already written.
     h.provider.answer("t", Answer::RateLimited { retry_after: 1 });
