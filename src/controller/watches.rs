@@ -114,10 +114,11 @@ pub(super) fn build_context(
     let tacs: Api<TenantApiCredential> = api_for(&client, ns);
     let secrets: Api<Secret> = api_for(&client, ns);
 
-    // Ready once both caches hold a full list. (Counted from the streams: a store's
-    // `wait_until_ready` wakes only one waiter, and the controller is already one.)
+    // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
+    // list. (Counted from the streams: a store's `wait_until_ready` wakes only one waiter, and
+    // the controller is already one.)
     let sync = Arc::new(ScopeSync {
-        pending: AtomicUsize::new(2),
+        pending: AtomicUsize::new(3),
         health: shared.health.clone(),
     });
     let written: Arc<WrittenStatuses> = Arc::default();
@@ -171,7 +172,7 @@ pub(super) fn build_context(
 
     let (managed_reader, managed_writer) = reflector::store();
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
-        .inspect_ok(sync.on_first_list())
+        .inspect_ok(sync.clone().on_first_list())
         // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
         .modify(|s| {
             s.managed_fields_mut()
@@ -184,6 +185,7 @@ pub(super) fn build_context(
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
     let (meta_reader, meta_writer) = reflector::store();
     let source_stream = watcher(source_meta, watcher::Config::default())
+        .inspect_ok(sync.on_first_list())
         // Names, labels and versions are all that is read: annotations (kubectl's
         // last-applied copy can be large) and field ownership are dropped.
         .modify(|s| {

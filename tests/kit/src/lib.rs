@@ -176,7 +176,14 @@ impl Harness {
             _stop: stop_tx,
             test: test.to_owned(),
         };
-        h.task = h.spawn_operator(stop);
+        let health = Arc::new(tenantcred::server::Health::default());
+        h.task = h.spawn_operator(stop, health.clone());
+        // As a Deployment waits for /readyz: the lease held and every cache listed, so a
+        // scenario's time limits start when the operator can act.
+        eventually(60, "the operator ready (leader, caches synced)", async || {
+            health.ready().is_ok_and(|m| m.starts_with("leader"))
+        })
+        .await;
         Some(h)
     }
 
@@ -192,7 +199,11 @@ impl Harness {
         }
     }
 
-    fn spawn_operator(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    fn spawn_operator(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+        health: Arc<tenantcred::server::Health>,
+    ) -> tokio::task::JoinHandle<()> {
         let client = self.operator_client();
         let config = Config {
             namespaces: vec![self.ns.clone()],
@@ -212,7 +223,7 @@ impl Harness {
         });
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let shared = Shared::new(&config, metrics, Default::default()).expect("shared");
+            let shared = Shared::new(&config, metrics, health).expect("shared");
             if let Err(e) = controller::run(client, config, shared, lease, stop).await {
                 panic!("the operator stopped: {e:#}");
             }
@@ -224,7 +235,7 @@ impl Harness {
         self.task.abort();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         self._stop = stop_tx;
-        self.task = self.spawn_operator(stop);
+        self.task = self.spawn_operator(stop, Default::default());
     }
 
     /// Stops the controller, for scenarios that run operators of their own.
