@@ -107,8 +107,39 @@ def check_flags(args, label):
             fail(f"[{label}] flag {flag} is not a flag of `tenantcred run`")
 
 
+ALLOWED = ["api.example.com:8443", "*.corp.example", "10.20.0.0/16", "192.168.1.5:9000"]
 cluster = render({"prometheusRule": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}},
-                  "networkPolicy": {"enabled": True}}, "cluster-wide")
+                  "networkPolicy": {"enabled": True}, "operator": {"allowedHosts": ALLOWED}}, "cluster-wide")
+
+
+def check_network_policy(docs, label):
+    """Egress: DNS, the API server, providers on public addresses (443 + allowedHosts ports), and
+    each address pattern of allowedHosts as its own ipBlock; nothing else."""
+    nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    if len(nps) != 1:
+        fail(f"[{label}] expected one NetworkPolicy, got {len(nps)}")
+        return
+    egress = nps[0]["spec"]["egress"]
+    ports = lambda rule: sorted(p["port"] for p in rule.get("ports", []))
+    if ports(egress[0]) != [53, 53]:
+        fail(f"[{label}] first egress rule must be DNS only: {egress[0]}")
+    if ports(egress[1]) != [443, 6443]:
+        fail(f"[{label}] second egress rule must be the API server ports: {egress[1]}")
+    providers = egress[2]
+    if ports(providers) != [443, 8443, 9000]:
+        fail(f"[{label}] provider ports must be 443 and those of allowedHosts: {ports(providers)}")
+    v4 = providers["to"][0]["ipBlock"]
+    if v4["cidr"] != "0.0.0.0/0" or not {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(v4["except"]):
+        fail(f"[{label}] providers must be public addresses only: {v4}")
+    nets = {(r["to"][0]["ipBlock"]["cidr"], tuple(ports(r))) for r in egress[3:]}
+    if nets != {("10.20.0.0/16", ()), ("192.168.1.5/32", (9000,))}:
+        fail(f"[{label}] allowedHosts addresses must be ipBlocks of their own: {nets}")
+
+
+check_network_policy(cluster, "cluster-wide")
+args = [d for d in cluster if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+if [a for a in args if a.startswith("--allowed-host=")] != [f"--allowed-host={h}" for h in ALLOWED]:
+    fail(f"[cluster-wide] allowedHosts must become --allowed-host flags: {args}")
 namespaced = render({"watchNamespaces": ["partner-prod", "partner-staging"], "leaderElection": {"enabled": False},
                      "replicaCount": 1}, "namespaced")
 for docs, label in ((cluster, "cluster-wide"), (namespaced, "namespaced")):

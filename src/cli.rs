@@ -9,8 +9,9 @@ use kube::{Client, ResourceExt};
 
 use crate::conditions::{self, Type};
 use crate::crd::{PROBE_REQUESTED_ANNOTATION, ProbeResult, TenantApiCredential, TenantApiCredentialSpec};
+use crate::egress::Egress;
+use crate::outbound::Prober;
 use crate::plan;
-use crate::probe::Prober;
 use crate::secret::FIELD_MANAGER;
 use crate::token;
 use crate::verdict::{self, ProbeOutcome};
@@ -36,7 +37,9 @@ pub struct CheckRequest {
     pub base_url: Option<String>,
     pub probe_path: Option<String>,
     pub timeout: String,
-    pub allow_insecure_http: bool,
+    /// The rules the operator would apply; `--base-url` given on the command line is allowed by
+    /// whoever typed it (see `Egress::trusting`).
+    pub egress: Egress,
 }
 
 /// What `check` found, ready to print.
@@ -94,7 +97,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         }
     };
     let tac = TenantApiCredential::new("check", spec);
-    let settings = match plan::resolve(&tac, req.allow_insecure_http) {
+    let settings = match plan::resolve(&tac, &req.egress) {
         Ok(s) => s,
         Err(p) => {
             return CheckReport {
@@ -135,7 +138,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             code: exit_code(ProbeResult::Expired),
         };
     }
-    let prober = match Prober::new() {
+    let prober = match Prober::new(std::sync::Arc::new(req.egress.clone())) {
         Ok(p) => p,
         Err(_) => {
             return CheckReport {

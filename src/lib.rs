@@ -3,21 +3,22 @@
 //! The functional core decides, in `decide/` (no I/O, an injected clock): `plan` is the entry
 //! point, from spec, observed state, probe outcome and clock to the status and the next wake-up,
 //! with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
-//! `conditions`, `events`, `secret`, `token`, `provider`). The shell does the I/O: `controller`
-//! against the Kubernetes API (start at `controller::run`), `probe` against the providers, `cli`,
+//! `conditions`, `events`, `secret`, `token`, `provider`, `egress`). The shell does the I/O: `controller`
+//! against the Kubernetes API (start at `controller::run`), `outbound` against the providers, `cli`,
 //! `server`, `metrics`, `client`, `budget` (shared probe caps).
 
 pub mod budget;
 pub mod decide;
 pub use decide::{
-    conditions, duration, events, oauth, plan, provider, publish, rollouts, rotation, schedule, secret, token, verdict,
+    conditions, duration, egress, events, oauth, plan, provider, publish, rollouts, rotation, schedule, secret, token,
+    verdict,
 };
 pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
-pub mod probe;
+pub mod outbound;
 pub mod server;
 pub mod telemetry;
 

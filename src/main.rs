@@ -4,6 +4,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tenantcred::cli::{self, CheckRequest};
 use tenantcred::controller::{self, Config, LeaseConfig, Shared};
+use tenantcred::egress::{Egress, HostPattern};
 use tenantcred::metrics::Metrics;
 use tenantcred::server::{self, Health};
 use tenantcred::telemetry::{self, LogFormat};
@@ -55,6 +56,11 @@ struct RunArgs {
     /// Allow plain http:// base URLs (local development and tests only).
     #[arg(long, env = "TENANTCRED_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
+    /// A host tokens may be sent to besides each provider's documented one (repeatable):
+    /// `api.example.com`, `*.example.com`, an address or network (`10.0.0.0/8`), each with an
+    /// optional `:port`. Addresses that are not public are reachable only when named as addresses.
+    #[arg(long = "allowed-host", env = "TENANTCRED_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<HostPattern>,
     /// Probes in flight at once, across all providers.
     #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = 16)]
     max_concurrent_probes: usize,
@@ -115,11 +121,14 @@ struct CheckArgs {
     /// Allow plain http:// base URLs.
     #[arg(long, env = "TENANTCRED_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
+    /// Further hosts (as for `run`); the host of --base-url is allowed already.
+    #[arg(long = "allowed-host", value_delimiter = ',')]
+    allowed_hosts: Vec<HostPattern>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tenantcred::probe::install_crypto_provider();
+    tenantcred::outbound::install_crypto_provider();
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", tenantcred::crd::crd_yaml()?);
@@ -136,12 +145,17 @@ async fn main() -> anyhow::Result<()> {
                     }
                 },
             };
+            let egress = Egress::new(args.allowed_hosts, args.allow_insecure_http);
+            let egress = match &args.base_url {
+                Some(url) => egress.trusting(url),
+                None => egress,
+            };
             let req = CheckRequest {
                 provider: args.provider,
                 base_url: args.base_url,
                 probe_path: args.probe_path,
                 timeout: args.timeout,
-                allow_insecure_http: args.allow_insecure_http,
+                egress,
             };
             let report = cli::check(&req, &raw).await;
             print!("{}", report.text);
@@ -173,7 +187,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config {
         instance: identity.clone(),
         namespaces: args.namespaces,
-        allow_insecure_http: args.allow_insecure_http,
+        egress: Egress::new(args.allowed_hosts, args.allow_insecure_http),
         max_concurrent_probes: args.max_concurrent_probes,
         max_probes_per_host: args.max_probes_per_host,
         concurrency: args.concurrency,

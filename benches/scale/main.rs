@@ -221,7 +221,15 @@ async fn run(r: &Run) -> u64 {
         None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
     };
     let mut child: Child = command
-        .args(["run", "--allow-insecure-http", "--log-level", "warn", "--metrics-addr"])
+        .args([
+            "run",
+            "--allow-insecure-http",
+            "--allowed-host",
+            "127.0.0.1",
+            "--log-level",
+            "warn",
+            "--metrics-addr",
+        ])
         .arg(format!("127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("RUST_LOG")

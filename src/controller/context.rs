@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::budget::Budget;
 use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
 use crate::metrics::Metrics;
-use crate::probe::Prober;
+use crate::outbound::Prober;
 use crate::publish::Volatile;
 use crate::rollouts::Rollouts;
 

@@ -166,6 +166,10 @@ pub(super) async fn access_token(
                 out.wake(until);
                 return Ok(current.map(|c| with_expiry(&c.0)));
             }
+            Outcome::NotAllowed(why) => {
+                out.problem = Some(Problem::BaseUrlNotAllowed(why));
+                return Ok(None);
+            }
             Outcome::Unavailable(why) => {
                 tracing::info!(credential = %tac.name_any(), reason = %why, "token endpoint unavailable; retrying");
                 out.wake(schedule::add(

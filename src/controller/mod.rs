@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::budget::Budget;
+use crate::egress::Egress;
 use crate::metrics::Metrics;
-use crate::probe::Prober;
+use crate::outbound::Prober;
 use crate::rollouts::Rollouts;
 use crate::server::Health;
 
@@ -33,7 +34,8 @@ pub const DEFAULT_MAX_ROLLOUTS_PER_MINUTE: u32 = 30;
 pub struct Config {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
-    pub allow_insecure_http: bool,
+    /// Where tokens may be sent (`--allowed-host`, `--allow-insecure-http`).
+    pub egress: Egress,
     pub max_concurrent_probes: usize,
     pub max_probes_per_host: usize,
     /// Reconciles in flight at once (each holds at most one probe).
@@ -52,7 +54,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
-            allow_insecure_http: false,
+            egress: Egress::default(),
             max_concurrent_probes: 16,
             max_probes_per_host: 8,
             concurrency: 64,
@@ -90,7 +92,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Self> {
         Ok(Self {
-            prober: Prober::new()?,
+            prober: Prober::new(Arc::new(config.egress.clone()))?,
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
             metrics,
             health,

@@ -109,7 +109,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
 
     let requested = tac.annotations().get(PROBE_REQUESTED_ANNOTATION).map(String::as_str);
     let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
-    let settings = plan::resolve(tac, ctx.config.allow_insecure_http);
+    let settings = plan::resolve(tac, &ctx.config.egress);
     let mut synced = match &settings {
         Err(p) => Synced {
             problem: Some(p.clone()),

@@ -34,6 +34,8 @@ pub enum Reason {
     SourceNotFound,
     InvalidToken,
     InsecureBaseUrl,
+    /// The baseUrl's host (or an address it resolves to) is outside the operator's egress rules.
+    BaseUrlNotAllowed,
     SecretConflict,
     /// The spec slipped past schema validation (unknown provider, unparsable duration, ...).
     InvalidSpec,
@@ -60,6 +62,7 @@ impl Reason {
             Self::SourceNotFound => "SourceNotFound",
             Self::InvalidToken => "InvalidToken",
             Self::InsecureBaseUrl => "InsecureBaseUrl",
+            Self::BaseUrlNotAllowed => "BaseUrlNotAllowed",
             Self::SecretConflict => "SecretConflict",
             Self::InvalidSpec => "InvalidSpec",
             Self::SourceNotAllowed => "SourceNotAllowed",
@@ -78,13 +81,14 @@ impl Reason {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::TokenValid,
         Self::Probing,
         Self::Rotating,
         Self::SourceNotFound,
         Self::InvalidToken,
         Self::InsecureBaseUrl,
+        Self::BaseUrlNotAllowed,
         Self::SecretConflict,
         Self::InvalidSpec,
         Self::SourceNotAllowed,

@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod duration;
+pub mod egress;
 pub mod events;
 pub mod oauth;
 pub mod plan;

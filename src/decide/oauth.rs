@@ -1,6 +1,6 @@
 //! Virtuous OAuth (PROVIDERS.md): which grant to use, how to read the token endpoint's answer, when
 //! to refresh, and the operator-owned state Secret that keeps the refresh token. Pure; the HTTP
-//! request is `probe::Prober::post_form`.
+//! request is `outbound::Prober::post_form`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -159,7 +159,7 @@ pub fn form(grant: Grant, login: &Login, state: &State) -> Vec<(&'static str, St
     }
 }
 
-/// The token endpoint's answer, as `Prober::post_form` saw it.
+/// The token endpoint's answer, as `outbound::Prober::post_form` saw it.
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub transport: Transport,
@@ -182,6 +182,8 @@ pub enum Outcome {
     RateLimited(Option<Timestamp>),
     /// 5xx, timeouts, an unreadable answer.
     Unavailable(String),
+    /// The egress rules refused the endpoint's addresses; nothing was sent.
+    NotAllowed(String),
 }
 
 #[derive(Deserialize)]
@@ -222,6 +224,7 @@ pub fn interpret(a: &Answer) -> Outcome {
             Outcome::Unavailable("the token endpoint redirected; not followed".into())
         }
         Transport::Failed(_) => Outcome::Unavailable("could not connect to the token endpoint".into()),
+        Transport::NotAllowed(ref why) => Outcome::NotAllowed(why.clone()),
     }
 }
 

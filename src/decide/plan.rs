@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::conditions::{self, Desired, Reason, Status as S, Type};
 use crate::crd::{ProbeResult, RateLimitStatus, TenantApiCredential, TenantApiCredentialStatus};
 use crate::duration;
+use crate::egress::{Egress, Refusal};
 use crate::provider::Profile;
 use crate::schedule::{self, Finished, Interval, Jitter};
 use crate::token::{Fingerprint, Lifetime};
@@ -54,6 +55,8 @@ impl Settings {
 pub enum Problem {
     InvalidSpec(String),
     InsecureBaseUrl(String),
+    /// The baseUrl is outside the operator's egress rules (`egress`); no request is sent.
+    BaseUrlNotAllowed(String),
     SourceNotFound(String),
     InvalidToken(String),
     SecretConflict(String),
@@ -72,6 +75,7 @@ impl Problem {
         match self {
             Self::InvalidSpec(_) => Reason::InvalidSpec,
             Self::InsecureBaseUrl(_) => Reason::InsecureBaseUrl,
+            Self::BaseUrlNotAllowed(_) => Reason::BaseUrlNotAllowed,
             Self::SourceNotFound(_) => Reason::SourceNotFound,
             Self::InvalidToken(_) => Reason::InvalidToken,
             Self::SecretConflict(_) => Reason::SecretConflict,
@@ -86,6 +90,7 @@ impl Problem {
         match self {
             Self::InvalidSpec(m)
             | Self::InsecureBaseUrl(m)
+            | Self::BaseUrlNotAllowed(m)
             | Self::SourceNotFound(m)
             | Self::InvalidToken(m)
             | Self::SecretConflict(m)
@@ -107,8 +112,8 @@ impl Problem {
     }
 }
 
-/// Resolves the spec. `allow_insecure_http` is the operator's `--allow-insecure-http`.
-pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<Settings, Problem> {
+/// Resolves the spec against the operator owner's egress rules.
+pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, Problem> {
     let spec = &tac.spec;
     let invalid = |m: String| Err(Problem::InvalidSpec(m));
     let Some(profile) = Profile::for_provider(&spec.provider) else {
@@ -139,13 +144,11 @@ pub fn resolve(tac: &TenantApiCredential, allow_insecure_http: bool) -> Result<S
         return invalid(format!("spec.probe.path {probe_path:?} must start with /"));
     }
     match url::Url::parse(&base_url) {
-        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
-        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
-            if !allow_insecure_http {
-                return Err(Problem::InsecureBaseUrl(format!(
-                    "baseUrl {base_url} is plain http: the token would cross the network unencrypted; use https (the operator's --allow-insecure-http is for local development only)"
-                )));
-            }
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+            egress.check(&u, &profile).map_err(|r| match r {
+                Refusal::Insecure(m) => Problem::InsecureBaseUrl(m),
+                Refusal::HostNotAllowed(m) => Problem::BaseUrlNotAllowed(m),
+            })?;
         }
         _ => return invalid(format!("spec.baseUrl {base_url:?} is not an http(s) URL")),
     }
@@ -291,6 +294,20 @@ pub fn probe_due(
 }
 
 pub fn decide(input: &Input<'_>) -> Decision {
+    // Refused at connect time (the name resolved to addresses the owner has not allowed): not a
+    // probe at all, but the same input problem as a baseUrl refused up front.
+    if let ProbeStep::Sent(ProbeOutcome {
+        transport: verdict::Transport::NotAllowed(why),
+        ..
+    }) = input.probe
+    {
+        let refused = Problem::BaseUrlNotAllowed(why.clone());
+        return decide(&Input {
+            problem: Some(input.problem.unwrap_or(&refused)),
+            probe: &ProbeStep::None,
+            ..*input
+        });
+    }
     let now = conditions::truncate(input.now);
     let mut s = input.observed.clone();
     s.observed_generation = input.generation;

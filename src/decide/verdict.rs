@@ -16,6 +16,9 @@ pub enum Transport {
     Timeout,
     /// DNS, TLS, connection refused or reset, a redirect we refused to follow...
     Failed(TransportFailure),
+    /// The operator's egress rules refused every address the host resolved to; nothing was sent.
+    /// The message names the host and the addresses.
+    NotAllowed(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +97,9 @@ pub fn classify(outcome: &ProbeOutcome) -> ProbeResult {
         Transport::Answered(403) => ProbeResult::Forbidden,
         Transport::Answered(429) => ProbeResult::RateLimited,
         // 3xx we did not follow, 404 from a gateway, 5xx: the provider or the path, not the token.
-        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) => ProbeResult::Unavailable,
+        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) | Transport::NotAllowed(_) => {
+            ProbeResult::Unavailable
+        }
     }
 }
 

@@ -26,7 +26,7 @@ async fn cluster() -> Option<Client> {
         say("e2e SKIPPED: KUBECONFIG is not set (point it at a test cluster to run the end-to-end test)");
         return None;
     }
-    tenantcred::probe::install_crypto_provider();
+    tenantcred::outbound::install_crypto_provider();
     let client = match Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -95,7 +95,7 @@ async fn e2e_against_a_real_cluster() {
     provider.answer("e2e-revoked", Answer::UnauthorizedJson);
     let config = Config {
         namespaces: vec![ns.clone()],
-        allow_insecure_http: true,
+        egress: tenantcred_testkit::local_egress(),
         ..Config::default()
     };
     let ctl_client = client.clone();

@@ -194,7 +194,7 @@ fn replica(
     let health = Arc::new(Health::default());
     let config = Config {
         namespaces: vec![h.ns.clone()],
-        allow_insecure_http: true,
+        egress: tenantcred_testkit::local_egress(),
         ..Config::default()
     };
     let shared = Shared::new(&config, Default::default(), health.clone()).expect("shared");

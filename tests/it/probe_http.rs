@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use tenantcred::crd::ProbeResult;
-use tenantcred::probe::Prober;
+use tenantcred::outbound::Prober;
 use tenantcred::token::Token;
 use tenantcred::verdict::{Transport, classify};
 
 use tenantcred_testkit::{Answer, Provider};
 
 async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
-    let prober = Prober::new().expect("client");
+    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
     prober
         .probe(
             &format!("{}/api/Organization/Current", p.base_url),
@@ -92,7 +92,7 @@ async fn slow_answers_time_out_and_refused_connections_are_unavailable() {
         .local_addr()
         .expect("addr")
         .port();
-    let prober = Prober::new().expect("client");
+    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
     let o = prober
         .probe(
             &format!("http://127.0.0.1:{port}/x"),
@@ -116,7 +116,7 @@ async fn redirects_are_never_followed() {
         async move { Redirect::temporary(&to) }
     });
     let addr = tenantcred_testkit::serve(app).await;
-    let prober = Prober::new().expect("client");
+    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
     let o = prober
         .probe(
             &format!("http://{addr}/probe"),

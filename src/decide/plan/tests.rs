@@ -1,6 +1,7 @@
 use super::*;
 use crate::conditions::find;
 use crate::crd::{TenantApiCredential, TenantApiCredentialSpec};
+use crate::egress::Egress;
 use crate::token::{Fingerprint, Lifetime};
 
 fn t(s: i64) -> Timestamp {
@@ -17,7 +18,7 @@ fn tac(spec: serde_json::Value) -> TenantApiCredential {
 fn settings() -> Settings {
     resolve(
         &tac(serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}})),
-        false,
+        &Egress::default(),
     )
     .expect("resolves")
 }
@@ -303,7 +304,7 @@ fn resolve_reports_unusable_specs() {
         for (k, x) in extra.as_object().expect("object") {
             v[k] = x.clone();
         }
-        resolve(&tac(v), false)
+        resolve(&tac(v), &Egress::default())
     };
     assert!(
         matches!(with(serde_json::json!({"provider": "salesforce"})), Err(Problem::InvalidSpec(m)) if m.contains("salesforce"))
@@ -330,9 +331,10 @@ fn resolve_reports_unusable_specs() {
         "https://0k90mc4jjj.execute-api.us-east-2.amazonaws.com/v1/payments"
     );
     assert_eq!(cs.host(), "0k90mc4jjj.execute-api.us-east-2.amazonaws.com:443");
+    let local = Egress::new(vec!["127.0.0.1:8080".parse().expect("pattern")], true);
     let insecure_ok = resolve(
         &tac(serde_json::json!({"tenant": "a", "provider": "generic", "baseUrl": "http://127.0.0.1:8080/", "probe": {"path": "/me"}, "credentialRef": {"name": "in"}})),
-        true,
+        &local,
     )
     .expect("allowed with the flag");
     assert_eq!(insecure_ok.probe_url(), "http://127.0.0.1:8080/me");
@@ -343,7 +345,7 @@ fn stretched_interval_is_explained() {
     let mut r = Run::new();
     r.settings = resolve(
         &tac(serde_json::json!({"tenant": "acme", "provider": "charitystack", "probe": {"interval": "1m"}, "credentialRef": {"name": "in"}})),
-        false,
+        &Egress::default(),
     )
     .expect("ok");
     r.probe(200, t(0));

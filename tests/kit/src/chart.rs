@@ -139,7 +139,7 @@ pub async fn admin(plane: &ControlPlane) -> Result<kube::Client, String> {
 }
 
 pub async fn admin_config(plane: &ControlPlane) -> Result<kube::Config, String> {
-    tenantcred::probe::install_crypto_provider();
+    tenantcred::outbound::install_crypto_provider();
     let kubeconfig = kube::config::Kubeconfig::read_from(&plane.kubeconfig).map_err(|e| e.to_string())?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await

@@ -102,6 +102,8 @@ pub struct Harness {
     /// Counts, and can fail, the operator's own requests.
     pub tap: Tap,
     operator_config: Option<kube::Config>,
+    /// The operator's egress rules ([`local_egress`] unless a scenario changes them).
+    egress: tenantcred::egress::Egress,
     task: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
     test: String,
@@ -132,7 +134,7 @@ impl Harness {
     /// Starts the controller on `backend` in a fresh namespace; `None` (after saying SKIPPED on
     /// stderr) when the real backend is not available.
     pub async fn start(backend: Backend, test: &str) -> Option<Self> {
-        tenantcred::probe::install_crypto_provider();
+        tenantcred::outbound::install_crypto_provider();
         let ns = format!("t{}", NAMESPACES.fetch_add(1, Ordering::Relaxed));
         let (client, double, operator_config) = match backend {
             Backend::Double => {
@@ -172,6 +174,7 @@ impl Harness {
             metrics,
             tap,
             operator_config,
+            egress: local_egress(),
             task: tokio::spawn(async {}),
             _stop: stop_tx,
             test: test.to_owned(),
@@ -207,7 +210,7 @@ impl Harness {
         let client = self.operator_client();
         let config = Config {
             namespaces: vec![self.ns.clone()],
-            allow_insecure_http: true,
+            egress: self.egress.clone(),
             instance: self.ns.clone(),
             // Short, so a gathered restart is seen within a test.
             restart_debounce: RESTART_DEBOUNCE,
@@ -236,6 +239,12 @@ impl Harness {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         self._stop = stop_tx;
         self.task = self.spawn_operator(stop, Default::default());
+    }
+
+    /// Restarts the controller with other egress rules (as an owner changing `allowedHosts`).
+    pub fn restart_controller_with(&mut self, egress: tenantcred::egress::Egress) {
+        self.egress = egress;
+        self.restart_controller();
     }
 
     /// Stops the controller, for scenarios that run operators of their own.
@@ -513,4 +522,11 @@ pub async fn settle(ms: u64) {
 
 pub fn pair(s: &str, r: &str) -> Option<(String, String)> {
     Some((s.to_owned(), r.to_owned()))
+}
+
+/// The egress rules every test operator runs with: the test providers listen on plain http at
+/// 127.0.0.1, which is neither public nor https, so both are allowed explicitly (as an owner would).
+pub fn local_egress() -> tenantcred::egress::Egress {
+    let loopback = "127.0.0.1".parse().expect("a valid pattern");
+    tenantcred::egress::Egress::new(vec![loopback], true)
 }

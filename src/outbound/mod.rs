@@ -1,0 +1,144 @@
+//! Requests to providers, and nothing else: the probe (`probe`) and the OAuth token endpoint
+//! (`token_endpoint`). What an answer means is `verdict`'s and `oauth`'s business; here every
+//! answer is read within bounds and every failure becomes a value.
+//!
+//! The client never follows a redirect (it could carry the token to another host), never uses a
+//! proxy (name resolution would happen out of our sight), and resolves names itself so that the
+//! owner's egress rules (`egress`) apply to the addresses actually connected to.
+
+mod probe;
+mod token_endpoint;
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::HeaderMap;
+
+use crate::egress::Egress;
+use crate::verdict::{self, ProbeOutcome, Transport, TransportFailure};
+
+pub const USER_AGENT_VALUE: &str = concat!("tenantcred/", env!("CARGO_PKG_VERSION"), " (+https://tenantcred.dev)");
+
+/// The most of any response body that is read; the rest is never received into memory.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// kube uses rustls with ring; reqwest is built without a provider of its own. Installing ring as
+/// the process default once keeps both on one provider (rustls panics when it has to choose).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The HTTP client for providers, shared by every reconcile.
+#[derive(Clone)]
+pub struct Prober {
+    client: reqwest::Client,
+}
+
+impl Prober {
+    pub fn new(egress: Arc<Egress>) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { egress }))
+            .user_agent(USER_AGENT_VALUE)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+/// Resolves names like the system does, then keeps only the addresses the egress rules allow.
+struct GuardedResolver {
+    egress: Arc<Egress>,
+}
+
+/// Every address of a name was outside the egress rules.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} resolves only to addresses that are not public ({addresses}); the operator connects to those only when its owner allows them by address with --allowed-host (Helm value allowedHosts); nothing was sent"
+)]
+struct AddressNotAllowed {
+    name: String,
+    addresses: String,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = self.egress.clone();
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let (allowed, refused): (Vec<_>, Vec<_>) = found.into_iter().partition(|a| egress.allows_address(a.ip()));
+            if allowed.is_empty() && !refused.is_empty() {
+                let mut addresses: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                addresses.dedup();
+                addresses.truncate(4);
+                return Err(Box::new(AddressNotAllowed {
+                    name,
+                    addresses: addresses.join(", "),
+                }) as Box<dyn StdError + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// What became of a request that got no HTTP answer. Error texts are not kept (they could grow
+/// to include request parts), except our own refusal, which names only the host and addresses.
+fn failed(e: &reqwest::Error) -> Transport {
+    let mut source: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<AddressNotAllowed>() {
+            return Transport::NotAllowed(refused.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        Transport::Timeout
+    } else if e.is_connect() {
+        Transport::Failed(TransportFailure::Connect)
+    } else {
+        Transport::Failed(TransportFailure::Other)
+    }
+}
+
+/// The status as a transport: a redirect is refused, never followed.
+fn answered(resp: &reqwest::Response) -> Transport {
+    if resp.status().is_redirection() {
+        Transport::Failed(TransportFailure::Redirect)
+    } else {
+        Transport::Answered(resp.status().as_u16())
+    }
+}
+
+/// Reads at most `limit` bytes of the body and stops: the rest is never received into memory.
+async fn read_bounded(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    body
+}
+
+/// Rate-limit and Retry-After headers (the header block itself is bounded by the HTTP client).
+fn read_headers(h: &HeaderMap, now: Timestamp, outcome: &mut ProbeOutcome) {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    outcome.rate_limit = verdict::parse_rate_limit(
+        get("x-ratelimit-limit"),
+        get("x-ratelimit-remaining"),
+        get("x-ratelimit-reset"),
+        now,
+    );
+    outcome.retry_after = get("retry-after").and_then(|v| verdict::parse_retry_after(v, now));
+}

@@ -1,0 +1,51 @@
+//! The one HTTP request that tells whether a token works.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+
+use super::{BODY_LIMIT, Prober, answered, failed, read_bounded, read_headers};
+use crate::provider::summarize_error_body;
+use crate::token::Token;
+use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
+
+impl Prober {
+    /// `GET url` with the token as Bearer; never fails, every failure is an outcome.
+    pub async fn probe(&self, url: &str, token: &Token, timeout: Duration) -> ProbeOutcome {
+        let started = Instant::now();
+        let mut outcome = ProbeOutcome {
+            transport: Transport::Failed(TransportFailure::Other),
+            retry_after: None,
+            rate_limit: Default::default(),
+            detail: None,
+            elapsed: Duration::ZERO,
+            held_back: None,
+        };
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) else {
+            // Format checks reject such tokens before we get here; stay safe regardless.
+            outcome.detail = Some("the token cannot be sent as an HTTP header".into());
+            return outcome;
+        };
+        auth.set_sensitive(true);
+        let request = self
+            .client
+            .get(url)
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, "application/json")
+            .timeout(timeout);
+        match request.send().await {
+            Ok(mut resp) => {
+                read_headers(resp.headers(), Timestamp::now(), &mut outcome);
+                outcome.transport = answered(&resp);
+                // A success body is not needed; an error body is summarized.
+                if !resp.status().is_success() {
+                    outcome.detail = summarize_error_body(&read_bounded(&mut resp, BODY_LIMIT).await);
+                }
+            }
+            Err(e) => outcome.transport = failed(&e),
+        }
+        outcome.elapsed = started.elapsed();
+        outcome
+    }
+}

@@ -1,0 +1,42 @@
+//! The OAuth token endpoint: one form POST. The form holds secrets; it is never logged.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+
+use super::{BODY_LIMIT, Prober, answered, failed, read_bounded, read_headers};
+use crate::oauth;
+use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
+
+impl Prober {
+    /// `POST url` with a form body; the answer's body is returned for `oauth::interpret` (bounded).
+    pub async fn post_form(&self, url: &str, fields: &[(&str, String)], timeout: Duration) -> oauth::Answer {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(body)
+            .timeout(timeout);
+        let mut answer = oauth::Answer {
+            transport: Transport::Failed(TransportFailure::Other),
+            body: Vec::new(),
+            back_off_until: None,
+        };
+        match request.send().await {
+            Ok(mut resp) => {
+                let mut headers = ProbeOutcome::answered(resp.status().as_u16());
+                read_headers(resp.headers(), Timestamp::now(), &mut headers);
+                answer.back_off_until = headers.back_off_until();
+                answer.transport = answered(&resp);
+                answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
+            }
+            Err(e) => answer.transport = failed(&e),
+        }
+        answer
+    }
+}
