@@ -1,5 +1,6 @@
 //! The `tenantcred` commands besides `run`: `check` (probe one token with the controller's own
-//! code, no cluster needed), `status` (worst first) and `probe-now`.
+//! code, no cluster needed), `status` (worst first) and `probe-now`. Installed as
+//! `kubectl-tenantcred`, the same binary is a kubectl plugin (`kubectl tenantcred status -A`).
 
 use std::fmt::Write as _;
 
@@ -183,22 +184,91 @@ fn render_outcome(out: &mut String, result: ProbeResult, o: &ProbeOutcome) {
     }
 }
 
+/// The name help and completions use: `kubectl tenantcred` when installed as a kubectl plugin.
+pub fn invoked_name(argv0: Option<std::ffi::OsString>) -> String {
+    let file = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("tenantcred");
+    if file.starts_with("kubectl-") {
+        file.replacen('-', " ", 1)
+    } else {
+        "tenantcred".into()
+    }
+}
+
+/// How the cluster commands find the cluster, as kubectl users expect.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+impl KubeArgs {
+    /// The client and the namespace to work in.
+    pub async fn connect(&self) -> anyhow::Result<(Client, String)> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
+                let kc = kube::config::Kubeconfig::read_from(path)?;
+                kube::Config::from_custom_kubeconfig(kc, &options).await?
+            }
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+            (None, None) => kube::Config::infer().await?,
+        };
+        let ns = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        Ok((Client::try_from(config)?, ns))
+    }
+}
+
+/// `tenantcred status -o`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
 /// One row of `tenantcred status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Row {
     pub namespace: String,
     pub name: String,
     pub tenant: String,
     pub provider: String,
-    pub health: Health,
+    pub health: Standing,
+    /// The Ready condition's reason and message.
     pub reason: String,
+    pub message: String,
+    /// RFC 3339, for scripts.
+    pub expires_at: Option<String>,
+    pub last_probe_time: Option<String>,
+    /// The same, relative to now, for people.
+    #[serde(skip)]
     pub expires: String,
+    #[serde(skip)]
     pub last_probe: String,
 }
 
 /// Worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Health {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Standing {
     Degraded,
     Stalled,
     NotReady,
@@ -208,7 +278,7 @@ pub enum Health {
     Suspended,
 }
 
-impl Health {
+impl Standing {
     fn as_str(self) -> &'static str {
         match self {
             Self::Degraded => "Degraded",
@@ -227,17 +297,17 @@ pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
     let c = &status.conditions;
     let ready = conditions::find(c, Type::Ready);
     let health = if tac.spec.suspend {
-        Health::Suspended
+        Standing::Suspended
     } else if conditions::is_true(c, Type::Degraded) {
-        Health::Degraded
+        Standing::Degraded
     } else if conditions::is_true(c, Type::Stalled) {
-        Health::Stalled
+        Standing::Stalled
     } else {
         match ready.map(|r| r.status.as_str()) {
-            Some("True") if conditions::is_true(c, Type::ExpiringSoon) => Health::Expiring,
-            Some("True") => Health::Healthy,
-            Some("False") => Health::NotReady,
-            _ => Health::Progressing,
+            Some("True") if conditions::is_true(c, Type::ExpiringSoon) => Standing::Expiring,
+            Some("True") => Standing::Healthy,
+            Some("False") => Standing::NotReady,
+            _ => Standing::Progressing,
         }
     };
     let ago = |t: Timestamp| {
@@ -254,6 +324,9 @@ pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
         provider: tac.spec.provider.as_str().into(),
         health,
         reason: ready.map(|r| r.reason.clone()).unwrap_or_else(|| "-".into()),
+        message: ready.map(|r| r.message.clone()).unwrap_or_default(),
+        expires_at: status.expires_at.as_ref().map(|t| t.0.to_string()),
+        last_probe_time: status.last_probe_time.as_ref().map(|t| t.0.to_string()),
         expires: status.expires_at.map_or_else(|| "-".into(), |t| ago(t.0)),
         last_probe: status.last_probe_time.map_or_else(|| "never".into(), |t| ago(t.0)),
     }
@@ -311,23 +384,27 @@ pub fn render_table(mut rows: Vec<Row>, all_namespaces: bool) -> String {
     out
 }
 
-pub async fn status(client: Client, namespace: Option<&str>) -> kube::Result<String> {
+pub async fn status(client: Client, namespace: Option<&str>, output: Output) -> anyhow::Result<String> {
     let api: Api<TenantApiCredential> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
     let list = api.list(&ListParams::default()).await?;
-    if list.items.is_empty() {
+    let now = Timestamp::now();
+    let mut rows: Vec<Row> = list.items.iter().map(|t| row(t, now)).collect();
+    rows.sort_by(|a, b| (a.health, &a.namespace, &a.name).cmp(&(b.health, &b.namespace, &b.name)));
+    match output {
+        Output::Json => return Ok(serde_json::to_string_pretty(&serde_json::json!({"items": rows}))? + "\n"),
+        Output::Yaml => return Ok(serde_yaml::to_string(&serde_json::json!({"items": rows}))?),
+        Output::Table => {}
+    }
+    if rows.is_empty() {
         return Ok(format!(
             "No TenantApiCredentials found{}.\n",
             namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default()
         ));
     }
-    let now = Timestamp::now();
-    Ok(render_table(
-        list.items.iter().map(|t| row(t, now)).collect(),
-        namespace.is_none(),
-    ))
+    Ok(render_table(rows, namespace.is_none()))
 }
 
 /// Sets `tenantcred.dev/probe-requested-at` to now; the controller probes (within the key's

@@ -1,5 +1,6 @@
-//! The `TenantApiCredential` custom resource: the public contract of `../shared/API.md` as Rust
-//! types. The CRD in `crds/` is generated from these types (`tenantcred crd`).
+//! The `TenantApiCredential` custom resource as Rust types. The CRD in `crds/` is generated from
+//! them (`tenantcred crd`), and every field's doc comment becomes its `kubectl explain` text
+//! (a test fails on a field without one), so write them for users: units, defaults, limits.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -36,7 +37,9 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    // A string, not a date: kubectl renders a date column as time since, so a future expiry
+    // would print as <invalid>.
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Last Probe","type":"date","jsonPath":".status.lastProbeTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -47,34 +50,46 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialSpec {
-    /// The customer organisation this token belongs to (a DNS label).
+    /// The customer organisation this token belongs to: a DNS label (lower-case letters, digits
+    /// and '-', at most 63). Copied into the managed Secret and used as a metric label.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub tenant: String,
-    /// The product the token is for: raise, charitystack, virtuous or generic.
+    /// The product the token is for: raise, charitystack, virtuous or generic. Decides the
+    /// documented host, the probe request, the token format and the probe budget.
     pub provider: ProviderName,
-    /// The provider's API base URL; the provider's default when omitted; required for generic.
+    /// The provider's API base URL, e.g. https://api.example.com/v1. Default: the provider's
+    /// documented URL; required for generic. The token is sent only to the provider's documented
+    /// host or to a host the operator's owner allows (--allowed-host); anything else is refused
+    /// with reason BaseUrlNotAllowed. Plain http is refused unless the operator allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub base_url: Option<String>,
-    /// The token, as pasted by the customer, in a Secret of the same namespace.
+    /// Where the token is: a key of a Secret in the same namespace, as pasted by the customer
+    /// (one line, at most 8 KiB). Exactly one of credentialRef and oauth is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_ref: Option<SecretKeyRef>,
-    /// The next token; validated against the provider before cut-over.
+    /// The next token (a key of a Secret in the same namespace). It is probed first; only when
+    /// the provider accepts it does it replace the current token in the managed Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_credential_ref: Option<SecretKeyRef>,
-    /// Virtuous only, instead of credentialRef: the operator mints access tokens.
+    /// Virtuous only, instead of credentialRef: the operator signs in to the Virtuous token
+    /// endpoint and keeps a fresh access token in the managed Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthSpec>,
+    /// How and how often the token is probed against the provider.
     #[serde(default)]
     pub probe: ProbeSpec,
+    /// When the token expires and how early to warn.
     #[serde(default)]
     pub expiry: ExpirySpec,
+    /// The managed Secret the operator writes (what pods mount).
     #[serde(default)]
     pub target: TargetSpec,
-    /// Workloads restarted when the token in the Secret changes.
+    /// Workloads in the same namespace to restart (a rollout, like `kubectl rollout restart`)
+    /// when the token in the managed Secret changes. Restarts are gathered per debounce window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollout_restart_targets: Vec<WorkloadRef>,
-    /// true: keep the Secret, stop probing.
+    /// true: keep the managed Secret as it is and stop probing. Default false.
     #[serde(default)]
     pub suspend: bool,
 }
@@ -153,8 +168,10 @@ impl JsonSchema for ProviderName {
 /// A key of a Secret in the resource's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretKeyRef {
+    /// Name of the Secret (same namespace as the credential).
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Key in the Secret's data that holds the token. Default: token.
     #[serde(default = "default_token_key")]
     pub key: String,
 }
@@ -166,12 +183,15 @@ fn default_token_key() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthSpec {
-    /// Secret with keys username, password, optional otp, optional refresh_token.
+    /// The Secret (same namespace) with keys username and password, and optionally otp (a
+    /// two-factor code, when Virtuous asks for one) and refresh_token.
     pub secret_ref: SecretNameRef,
 }
 
+/// A Secret in the resource's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretNameRef {
+    /// Name of the Secret (same namespace as the credential).
     #[schemars(length(min = 1))]
     pub name: String,
 }
@@ -182,19 +202,24 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 #[x_kube(validation = Rule::new("duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
-    /// Request path of the authenticated probe; the provider's default when omitted; required for generic.
+    /// Path of the authenticated GET request that tells whether the token works, appended to
+    /// baseUrl, e.g. /api/Organization/Current. Default: the provider's; required for generic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub path: Option<String>,
-    /// How often the token is probed (Go duration, at least 1m).
+    /// How often the token is probed: a Go duration (e.g. 15m, 1h30m), at least 1m, default 15m.
+    /// Stretched when the provider's rate limit allows fewer probes (each key gets at most 1% of
+    /// its documented hourly limit); the Ready message then says so.
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: String,
-    /// Timeout of one probe request (Go duration).
+    /// Timeout of one probe request: a Go duration, default 10s. A timeout never counts
+    /// against the token.
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: String,
-    /// Consecutive credential-side failures (401/403) before Degraded.
+    /// Consecutive credential-side failures (401/403) before the credential is Degraded:
+    /// 1 to 100, default 3. Outages, timeouts and 429s never count.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,
@@ -224,11 +249,13 @@ fn default_failure_threshold() -> u32 {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpirySpec {
-    /// ExpiringSoon window (Go duration).
+    /// How long before expiry the ExpiringSoon condition turns True: a Go duration, default
+    /// 336h (14 days).
     #[serde(default = "default_warn_before")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub warn_before: String,
-    /// Declared expiry for opaque keys (JWTs carry their own).
+    /// Expiry of an opaque key, as an RFC 3339 time (e.g. 2027-01-31T00:00:00Z). JWTs carry
+    /// their own (exp); when both are known the earlier one counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
 }
@@ -249,13 +276,17 @@ fn default_warn_before() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
-    /// The managed Secret's name; default = metadata.name.
+    /// Name of the managed Secret. Default: the credential's own name. A Secret of that name
+    /// that the operator does not manage is never overwritten (reason SecretConflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
+    /// What happens to the managed Secret when the credential is deleted: Delete (default; the
+    /// Secret is owned by the credential and garbage-collected with it) or Retain (kept, with no
+    /// owner).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Extra labels for the managed Secret.
+    /// Extra labels for the managed Secret (the operator's own labels win on a clash).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations for the managed Secret.
@@ -263,6 +294,7 @@ pub struct TargetSpec {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What happens to the managed Secret when its credential is deleted.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum DeletionPolicy {
     /// The Secret goes with the resource.
@@ -272,9 +304,12 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// A workload in the credential's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct WorkloadRef {
+    /// Deployment, StatefulSet or DaemonSet.
     pub kind: WorkloadKind,
+    /// Name of the workload (same namespace as the credential).
     #[schemars(length(min = 1))]
     pub name: String,
 }
@@ -290,34 +325,55 @@ pub enum WorkloadKind {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialStatus {
+    /// The metadata.generation this status describes; older than metadata.generation while
+    /// a spec change is being worked on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Name of the managed Secret (in the credential's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// `sha256:` + 12 hex of the token in the managed Secret; never the token itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_fingerprint: Option<String>,
+    /// When the token stops working: the JWT's exp or spec.expiry.notAfter, whichever is
+    /// earlier (RFC 3339). Absent when neither is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// When the token was last probed, as last persisted. To spare the API server, a probe whose
+    /// verdict changed nothing is recorded at most hourly; the metric
+    /// tenantcred_last_probe_timestamp_seconds has every probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
+    /// When the provider last accepted the token (same hourly recording as lastProbeTime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_probe_time: Option<Time>,
+    /// What the last probe said: Valid (2xx), Unauthorized (401), Forbidden (403), RateLimited
+    /// (429), Unavailable (5xx, timeout, network, a redirect), Expired (past expiry, nothing
+    /// sent) or Invalid (the token's format is wrong, nothing sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "probe_result_schema")]
     pub last_probe_result: Option<ProbeResult>,
+    /// HTTP status of the last probe's answer, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_http_status: Option<u16>,
+    /// 401/403 answers in a row for the current token; Degraded at spec.probe.failureThreshold.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// When the next probe is due (jittered). Absent while an input problem blocks probing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_probe_time: Option<Time>,
+    /// The provider's rate-limit headers at the last probe, when it sends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitStatus>,
+    /// The latest rotation to spec.pendingCredentialRef (or a new token in the source Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+    /// The tenantcred.dev/probe-requested-at annotation value last acted on (tenantcred
+    /// probe-now); a new value asks for one more probe, within the key's budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_probe_request: Option<String>,
+    /// Ready, Degraded, Stalled, Reconciling and ExpiringSoon (kstatus conventions, understood by
+    /// kubectl wait, Argo CD and Flux). docs/conditions.md lists every reason and what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -327,6 +383,7 @@ pub struct TenantApiCredentialStatus {
 fn probe_result_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
+        "description": "What the last probe said: Valid (2xx), Unauthorized (401), Forbidden (403), RateLimited (429), Unavailable (5xx, timeout, network, a redirect), Expired (past expiry, nothing sent) or Invalid (the token's format is wrong, nothing sent).",
         "enum": ["Valid", "Unauthorized", "Forbidden", "RateLimited", "Unavailable", "Expired", "Invalid"]
     })
 }
@@ -360,10 +417,14 @@ impl ProbeResult {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitStatus {
+    /// Requests per window (X-RateLimit-Limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Requests left in the window (X-RateLimit-Remaining). Persisted when it crosses a
+    /// threshold, not at every probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
+    /// When the window resets (X-RateLimit-Reset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<Time>,
     /// What the provider's latest 429 for this token held back: `Key` (only this token's probes
@@ -373,7 +434,7 @@ pub struct RateLimitStatus {
     pub held_back: Option<RateLimitScope>,
 }
 
-/// The reach of a provider's rate limiting, as tenantcred applies it.
+/// The reach of a provider's rate limiting, as tenantcred applies it: Key or Host.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum RateLimitScope {
     Key,
@@ -383,9 +444,13 @@ pub enum RateLimitScope {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationStatus {
+    /// Pending (the new token is being probed; the old one keeps serving), Validated (the
+    /// provider accepted it and it is in the Secret) or Failed (refused; the old token stays).
     pub phase: RotationPhase,
+    /// Fingerprint (sha256: + 12 hex) of the token being rotated to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_fingerprint: Option<String>,
+    /// When the rotation was decided (Validated or Failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
@@ -429,6 +494,36 @@ mod tests {
             on_disk == generated,
             "crds/ drifted from src/crd.rs: run `cargo run -- crd > crds/tenantapicredentials.tenantcred.dev.yaml`"
         );
+    }
+
+    /// `kubectl explain` has something to say about every field, nested ones included.
+    #[test]
+    fn every_field_describes_itself() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    let p = format!("{path}.{name}");
+                    let described = prop
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| !d.trim().is_empty());
+                    if !described {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, prop, missing);
+                }
+            }
+            for nested in ["items", "additionalProperties"] {
+                if let Some(inner) = schema.get(nested).filter(|v| v.is_object()) {
+                    walk(&format!("{path}[]"), inner, missing);
+                }
+            }
+        }
+        let crd = serde_json::to_value(TenantApiCredential::crd()).expect("CRD serializes");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        walk("tac", schema, &mut missing);
+        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
     }
 
     #[test]

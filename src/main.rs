@@ -1,12 +1,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tenantcred::cli::{self, CheckRequest};
 use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tenantcred::egress::{Egress, HostPattern};
 use tenantcred::metrics::Metrics;
-use tenantcred::server::{self, Health};
+use tenantcred::server::{self, Readiness};
 use tenantcred::telemetry::{self, LogFormat};
 
 /// tenantcred: per-customer API tokens as Kubernetes resources, kept valid, probed and mounted.
@@ -26,21 +26,26 @@ enum Command {
     Check(CheckArgs),
     /// List credentials, worst first.
     Status {
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
+        #[command(flatten)]
+        kube: cli::KubeArgs,
         /// All namespaces.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Output format: a table, or json / yaml for scripts (raw timestamps, full messages).
+        #[arg(short = 'o', long, value_enum, default_value_t = cli::Output::Table)]
+        output: cli::Output,
     },
     /// Ask the controller to probe a credential now (within its key's budget).
     ProbeNow {
+        /// Name of the TenantApiCredential.
         name: String,
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
+        #[command(flatten)]
+        kube: cli::KubeArgs,
     },
     /// Print the TenantApiCredential CRD as YAML.
     Crd,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(clap::Args)]
@@ -129,7 +134,17 @@ struct CheckArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tenantcred::outbound::install_crypto_provider();
-    match Cli::parse().command {
+    // Installed as `kubectl-tenantcred`, kubectl runs it as `kubectl tenantcred ...`: say so in
+    // help and completions.
+    let bin_name = cli::invoked_name(std::env::args_os().next());
+    let command = Cli::command().bin_name(bin_name.clone());
+    let parsed = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    match parsed.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, bin_name.replace(' ', "-"), &mut std::io::stdout());
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", tenantcred::crd::crd_yaml()?);
             Ok(())
@@ -162,17 +177,19 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(report.code);
         }
         Command::Status {
-            namespace,
+            kube,
             all_namespaces,
+            output,
         } => {
-            let client = kube::Client::try_default().await?;
-            let ns = (!all_namespaces).then(|| namespace.unwrap_or_else(|| client.default_namespace().to_owned()));
-            print!("{}", cli::status(client, ns.as_deref()).await?);
+            let (client, ns) = kube.connect().await?;
+            print!(
+                "{}",
+                cli::status(client, (!all_namespaces).then_some(ns.as_str()), output).await?
+            );
             Ok(())
         }
-        Command::ProbeNow { name, namespace } => {
-            let client = kube::Client::try_default().await?;
-            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+        Command::ProbeNow { name, kube } => {
+            let (client, ns) = kube.connect().await?;
             print!("{}", cli::probe_now(client, &ns, &name).await?);
             Ok(())
         }
@@ -211,7 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Readiness::default());
     let mut http_stop = stop.clone();
     let http = tokio::spawn(server::serve(
         args.metrics_addr,

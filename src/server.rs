@@ -18,13 +18,13 @@ const STANDBY: u8 = 2;
 
 /// What `/readyz` reports.
 #[derive(Default)]
-pub struct Health {
+pub struct Readiness {
     leadership: AtomicU8,
     scopes: AtomicUsize,
     synced: AtomicUsize,
 }
 
-impl Health {
+impl Readiness {
     pub fn leader(&self) {
         self.leadership.store(LEADER, Ordering::Release);
     }
@@ -56,10 +56,10 @@ impl Health {
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    health: Arc<Readiness>,
 }
 
-pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+pub fn router(metrics: Arc<Metrics>, health: Arc<Readiness>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -87,7 +87,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    health: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn readiness_needs_synced_caches_or_a_known_standby() {
-        let h = Health::default();
+        let h = Readiness::default();
         assert!(h.ready().is_err());
         h.standby();
         assert!(h.ready().is_ok());

@@ -19,7 +19,7 @@ use crate::egress::Egress;
 use crate::metrics::Metrics;
 use crate::outbound::Prober;
 use crate::rollouts::Rollouts;
-use crate::server::Health;
+use crate::server::Readiness;
 
 pub use context::Context;
 pub use reconcile::{error_policy, reconcile};
@@ -85,12 +85,12 @@ pub struct Shared {
     pub prober: Prober,
     pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
+    pub health: Arc<Readiness>,
     pub rollouts: Arc<Mutex<Rollouts>>,
 }
 
 impl Shared {
-    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Readiness>) -> anyhow::Result<Self> {
         Ok(Self {
             prober: Prober::new(Arc::new(config.egress.clone()))?,
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),

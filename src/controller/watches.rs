@@ -21,7 +21,7 @@ use crate::crd::TenantApiCredential;
 use crate::metrics::Metrics;
 use crate::publish::Volatile;
 use crate::secret::{self, FIELD_MANAGER};
-use crate::server::Health;
+use crate::server::Readiness;
 
 /// Which credentials read which source Secret, so a Secret event wakes exactly those.
 #[derive(Default)]
@@ -279,7 +279,7 @@ impl Forget {
 /// Counts the caches of one scope that have completed their first list.
 struct ScopeSync {
     pending: AtomicUsize,
-    health: Arc<Health>,
+    health: Arc<Readiness>,
 }
 
 impl ScopeSync {

@@ -7,6 +7,7 @@ mod crd_validation;
 mod e2e;
 mod hostile_scenarios;
 mod lifecycle_scenarios;
+mod no_panic;
 mod operability;
 mod probe_http;
 mod probing_scenarios;

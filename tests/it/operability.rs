@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tenantcred::cli::Output;
 use tenantcred::controller::{self, Config, LeaseConfig, Shared};
-use tenantcred::server::Health;
+use tenantcred::server::Readiness;
 use tower::ServiceExt;
 
 use tenantcred_testkit::chart::RELEASE_NAMESPACE;
@@ -110,7 +111,7 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
         h.condition("b", "Degraded").await == pair("True", "Unauthorized")
     })
     .await;
-    let table = tenantcred::cli::status(h.client.clone(), Some(&h.ns))
+    let table = tenantcred::cli::status(h.client.clone(), Some(&h.ns), Output::Table)
         .await
         .expect("status");
     let first = table.lines().nth(1).unwrap_or_default();
@@ -118,6 +119,14 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
         first.starts_with("b ") && first.contains("Degraded"),
         "worst first:\n{table}"
     );
+    let json = tenantcred::cli::status(h.client.clone(), Some(&h.ns), Output::Json)
+        .await
+        .expect("status -o json");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(parsed["items"][0]["name"], "b", "{json}");
+    assert_eq!(parsed["items"][0]["health"], "Degraded", "{json}");
+    assert_eq!(parsed["items"][1]["reason"], "TokenValid", "{json}");
+    status_as_a_kubectl_plugin(&h).await;
     let msg = tenantcred::cli::probe_now(h.client.clone(), &h.ns, "a")
         .await
         .expect("probe-now");
@@ -130,8 +139,73 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
     .await;
 }
 
+/// `kubectl tenantcred status` as kubectl runs it: the binary under the plugin name, with
+/// --kubeconfig, --context and -n. Needs a server another process can reach: the real one.
+async fn status_as_a_kubectl_plugin(h: &Harness) {
+    if h.backend != tenantcred_testkit::Backend::Real {
+        h.skip("the plugin runs as another process, which cannot reach the in-process double");
+        return;
+    }
+    let plane = tenantcred_testkit::envtest::control_plane()
+        .expect("a real harness has a control plane")
+        .kubeconfig
+        .clone();
+    let dir = tempdir();
+    let plugin = dir.join("kubectl-tenantcred");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tenantcred"), &plugin).expect("symlink");
+    // The envtest context is not the current one: only --context reaches the server.
+    let kubeconfig = std::fs::read_to_string(&plane)
+        .expect("kubeconfig")
+        .replace("current-context: envtest", "current-context: nowhere");
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+    let ns = h.ns.clone();
+    let run = move |args: Vec<String>| {
+        Command::new(&plugin)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run the plugin")
+    };
+    let args = move |context: bool| {
+        let mut a = vec!["status".to_owned(), "--kubeconfig".into(), path.display().to_string()];
+        if context {
+            a.extend(["--context".into(), "envtest".into()]);
+        }
+        a.extend(["-n".into(), ns.clone(), "-o".into(), "yaml".into()]);
+        a
+    };
+    let (with, without) = tokio::task::spawn_blocking(move || (run(args(true)), run(args(false))))
+        .await
+        .expect("join");
+    let out = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success(), "{out}{}", String::from_utf8_lossy(&with.stderr));
+    let parsed: serde_json::Value = serde_yaml::from_str(&out).expect("valid YAML");
+    assert_eq!(parsed["items"][0]["name"], "b", "{out}");
+    assert!(
+        !without.status.success(),
+        "without --context the current context (nowhere) is used"
+    );
+    let help = Command::new(dir.join("kubectl-tenantcred"))
+        .arg("--help")
+        .output()
+        .expect("help");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("kubectl tenantcred"));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tenantcred-plugin-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 async fn scrape(h: &Harness) -> String {
-    let router = tenantcred::server::router(h.metrics.clone(), Arc::new(Health::default()));
+    let router = tenantcred::server::router(h.metrics.clone(), Arc::new(Readiness::default()));
     let resp = router
         .oneshot(
             http::Request::get("/metrics")
@@ -187,11 +261,11 @@ fn replica(
     h: &Harness,
     identity: &str,
 ) -> (
-    Arc<Health>,
+    Arc<Readiness>,
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Readiness::default());
     let config = Config {
         namespaces: vec![h.ns.clone()],
         egress: tenantcred_testkit::local_egress(),
@@ -215,7 +289,7 @@ fn lease_name(h: &Harness) -> String {
     format!("tenantcred-leader-{}", h.ns)
 }
 
-fn is_leader(h: &Health) -> bool {
+fn is_leader(h: &Readiness) -> bool {
     h.ready().is_ok_and(|m| m.starts_with("leader"))
 }
 

@@ -179,7 +179,7 @@ impl Harness {
             _stop: stop_tx,
             test: test.to_owned(),
         };
-        let health = Arc::new(tenantcred::server::Health::default());
+        let health = Arc::new(tenantcred::server::Readiness::default());
         h.task = h.spawn_operator(stop, health.clone());
         // As a Deployment waits for /readyz: the lease held and every cache listed, so a
         // scenario's time limits start when the operator can act.
@@ -205,7 +205,7 @@ impl Harness {
     fn spawn_operator(
         &self,
         stop: tokio::sync::watch::Receiver<bool>,
-        health: Arc<tenantcred::server::Health>,
+        health: Arc<tenantcred::server::Readiness>,
     ) -> tokio::task::JoinHandle<()> {
         let client = self.operator_client();
         let config = Config {

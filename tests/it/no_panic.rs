@@ -1,0 +1,114 @@
+//! Issue 12: no bytes a tenant or a provider can send make the operator panic. Every parser of
+//! outside input is fed arbitrary and near-valid input; the case count (not a clock) bounds the
+//! run, so it costs the same on every machine (`PROPTEST_CASES` raises it for a longer hunt).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use tenantcred::oauth::{self, Answer};
+use tenantcred::provider::{TokenFormat, summarize_error_body};
+use tenantcred::token::{self, MAX_TOKEN_BYTES};
+use tenantcred::verdict::{self, Transport};
+use tenantcred_testkit::fixtures::b64url;
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("valid")
+}
+
+const FORMATS: [TokenFormat; 3] = [
+    TokenFormat::Jwt { provider: "raise" },
+    TokenFormat::Prefixed {
+        provider: "charitystack",
+        prefix: "cs_live_",
+    },
+    TokenFormat::Opaque,
+];
+
+/// Text that looks like a JWT: three dot-separated parts of base64url-ish bytes.
+fn jwt_like() -> impl Strategy<Value = String> {
+    (
+        "[A-Za-z0-9_=-]{0,40}",
+        prop::collection::vec(any::<u8>(), 0..200),
+        "[A-Za-z0-9_-]{0,20}",
+    )
+        .prop_map(|(h, claims, sig)| format!("eyJ{h}.{}.{sig}", b64url(&claims)))
+}
+
+/// Claims JSON with hostile values where `exp`/`nbf` belong.
+fn jwt_with_claims() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:?}")),
+        "\"[^\"\\\\]{0,20}\"",
+        Just("null".to_owned()),
+        Just("1e400".to_owned()),
+        Just("[1,2]".to_owned()),
+    ];
+    (value.clone(), value).prop_map(|(exp, nbf)| {
+        let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = b64url(format!(r#"{{"exp":{exp},"nbf":{nbf}}}"#).as_bytes());
+        format!("{header}.{claims}.c2ln")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn token_checks_never_panic(raw in prop_oneof![any::<String>(), jwt_like(), jwt_with_claims()]) {
+        for format in FORMATS {
+            if let Ok((t, lifetime)) = token::check(&raw, format) {
+                prop_assert!(t.expose().len() <= MAX_TOKEN_BYTES);
+                let _ = lifetime.expired(None, now());
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limit_and_retry_after_headers_never_panic(
+        limit in any::<String>(), remaining in "[0-9 ]{0,25}", reset in prop_oneof![any::<String>(), "[0-9]{1,25}"],
+        retry in prop_oneof![any::<String>(), "[0-9]{1,25}", Just("Wed, 21 Oct 2015 07:28:00 GMT".to_owned())],
+    ) {
+        let r = verdict::parse_rate_limit(Some(&limit), Some(&remaining), Some(&reset), now());
+        let _ = r.is_empty();
+        let _ = verdict::parse_retry_after(&retry, now());
+    }
+
+    #[test]
+    fn error_bodies_never_panic_and_stay_short(body in prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..2048),
+        "\\{\"(error|message|title)\":\"[^\"]{0,400}\"\\}".prop_map(String::into_bytes),
+    ]) {
+        if let Some(summary) = summarize_error_body(&body) {
+            prop_assert!(summary.chars().count() <= 160);
+        }
+    }
+
+    #[test]
+    fn token_endpoint_answers_never_panic(status in 100u16..600, body in prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..1024),
+        (any::<String>(), prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<String>().prop_map(|s| format!("{s:?}")), Just("1e308".to_owned())])
+            .prop_map(|(t, e)| format!(r#"{{"access_token":{t:?},"refresh_token":"r","expires_in":{e}}}"#).into_bytes()),
+    ]) {
+        let answer = Answer { transport: Transport::Answered(status), body, back_off_until: None };
+        if let oauth::Outcome::Issued { expires_in, .. } = oauth::interpret(&answer) {
+            prop_assert!(expires_in >= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn durations_and_host_patterns_never_panic(s in prop_oneof![any::<String>(), "[0-9.]{1,30}(ns|us|ms|s|m|h)", "[a-z0-9*.:/\\[\\]-]{0,40}"]) {
+        let _ = tenantcred::duration::parse(&s);
+        let _ = s.parse::<tenantcred::egress::HostPattern>();
+    }
+
+    #[test]
+    fn check_reads_stdin_within_bounds(input in prop::collection::vec(any::<u8>(), 0..(MAX_TOKEN_BYTES + 64))) {
+        match tenantcred::cli::read_token(input.as_slice()) {
+            Ok(text) => prop_assert!(text.len() <= MAX_TOKEN_BYTES + 2),
+            Err(why) => prop_assert!(!why.contains('\n')),
+        }
+    }
+}
