@@ -109,7 +109,8 @@ def check_flags(args, label):
 
 ALLOWED = ["api.example.com:8443", "*.corp.example", "10.20.0.0/16", "192.168.1.5:9000"]
 cluster = render({"prometheusRule": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}},
-                  "networkPolicy": {"enabled": True}, "operator": {"allowedHosts": ALLOWED}}, "cluster-wide")
+                  "networkPolicy": {"enabled": True}, "operator": {"allowedHosts": ALLOWED},
+                  "grafanaDashboard": {"enabled": True}}, "cluster-wide")
 
 
 def check_network_policy(docs, label):
@@ -137,6 +138,12 @@ def check_network_policy(docs, label):
 
 
 check_network_policy(cluster, "cluster-wide")
+import json
+dashboards = [d for d in cluster if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+if len(dashboards) != 1:
+    fail("[cluster-wide] grafanaDashboard.enabled must render one ConfigMap labelled grafana_dashboard=1")
+elif json.loads(dashboards[0]["data"]["tenantcred.json"]) != json.loads((CHART / "dashboards" / "tenantcred.json").read_text()):
+    fail("[cluster-wide] the dashboard ConfigMap must hold charts/tenantcred/dashboards/tenantcred.json")
 args = [d for d in cluster if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
 if [a for a in args if a.startswith("--allowed-host=")] != [f"--allowed-host={h}" for h in ALLOWED]:
     fail(f"[cluster-wide] allowedHosts must become --allowed-host flags: {args}")
@@ -146,7 +153,7 @@ for docs, label in ((cluster, "cluster-wide"), (namespaced, "namespaced")):
     check_rbac(docs, label)
     check_flags(check_deployment(docs, label), label)
 kinds = {d["kind"] for d in cluster}
-for k in ("ClusterRole", "ClusterRoleBinding", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget"):
+for k in ("ClusterRole", "ClusterRoleBinding", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget", "ConfigMap"):
     if k not in kinds:
         fail(f"[cluster-wide] no {k} rendered")
 if any(d["kind"].startswith("Cluster") for d in namespaced):

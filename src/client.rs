@@ -11,19 +11,69 @@ use futures::future::BoxFuture;
 use http::Request;
 use tokio::time::Instant;
 use tower::buffer::Buffer;
+use tower::util::MapRequestLayer;
 use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::metrics::Metrics;
 
 pub const DEFAULT_QPS: f64 = 1000.0;
 pub const DEFAULT_BURST: u32 = 2000;
 
-/// Builds the client; `qps <= 0` turns the limit off.
-pub async fn build(qps: f64, burst: u32) -> anyhow::Result<kube::Client> {
+/// Builds the client; `qps <= 0` turns the limit off. Every request is counted in `metrics`.
+pub async fn build(qps: f64, burst: u32, metrics: Arc<Metrics>) -> anyhow::Result<kube::Client> {
     let config = kube::Config::infer().await?;
-    let builder = kube::client::ClientBuilder::try_from(config)?;
+    let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&counted(metrics));
     if qps <= 0.0 {
         return Ok(builder.build());
     }
     Ok(builder.with_layer(&RateLimitLayer::new(qps, burst)).build())
+}
+
+/// Counts each request by verb and resource (`tenantcred_kube_api_requests_total`).
+pub fn counted(
+    metrics: Arc<Metrics>,
+) -> MapRequestLayer<impl Fn(Request<kube::client::Body>) -> Request<kube::client::Body> + Clone> {
+    MapRequestLayer::new(move |req: Request<kube::client::Body>| {
+        let (verb, resource) = verb_and_resource(req.method(), req.uri());
+        metrics.api_request(verb, resource);
+        req
+    })
+}
+
+/// `GET /api/v1/namespaces/a/secrets/b` is (get, secrets); `PATCH .../tenantapicredentials/x/status`
+/// is (patch, tenantapicredentials/status); a GET with `watch=true` is a watch.
+pub fn verb_and_resource(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let rest = match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let resource = match rest {
+        [r, _, sub, ..] => format!("{r}/{sub}"),
+        [r, ..] => (*r).to_owned(),
+        [] => "other".to_owned(),
+    };
+    let named = rest.len() != 1;
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let verb = match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET if named => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PATCH => "patch",
+        http::Method::PUT => "update",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    };
+    (verb, resource)
 }
 
 /// A token bucket: `burst` requests at once, refilled at `qps` per second.
@@ -135,6 +185,42 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_as_rbac_names_them() {
+        let cases = [
+            ("GET", "/api/v1/namespaces/a/secrets/b", ("get", "secrets")),
+            (
+                "GET",
+                "/api/v1/secrets?watch=true&resourceVersion=1",
+                ("watch", "secrets"),
+            ),
+            ("GET", "/api/v1/namespaces/a/secrets", ("list", "secrets")),
+            ("POST", "/api/v1/namespaces/a/secrets", ("create", "secrets")),
+            (
+                "PATCH",
+                "/apis/tenantcred.dev/v1alpha1/namespaces/a/tenantapicredentials/x/status?fieldManager=f",
+                ("patch", "tenantapicredentials/status"),
+            ),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                ("create", "events"),
+            ),
+            (
+                "PATCH",
+                "/apis/coordination.k8s.io/v1/namespaces/s/leases/l",
+                ("patch", "leases"),
+            ),
+            ("GET", "/version", ("get", "other")),
+        ];
+        for (method, uri, (verb, resource)) in cases {
+            let m: http::Method = method.parse().expect("method");
+            let u: http::Uri = uri.parse().expect("uri");
+            let got = verb_and_resource(&m, &u);
+            assert_eq!((got.0, got.1.as_str()), (verb, resource), "{method} {uri}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_the_rate() {

@@ -199,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
-    let client = tenantcred::client::build(args.kube_qps, args.kube_burst).await?;
+    let metrics = Arc::new(Metrics::new());
+    let client = tenantcred::client::build(args.kube_qps, args.kube_burst, metrics.clone()).await?;
     let identity = args.identity.unwrap_or_else(default_identity);
     let config = Config {
         instance: identity.clone(),
@@ -227,7 +228,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing in-flight work and releasing the lease");
         let _ = stop_tx.send(true);
     });
-    let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Readiness::default());
     let mut http_stop = stop.clone();
     let http = tokio::spawn(server::serve(

@@ -36,6 +36,12 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub verb: &'static str,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -60,12 +66,14 @@ pub struct Metrics {
     degraded: Family<CredentialLabels, Gauge>,
     expiry: Family<CredentialLabels, Gauge>,
     last_success: Family<CredentialLabels, Gauge>,
+    last_probe: Family<CredentialLabels, Gauge>,
     rate_limit_remaining: Family<CredentialLabels, Gauge>,
     probes: Family<ProbeLabels, Counter>,
     probe_duration: Family<ProviderLabels, Histogram>,
     reconciles: Counter<u64, AtomicU64>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
+    api_requests: Family<ApiLabels, Counter>,
     /// The label set each credential's series carry now, to drop them when it goes or changes.
     known: Mutex<HashMap<(String, String), CredentialLabels>>,
 }
@@ -84,6 +92,7 @@ impl Metrics {
             degraded: Family::default(),
             expiry: Family::default(),
             last_success: Family::default(),
+            last_probe: Family::default(),
             rate_limit_remaining: Family::default(),
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(|| {
@@ -92,6 +101,7 @@ impl Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Histogram::new([0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0]),
+            api_requests: Family::default(),
             known: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -116,6 +126,11 @@ impl Metrics {
             m.last_success.clone(),
         );
         registry.register(
+            "credential_last_probe_timestamp_seconds",
+            "When the token was last probed (unix seconds), every probe (the status records them hourly)",
+            m.last_probe.clone(),
+        );
+        registry.register(
             "provider_rate_limit_remaining",
             "Requests left in the key's rate-limit window, as the provider last reported",
             m.rate_limit_remaining.clone(),
@@ -136,6 +151,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "How long reconciles took, probes and API writes included, errors too",
             m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "kube_api_requests",
+            "Requests the operator sent to the Kubernetes API server, by verb and resource",
+            m.api_requests.clone(),
         );
         Self { registry, ..m }
     }
@@ -209,6 +229,9 @@ impl Metrics {
                 self.expiry.remove(&labels);
             }
         }
+        if let Some(t) = &status.last_probe_time {
+            self.last_probe.get_or_create(&labels).set(t.0.as_second());
+        }
         if let Some(t) = &status.last_successful_probe_time {
             self.last_success.get_or_create(&labels).set(t.0.as_second());
         }
@@ -222,6 +245,11 @@ impl Metrics {
                 self.rate_limit_remaining.remove(&labels);
             }
         }
+    }
+
+    /// One request to the Kubernetes API server.
+    pub fn api_request(&self, verb: &'static str, resource: String) {
+        self.api_requests.get_or_create(&ApiLabels { verb, resource }).inc();
     }
 
     /// Drops every series of a deleted credential.
@@ -241,6 +269,7 @@ impl Metrics {
         self.degraded.remove(labels);
         self.expiry.remove(labels);
         self.last_success.remove(labels);
+        self.last_probe.remove(labels);
         self.rate_limit_remaining.remove(labels);
     }
 }

@@ -4,7 +4,9 @@
 mod apiserver_double;
 mod core_scenarios;
 mod crd_validation;
+mod dashboard;
 mod e2e;
+mod examples;
 mod hostile_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;

@@ -245,6 +245,14 @@ async fn metrics_follow_live_credentials_and_drop_deleted_ones(h: Harness) {
     );
     assert!(text.contains("tenantcred_reconcile_total"), "{text}");
     assert!(
+        text.contains(&format!("tenantcred_credential_last_probe_timestamp_seconds{series}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tenantcred_kube_api_requests_total{verb="patch",resource="tenantapicredentials/status"}"#),
+        "the operator's own API requests are counted: {text}"
+    );
+    assert!(
         !text.contains("good") && !text.contains("sha256:"),
         "no token or fingerprint in labels"
     );

@@ -192,10 +192,17 @@ impl Harness {
 
     /// The operator's client: through the tap, as the chart's ServiceAccount on the real server.
     pub fn operator_client(&self) -> kube::Client {
+        use tenantcred::client::counted;
         match (&self.double, &self.operator_config) {
-            (Some(api), _) => kube::Client::new(self.tap.layer().layer(api.service()), self.ns.clone()),
+            (Some(api), _) => kube::Client::new(
+                self.tap
+                    .layer()
+                    .layer(counted(self.metrics.clone()).layer(api.service())),
+                self.ns.clone(),
+            ),
             (None, Some(config)) => kube::client::ClientBuilder::try_from(config.clone())
                 .expect("operator client")
+                .with_layer(&counted(self.metrics.clone()))
                 .with_layer(&self.tap.layer())
                 .build(),
             (None, None) => unreachable!("a harness has a backend"),
@@ -304,6 +311,22 @@ impl Harness {
             .await
             .unwrap_or_else(|e| panic!("create {plural}: {e}"));
         serde_json::to_value(created).expect("json")
+    }
+
+    /// Applies an object server-side in this test's namespace, as `kubectl apply --server-side`.
+    pub async fn apply(&self, mut obj: Value) -> Result<Value, String> {
+        obj["metadata"]["namespace"] = json!(self.ns);
+        let plural = plural_of(obj["kind"].as_str().unwrap_or_default());
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        self.api(plural)
+            .patch(
+                &name,
+                &kube::api::PatchParams::apply("kubectl").force(),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .map_err(|e| format!("apply {plural} {name}: {e}"))
     }
 
     /// Reads, edits and replaces an object (again on a conflict with a concurrent writer).
