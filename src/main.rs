@@ -121,6 +121,7 @@ struct CheckArgs {
     /// Path of the probe request (default: the provider's; required for generic).
     #[arg(long)]
     probe_path: Option<String>,
+    /// Timeout of the probe request (Go duration).
     #[arg(long, default_value = "10s")]
     timeout: String,
     /// Allow plain http:// base URLs.

@@ -198,6 +198,12 @@ struct TokenResponse {
 pub fn interpret(a: &Answer) -> Outcome {
     match a.transport {
         Transport::Answered(200) => match serde_json::from_slice::<TokenResponse>(&a.body) {
+            // Bounded like every token: an oversized one is never stored or sent.
+            Ok(r) if r.access_token.len() > crate::token::MAX_TOKEN_BYTES => Outcome::Unavailable(format!(
+                "the token endpoint answered an access_token of {} bytes, over the {} tenantcred accepts",
+                r.access_token.len(),
+                crate::token::MAX_TOKEN_BYTES
+            )),
             Ok(r) if !r.access_token.is_empty() => {
                 let secs = r
                     .expires_in

@@ -1,4 +1,4 @@
-//! What tenantcred knows about each provider (../shared/PROVIDERS.md): where to probe, what a token
+//! What tenantcred knows about each provider (docs/providers.md): where to probe, what a token
 //! looks like, how much of a key's rate limit a probe may spend.
 
 use std::time::Duration;

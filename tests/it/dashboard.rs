@@ -13,8 +13,8 @@ fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every sample name the operator's `/metrics` can show.
-fn exported() -> BTreeSet<String> {
+/// The operator's metrics with every family observed at least once.
+pub fn populated() -> Metrics {
     let m = Metrics::new();
     let spec = serde_json::from_value(serde_json::json!({
         "tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}
@@ -34,7 +34,13 @@ fn exported() -> BTreeSet<String> {
     m.reconcile_failed("kube");
     drop(m.time_reconcile());
     m.api_request("patch", "secrets".into());
-    m.render()
+    m
+}
+
+/// Every sample name the operator's `/metrics` can show.
+fn exported() -> BTreeSet<String> {
+    populated()
+        .render()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next())

@@ -5,6 +5,7 @@ mod apiserver_double;
 mod core_scenarios;
 mod crd_validation;
 mod dashboard;
+mod docs;
 mod e2e;
 mod examples;
 mod hostile_scenarios;

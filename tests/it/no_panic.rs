@@ -89,12 +89,14 @@ proptest! {
     #[test]
     fn token_endpoint_answers_never_panic(status in 100u16..600, body in prop_oneof![
         prop::collection::vec(any::<u8>(), 0..1024),
-        (any::<String>(), prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<String>().prop_map(|s| format!("{s:?}")), Just("1e308".to_owned())])
+        (prop_oneof![any::<String>(), "[a-z]{8000,9000}"], prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<String>().prop_map(|s| format!("{s:?}")), Just("1e308".to_owned())])
             .prop_map(|(t, e)| format!(r#"{{"access_token":{t:?},"refresh_token":"r","expires_in":{e}}}"#).into_bytes()),
     ]) {
         let answer = Answer { transport: Transport::Answered(status), body, back_off_until: None };
-        if let oauth::Outcome::Issued { expires_in, .. } = oauth::interpret(&answer) {
+        if let oauth::Outcome::Issued { expires_in, access_token, refresh_token } = oauth::interpret(&answer) {
             prop_assert!(expires_in >= Duration::from_secs(1));
+            prop_assert!(access_token.expose().len() <= MAX_TOKEN_BYTES);
+            let _ = refresh_token;
         }
     }
 
