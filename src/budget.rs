@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use jiff::Timestamp;
+use std::collections::VecDeque;
+
+use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::crd::RateLimitScope;
 use crate::provider::{LimitScope, Profile};
-use crate::schedule::Ledger;
 use crate::token::Fingerprint;
 
 pub struct Budget {
@@ -164,6 +165,49 @@ impl Budget {
     }
 }
 
+/// Probes sent with one key during the last hour: the hard guarantee behind the 1% budget,
+/// whatever the spec, confirmations or probe-now requests ask.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    sent: VecDeque<Timestamp>,
+}
+
+const HOUR: SignedDuration = SignedDuration::from_hours(1);
+
+impl Ledger {
+    fn prune(&mut self, now: Timestamp) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| t.checked_add(HOUR).is_ok_and(|end| end <= now))
+        {
+            self.sent.pop_front();
+        }
+    }
+
+    /// `Ok` when a probe may go now, else the earliest instant it may.
+    pub fn check(&mut self, budget: u32, now: Timestamp) -> Result<(), Timestamp> {
+        self.prune(now);
+        if (self.sent.len() as u32) < budget.max(1) {
+            return Ok(());
+        }
+        let oldest = self.sent.front().copied().unwrap_or(now);
+        Err(oldest.checked_add(HOUR).unwrap_or(Timestamp::MAX))
+    }
+
+    pub fn record(&mut self, now: Timestamp) {
+        self.sent.push_back(now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +281,16 @@ mod tests {
         let other = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("other")).await;
         assert!(other.is_ok(), "other hosts are not held up");
         drop(first);
+    }
+
+    #[test]
+    fn ledger_caps_probes_per_rolling_hour() {
+        let mut l = Ledger::default();
+        for k in 0..10 {
+            assert_eq!(l.check(10, t(k * 60)), Ok(()));
+            l.record(t(k * 60));
+        }
+        assert_eq!(l.check(10, t(700)), Err(t(3600)));
+        assert_eq!(l.check(10, t(3600)), Ok(()), "the oldest left the window");
     }
 }

@@ -236,14 +236,20 @@ impl Default for ProbeSpec {
     }
 }
 
+/// The spec's defaults, defined once: the CRD schema shows them and the planner falls back on them.
+pub const DEFAULT_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub const DEFAULT_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+pub const DEFAULT_WARN_BEFORE: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
+
 fn default_interval() -> String {
-    "15m".into()
+    crate::duration::format(DEFAULT_PROBE_INTERVAL)
 }
 fn default_timeout() -> String {
-    "10s".into()
+    crate::duration::format(DEFAULT_PROBE_TIMEOUT)
 }
 fn default_failure_threshold() -> u32 {
-    3
+    DEFAULT_FAILURE_THRESHOLD
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -270,7 +276,7 @@ impl Default for ExpirySpec {
 }
 
 fn default_warn_before() -> String {
-    "336h".into()
+    crate::duration::format(DEFAULT_WARN_BEFORE)
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

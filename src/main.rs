@@ -67,13 +67,13 @@ struct RunArgs {
     #[arg(long = "allowed-host", env = "TENANTCRED_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<HostPattern>,
     /// Probes in flight at once, across all providers.
-    #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = 16)]
+    #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_PROBES)]
     max_concurrent_probes: usize,
     /// Probes in flight at once against one provider host.
-    #[arg(long, env = "TENANTCRED_MAX_PROBES_PER_HOST", default_value_t = 8)]
+    #[arg(long, env = "TENANTCRED_MAX_PROBES_PER_HOST", default_value_t = controller::DEFAULT_MAX_PROBES_PER_HOST)]
     max_probes_per_host: usize,
     /// Reconciles in flight at once.
-    #[arg(long, env = "TENANTCRED_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "TENANTCRED_CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY)]
     concurrency: u16,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TENANTCRED_METRICS_ADDR", default_value = "0.0.0.0:8080")]

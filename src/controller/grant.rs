@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::Synced;
+use crate::conditions::{self, Reason, Type};
 use crate::crd::TenantApiCredential;
 use crate::crd::TenantApiCredentialStatus;
 use crate::oauth::{self, Grant, Login, Outcome, State, Unusable};
@@ -66,10 +67,8 @@ pub(super) async fn access_token(
     };
 
     // An unspent code after a 202 means the user answered the SMS: use it now.
-    let waiting_for_otp = observed
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == "OtpRequired");
+    let waiting_for_otp = conditions::state(&observed.conditions, Type::Ready)
+        .is_some_and(|(_, reason)| reason == Some(Reason::OtpRequired));
     let fresh_code = login
         .otp
         .as_ref()

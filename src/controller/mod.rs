@@ -26,6 +26,10 @@ pub use reconcile::{error_policy, reconcile};
 pub use run::run;
 pub use watches::controller;
 
+// The defaults of `tenantcred run`, defined once (the flags and `Config::default` use them).
+pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 16;
+pub const DEFAULT_MAX_PROBES_PER_HOST: usize = 8;
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 pub const DEFAULT_RESTART_DEBOUNCE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ROLLOUTS_PER_MINUTE: u32 = 30;
 
@@ -55,9 +59,9 @@ impl Default for Config {
         Self {
             namespaces: Vec::new(),
             egress: Egress::default(),
-            max_concurrent_probes: 16,
-            max_probes_per_host: 8,
-            concurrency: 64,
+            max_concurrent_probes: DEFAULT_MAX_CONCURRENT_PROBES,
+            max_probes_per_host: DEFAULT_MAX_PROBES_PER_HOST,
+            concurrency: DEFAULT_CONCURRENCY,
             reporter: "tenantcred".into(),
             instance: "tenantcred".into(),
             restart_debounce: DEFAULT_RESTART_DEBOUNCE,

@@ -142,8 +142,8 @@ pub(super) async fn write_status(
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
     let body = serde_json::json!({
-        "apiVersion": "tenantcred.dev/v1alpha1",
-        "kind": "TenantApiCredential",
+        "apiVersion": <TenantApiCredential as kube::Resource>::api_version(&()),
+        "kind": <TenantApiCredential as kube::Resource>::kind(&()),
         "status": desired,
     });
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))

@@ -111,6 +111,12 @@ pub enum Status {
 }
 
 impl Status {
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::True, Self::False, Self::Unknown]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::True => "True",
@@ -175,7 +181,14 @@ pub fn find(conditions: &[Condition], type_: Type) -> Option<&Condition> {
 }
 
 pub fn is_true(conditions: &[Condition], type_: Type) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+    state(conditions, type_).is_some_and(|(s, _)| s == Status::True)
+}
+
+/// The status and reason of one condition, read back into the enums (a reason this version
+/// does not know reads as `None`).
+pub fn state(conditions: &[Condition], type_: Type) -> Option<(Status, Option<Reason>)> {
+    let c = find(conditions, type_)?;
+    Some((Status::parse(&c.status)?, Reason::parse(&c.reason)))
 }
 
 #[cfg(test)]

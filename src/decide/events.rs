@@ -3,7 +3,7 @@
 //! credential that simply became Ready for the first time: at scale, every event is a write the
 //! shared API server pays for.
 
-use crate::conditions::{self, Reason, Type};
+use crate::conditions::{self, Reason, Status, Type};
 use crate::crd::TenantApiCredentialStatus;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,28 +39,29 @@ impl Notice {
 
 /// Events for the condition transitions from `old` to `new`.
 pub fn transitions(old: &TenantApiCredentialStatus, new: &TenantApiCredentialStatus) -> Vec<Notice> {
-    let key = |s: &TenantApiCredentialStatus, t: Type| {
-        conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
+    let state = |s: &TenantApiCredentialStatus, t: Type| conditions::state(&s.conditions, t);
+    let message = |t: Type| conditions::find(&new.conditions, t).map_or_else(String::new, |c| c.message.clone());
     let mut out = Vec::new();
-    if let Some((status, reason, message)) = key(new, Type::Ready) {
-        let before = key(old, Type::Ready);
-        let changed = before.as_ref().is_none_or(|(s, r, _)| *s != status || *r != reason);
-        let was_failing = before.is_some_and(|(s, _, _)| s == "False");
-        if changed {
-            match (status.as_str(), Reason::parse(&reason)) {
+    if let Some(now) = state(new, Type::Ready) {
+        let before = state(old, Type::Ready);
+        let was_failing = before.is_some_and(|(s, _)| s == Status::False);
+        if before != Some(now) {
+            match now {
                 // A recovery is news; a first success is what everyone expected.
-                ("True", _) if was_failing => out.push(Notice::normal(Reason::TokenValid.as_str(), message)),
-                ("False", Some(r)) => out.push(Notice::warning(r.as_str(), message)),
+                (Status::True, _) if was_failing => {
+                    out.push(Notice::normal(Reason::TokenValid.as_str(), message(Type::Ready)));
+                }
+                (Status::False, Some(r)) => out.push(Notice::warning(r.as_str(), message(Type::Ready))),
                 _ => {}
             }
         }
     }
-    if let Some((status, reason, message)) = key(new, Type::ExpiringSoon) {
-        let was_true = key(old, Type::ExpiringSoon).is_some_and(|(s, _, _)| s == "True");
-        if status == "True" && !was_true && reason == Reason::ExpiringSoon.as_str() {
-            out.push(Notice::warning(Reason::ExpiringSoon.as_str(), message));
-        }
+    let was_expiring = state(old, Type::ExpiringSoon).is_some_and(|(s, _)| s == Status::True);
+    if state(new, Type::ExpiringSoon) == Some((Status::True, Some(Reason::ExpiringSoon))) && !was_expiring {
+        out.push(Notice::warning(
+            Reason::ExpiringSoon.as_str(),
+            message(Type::ExpiringSoon),
+        ));
     }
     out
 }

@@ -213,8 +213,11 @@ impl Failure {
 
 /// Reads the health the previous status recorded.
 pub fn health_of(status: &TenantApiCredentialStatus) -> Health {
-    let degraded = conditions::find(&status.conditions, Type::Degraded).filter(|c| c.status == "True");
-    match degraded.and_then(|c| Reason::parse(&c.reason)) {
+    let degraded = match conditions::state(&status.conditions, Type::Degraded) {
+        Some((S::True, reason)) => reason,
+        _ => None,
+    };
+    match degraded {
         Some(Reason::Unauthorized) => return Health::Failing(Failure::Unauthorized),
         Some(Reason::Forbidden) => return Health::Failing(Failure::Forbidden),
         Some(Reason::Expired) => return Health::Failing(Failure::Expired),
@@ -378,7 +381,9 @@ pub fn decide(input: &Input<'_>) -> Decision {
                     held_back,
                 });
             }
-            let threshold = input.settings.map_or(3, |st| st.failure_threshold);
+            let threshold = input
+                .settings
+                .map_or(crate::crd::DEFAULT_FAILURE_THRESHOLD, |st| st.failure_threshold);
             match result {
                 ProbeResult::Valid => {
                     s.consecutive_failures = 0;
@@ -400,7 +405,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             }
             let interval = input
                 .settings
-                .map_or(Duration::from_secs(900), |st| st.interval.effective);
+                .map_or(crate::crd::DEFAULT_PROBE_INTERVAL, |st| st.interval.effective);
             let finished = Finished {
                 result,
                 consecutive_failures: s.consecutive_failures,
@@ -452,7 +457,7 @@ fn desired_conditions(
 ) -> Vec<Desired> {
     let fp = s.token_fingerprint.as_deref().unwrap_or("(none)");
     let settings = input.settings;
-    let threshold = settings.map_or(3, |st| st.failure_threshold);
+    let threshold = settings.map_or(crate::crd::DEFAULT_FAILURE_THRESHOLD, |st| st.failure_threshold);
     let stretched = settings
         .and_then(|st| {
             st.interval.stretched_from.map(|from| {

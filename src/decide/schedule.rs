@@ -1,7 +1,6 @@
 //! When to look at a credential next. Pure functions of the clock and a jitter draw, so the timing
 //! policy is tested without sleeping.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -148,49 +147,6 @@ pub fn expiry_instants(expires_at: Option<Timestamp>, warn_before: Duration, now
     [warn, exp].into_iter().filter(|t| *t > now).min()
 }
 
-/// Probes sent with one key during the last hour: the hard guarantee behind the 1% budget,
-/// whatever the spec, confirmations or probe-now requests ask.
-#[derive(Clone, Debug, Default)]
-pub struct Ledger {
-    sent: VecDeque<Timestamp>,
-}
-
-const HOUR: SignedDuration = SignedDuration::from_hours(1);
-
-impl Ledger {
-    fn prune(&mut self, now: Timestamp) {
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| t.checked_add(HOUR).is_ok_and(|end| end <= now))
-        {
-            self.sent.pop_front();
-        }
-    }
-
-    /// `Ok` when a probe may go now, else the earliest instant it may.
-    pub fn check(&mut self, budget: u32, now: Timestamp) -> Result<(), Timestamp> {
-        self.prune(now);
-        if (self.sent.len() as u32) < budget.max(1) {
-            return Ok(());
-        }
-        let oldest = self.sent.front().copied().unwrap_or(now);
-        Err(oldest.checked_add(HOUR).unwrap_or(Timestamp::MAX))
-    }
-
-    pub fn record(&mut self, now: Timestamp) {
-        self.sent.push_back(now);
-    }
-
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,16 +286,5 @@ mod tests {
         assert_eq!(expiry_instants(Some(t(1000)), warn, t(950)), Some(t(1000)));
         assert_eq!(expiry_instants(Some(t(1000)), warn, t(1000)), None);
         assert_eq!(expiry_instants(None, warn, t(0)), None);
-    }
-
-    #[test]
-    fn ledger_caps_probes_per_rolling_hour() {
-        let mut l = Ledger::default();
-        for k in 0..10 {
-            assert_eq!(l.check(10, t(k * 60)), Ok(()));
-            l.record(t(k * 60));
-        }
-        assert_eq!(l.check(10, t(700)), Err(t(3600)));
-        assert_eq!(l.check(10, t(3600)), Ok(()), "the oldest left the window");
     }
 }

@@ -127,3 +127,51 @@ async fn redirects_are_never_followed() {
     assert_eq!(classify(&o), ProbeResult::Unavailable);
     assert!(target.seen().is_empty(), "the token never reached the other host");
 }
+
+/// An endless body: a reader that does not stop at its bound would wait for the timeout (or run
+/// out of memory) instead of returning the answer.
+fn endless(status: u16) -> axum::Router {
+    use axum::body::Body;
+    use axum::response::Response;
+    axum::Router::new().fallback(move || async move {
+        let chunk = bytes_of(8 * 1024);
+        let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        Response::builder()
+            .status(status)
+            .body(Body::from_stream(stream))
+            .expect("response")
+    })
+}
+
+fn bytes_of(n: usize) -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b'x'; n])
+}
+
+#[tokio::test]
+async fn responses_are_read_to_64_kib_and_no_further() {
+    let addr = tenantcred_testkit::serve(endless(401)).await;
+    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
+    let o = prober
+        .probe(
+            &format!("http://{addr}/probe"),
+            &Token::new("t"),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(o.transport, Transport::Answered(401), "answered, not timed out: {o:?}");
+
+    let addr = tenantcred_testkit::serve(endless(200)).await;
+    let answer = prober
+        .post_form(
+            &format!("http://{addr}/Token"),
+            &[("grant_type", "password".into())],
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(answer.transport, Transport::Answered(200));
+    assert_eq!(
+        answer.body.len(),
+        tenantcred::outbound::BODY_LIMIT,
+        "read to the bound, not beyond"
+    );
+}
