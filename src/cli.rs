@@ -341,9 +341,13 @@ fn human(secs: i64) -> String {
     }
 }
 
+fn worst_first(rows: &mut [Row]) {
+    rows.sort_by(|a, b| (a.health, &a.namespace, &a.name).cmp(&(b.health, &b.namespace, &b.name)));
+}
+
 /// The table, worst credential first.
 pub fn render_table(mut rows: Vec<Row>, all_namespaces: bool) -> String {
-    rows.sort_by(|a, b| (a.health, &a.namespace, &a.name).cmp(&(b.health, &b.namespace, &b.name)));
+    worst_first(&mut rows);
     let mut table: Vec<Vec<String>> = vec![];
     let mut header = vec![
         "NAME",
@@ -392,19 +396,19 @@ pub async fn status(client: Client, namespace: Option<&str>, output: Output) -> 
     let list = api.list(&ListParams::default()).await?;
     let now = Timestamp::now();
     let mut rows: Vec<Row> = list.items.iter().map(|t| row(t, now)).collect();
-    rows.sort_by(|a, b| (a.health, &a.namespace, &a.name).cmp(&(b.health, &b.namespace, &b.name)));
-    match output {
-        Output::Json => return Ok(serde_json::to_string_pretty(&serde_json::json!({"items": rows}))? + "\n"),
-        Output::Yaml => return Ok(serde_yaml::to_string(&serde_json::json!({"items": rows}))?),
-        Output::Table => {}
-    }
-    if rows.is_empty() {
-        return Ok(format!(
+    let items = |rows: &mut Vec<Row>| {
+        worst_first(rows);
+        serde_json::json!({ "items": rows })
+    };
+    Ok(match output {
+        Output::Json => serde_json::to_string_pretty(&items(&mut rows))? + "\n",
+        Output::Yaml => serde_yaml::to_string(&items(&mut rows))?,
+        Output::Table if rows.is_empty() => format!(
             "No TenantApiCredentials found{}.\n",
             namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default()
-        ));
-    }
-    Ok(render_table(rows, namespace.is_none()))
+        ),
+        Output::Table => render_table(rows, namespace.is_none()),
+    })
 }
 
 /// Sets `tenantcred.dev/probe-requested-at` to now; the controller probes (within the key's

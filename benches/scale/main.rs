@@ -20,6 +20,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{Answer, ApiServer, Provider};
 
+/// `tenantcred run` as both modes start it: the test providers are plain http on 127.0.0.1.
+const OPERATOR_ARGS: [&str; 6] = [
+    "run",
+    "--allow-insecure-http",
+    "--allowed-host",
+    "127.0.0.1",
+    "--log-level",
+    "warn",
+];
+
 pub(crate) const PROVIDERS: [&str; 3] = ["raise", "charitystack", "virtuous"];
 pub(crate) const NAMESPACES: usize = 100;
 
@@ -221,15 +231,8 @@ async fn run(r: &Run) -> u64 {
         None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
     };
     let mut child: Child = command
-        .args([
-            "run",
-            "--allow-insecure-http",
-            "--allowed-host",
-            "127.0.0.1",
-            "--log-level",
-            "warn",
-            "--metrics-addr",
-        ])
+        .args(OPERATOR_ARGS)
+        .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("RUST_LOG")

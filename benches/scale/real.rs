@@ -223,15 +223,8 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         .map(|a| a.port())
         .map_err(|e| e.to_string())?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantcred"))
-        .args([
-            "run",
-            "--allow-insecure-http",
-            "--allowed-host",
-            "127.0.0.1",
-            "--log-level",
-            "warn",
-            "--leader-elect",
-        ])
+        .args(crate::OPERATOR_ARGS)
+        .arg("--leader-elect")
         .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
         .arg(format!("bench-{run_id}"))
         .arg("--metrics-addr")

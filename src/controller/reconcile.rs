@@ -433,11 +433,14 @@ async fn probe_once(
     }
     let _permit = ctx.budget.acquire(&host).await;
     let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
-    ctx.metrics.probed(
-        settings.profile.name,
-        crate::verdict::classify(&outcome),
-        outcome.elapsed,
-    );
+    // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
+    if !matches!(outcome.transport, crate::verdict::Transport::NotAllowed(_)) {
+        ctx.metrics.probed(
+            settings.profile.name,
+            crate::verdict::classify(&outcome),
+            outcome.elapsed,
+        );
+    }
     if let Some(until) = outcome.back_off_until() {
         outcome.held_back =
             Some(

@@ -9,8 +9,13 @@ use tenantcred::verdict::{Transport, classify};
 
 use tenantcred_testkit::{Answer, Provider};
 
+/// The operator's HTTP client, with the tests' egress rules (127.0.0.1 over plain http).
+fn prober() -> Prober {
+    Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client")
+}
+
 async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
-    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
+    let prober = prober();
     prober
         .probe(
             &format!("{}/api/Organization/Current", p.base_url),
@@ -92,7 +97,7 @@ async fn slow_answers_time_out_and_refused_connections_are_unavailable() {
         .local_addr()
         .expect("addr")
         .port();
-    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
+    let prober = prober();
     let o = prober
         .probe(
             &format!("http://127.0.0.1:{port}/x"),
@@ -116,7 +121,7 @@ async fn redirects_are_never_followed() {
         async move { Redirect::temporary(&to) }
     });
     let addr = tenantcred_testkit::serve(app).await;
-    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
+    let prober = prober();
     let o = prober
         .probe(
             &format!("http://{addr}/probe"),
@@ -150,7 +155,7 @@ fn bytes_of(n: usize) -> axum::body::Bytes {
 #[tokio::test]
 async fn responses_are_read_to_64_kib_and_no_further() {
     let addr = tenantcred_testkit::serve(endless(401)).await;
-    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client");
+    let prober = prober();
     let o = prober
         .probe(
             &format!("http://{addr}/probe"),

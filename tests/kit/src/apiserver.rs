@@ -18,6 +18,8 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::requests::RequestBook;
+
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// (group, version, plural)
@@ -62,8 +64,7 @@ struct State {
     objects: BTreeMap<Key, Value>,
     owners: HashMap<Key, Owners>,
     history: Vec<Change>,
-    requests: BTreeMap<(String, String), u64>,
-    faults: Vec<(String, String, u16)>,
+    requests: RequestBook,
     /// Watch events of these kinds reach watchers this much later (a lagging watch cache).
     watch_lag: HashMap<String, Duration>,
 }
@@ -132,15 +133,11 @@ impl ApiServer {
 
     /// Requests seen, by (verb, plural[/subresource]).
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
-        self.lock().requests.clone()
+        self.lock().requests.counts().clone()
     }
 
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
-        self.lock()
-            .requests
-            .get(&(verb.to_owned(), resource.to_owned()))
-            .copied()
-            .unwrap_or(0)
+        self.lock().requests.count(verb, resource)
     }
 
     pub fn reset_counts(&self) {
@@ -149,7 +146,7 @@ impl ApiServer {
 
     /// The next request with this verb on this resource fails with `code`.
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16) {
-        self.lock().faults.push((verb.into(), resource.into(), code));
+        self.lock().requests.fail_next(verb, resource, code);
     }
 
     /// Delivers watch events of `plural` late, as a busy API server's watch cache does: clients
@@ -264,16 +261,9 @@ impl ApiServer {
         let Some(route) = parse_path(&path) else {
             return respond(404, &status_json(&err(404, "NotFound", format!("no route for {path}"))));
         };
-        let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-        let verb = verb_of(parts.method.as_str(), route.name.is_some(), watch, &content_type);
-        let resource = route.resource();
-        {
-            let mut st = self.lock();
-            *st.requests.entry((verb.to_owned(), resource.clone())).or_default() += 1;
-            if let Some(i) = st.faults.iter().position(|(v, r, _)| v == verb && *r == resource) {
-                let (_, _, code) = st.faults.remove(i);
-                return respond(code, &status_json(&err(code, "InternalError", "injected fault")));
-            }
+        let (verb, resource) = request_key(&parts.method, &parts.uri, &content_type);
+        if let Some(code) = self.lock().requests.record(verb, &resource) {
+            return respond(code, &status_json(&err(code, "InternalError", "injected fault")));
         }
         if verb == "watch" {
             return self.watch(route, &query, meta_only);
@@ -870,28 +860,13 @@ pub(crate) struct Route {
     pub(crate) sub: Option<String>,
 }
 
-impl Route {
-    /// `plural` or `plural/subresource`, as RBAC and `apiserver_request_total` name it.
-    pub(crate) fn resource(&self) -> String {
-        match &self.sub {
-            Some(sub) => format!("{}/{sub}", self.coll.plural),
-            None => self.coll.plural.clone(),
-        }
-    }
-}
-
-/// The verb of a request, as the API server counts it (`apply` for server-side apply patches).
-pub(crate) fn verb_of(method: &str, named: bool, watch: bool, content_type: &str) -> &'static str {
-    match (method, named, watch) {
-        ("GET", _, true) => "watch",
-        ("GET", true, _) => "get",
-        ("GET", false, _) => "list",
-        ("POST", _, _) => "create",
-        ("PUT", _, _) => "update",
-        ("PATCH", _, _) if content_type.contains("apply-patch") => "apply",
-        ("PATCH", _, _) => "patch",
-        ("DELETE", _, _) => "delete",
-        _ => "unknown",
+/// A request as the API server counts it in `apiserver_request_total`: the operator's own
+/// naming (`tenantcred::client::verb_and_resource`, RBAC's verbs), with server-side apply
+/// patches told apart as `apply`.
+pub(crate) fn request_key(method: &http::Method, uri: &http::Uri, content_type: &str) -> (&'static str, String) {
+    match tenantcred::client::verb_and_resource(method, uri) {
+        ("patch", resource) if content_type.contains("apply-patch") => ("apply", resource),
+        key => key,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod chart;
 pub mod envtest;
 pub mod fixtures;
 pub mod provider;
+mod requests;
 pub mod tap;
 
 use std::io::Write;

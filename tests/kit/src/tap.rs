@@ -12,14 +12,14 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use tower::buffer::Buffer;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::apiserver::{parse_path, verb_of};
+use crate::apiserver::request_key;
+use crate::requests::RequestBook;
 
 pub type TapBody = UnsyncBoxBody<Bytes, BoxError>;
 
 #[derive(Default)]
 struct State {
-    requests: BTreeMap<(String, String), u64>,
-    faults: Vec<(String, String, u16)>,
+    requests: RequestBook,
     forbidden: Vec<String>,
 }
 
@@ -36,21 +36,18 @@ impl Tap {
 
     /// The operator's requests so far, by (verb, plural[/subresource]).
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
-        self.lock().requests.clone()
+        self.lock().requests.counts().clone()
     }
 
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
-        self.lock()
-            .requests
-            .get(&(verb.to_owned(), resource.to_owned()))
-            .copied()
-            .unwrap_or(0)
+        self.lock().requests.count(verb, resource)
     }
 
     /// Writes (create, update, patch, apply) outside `events`.
     pub fn writes(&self) -> u64 {
         self.lock()
             .requests
+            .counts()
             .iter()
             .filter(|((verb, res), _)| {
                 matches!(verb.as_str(), "apply" | "patch" | "update" | "create") && res != "events"
@@ -66,7 +63,7 @@ impl Tap {
     /// The operator's next request with this verb on this resource fails with `code` (the API
     /// server is not reached).
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16) {
-        self.lock().faults.push((verb.into(), resource.into(), code));
+        self.lock().requests.fail_next(verb, resource, code);
     }
 
     /// Requests the API server refused with 403, as "verb resource".
@@ -80,21 +77,13 @@ impl Tap {
 }
 
 fn key_of<B>(req: &Request<B>) -> (String, String) {
-    let path = req.uri().path();
-    let Some(route) = parse_path(path) else {
-        return ("unknown".into(), path.to_owned());
-    };
-    let watch = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
     let content_type = req
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let verb = verb_of(req.method().as_str(), route.name.is_some(), watch, content_type);
-    (verb.to_owned(), route.resource())
+    let (verb, resource) = request_key(req.method(), req.uri(), content_type);
+    (verb.to_owned(), resource)
 }
 
 pub struct TapLayer {
@@ -155,14 +144,7 @@ where
 
     fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
         let key = key_of(&req);
-        let fault = {
-            let mut st = self.tap.lock();
-            *st.requests.entry(key.clone()).or_default() += 1;
-            st.faults
-                .iter()
-                .position(|(v, r, _)| *v == key.0 && *r == key.1)
-                .map(|i| st.faults.remove(i).2)
-        };
+        let fault = self.tap.lock().requests.record(&key.0, &key.1);
         if let Some(code) = fault {
             let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                 "message": "fault injected by the test tap", "reason": "InternalError", "code": code});
