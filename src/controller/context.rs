@@ -1,16 +1,15 @@
 //! What a reconcile reads besides the API: the caches, and what this process remembers of its own
 //! writes and decisions until the watches catch up.
 
-use super::watches::SourceIndex;
+use super::source_index::SourceIndex;
 use super::{Config, notify};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
 
 use crate::budget::Budget;
 use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
@@ -33,10 +32,8 @@ pub struct Context {
     pub(super) managed: Store<Secret>,
     /// The credentials, as cached by the controller's watch.
     pub(super) credentials: Store<TenantApiCredential>,
+    /// Who reads which Secret, and every Secret's version (the source-version check).
     pub(super) sources: Arc<SourceIndex>,
-    /// Metadata of every Secret in scope (names, labels, versions; no data, no annotations): the
-    /// target-name check and the source-version check are answered from it.
-    pub(super) secret_meta: Store<PartialObjectMeta<Secret>>,
     /// Per credential, `<source>/<resourceVersion>` of the latest read that found the token the
     /// managed Secret already holds (so an unrelated edit of the source costs one read, once).
     pub(super) source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
@@ -98,10 +95,14 @@ impl Context {
         cached
     }
 
-    pub(super) fn remember_secret(&self, ns: &str, before: Option<&Secret>, secret: Secret) {
+    pub(super) fn remember_secret(&self, ns: &str, before: Option<&Secret>, mut secret: Secret) {
         let Some(name) = secret.metadata.name.clone() else {
             return;
         };
+        // As the cache keeps it: only our own field ownership is read.
+        secret
+            .managed_fields_mut()
+            .retain(|e| e.manager.as_deref() == Some(crate::secret::FIELD_MANAGER));
         let w = WrittenSecret {
             over: before.and_then(|s| s.metadata.resource_version.clone()),
             secret: Arc::new(secret),

@@ -7,6 +7,7 @@ mod notify;
 mod reconcile;
 mod restart;
 mod run;
+mod source_index;
 mod sources;
 mod watches;
 mod writes;

@@ -1,8 +1,8 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
 use super::context::Context;
+use super::source_index::source_names;
 use super::sources::{self, Source, Target};
-use super::watches::source_names;
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
 use super::{grant, restart};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -201,7 +201,7 @@ async fn sync(
     let name = tac.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = Synced::default();
-    let target = match sources::read_target(ctx, &secrets, ns, &settings.secret_name, &name).await? {
+    let target = match sources::read_target(ctx, ns, &settings.secret_name, &name) {
         Target::Foreign => {
             out.problem = Some(conflict(ns, &settings.secret_name));
             return Ok(out);

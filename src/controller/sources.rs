@@ -7,7 +7,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
 
 use super::Context;
 use crate::Result;
@@ -64,8 +63,7 @@ pub(super) async fn candidate(
 
 /// `<name>/<resourceVersion>` of a Secret as the metadata watch last saw it.
 fn version_of(ctx: &Context, ns: &str, name: &str) -> Option<String> {
-    let meta = ctx.secret_meta.get(&ObjectRef::new_with(name, ()).within(ns))?;
-    Some(format!("{name}/{}", meta.metadata.resource_version.as_deref()?))
+    Some(format!("{name}/{}", ctx.sources.version(ns, name)?))
 }
 
 async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secrets: &Api<Secret>) -> Result<Source> {
@@ -125,44 +123,22 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
     })
 }
 
-/// The Secret at the target name, as far as the caches know.
+/// The Secret at the target name, as far as the managed cache knows.
 pub(super) enum Target {
     Absent,
     Ours(Arc<Secret>),
     Foreign,
 }
 
-/// Reads the target name from the caches: the managed-Secret cache (full objects, by label) and
-/// the metadata cache of every Secret. Only a Secret that carries our labels but is not yet in the
-/// managed cache (a watch lagging behind our own create) is read from the API.
-pub(super) async fn read_target(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    ns: &str,
-    name: &str,
-    credential: &str,
-) -> Result<Target> {
-    let classify = |s: Arc<Secret>| match secret::ownership(Some(&s), credential) {
-        Ownership::Ours => Target::Ours(s),
-        _ => Target::Foreign,
-    };
-    if let Some(s) = ctx.managed_secret(ns, name) {
-        return Ok(classify(s));
-    }
-    let Some(meta) = ctx.secret_meta.get(&ObjectRef::new_with(name, ()).within(ns)) else {
-        return Ok(Target::Absent);
-    };
-    let labels = &meta.metadata.labels;
-    let looks_ours = labels
-        .as_ref()
-        .and_then(|l| l.get(secret::MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(secret::MANAGED_BY_VALUE);
-    if !looks_ours {
-        return Ok(Target::Foreign);
-    }
-    Ok(match secrets.get_opt(name).await? {
-        Some(s) => classify(Arc::new(s)),
+/// Reads the target name from the managed-Secret cache (by label). A Secret there that is not in
+/// that cache (someone else's, or ours before the watch delivered it) is found by the create,
+/// which the API server refuses with 409 (`writes::create_secret`).
+pub(super) fn read_target(ctx: &Context, ns: &str, name: &str, credential: &str) -> Target {
+    match ctx.managed_secret(ns, name) {
         None => Target::Absent,
-    })
+        Some(s) => match secret::ownership(Some(&s), credential) {
+            Ownership::Ours => Target::Ours(s),
+            _ => Target::Foreign,
+        },
+    }
 }

@@ -1,13 +1,14 @@
-//! The watches: credentials, managed Secrets by label, and every Secret as metadata only; the
-//! indexes that map a Secret event to the credentials that read it; what is forgotten on deletion.
+//! The watches: credentials, managed Secrets by label, and every Secret as metadata only (into
+//! the source index, not a cache); what is forgotten on deletion.
 
 use super::context::{Context, WrittenSecret, WrittenStatuses};
+use super::source_index::SourceIndex;
 use super::{Config, Shared, notify};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -23,66 +24,6 @@ use crate::publish::Volatile;
 use crate::secret::{self, FIELD_MANAGER};
 use crate::server::Readiness;
 
-/// Which credentials read which source Secret, so a Secret event wakes exactly those.
-#[derive(Default)]
-pub(super) struct SourceIndex {
-    inner: Mutex<SourceMaps>,
-}
-
-#[derive(Default)]
-struct SourceMaps {
-    by_secret: HashMap<(String, String), HashSet<String>>,
-    by_credential: HashMap<(String, String), Vec<String>>,
-}
-
-impl SourceIndex {
-    pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
-        let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (ns.to_owned(), credential.to_owned());
-        if m.by_credential.get(&key) == Some(&secrets) {
-            return;
-        }
-        for old in m.by_credential.remove(&key).unwrap_or_default() {
-            if let Some(set) = m.by_secret.get_mut(&(ns.to_owned(), old.clone())) {
-                set.remove(credential);
-                if set.is_empty() {
-                    m.by_secret.remove(&(ns.to_owned(), old));
-                }
-            }
-        }
-        for s in &secrets {
-            m.by_secret
-                .entry((ns.to_owned(), s.clone()))
-                .or_default()
-                .insert(credential.to_owned());
-        }
-        if !secrets.is_empty() {
-            m.by_credential.insert(key, secrets);
-        }
-    }
-
-    pub(super) fn readers(&self, ns: &str, secret: &str) -> Vec<String> {
-        let m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        m.by_secret
-            .get(&(ns.to_owned(), secret.to_owned()))
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-pub(super) fn source_names(tac: &TenantApiCredential) -> Vec<String> {
-    let spec = &tac.spec;
-    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -93,6 +34,8 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Builds the context and the controller with its three watches (credentials, managed Secrets,
 /// source Secret metadata). Exposed for tests, which drive it against the API server double.
@@ -140,8 +83,12 @@ pub(super) fn build_context(
     let (tac_reader, tac_writer) = reflector::store();
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
         .inspect_ok(sync.clone().on_first_list())
-        // Field ownership is never read from the cache: dropping it saves memory.
-        .modify(|tac| tac.managed_fields_mut().clear())
+        // Field ownership and kubectl's copy of the last applied object are never read from the
+        // cache: dropping them saves memory.
+        .modify(|tac| {
+            tac.managed_fields_mut().clear();
+            tac.annotations_mut().remove(LAST_APPLIED);
+        })
         .default_backoff()
         .reflect(tac_writer)
         .inspect_ok(move |event| {
@@ -171,6 +118,7 @@ pub(super) fn build_context(
         );
 
     let (managed_reader, managed_writer) = reflector::store();
+    let caught_up_secrets = secrets_written.clone();
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
         .inspect_ok(sync.clone().on_first_list())
         // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
@@ -180,22 +128,36 @@ pub(super) fn build_context(
         })
         .default_backoff()
         .reflect(managed_writer)
+        .inspect_ok(move |event| {
+            // What we wrote is dropped once the cache holds a version after it.
+            if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s) = event {
+                let key = ObjectRef::from_obj(s);
+                let mut written = caught_up_secrets.lock().unwrap_or_else(PoisonError::into_inner);
+                if written.get(&key).is_some_and(|w| w.over != s.metadata.resource_version) {
+                    written.remove(&key);
+                }
+            }
+        })
         .touched_objects();
 
+    // Every Secret as metadata only, into the source index (a name and a version each): a source
+    // change wakes the credentials that read it. Nothing else of these Secrets is kept.
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
-    let (meta_reader, meta_writer) = reflector::store();
-    let source_stream = watcher(source_meta, watcher::Config::default())
+    let index = sources.clone();
+    let source_triggers = watcher(source_meta, watcher::Config::default())
         .inspect_ok(sync.on_first_list())
-        // Names, labels and versions are all that is read: annotations (kubectl's
-        // last-applied copy can be large) and field ownership are dropped.
-        .modify(|s| {
-            s.managed_fields_mut().clear();
-            s.annotations_mut().clear();
-        })
         .default_backoff()
-        .reflect(meta_writer)
-        .touched_objects()
-        .predicate_filter(predicates::resource_version, Default::default());
+        .filter_map(move |event| {
+            let woken = match event {
+                Ok(event) => index.absorb(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Secret metadata watch failed; retrying");
+                    Vec::new()
+                }
+            };
+            std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
+        })
+        .flatten();
 
     let notifier = notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone());
     let ctx = Arc::new(Context {
@@ -210,7 +172,6 @@ pub(super) fn build_context(
         managed: managed_reader,
         credentials: tac_reader.clone(),
         sources,
-        secret_meta: meta_reader,
         source_versions: source_versions.clone(),
         errors,
         secrets_written: secrets_written.clone(),
@@ -218,7 +179,6 @@ pub(super) fn build_context(
         written,
     });
 
-    let for_sources = ctx.clone();
     let controller = Controller::for_stream(tac_stream, tac_reader)
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .watches_stream(managed_stream, |s: Secret| {
@@ -226,18 +186,7 @@ pub(super) fn build_context(
             let name = s.labels().get(secret::CREDENTIAL_LABEL)?.clone();
             Some(ObjectRef::new(&name).within(&ns))
         })
-        .watches_stream(source_stream, move |s: PartialObjectMeta<Secret>| {
-            let ns = s.namespace().unwrap_or_default();
-            if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
-                return Vec::new();
-            }
-            for_sources
-                .sources
-                .readers(&ns, &s.name_any())
-                .into_iter()
-                .map(|name| ObjectRef::new(&name).within(&ns))
-                .collect()
-        });
+        .reconcile_on(source_triggers);
     (ctx, controller)
 }
 

@@ -1,28 +1,21 @@
 //! Prometheus metrics (OpenMetrics text). Labels name credentials and providers, never tokens or
 //! fingerprints. A credential's series disappear with it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod credentials;
+
+pub use credentials::{CredentialSeries, Series};
+
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::conditions::{self, Type};
 use crate::crd::{ProbeResult, TenantApiCredential, TenantApiCredentialStatus};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialLabels {
-    pub namespace: String,
-    pub name: String,
-    pub tenant: String,
-    pub provider: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
@@ -62,20 +55,13 @@ impl Drop for ReconcileTimer<'_> {
 
 pub struct Metrics {
     registry: Registry,
-    ready: Family<CredentialLabels, Gauge>,
-    degraded: Family<CredentialLabels, Gauge>,
-    expiry: Family<CredentialLabels, Gauge>,
-    last_success: Family<CredentialLabels, Gauge>,
-    last_probe: Family<CredentialLabels, Gauge>,
-    rate_limit_remaining: Family<CredentialLabels, Gauge>,
+    credentials: std::sync::Arc<CredentialSeries>,
     probes: Family<ProbeLabels, Counter>,
     probe_duration: Family<ProviderLabels, Histogram>,
     reconciles: Counter<u64, AtomicU64>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     api_requests: Family<ApiLabels, Counter>,
-    /// The label set each credential's series carry now, to drop them when it goes or changes.
-    known: Mutex<HashMap<(String, String), CredentialLabels>>,
 }
 
 impl Default for Metrics {
@@ -88,12 +74,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tenantcred");
         let m = Self {
-            ready: Family::default(),
-            degraded: Family::default(),
-            expiry: Family::default(),
-            last_success: Family::default(),
-            last_probe: Family::default(),
-            rate_limit_remaining: Family::default(),
+            credentials: std::sync::Arc::default(),
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -102,39 +83,9 @@ impl Metrics {
             reconcile_errors: Family::default(),
             reconcile_duration: Histogram::new([0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0]),
             api_requests: Family::default(),
-            known: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
-        registry.register(
-            "credential_ready",
-            "1 when the credential is Ready=True",
-            m.ready.clone(),
-        );
-        registry.register(
-            "credential_degraded",
-            "1 when the credential is Degraded=True",
-            m.degraded.clone(),
-        );
-        registry.register(
-            "credential_expiry_timestamp_seconds",
-            "When the token expires (unix seconds), when known",
-            m.expiry.clone(),
-        );
-        registry.register(
-            "credential_last_successful_probe_timestamp_seconds",
-            "When the provider last accepted the token (unix seconds)",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "credential_last_probe_timestamp_seconds",
-            "When the token was last probed (unix seconds), every probe (the status records them hourly)",
-            m.last_probe.clone(),
-        );
-        registry.register(
-            "provider_rate_limit_remaining",
-            "Requests left in the key's rate-limit window, as the provider last reported",
-            m.rate_limit_remaining.clone(),
-        );
+        registry.register_collector(Box::new(m.credentials.clone()));
         registry.register("probe", "Probes sent, by provider and result", m.probes.clone());
         registry.register(
             "probe_duration_seconds",
@@ -203,48 +154,27 @@ impl Metrics {
 
     /// Sets a credential's series from its status.
     pub fn observe(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
-        let labels = CredentialLabels {
-            namespace: tac.metadata.namespace.clone().unwrap_or_default(),
-            name: tac.metadata.name.clone().unwrap_or_default(),
+        let seconds =
+            |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0.as_second());
+        let series = Series {
             tenant: tac.spec.tenant.clone(),
             provider: tac.spec.provider.as_str().into(),
+            ready: conditions::is_true(&status.conditions, Type::Ready),
+            degraded: conditions::is_true(&status.conditions, Type::Degraded),
+            expiry: seconds(&status.expires_at),
+            last_success: seconds(&status.last_successful_probe_time),
+            last_probe: seconds(&status.last_probe_time),
+            rate_limit_remaining: status
+                .rate_limit
+                .as_ref()
+                .and_then(|r| r.remaining)
+                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
         };
-        let key = (labels.namespace.clone(), labels.name.clone());
-        let previous = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, labels.clone());
-        if let Some(old) = previous.filter(|old| *old != labels) {
-            self.remove(&old);
-        }
-        let flag = |t| i64::from(conditions::is_true(&status.conditions, t));
-        self.ready.get_or_create(&labels).set(flag(Type::Ready));
-        self.degraded.get_or_create(&labels).set(flag(Type::Degraded));
-        match &status.expires_at {
-            Some(t) => {
-                self.expiry.get_or_create(&labels).set(t.0.as_second());
-            }
-            None => {
-                self.expiry.remove(&labels);
-            }
-        }
-        if let Some(t) = &status.last_probe_time {
-            self.last_probe.get_or_create(&labels).set(t.0.as_second());
-        }
-        if let Some(t) = &status.last_successful_probe_time {
-            self.last_success.get_or_create(&labels).set(t.0.as_second());
-        }
-        match status.rate_limit.as_ref().and_then(|r| r.remaining) {
-            Some(r) => {
-                self.rate_limit_remaining
-                    .get_or_create(&labels)
-                    .set(i64::try_from(r).unwrap_or(i64::MAX));
-            }
-            None => {
-                self.rate_limit_remaining.remove(&labels);
-            }
-        }
+        self.credentials.set(
+            tac.metadata.namespace.as_deref().unwrap_or_default(),
+            tac.metadata.name.as_deref().unwrap_or_default(),
+            series,
+        );
     }
 
     /// One request to the Kubernetes API server.
@@ -254,23 +184,7 @@ impl Metrics {
 
     /// Drops every series of a deleted credential.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let removed = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(namespace.to_owned(), name.to_owned()));
-        if let Some(labels) = removed {
-            self.remove(&labels);
-        }
-    }
-
-    fn remove(&self, labels: &CredentialLabels) {
-        self.ready.remove(labels);
-        self.degraded.remove(labels);
-        self.expiry.remove(labels);
-        self.last_success.remove(labels);
-        self.last_probe.remove(labels);
-        self.rate_limit_remaining.remove(labels);
+        self.credentials.remove(namespace, name);
     }
 }
 
