@@ -98,8 +98,8 @@ struct RunArgs {
     kube_burst: u32,
     /// A workload is restarted at most once per this window; token changes within it are gathered
     /// into one restart at its end (e.g. 30s, 2m).
-    #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value = "30s", value_parser = parse_duration)]
-    restart_debounce: std::time::Duration,
+    #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value_t = FlagDuration(controller::DEFAULT_RESTART_DEBOUNCE))]
+    restart_debounce: FlagDuration,
     /// Rollouts started per minute, across all workloads.
     #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
     max_rollouts_per_minute: u32,
@@ -210,7 +210,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_probes: args.max_concurrent_probes,
         max_probes_per_host: args.max_probes_per_host,
         concurrency: args.concurrency,
-        restart_debounce: args.restart_debounce,
+        restart_debounce: args.restart_debounce.0,
         max_rollouts_per_minute: args.max_rollouts_per_minute,
         ..Config::default()
     };
@@ -245,8 +245,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
-fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
-    tenantcred::duration::parse(v).map_err(|e| e.to_string())
+/// A duration flag, read and shown the way the CRD's durations are (`30s`, `2m`).
+#[derive(Clone, Copy, Debug)]
+struct FlagDuration(std::time::Duration);
+
+impl std::str::FromStr for FlagDuration {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        tenantcred::duration::parse(v).map(Self)
+    }
+}
+
+impl std::fmt::Display for FlagDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&tenantcred::duration::format(self.0))
+    }
 }
 
 fn default_identity() -> String {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
 
 use crate::budget::Budget;
 use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
@@ -100,9 +100,7 @@ impl Context {
             return;
         };
         // As the cache keeps it: only our own field ownership is read.
-        secret
-            .managed_fields_mut()
-            .retain(|e| e.manager.as_deref() == Some(crate::secret::FIELD_MANAGER));
+        crate::secret::compact_field_ownership(&mut secret);
         let w = WrittenSecret {
             over: before.and_then(|s| s.metadata.resource_version.clone()),
             secret: Arc::new(secret),

@@ -12,11 +12,11 @@ use super::reconcile::Synced;
 use crate::conditions::{self, Reason, Type};
 use crate::crd::TenantApiCredential;
 use crate::crd::TenantApiCredentialStatus;
-use crate::oauth::{self, Grant, Login, Outcome, State, Unusable};
+use crate::oauth::{self, Grant, Login, Next, Renew, State, Unusable};
 use crate::plan::{Problem, Settings};
-use crate::schedule::{self, Jitter};
+use crate::schedule::Jitter;
 use crate::secret::{CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::token::{Fingerprint, Lifetime, Token};
+use crate::token::{Lifetime, Token};
 use crate::{Error, Result};
 
 /// The Secret where tenantcred keeps the refresh token: owned by the credential, never shown.
@@ -24,22 +24,29 @@ pub fn state_secret_name(credential: &str) -> String {
     format!("{credential}-tenantcred-oauth")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a renewal needs from the reconcile.
+pub(super) struct Renewal<'a> {
+    pub(super) tac: &'a TenantApiCredential,
+    pub(super) settings: &'a Settings,
+    pub(super) ns: &'a str,
+    /// The login Secret's name.
+    pub(super) login: &'a str,
+    /// The access token in the managed Secret.
+    pub(super) current: Option<&'a (Token, Lifetime)>,
+    pub(super) observed: &'a TenantApiCredentialStatus,
+    pub(super) now: Timestamp,
+}
+
+/// The access token to use: the current one until it is due for refresh, else a new one from the
+/// token endpoint (refresh grant, then the password grant, with a two-factor code when asked).
+/// The decisions are `oauth::renew` and `oauth::next`; this reads, calls and stores.
 pub(super) async fn access_token(
     ctx: &Context,
-    tac: &TenantApiCredential,
-    settings: &Settings,
-    ns: &str,
-    current: Option<&(Token, Lifetime)>,
-    observed: &TenantApiCredentialStatus,
-    now: Timestamp,
+    r: &Renewal<'_>,
     out: &mut Synced,
 ) -> Result<Option<(Token, Lifetime)>> {
-    let Some(oauth_spec) = &tac.spec.oauth else {
-        return Ok(None);
-    };
+    let (ns, login_name, now) = (r.ns, r.login, r.now);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let login_name = &oauth_spec.secret_ref.name;
     let Some(login_secret) = secrets.get_opt(login_name).await? else {
         out.problem = Some(Problem::SourceNotFound(format!(
             "oauth.secretRef: Secret {ns}/{login_name} not found; create it with keys username and password"
@@ -47,45 +54,41 @@ pub(super) async fn access_token(
         return Ok(None);
     };
     let login = Login::from_secret(&login_secret);
-    // Probes and token-endpoint calls share the account's budget (the access token changes).
-    let account = Fingerprint::of(format!("oauth:{}", login.username.as_ref().map_or("", |u| u.expose())).as_bytes());
+    let account = oauth::account(&login);
     out.budget_key = Some(account.clone());
-    let state_name = state_secret_name(&tac.name_any());
+    let state_name = state_secret_name(&r.tac.name_any());
     let state = secrets
         .get_opt(&state_name)
         .await?
         .map(|s| State::from_secret(&s))
         .unwrap_or_default();
-    let with_expiry = |t: &Token| {
-        (
-            t.clone(),
-            Lifetime {
+    let keep = |state: &State| {
+        r.current.map(|(t, _)| {
+            let lifetime = Lifetime {
                 not_before: None,
                 expires_at: state.expires_at,
-            },
-        )
+            };
+            (t.clone(), lifetime)
+        })
     };
 
-    // An unspent code after a 202 means the user answered the SMS: use it now.
-    let waiting_for_otp = conditions::state(&observed.conditions, Type::Ready)
+    let waiting_for_otp = conditions::state(&r.observed.conditions, Type::Ready)
         .is_some_and(|(_, reason)| reason == Some(Reason::OtpRequired));
-    let fresh_code = login
-        .otp
-        .as_ref()
-        .is_some_and(|o| state.otp_used.as_ref() != Some(&o.fingerprint()));
-    let due = state.refresh_at.is_none_or(|r| r <= now) || state.expires_at.is_none_or(|e| e <= now);
-    let renew = due || (waiting_for_otp && fresh_code);
-    if let Some(cur) = current.filter(|_| !renew) {
-        if let Some(r) = state.refresh_at {
-            out.wake(r);
+    match oauth::renew(&login, &state, waiting_for_otp, r.current.is_some(), now) {
+        Renew::Keep { refresh_at } => {
+            if let Some(at) = refresh_at {
+                out.wake(at);
+            }
+            return Ok(keep(&state));
         }
-        return Ok(Some(with_expiry(&cur.0)));
-    }
-    if waiting_for_otp && !fresh_code {
-        out.problem = Some(otp_problem(ns, login_name));
-        return Ok(None);
+        Renew::AwaitOtp => {
+            out.problem = Some(otp_problem(ns, login_name));
+            return Ok(None);
+        }
+        Renew::Now => {}
     }
 
+    let host = r.settings.host();
     let mut refresh_rejected = false;
     loop {
         let grant = match oauth::choose(&login, &state, refresh_rejected) {
@@ -104,78 +107,69 @@ pub(super) async fn access_token(
             }
         };
         // Token-endpoint calls spend the same per-account budget as probes.
-        if let Err(held) = ctx.budget.admit(&settings.host(), &account, &settings.profile, now) {
-            let until = held.until;
-            out.wake(until);
-            return Ok(current.map(|c| with_expiry(&c.0)));
+        if let Err(held) = ctx.budget.admit(&host, &account, &r.settings.profile, now) {
+            out.wake(held.until);
+            return Ok(keep(&state));
         }
         let answer = {
-            let _permit = ctx.budget.acquire(&settings.host()).await;
+            let _permit = ctx.budget.acquire(&host).await;
             let form = oauth::form(grant, &login, &state);
             ctx.prober
-                .post_form(&settings.token_url(), &form, settings.timeout)
+                .post_form(&r.settings.token_url(), &form, r.settings.timeout)
                 .await
         };
-        match oauth::interpret(&answer) {
-            Outcome::Issued {
-                access_token,
-                refresh_token,
-                expires_in,
-            } => {
-                let next = oauth::after_issue(&state, &login, grant, refresh_token, expires_in, now, Jitter::random());
-                write_state(&secrets, tac, &state_name, &next).await?;
-                if let Some(r) = next.refresh_at {
-                    out.wake(r);
+        let outcome = oauth::interpret(&answer);
+        match oauth::next(
+            grant,
+            outcome,
+            refresh_rejected,
+            (&login, &state),
+            now,
+            Jitter::random(),
+        ) {
+            Next::Issued { access_token, state } => {
+                write_state(&secrets, r.tac, &state_name, &state).await?;
+                if let Some(at) = state.refresh_at {
+                    out.wake(at);
                 }
-                return Ok(Some((
-                    access_token,
-                    Lifetime {
-                        not_before: None,
-                        expires_at: next.expires_at,
-                    },
-                )));
+                let lifetime = Lifetime {
+                    not_before: None,
+                    expires_at: state.expires_at,
+                };
+                return Ok(Some((access_token, lifetime)));
             }
-            Outcome::OtpRequired => {
-                if let Grant::Password { with_otp: true } = grant {
-                    // The code did not work (wrong or stale): never send it again.
-                    let spent = State {
-                        otp_used: login.otp.as_ref().map(Token::fingerprint),
-                        ..state.clone()
-                    };
-                    write_state(&secrets, tac, &state_name, &spent).await?;
+            Next::OtpRequired { spent } => {
+                if let Some(spent) = spent {
+                    write_state(&secrets, r.tac, &state_name, &spent).await?;
                 }
                 out.problem = Some(otp_problem(ns, login_name));
                 return Ok(None);
             }
-            Outcome::Rejected(_) if grant == Grant::Refresh && !refresh_rejected => {
-                tracing::info!(credential = %tac.name_any(), "refresh token refused; signing in with the password grant");
+            Next::SignInAgain => {
+                tracing::info!("refresh token refused; signing in with the password grant");
                 refresh_rejected = true;
             }
-            Outcome::Rejected(why) => {
+            Next::Refused(why) => {
                 out.problem = Some(Problem::InvalidGrant(format!(
                     "Virtuous refused the {} grant: {why}",
                     name(grant)
                 )));
                 return Ok(None);
             }
-            Outcome::RateLimited(until) => {
-                let until = until.unwrap_or_else(|| schedule::add(now, schedule::TRANSIENT_FIRST * 2));
-                ctx.budget
-                    .back_off(&settings.host(), &account, settings.profile.limit_scope, until, now);
-                out.wake(until);
-                return Ok(current.map(|c| with_expiry(&c.0)));
-            }
-            Outcome::NotAllowed(why) => {
+            Next::NotAllowed(why) => {
                 out.problem = Some(Problem::BaseUrlNotAllowed(why));
                 return Ok(None);
             }
-            Outcome::Unavailable(why) => {
-                tracing::info!(credential = %tac.name_any(), reason = %why, "token endpoint unavailable; retrying");
-                out.wake(schedule::add(
-                    now,
-                    Jitter::random().scale(schedule::TRANSIENT_FIRST * 2, 0.5, 1.0),
-                ));
-                return Ok(current.map(|c| with_expiry(&c.0)));
+            Next::BackOff(until) => {
+                ctx.budget
+                    .back_off(&host, &account, r.settings.profile.limit_scope, until, now);
+                out.wake(until);
+                return Ok(keep(&state));
+            }
+            Next::Retry(at) => {
+                tracing::info!(retry_at = %at, "token endpoint unavailable; retrying");
+                out.wake(at);
+                return Ok(keep(&state));
             }
         }
     }

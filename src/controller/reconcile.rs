@@ -1,7 +1,6 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
 use super::context::Context;
-use super::source_index::source_names;
 use super::sources::{self, Source, Target};
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
 use super::{grant, restart};
@@ -17,10 +16,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
-use crate::crd::RotationStatus;
 use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
-use crate::events::Notice;
-use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts};
+use crate::crd::{RotationPhase, RotationStatus};
+use crate::events::{self, Notice};
+use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
 use crate::provider::TokenFormat;
 use crate::rotation::{self, Cutover, Validation};
 use crate::schedule::{self, Jitter};
@@ -96,7 +95,10 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     let now = Timestamp::now();
     let persisted = ctx.observed_status(tac);
     let observed = ctx.current_status(tac, &persisted);
-    ctx.sources.set(ns, &name, source_names(tac));
+    let settings = plan::resolve(tac, &ctx.config.egress);
+    // The Secrets whose changes wake this credential.
+    let reads = settings.as_ref().map(|s| s.source.secret_names()).unwrap_or_default();
+    ctx.sources.set(ns, &name, reads);
 
     if tac.spec.suspend {
         let mut status = observed.clone();
@@ -108,8 +110,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     }
 
     let requested = tac.annotations().get(PROBE_REQUESTED_ANNOTATION).map(String::as_str);
-    let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
-    let settings = plan::resolve(tac, &ctx.config.egress);
+    let new_request = plan::new_probe_request(&observed, requested);
     let mut synced = match &settings {
         Err(p) => Synced {
             problem: Some(p.clone()),
@@ -228,21 +229,37 @@ async fn sync(
         .or_else(|| target.as_deref().and_then(secret::source_version).map(str::to_owned));
 
     let mut candidate_version = None;
-    let candidate = if tac.spec.oauth.is_some() {
-        grant::access_token(ctx, tac, settings, ns, current.as_ref(), observed, now, &mut out).await?
-    } else {
-        let known = current
-            .as_ref()
-            .zip(current_version.as_deref())
-            .map(|((t, _), v)| (t, v));
-        match sources::candidate(ctx, tac, settings, ns, &secrets, known, &mut out.notices).await? {
-            Source::Token(t, l, version) => {
-                candidate_version = version;
-                Some((t, l))
-            }
-            Source::Problem(p) => {
-                out.problem = Some(p);
-                None
+    let candidate = match &settings.source {
+        TokenSource::OAuth { login } => {
+            let oauth = grant::Renewal {
+                tac,
+                settings,
+                ns,
+                login,
+                current: current.as_ref(),
+                observed,
+                now,
+            };
+            grant::access_token(ctx, &oauth, &mut out).await?
+        }
+        TokenSource::Secret { current: from, pending } => {
+            let known = current
+                .as_ref()
+                .zip(current_version.as_deref())
+                .map(|((t, _), v)| (t, v));
+            let refs = sources::Refs {
+                current: from,
+                pending: pending.as_ref(),
+            };
+            match sources::candidate(ctx, refs, settings, ns, known, now, &mut out.notices).await? {
+                Source::Token(t, l, version) => {
+                    candidate_version = version;
+                    Some((t, l))
+                }
+                Source::Problem(p) => {
+                    out.problem = Some(p);
+                    None
+                }
             }
         }
     };
@@ -259,24 +276,15 @@ async fn sync(
     let chosen = match candidate {
         None => current.clone(),
         Some(cand) => {
-            let health = plan::health_of(observed);
-            let cut = if tac.spec.oauth.is_some() {
-                // Minted by the provider a moment ago: nothing to validate.
-                if current.as_ref().map(|c| &c.0) == Some(&cand.0) {
-                    Cutover::Keep
-                } else {
-                    Cutover::Now
-                }
-            } else {
-                let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
-                rotation::cutover(
-                    current_fp.as_ref(),
-                    health,
-                    &cand.0.fingerprint(),
-                    observed.rotation.as_ref(),
-                    new_request,
-                )
-            };
+            let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
+            let cut = rotation::cutover(
+                current_fp.as_ref(),
+                plan::health_of(observed),
+                &cand.0.fingerprint(),
+                observed.rotation.as_ref(),
+                new_request,
+                settings.source.auto_renewed(),
+            );
             match cut {
                 // Same token: the candidate's lifetime is the better informed (OAuth expiry).
                 Cutover::Keep if current.as_ref().is_some_and(|c| c.0 == cand.0) => Some(cand),
@@ -330,16 +338,16 @@ async fn sync(
             };
             ctx.remember_secret(ns, target.as_deref(), written);
             let old = current.as_ref().map(|(t, _)| t.fingerprint());
-            let new = token.fingerprint();
-            // Only a token change is news (a first Secret or a label change is not); a validated
-            // rotation already has its TokenRotated event.
-            let validated = out.notices.iter().any(|n| n.reason == "TokenRotated");
-            if let Some(old) = old.filter(|old| *old != new && !validated) {
-                out.notices.push(Notice::normal(
-                    "SecretUpdated",
-                    format!("Secret {} now holds token {new} (was {old})", settings.secret_name),
-                ));
-            }
+            let rotated = out
+                .rotation
+                .as_ref()
+                .is_some_and(|r| r.phase == RotationPhase::Validated);
+            out.notices.extend(events::secret_written(
+                old.as_ref(),
+                &token.fingerprint(),
+                rotated,
+                &settings.secret_name,
+            ));
         }
     }
     out.token = chosen;
@@ -356,55 +364,30 @@ async fn validate(
     out: &mut Synced,
 ) -> Option<(Token, Lifetime)> {
     let fp = candidate.0.fingerprint();
-    let expired = candidate.1.expired(None, now);
-    let step = if expired {
+    let step = if candidate.1.expired(None, now) {
         ProbeStep::Expired
     } else {
         probe_once(ctx, settings, &candidate.0, &fp, now).await
     };
-    let result = match &step {
-        ProbeStep::Sent(o) => Some(crate::verdict::classify(o)),
-        ProbeStep::Expired => Some(crate::crd::ProbeResult::Expired),
-        ProbeStep::Deferred(_) | ProbeStep::None => None,
-    };
+    let result = step.result();
     let verdict = rotation::validation(result);
     out.rotation = Some(rotation::record(verdict, &fp, now));
-    let was = current
-        .as_ref()
-        .map(|(t, _)| t.fingerprint().to_string())
-        .unwrap_or_default();
+    let was = current.as_ref().map(|(t, _)| t.fingerprint());
+    out.notices.extend(events::validated(
+        verdict,
+        result,
+        &fp,
+        was.as_ref(),
+        &settings.secret_name,
+    ));
     match verdict {
         Validation::Accepted => {
-            out.notices.push(Notice::normal(
-                "TokenRotated",
-                format!(
-                    "the provider accepted token {fp}; it replaces {was} in Secret {}",
-                    settings.secret_name
-                ),
-            ));
             out.probe = Some(step);
             Some(candidate)
         }
-        Validation::Refused => {
-            let why = result.map_or("refused", |r| r.as_str());
-            out.notices.push(Notice::warning(
-                "RotationFailed",
-                format!(
-                    "new token {fp} was not accepted ({why}); Secret {} keeps token {was}",
-                    settings.secret_name
-                ),
-            ));
-            current
-        }
+        Validation::Refused => current,
         Validation::Undecided => {
-            let retry = match &step {
-                ProbeStep::Deferred(until) => *until,
-                ProbeStep::Sent(o) => o
-                    .back_off_until()
-                    .unwrap_or_else(|| schedule::add(now, Jitter::random().scale(schedule::TRANSIENT_FIRST, 0.5, 1.0))),
-                _ => schedule::add(now, schedule::TRANSIENT_FIRST),
-            };
-            out.wake(retry);
+            out.wake(rotation::retry_at(&step, now, Jitter::random()));
             current
         }
     }

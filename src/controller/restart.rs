@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::Context;
 use crate::Result;
 use crate::crd::{TenantApiCredential, WorkloadKind, WorkloadRef};
-use crate::events::Notice;
+use crate::events::{Action, Notice};
 use crate::rollouts::Gate;
 use crate::secret::FIELD_MANAGER;
 use crate::token::Fingerprint;
@@ -60,16 +60,12 @@ pub(super) async fn rollout(
         };
         let what = format!("{:?} {}", target.kind, target.name);
         match patched {
-            Ok(()) => notices.push(Notice::normal(
-                "RolloutRestarted",
-                format!("{what}: pod template annotated with token {fingerprint}"),
-            )),
+            Ok(()) => notices.push(
+                Action::RolloutRestarted.notice(format!("{what}: pod template annotated with token {fingerprint}")),
+            ),
             // A missing consumer is worth a warning, not a failed credential.
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                notices.push(Notice::warning(
-                    "RestartTargetNotFound",
-                    format!("{what} not found in {ns}"),
-                ));
+                notices.push(Action::RestartTargetNotFound.notice(format!("{what} not found in {ns}")));
             }
             Err(e) => {
                 ctx.rollouts.lock().unwrap_or_else(PoisonError::into_inner).failed(&w);

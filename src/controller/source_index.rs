@@ -129,19 +129,6 @@ fn identity(s: &PartialObjectMeta<Secret>) -> Option<(Key, String)> {
     Some((key, s.metadata.resource_version.clone()?))
 }
 
-pub(super) fn source_names(tac: &TenantApiCredential) -> Vec<String> {
-    let spec = &tac.spec;
-    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,8 @@ use kube::api::Api;
 
 use super::Context;
 use crate::Result;
-use crate::crd::{SecretKeyRef, TenantApiCredential};
-use crate::events::Notice;
+use crate::crd::SecretKeyRef;
+use crate::events::{Action, Notice};
 use crate::plan::{Problem, Settings};
 use crate::schedule;
 use crate::secret::{self, Ownership};
@@ -21,6 +21,9 @@ use crate::token::{self, Lifetime, Token};
 /// allowed to create a credential could ship a ServiceAccount token off-cluster.
 const FORBIDDEN_SOURCE_TYPES: [&str; 2] = ["kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token"];
 
+/// Grace for clock skew between a token's issuer and us, on its `nbf`.
+const NOT_BEFORE_GRACE: Duration = Duration::from_secs(60);
+
 /// What a source Secret yielded.
 pub(super) enum Source {
     /// The token, and `<secret>/<resourceVersion>` it was read from.
@@ -28,37 +31,42 @@ pub(super) enum Source {
     Problem(Problem),
 }
 
+/// The Secrets a token source names: the one in use and its announced replacement.
+#[derive(Clone, Copy)]
+pub(super) struct Refs<'a> {
+    pub(super) current: &'a SecretKeyRef,
+    pub(super) pending: Option<&'a SecretKeyRef>,
+}
+
 /// The token that should be in use: the pending one when set and usable, else the source's.
-/// `current` is the managed Secret's token with the source version it came from: while the
+/// `known` is the managed Secret's token with the source version it came from: while the
 /// source's version (per the metadata watch) is the same, it is the answer without a read.
 pub(super) async fn candidate(
     ctx: &Context,
-    tac: &TenantApiCredential,
+    refs: Refs<'_>,
     settings: &Settings,
     ns: &str,
-    secrets: &Api<Secret>,
-    current: Option<(&Token, &str)>,
+    known: Option<(&Token, &str)>,
+    now: Timestamp,
     notices: &mut Vec<Notice>,
 ) -> Result<Source> {
-    if let Some(pending) = &tac.spec.pending_credential_ref {
-        match read(pending, "pendingCredentialRef", settings, ns, secrets).await? {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let read = |r, field| read(r, field, settings, ns, &secrets, now);
+    if let Some(pending) = refs.pending {
+        match read(pending, "pendingCredentialRef").await? {
             token @ Source::Token(..) => return Ok(token),
             // An unusable pending token never touches the one in use; say so and carry on.
-            Source::Problem(p) => notices.push(Notice::warning("PendingTokenUnusable", p.message().to_owned())),
+            Source::Problem(p) => notices.push(Action::PendingTokenUnusable.notice(p.message().to_owned())),
         }
     }
-    let Some(r) = &tac.spec.credential_ref else {
-        return Ok(Source::Problem(Problem::InvalidSpec(
-            "spec.credentialRef is not set".into(),
-        )));
-    };
-    if let (Some((token, read_from)), Some(now)) = (current, version_of(ctx, ns, &r.name))
-        && read_from == now
+    let r = refs.current;
+    if let (Some((token, read_from)), Some(version)) = (known, version_of(ctx, ns, &r.name))
+        && read_from == version
         && let Ok((token, lifetime)) = token::check(token.expose(), settings.profile.token_format)
     {
-        return Ok(Source::Token(token, lifetime, Some(now)));
+        return Ok(Source::Token(token, lifetime, Some(version)));
     }
-    read(r, "credentialRef", settings, ns, secrets).await
+    read(r, "credentialRef").await
 }
 
 /// `<name>/<resourceVersion>` of a Secret as the metadata watch last saw it.
@@ -66,7 +74,14 @@ fn version_of(ctx: &Context, ns: &str, name: &str) -> Option<String> {
     Some(format!("{name}/{}", ctx.sources.version(ns, name)?))
 }
 
-async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secrets: &Api<Secret>) -> Result<Source> {
+async fn read(
+    r: &SecretKeyRef,
+    field: &str,
+    settings: &Settings,
+    ns: &str,
+    secrets: &Api<Secret>,
+    now: Timestamp,
+) -> Result<Source> {
     let Some(secret) = secrets.get_opt(&r.name).await? else {
         return Ok(Source::Problem(Problem::SourceNotFound(format!(
             "{field}: Secret {ns}/{} not found; create it with the token under key {:?}",
@@ -107,13 +122,10 @@ async fn read(r: &SecretKeyRef, field: &str, settings: &Settings, ns: &str, secr
         .map(|rv| format!("{}/{rv}", r.name));
     Ok(match token::check(raw, settings.profile.token_format) {
         Ok((token, lifetime)) => match lifetime.not_before {
-            // A minute of grace for clock skew between the issuer and us.
-            Some(nbf) if nbf > schedule::add(Timestamp::now(), Duration::from_secs(60)) => {
-                Source::Problem(Problem::InvalidToken(format!(
-                    "{field}: the token in Secret {ns}/{} is not valid before {nbf}",
-                    r.name
-                )))
-            }
+            Some(nbf) if nbf > schedule::add(now, NOT_BEFORE_GRACE) => Source::Problem(Problem::InvalidToken(format!(
+                "{field}: the token in Secret {ns}/{} is not valid before {nbf}",
+                r.name
+            ))),
             _ => Source::Token(token, lifetime, version),
         },
         Err(e) => Source::Problem(Problem::InvalidToken(format!(

@@ -21,7 +21,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::TenantApiCredential;
 use crate::metrics::Metrics;
 use crate::publish::Volatile;
-use crate::secret::{self, FIELD_MANAGER};
+use crate::secret;
 use crate::server::Readiness;
 
 pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -122,10 +122,7 @@ pub(super) fn build_context(
     let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
         .inspect_ok(sync.clone().on_first_list())
         // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
-        .modify(|s| {
-            s.managed_fields_mut()
-                .retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
-        })
+        .modify(secret::compact_field_ownership)
         .default_backoff()
         .reflect(managed_writer)
         .inspect_ok(move |event| {

@@ -4,7 +4,9 @@
 //! shared API server pays for.
 
 use crate::conditions::{self, Reason, Status, Type};
-use crate::crd::TenantApiCredentialStatus;
+use crate::crd::{ProbeResult, TenantApiCredentialStatus};
+use crate::rotation::Validation;
+use crate::token::Fingerprint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
@@ -35,6 +37,90 @@ impl Notice {
             message: message.into(),
         }
     }
+}
+
+/// The events that are not a condition transition: something tenantcred did, or refused to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A new token was validated and replaced the old one in the Secret.
+    TokenRotated,
+    /// The provider refused the new token; the Secret keeps the old one.
+    RotationFailed,
+    /// The Secret holds a different token that needed no validation.
+    SecretUpdated,
+    /// The pending Secret is missing or its token unusable.
+    PendingTokenUnusable,
+    /// A workload was restarted for the new token.
+    RolloutRestarted,
+    /// A workload to restart does not exist.
+    RestartTargetNotFound,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Self::TokenRotated,
+        Self::RotationFailed,
+        Self::SecretUpdated,
+        Self::PendingTokenUnusable,
+        Self::RolloutRestarted,
+        Self::RestartTargetNotFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenRotated => "TokenRotated",
+            Self::RotationFailed => "RotationFailed",
+            Self::SecretUpdated => "SecretUpdated",
+            Self::PendingTokenUnusable => "PendingTokenUnusable",
+            Self::RolloutRestarted => "RolloutRestarted",
+            Self::RestartTargetNotFound => "RestartTargetNotFound",
+        }
+    }
+
+    fn severity(self) -> Severity {
+        match self {
+            Self::TokenRotated | Self::SecretUpdated | Self::RolloutRestarted => Severity::Normal,
+            Self::RotationFailed | Self::PendingTokenUnusable | Self::RestartTargetNotFound => Severity::Warning,
+        }
+    }
+
+    pub fn notice(self, message: impl Into<String>) -> Notice {
+        Notice {
+            severity: self.severity(),
+            reason: self.as_str(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The event for a validation that reached a verdict (an undecided one says nothing yet).
+pub fn validated(
+    verdict: Validation,
+    result: Option<ProbeResult>,
+    candidate: &Fingerprint,
+    current: Option<&Fingerprint>,
+    secret: &str,
+) -> Option<Notice> {
+    let was = current.map(Fingerprint::to_string).unwrap_or_default();
+    match verdict {
+        Validation::Accepted => Some(Action::TokenRotated.notice(format!(
+            "the provider accepted token {candidate}; it replaces {was} in Secret {secret}"
+        ))),
+        Validation::Refused => {
+            let why = result.map_or("refused", |r| r.as_str());
+            Some(Action::RotationFailed.notice(format!(
+                "new token {candidate} was not accepted ({why}); Secret {secret} keeps token {was}"
+            )))
+        }
+        Validation::Undecided => None,
+    }
+}
+
+/// The event for a Secret write: only a token change is news (a first Secret or a label change
+/// is not), and a validated rotation already has its `TokenRotated`.
+pub fn secret_written(old: Option<&Fingerprint>, new: &Fingerprint, rotated: bool, secret: &str) -> Option<Notice> {
+    let old = old.filter(|old| *old != new && !rotated)?;
+    Some(Action::SecretUpdated.notice(format!("Secret {secret} now holds token {new} (was {old})")))
 }
 
 /// Events for the condition transitions from `old` to `new`.
@@ -113,5 +199,24 @@ mod tests {
             vec![Notice::warning("ExpiringSoon", "soon")]
         );
         assert_eq!(transitions(&soon, &soon), vec![]);
+    }
+
+    #[test]
+    fn a_token_change_is_news_once() {
+        let (a, b) = (Fingerprint::of(b"a"), Fingerprint::of(b"b"));
+        assert_eq!(secret_written(None, &a, false, "s"), None, "a first Secret is not news");
+        assert_eq!(secret_written(Some(&a), &a, false, "s"), None);
+        assert_eq!(secret_written(Some(&a), &b, true, "s"), None, "TokenRotated said it");
+        let n = secret_written(Some(&a), &b, false, "s").expect("news");
+        assert_eq!((n.reason, n.severity), ("SecretUpdated", Severity::Normal));
+        assert!(n.message.contains(&b.to_string()) && n.message.contains(&a.to_string()));
+        let refused =
+            validated(Validation::Refused, Some(ProbeResult::Unauthorized), &b, Some(&a), "s").expect("a verdict");
+        assert_eq!(
+            (refused.reason, refused.severity),
+            ("RotationFailed", Severity::Warning)
+        );
+        assert!(refused.message.contains("Unauthorized"));
+        assert_eq!(validated(Validation::Undecided, None, &b, Some(&a), "s"), None);
     }
 }

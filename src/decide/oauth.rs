@@ -262,6 +262,95 @@ pub fn after_issue(
     }
 }
 
+/// The budget key of an account: probes and token-endpoint calls spend the same hourly budget,
+/// whatever the access token of the moment.
+pub fn account(login: &Login) -> crate::token::Fingerprint {
+    let user = login.username.as_ref().map_or("", |u| u.expose());
+    crate::token::Fingerprint::of(format!("oauth:{user}").as_bytes())
+}
+
+/// Whether to call the token endpoint in this reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renew {
+    /// The access token in use holds until it is due for refresh: keep it, look again then.
+    Keep { refresh_at: Option<Timestamp> },
+    /// The provider asked for an SMS code and the login Secret has none not yet spent.
+    AwaitOtp,
+    /// Missing, due, or a fresh code answers the provider's two-factor request.
+    Now,
+}
+
+/// `waiting_for_otp`: the status says the provider asked for a code (a 202).
+pub fn renew(login: &Login, state: &State, waiting_for_otp: bool, has_current: bool, now: Timestamp) -> Renew {
+    let fresh_code = fresh_otp(login, state).is_some();
+    let due = state.refresh_at.is_none_or(|r| r <= now) || state.expires_at.is_none_or(|e| e <= now);
+    if has_current && !due && !(waiting_for_otp && fresh_code) {
+        return Renew::Keep {
+            refresh_at: state.refresh_at,
+        };
+    }
+    if waiting_for_otp && !fresh_code {
+        return Renew::AwaitOtp;
+    }
+    Renew::Now
+}
+
+/// What a token-endpoint answer comes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Use the access token; store `state` (the new refresh token, when to refresh).
+    Issued { access_token: Token, state: State },
+    /// Two-factor authentication: wait for a code. `spent`: the code sent did not work; store
+    /// this state so it is never sent again.
+    OtpRequired { spent: Option<State> },
+    /// The refresh token was refused: sign in with the password grant in the same reconcile.
+    SignInAgain,
+    /// Refused, and no other grant is left.
+    Refused(String),
+    /// The egress rules refused the endpoint; nothing was sent.
+    NotAllowed(String),
+    /// 429: the account is held back until then; the current token keeps serving.
+    BackOff(Timestamp),
+    /// An outage: the current token keeps serving; try again then.
+    Retry(Timestamp),
+}
+
+pub fn next(
+    grant: Grant,
+    outcome: Outcome,
+    refresh_rejected: bool,
+    (login, state): (&Login, &State),
+    now: Timestamp,
+    jitter: Jitter,
+) -> Next {
+    match outcome {
+        Outcome::Issued {
+            access_token,
+            refresh_token,
+            expires_in,
+        } => Next::Issued {
+            access_token,
+            state: after_issue(state, login, grant, refresh_token, expires_in, now, jitter),
+        },
+        Outcome::OtpRequired => Next::OtpRequired {
+            spent: matches!(grant, Grant::Password { with_otp: true }).then(|| State {
+                otp_used: login.otp.as_ref().map(Token::fingerprint),
+                ..state.clone()
+            }),
+        },
+        Outcome::Rejected(_) if grant == Grant::Refresh && !refresh_rejected => Next::SignInAgain,
+        Outcome::Rejected(why) => Next::Refused(why),
+        Outcome::NotAllowed(why) => Next::NotAllowed(why),
+        Outcome::RateLimited(until) => {
+            Next::BackOff(until.unwrap_or_else(|| schedule::add(now, schedule::TRANSIENT_FIRST * 2)))
+        }
+        Outcome::Unavailable(_) => Next::Retry(schedule::add(
+            now,
+            jitter.scale(schedule::TRANSIENT_FIRST * 2, 0.5, 1.0),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +513,98 @@ mod tests {
             ..Secret::default()
         };
         assert_eq!(State::from_secret(&secret), s);
+    }
+
+    #[test]
+    fn renews_when_due_or_when_a_fresh_code_answers_a_two_factor_request() {
+        let state = State {
+            refresh_at: Some(t(100)),
+            expires_at: Some(t(200)),
+            ..State::default()
+        };
+        assert_eq!(
+            renew(&login(None), &state, false, true, t(50)),
+            Renew::Keep {
+                refresh_at: Some(t(100))
+            }
+        );
+        assert_eq!(renew(&login(None), &state, false, true, t(100)), Renew::Now, "due");
+        assert_eq!(
+            renew(&login(None), &state, false, false, t(50)),
+            Renew::Now,
+            "nothing in use"
+        );
+        assert_eq!(
+            renew(&login(None), &state, true, true, t(50)),
+            Renew::Keep {
+                refresh_at: Some(t(100))
+            }
+        );
+        assert_eq!(renew(&login(None), &state, true, false, t(50)), Renew::AwaitOtp);
+        assert_eq!(
+            renew(&login(Some("123456")), &state, true, true, t(50)),
+            Renew::Now,
+            "a fresh code"
+        );
+        let spent = State {
+            otp_used: Some(Token::new("123456").fingerprint()),
+            ..state
+        };
+        assert_eq!(
+            renew(&login(Some("123456")), &spent, true, false, t(50)),
+            Renew::AwaitOtp
+        );
+    }
+
+    #[test]
+    fn answers_become_next_steps() {
+        let (l, s) = (login(Some("123456")), State::default());
+        let refused = || Outcome::Rejected("invalid_grant".into());
+        let j = Jitter::new(0.0);
+        assert_eq!(
+            next(Grant::Refresh, refused(), false, (&l, &s), t(0), j),
+            Next::SignInAgain
+        );
+        assert_eq!(
+            next(Grant::Refresh, refused(), true, (&l, &s), t(0), j),
+            Next::Refused("invalid_grant".into())
+        );
+        let Next::OtpRequired { spent: Some(spent) } = next(
+            Grant::Password { with_otp: true },
+            Outcome::OtpRequired,
+            false,
+            (&l, &s),
+            t(0),
+            j,
+        ) else {
+            panic!("a code that did not work is spent");
+        };
+        assert_eq!(spent.otp_used, Some(Token::new("123456").fingerprint()));
+        assert_eq!(
+            next(
+                Grant::Password { with_otp: false },
+                Outcome::OtpRequired,
+                false,
+                (&l, &s),
+                t(0),
+                j
+            ),
+            Next::OtpRequired { spent: None }
+        );
+        assert_eq!(
+            next(
+                Grant::Refresh,
+                Outcome::RateLimited(Some(t(30))),
+                false,
+                (&l, &s),
+                t(0),
+                j
+            ),
+            Next::BackOff(t(30))
+        );
+        assert!(matches!(
+            next(Grant::Refresh, Outcome::Unavailable("x".into()), false, (&l, &s), t(0), j),
+            Next::Retry(at) if at > t(0)
+        ));
     }
 }

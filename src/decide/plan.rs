@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::{self, Desired, Reason, Status as S, Type};
-use crate::crd::{ProbeResult, RateLimitStatus, TenantApiCredential, TenantApiCredentialStatus};
+use crate::crd::{ProbeResult, RateLimitStatus, SecretKeyRef, TenantApiCredential, TenantApiCredentialStatus};
 use crate::duration;
 use crate::egress::{Egress, Refusal};
 use crate::provider::Profile;
@@ -27,8 +27,41 @@ pub struct Settings {
     pub warn_before: Duration,
     pub not_after: Option<Timestamp>,
     pub secret_name: String,
-    /// OAuth: tenantcred renews the token itself, so its short expiry is no warning sign.
-    pub auto_renewed: bool,
+    pub source: TokenSource,
+}
+
+/// Where the token comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenSource {
+    /// A token the user keeps in a Secret, and optionally its announced replacement.
+    Secret {
+        current: SecretKeyRef,
+        pending: Option<SecretKeyRef>,
+    },
+    /// Virtuous OAuth: tenantcred signs in with the login in this Secret and mints access tokens.
+    OAuth { login: String },
+}
+
+impl TokenSource {
+    /// Minted by tenantcred: renewed before it expires (its short lifetime is no warning sign),
+    /// and issued by the provider a moment ago (nothing to validate before use).
+    pub fn auto_renewed(&self) -> bool {
+        matches!(self, Self::OAuth { .. })
+    }
+
+    /// The Secrets it reads, sorted, once each.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names = match self {
+            Self::Secret { current, pending } => std::iter::once(current)
+                .chain(pending)
+                .map(|r| r.name.clone())
+                .collect(),
+            Self::OAuth { login } => vec![login.clone()],
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 impl Settings {
@@ -123,12 +156,17 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, P
             crate::crd::ProviderName::KNOWN.join(", ")
         ));
     };
-    if spec.credential_ref.is_some() == spec.oauth.is_some() {
-        return invalid("exactly one of credentialRef and oauth must be set".into());
-    }
-    if spec.oauth.is_some() && spec.provider != crate::crd::ProviderName::Virtuous {
-        return invalid("spec.oauth is only supported with provider virtuous".into());
-    }
+    let source = match (&spec.credential_ref, &spec.oauth) {
+        (Some(current), None) => TokenSource::Secret {
+            current: current.clone(),
+            pending: spec.pending_credential_ref.clone(),
+        },
+        (None, Some(oauth)) if spec.provider == crate::crd::ProviderName::Virtuous => TokenSource::OAuth {
+            login: oauth.secret_ref.name.clone(),
+        },
+        (None, Some(_)) => return invalid("spec.oauth is only supported with provider virtuous".into()),
+        _ => return invalid("exactly one of credentialRef and oauth must be set".into()),
+    };
     let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.map(str::to_owned)) else {
         return invalid(format!("provider {} requires spec.baseUrl", profile.name));
     };
@@ -181,7 +219,7 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, P
         warn_before,
         not_after: spec.expiry.not_after.as_ref().map(|t| t.0),
         secret_name,
-        auto_renewed: spec.oauth.is_some(),
+        source,
     })
 }
 
@@ -250,6 +288,17 @@ pub enum ProbeStep {
     Sent(ProbeOutcome),
 }
 
+impl ProbeStep {
+    /// The verdict it reached, if any.
+    pub fn result(&self) -> Option<ProbeResult> {
+        match self {
+            Self::Sent(o) => Some(verdict::classify(o)),
+            Self::Expired => Some(ProbeResult::Expired),
+            Self::Deferred(_) | Self::None => None,
+        }
+    }
+}
+
 pub struct Input<'a> {
     pub generation: Option<i64>,
     pub observed: &'a TenantApiCredentialStatus,
@@ -272,6 +321,11 @@ pub struct Decision {
     pub requeue_at: Option<Timestamp>,
 }
 
+/// Whether the `probe-requested-at` annotation asks for a probe not yet made.
+pub fn new_probe_request(observed: &TenantApiCredentialStatus, requested: Option<&str>) -> bool {
+    requested.is_some() && requested != observed.last_handled_probe_request.as_deref()
+}
+
 /// Whether a probe is due now, per the previous status. `started_at` spreads overdue probes after a
 /// restart; `stable_offset` is a per-resource hash.
 pub fn probe_due(
@@ -284,8 +338,7 @@ pub fn probe_due(
     stable_offset: u64,
 ) -> Option<Timestamp> {
     let same_token = observed.token_fingerprint.as_deref() == Some(token.fingerprint.as_str());
-    let new_request = requested.is_some() && requested != observed.last_handled_probe_request.as_deref();
-    if !same_token || observed.last_probe_result.is_none() || new_request {
+    if !same_token || observed.last_probe_result.is_none() || new_probe_request(observed, requested) {
         return Some(now);
     }
     // No schedule: an input problem cleared it (and has just gone away): probe now.
@@ -582,7 +635,7 @@ fn desired_conditions(
             format!("probing token {fp}"),
         ));
     }
-    out.push(if settings.is_some_and(|st| st.auto_renewed) {
+    out.push(if settings.is_some_and(|st| st.source.auto_renewed()) {
         Desired::new(
             Type::ExpiringSoon,
             S::False,

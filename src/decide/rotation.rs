@@ -6,7 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions::truncate;
 use crate::crd::{ProbeResult, RotationPhase, RotationStatus};
-use crate::plan::Health;
+use crate::plan::{Health, ProbeStep};
+use crate::schedule::{self, Jitter};
 use crate::token::Fingerprint;
 
 /// What to do with a candidate token.
@@ -20,18 +21,21 @@ pub enum Cutover {
     Validate,
 }
 
+/// `minted`: the candidate is an access token the provider issued a moment ago (OAuth), which
+/// needs no validation.
 pub fn cutover(
     current: Option<&Fingerprint>,
     current_health: Health,
     candidate: &Fingerprint,
     rotation: Option<&RotationStatus>,
     retry_requested: bool,
+    minted: bool,
 ) -> Cutover {
     let Some(current) = current else { return Cutover::Now };
     if current == candidate {
         return Cutover::Keep;
     }
-    if current_health != Health::Valid {
+    if minted || current_health != Health::Valid {
         return Cutover::Now;
     }
     let already_failed = rotation.is_some_and(|r| {
@@ -65,6 +69,18 @@ pub fn validation(result: Option<ProbeResult>) -> Validation {
     }
 }
 
+/// When an undecided validation is tried again: when the budget or the provider's back-off
+/// allows, else after the first transient delay (jittered down, so many do not retry at once).
+pub fn retry_at(step: &ProbeStep, now: Timestamp, jitter: Jitter) -> Timestamp {
+    match step {
+        ProbeStep::Deferred(until) => *until,
+        ProbeStep::Sent(o) => o
+            .back_off_until()
+            .unwrap_or_else(|| schedule::add(now, jitter.scale(schedule::TRANSIENT_FIRST, 0.5, 1.0))),
+        ProbeStep::Expired | ProbeStep::None => schedule::add(now, schedule::TRANSIENT_FIRST),
+    }
+}
+
 /// The `status.rotation` that records a validation.
 pub fn record(v: Validation, candidate: &Fingerprint, now: Timestamp) -> RotationStatus {
     let (phase, completed_at) = match v {
@@ -89,14 +105,17 @@ mod tests {
 
     #[test]
     fn first_sync_and_broken_current_tokens_cut_over_at_once() {
-        assert_eq!(cutover(None, Health::Probing, &fp("new"), None, false), Cutover::Now);
+        assert_eq!(
+            cutover(None, Health::Probing, &fp("new"), None, false, false),
+            Cutover::Now
+        );
         for h in [
             Health::Probing,
             Health::Failing(crate::plan::Failure::Unauthorized),
             Health::Failing(crate::plan::Failure::Expired),
         ] {
             assert_eq!(
-                cutover(Some(&fp("old")), h, &fp("new"), None, false),
+                cutover(Some(&fp("old")), h, &fp("new"), None, false, false),
                 Cutover::Now,
                 "{h:?}"
             );
@@ -106,11 +125,11 @@ mod tests {
     #[test]
     fn a_working_token_is_only_replaced_after_validation() {
         assert_eq!(
-            cutover(Some(&fp("old")), Health::Valid, &fp("new"), None, false),
+            cutover(Some(&fp("old")), Health::Valid, &fp("new"), None, false, false),
             Cutover::Validate
         );
         assert_eq!(
-            cutover(Some(&fp("same")), Health::Valid, &fp("same"), None, false),
+            cutover(Some(&fp("same")), Health::Valid, &fp("same"), None, false, false),
             Cutover::Keep
         );
     }
@@ -120,16 +139,35 @@ mod tests {
         let failed = record(Validation::Refused, &fp("new"), Timestamp::UNIX_EPOCH);
         assert_eq!(failed.phase, RotationPhase::Failed);
         assert_eq!(
-            cutover(Some(&fp("old")), Health::Valid, &fp("new"), Some(&failed), false),
+            cutover(Some(&fp("old")), Health::Valid, &fp("new"), Some(&failed), false, false),
             Cutover::Keep
         );
         assert_eq!(
-            cutover(Some(&fp("old")), Health::Valid, &fp("new"), Some(&failed), true),
+            cutover(Some(&fp("old")), Health::Valid, &fp("new"), Some(&failed), true, false),
             Cutover::Validate
         );
         assert_eq!(
-            cutover(Some(&fp("old")), Health::Valid, &fp("newer"), Some(&failed), false),
+            cutover(
+                Some(&fp("old")),
+                Health::Valid,
+                &fp("newer"),
+                Some(&failed),
+                false,
+                false
+            ),
             Cutover::Validate
+        );
+    }
+
+    #[test]
+    fn a_minted_access_token_replaces_a_working_one_without_validation() {
+        assert_eq!(
+            cutover(Some(&fp("old")), Health::Valid, &fp("new"), None, false, true),
+            Cutover::Now
+        );
+        assert_eq!(
+            cutover(Some(&fp("same")), Health::Valid, &fp("same"), None, false, true),
+            Cutover::Keep
         );
     }
 

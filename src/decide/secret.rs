@@ -239,7 +239,15 @@ fn entry_fields(s: &Secret, operation: &str) -> Option<BTreeSet<String>> {
     let entry = entries
         .iter()
         .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some(operation))?;
-    let fields = &entry.fields_v1.as_ref()?.0;
+    Some(match &entry.fields_v1.as_ref()?.0 {
+        // Compacted by `compact_field_ownership`.
+        serde_json::Value::String(lines) => lines.lines().map(str::to_owned).collect(),
+        tree => owned_paths(tree),
+    })
+}
+
+/// The paths a `FieldsV1` tree owns, as `section/key` (and `ownerReferences`).
+fn owned_paths(fields: &serde_json::Value) -> BTreeSet<String> {
     let mut f = BTreeSet::new();
     let keys_of = |v: Option<&serde_json::Value>| -> Vec<String> {
         v.and_then(|v| v.as_object())
@@ -263,7 +271,29 @@ fn entry_fields(s: &Secret, operation: &str) -> Option<BTreeSet<String>> {
     if meta.and_then(|m| m.get("f:ownerReferences")).is_some() {
         f.insert("ownerReferences".into());
     }
-    Some(f)
+    f
+}
+
+/// Keeps of `managedFields` only what `needs_apply` and `stale_keys` read: tenantcred's own
+/// entries, their manager and operation, and the paths they own (`labels/<key>`, `data/<key>`,
+/// `ownerReferences`, …) as one line each in a single string instead of the field tree. A cache
+/// of many Secrets holds this instead of every manager's tree of maps, the largest part of a
+/// small Secret in memory (about 4 KB each).
+pub fn compact_field_ownership(s: &mut Secret) {
+    let Some(entries) = s.metadata.managed_fields.as_mut() else {
+        return;
+    };
+    entries.retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
+    for e in entries.iter_mut() {
+        e.api_version = None;
+        e.fields_type = None;
+        e.time = None;
+        e.subresource = None;
+        if let Some(fields) = e.fields_v1.as_mut() {
+            let paths: Vec<String> = owned_paths(&fields.0).into_iter().collect();
+            fields.0 = serde_json::Value::String(paths.join("\n"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -380,5 +410,37 @@ mod tests {
         }]);
         assert!(!needs_apply(&d, &observed));
         assert!(needs_apply(&retained, &observed));
+    }
+
+    #[test]
+    fn compacted_field_ownership_answers_the_same() {
+        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            api_version: Some("v1".into()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({
+                "f:metadata": {
+                    "f:labels": {".": {}, "f:tenantcred.dev/tenant": {}},
+                    "f:annotations": {"f:tenantcred.dev/source-version": {}},
+                    "f:ownerReferences": {".": {}, "k:{\"uid\":\"u\"}": {"f:apiVersion": {}, "f:uid": {}}}
+                },
+                "f:data": {".": {}, "f:token": {}},
+                "f:type": {}
+            }))),
+            ..ManagedFieldsEntry::default()
+        };
+        let mut s = Secret::default();
+        s.metadata.managed_fields = Some(vec![
+            entry(FIELD_MANAGER, "Update"),
+            entry("kubectl", "Update"),
+            entry(FIELD_MANAGER, "Apply"),
+        ]);
+        let before = (entry_fields(&s, "Update"), entry_fields(&s, "Apply"));
+        compact_field_ownership(&mut s);
+        assert_eq!((entry_fields(&s, "Update"), entry_fields(&s, "Apply")), before);
+        let kept = s.metadata.managed_fields.as_ref().expect("entries");
+        assert_eq!(kept.len(), 2, "only tenantcred's entries");
+        assert!(kept.iter().all(|e| e.api_version.is_none() && e.time.is_none()));
     }
 }
