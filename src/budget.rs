@@ -213,9 +213,7 @@ mod tests {
     use super::*;
     use crate::crd::ProviderName;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).expect("valid")
-    }
+    use crate::testing::t;
 
     #[test]
     fn per_key_budget_and_back_off_scopes() {

@@ -445,13 +445,11 @@ mod tests {
     use crate::crd::TenantApiCredentialStatus;
 
     fn tac(name: &str, conds: &[(Type, Status, Reason)]) -> TenantApiCredential {
-        let spec: TenantApiCredentialSpec = serde_json::from_value(serde_json::json!({
-            "tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}
-        }))
-        .expect("spec");
-        let mut t = TenantApiCredential::new(name, spec);
-        t.metadata.namespace = Some("ns".into());
-        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let mut t = crate::testing::credential(
+            name,
+            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}}),
+        );
+        let now = crate::testing::t(0);
         let desired: Vec<_> = conds.iter().map(|(t, s, r)| Desired::new(*t, *s, *r, "m")).collect();
         t.status = Some(TenantApiCredentialStatus {
             conditions: merge(&[], &desired, Some(1), now),
@@ -462,7 +460,7 @@ mod tests {
 
     #[test]
     fn status_lists_the_worst_first() {
-        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let now = crate::testing::t(0);
         let rows = vec![
             row(&tac("fine", &[(Type::Ready, Status::True, Reason::TokenValid)]), now),
             row(

@@ -21,6 +21,8 @@ pub mod metrics;
 pub mod outbound;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 
 /// Everything a reconcile can fail with. Input problems are not errors: they become conditions.
 #[derive(thiserror::Error, Debug)]

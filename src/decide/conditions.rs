@@ -195,9 +195,7 @@ pub fn state(conditions: &[Condition], type_: Type) -> Option<(Status, Option<Re
 mod tests {
     use super::*;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).expect("valid")
-    }
+    use crate::testing::t;
 
     #[test]
     fn transition_time_moves_only_on_flip() {

@@ -156,10 +156,9 @@ pub fn transitions(old: &TenantApiCredentialStatus, new: &TenantApiCredentialSta
 mod tests {
     use super::*;
     use crate::conditions::{Desired, Status, merge};
-    use jiff::Timestamp;
 
     fn status(ready: (Status, Reason), expiring: bool) -> TenantApiCredentialStatus {
-        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let now = crate::testing::t(0);
         let desired = [
             Desired::new(Type::Ready, ready.0, ready.1, "m"),
             if expiring {

@@ -355,9 +355,7 @@ pub fn next(
 mod tests {
     use super::*;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).expect("valid")
-    }
+    use crate::testing::t;
 
     fn login(otp: Option<&str>) -> Login {
         Login {

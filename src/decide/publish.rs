@@ -111,9 +111,7 @@ mod tests {
     use crate::crd::ProbeResult;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).expect("valid")
-    }
+    use crate::testing::t as at;
 
     fn probed(secs: i64, remaining: u64) -> TenantApiCredentialStatus {
         TenantApiCredentialStatus {

@@ -96,9 +96,7 @@ mod tests {
     use super::*;
     use crate::crd::WorkloadKind;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).expect("valid")
-    }
+    use crate::testing::t;
 
     fn w(name: &str) -> Workload {
         ("ns".into(), WorkloadKind::Deployment, name.into())

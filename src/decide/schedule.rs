@@ -167,9 +167,7 @@ mod tests {
     }
     use crate::crd::ProviderName;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).expect("valid")
-    }
+    use crate::testing::t;
     const MIN: Duration = Duration::from_secs(60);
 
     fn finished(result: ProbeResult) -> Finished {

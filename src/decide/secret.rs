@@ -299,18 +299,14 @@ pub fn compact_field_ownership(s: &mut Secret) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::TenantApiCredentialSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
     fn tac(policy: DeletionPolicy) -> TenantApiCredential {
-        let mut spec: TenantApiCredentialSpec = serde_json::from_value(serde_json::json!({
-            "tenant": "acme", "provider": "charitystack", "credentialRef": {"name": "in"}
-        }))
-        .expect("spec");
-        spec.target.deletion_policy = policy;
-        let mut t = TenantApiCredential::new("acme-cs", spec);
-        t.metadata.namespace = Some("ns".into());
-        t.metadata.uid = Some("uid-1".into());
+        let mut t = crate::testing::credential(
+            "acme-cs",
+            serde_json::json!({"tenant": "acme", "provider": "charitystack", "credentialRef": {"name": "in"}}),
+        );
+        t.spec.target.deletion_policy = policy;
         t
     }
 

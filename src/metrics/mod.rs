@@ -192,20 +192,16 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::conditions::{Desired, Reason, Status, merge};
-    use crate::crd::TenantApiCredentialSpec;
 
     fn tac(name: &str, tenant: &str) -> TenantApiCredential {
-        let spec: TenantApiCredentialSpec = serde_json::from_value(serde_json::json!({
-            "tenant": tenant, "provider": "raise", "credentialRef": {"name": "in"}
-        }))
-        .expect("spec");
-        let mut t = TenantApiCredential::new(name, spec);
-        t.metadata.namespace = Some("ns".into());
-        t
+        crate::testing::credential(
+            name,
+            serde_json::json!({"tenant": tenant, "provider": "raise", "credentialRef": {"name": "in"}}),
+        )
     }
 
     fn ready_status() -> TenantApiCredentialStatus {
-        let now = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
+        let now = crate::testing::t(0);
         TenantApiCredentialStatus {
             conditions: merge(
                 &[],

@@ -1,18 +1,13 @@
 use super::*;
 use crate::conditions::find;
-use crate::crd::{TenantApiCredential, TenantApiCredentialSpec};
+use crate::crd::TenantApiCredential;
 use crate::egress::Egress;
 use crate::token::{Fingerprint, Lifetime};
 
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).expect("valid")
-}
+use crate::testing::t;
 
 fn tac(spec: serde_json::Value) -> TenantApiCredential {
-    let spec: TenantApiCredentialSpec = serde_json::from_value(spec).expect("spec");
-    let mut t = TenantApiCredential::new("acme", spec);
-    t.metadata.namespace = Some("ns".into());
-    t
+    crate::testing::credential("acme", spec)
 }
 
 fn settings() -> Settings {
