@@ -168,9 +168,15 @@ pub(crate) fn proc_stats(pid: u32) -> (u64, u64, f64) {
 }
 
 /// SIGTERM, as Kubernetes stops a pod: a graceful exit (profilers get to write); killed after
-/// `grace`.
+/// `grace`. A child started as a process group leader (under a profiler) is stopped with its
+/// group, so the operator under the profiler does not outlive the run.
 pub(crate) async fn stop(child: &mut Child, grace: Duration) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let pid = child.id().to_string();
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let stopped = Instant::now();
     while stopped.elapsed() < grace {
         if let Ok(Some(_)) = child.try_wait() {
@@ -226,6 +232,8 @@ async fn run(r: &Run) -> u64 {
         Some((program, rest)) => {
             let mut c = Command::new(program);
             c.args(rest).arg(env!("CARGO_BIN_EXE_tenantcred"));
+            // Its own process group: `stop` ends the profiler and the operator under it together.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
             c
         }
         None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
