@@ -223,8 +223,15 @@ async fn scrape(h: &Harness) -> String {
 
 async fn metrics_follow_live_credentials_and_drop_deleted_ones(h: Harness) {
     h.ready_credential("m", "good", json!({})).await;
-    let text = scrape(&h).await;
     let series = format!(r#"{{namespace="{}",name="m",tenant="acme",provider="generic"}}"#, h.ns);
+    // The series follow the status write within the same reconcile, a moment after the API has it.
+    eventually(10, "the credential's series", async || {
+        scrape(&h)
+            .await
+            .contains(&format!("tenantcred_credential_ready{series}"))
+    })
+    .await;
+    let text = scrape(&h).await;
     assert!(
         text.contains(&format!("tenantcred_credential_ready{series} 1")),
         "{text}"
