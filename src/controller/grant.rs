@@ -119,14 +119,7 @@ pub(super) async fn access_token(
                 .await
         };
         let outcome = oauth::interpret(&answer);
-        match oauth::next(
-            grant,
-            outcome,
-            refresh_rejected,
-            (&login, &state),
-            now,
-            Jitter::random(),
-        ) {
+        match oauth::next(grant, outcome, refresh_rejected, &login, &state, now, Jitter::random()) {
             Next::Issued { access_token, state } => {
                 write_state(&secrets, r.tac, &state_name, &state).await?;
                 if let Some(at) = state.refresh_at {

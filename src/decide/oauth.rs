@@ -319,7 +319,8 @@ pub fn next(
     grant: Grant,
     outcome: Outcome,
     refresh_rejected: bool,
-    (login, state): (&Login, &State),
+    login: &Login,
+    state: &State,
     now: Timestamp,
     jitter: Jitter,
 ) -> Next {
@@ -560,18 +561,19 @@ mod tests {
         let refused = || Outcome::Rejected("invalid_grant".into());
         let j = Jitter::new(0.0);
         assert_eq!(
-            next(Grant::Refresh, refused(), false, (&l, &s), t(0), j),
+            next(Grant::Refresh, refused(), false, &l, &s, t(0), j),
             Next::SignInAgain
         );
         assert_eq!(
-            next(Grant::Refresh, refused(), true, (&l, &s), t(0), j),
+            next(Grant::Refresh, refused(), true, &l, &s, t(0), j),
             Next::Refused("invalid_grant".into())
         );
         let Next::OtpRequired { spent: Some(spent) } = next(
             Grant::Password { with_otp: true },
             Outcome::OtpRequired,
             false,
-            (&l, &s),
+            &l,
+            &s,
             t(0),
             j,
         ) else {
@@ -583,7 +585,8 @@ mod tests {
                 Grant::Password { with_otp: false },
                 Outcome::OtpRequired,
                 false,
-                (&l, &s),
+                &l,
+                &s,
                 t(0),
                 j
             ),
@@ -594,14 +597,15 @@ mod tests {
                 Grant::Refresh,
                 Outcome::RateLimited(Some(t(30))),
                 false,
-                (&l, &s),
+                &l,
+                &s,
                 t(0),
                 j
             ),
             Next::BackOff(t(30))
         );
         assert!(matches!(
-            next(Grant::Refresh, Outcome::Unavailable("x".into()), false, (&l, &s), t(0), j),
+            next(Grant::Refresh, Outcome::Unavailable("x".into()), false, &l, &s, t(0), j),
             Next::Retry(at) if at > t(0)
         ));
     }

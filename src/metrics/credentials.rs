@@ -71,13 +71,7 @@ pub struct CredentialSeries {
 
 impl CredentialSeries {
     pub fn set(&self, namespace: &str, name: &str, series: Series) {
-        let mut map = self.lock();
-        match map.get_mut(&(namespace.to_owned(), name.to_owned())) {
-            Some(existing) => *existing = series,
-            None => {
-                map.insert((namespace.to_owned(), name.to_owned()), series);
-            }
-        }
+        self.lock().insert((namespace.to_owned(), name.to_owned()), series);
     }
 
     pub fn remove(&self, namespace: &str, name: &str) {

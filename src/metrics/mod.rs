@@ -3,7 +3,7 @@
 
 mod credentials;
 
-pub use credentials::{CredentialSeries, Series};
+use credentials::{CredentialSeries, Series};
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
