@@ -1,13 +1,13 @@
 //! What a reconcile reads besides the API: the caches, and what this process remembers of its own
 //! writes and decisions until the watches catch up.
 
+use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, notify};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -28,8 +28,9 @@ pub struct Context {
     pub(super) rollouts: Arc<Mutex<Rollouts>>,
     pub(super) config: Config,
     pub(super) started_at: Timestamp,
-    /// Managed Secrets, cached by label selector (never every Secret of the cluster).
-    pub(super) managed: Store<Secret>,
+    /// Managed Secrets, watched by label selector (never every Secret of the cluster), as
+    /// projections; with our own writes until the watch delivers them.
+    pub(super) managed: Arc<ManagedSecrets>,
     /// The credentials, as cached by the controller's watch.
     pub(super) credentials: Store<TenantApiCredential>,
     /// Who reads which Secret, and every Secret's version (the source-version check).
@@ -42,19 +43,9 @@ pub struct Context {
     /// the watch delivers our write, the cache still holds that version, and reconciling from its
     /// stale status would probe and write again.
     pub(super) written: Arc<WrittenStatuses>,
-    /// Managed Secrets as we last wrote them, until the cache shows a version after that write
-    /// (the same idea as `written` for statuses: a reconcile that outruns the watch must not
-    /// create or write again).
-    pub(super) secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>>,
     /// Per credential, the per-probe status fields of the newest decision that was not worth a
     /// write (`publish`): the schedule continues from them.
     pub(super) live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
-}
-
-pub(super) struct WrittenSecret {
-    /// The version the cache held when we wrote (None: there was none).
-    pub(super) over: Option<String>,
-    pub(super) secret: Arc<Secret>,
 }
 
 pub(super) type WrittenStatuses = Mutex<HashMap<ObjectRef<TenantApiCredential>, Written>>;
@@ -78,39 +69,6 @@ impl Context {
         }
     }
 
-    /// The managed Secret at `ns/name` as the cache has it, or as we last wrote it when the
-    /// cache has not caught up with that write yet.
-    pub(super) fn managed_secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
-        let key = ObjectRef::new(name).within(ns);
-        let cached = self.managed.get(&key);
-        let mut written = self.secrets_written.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(w) = written.get(&key) else {
-            return cached;
-        };
-        let cached_version = cached.as_ref().and_then(|s| s.metadata.resource_version.clone());
-        if cached_version == w.over {
-            return Some(w.secret.clone());
-        }
-        written.remove(&key);
-        cached
-    }
-
-    pub(super) fn remember_secret(&self, ns: &str, before: Option<&Secret>, mut secret: Secret) {
-        let Some(name) = secret.metadata.name.clone() else {
-            return;
-        };
-        // As the cache keeps it: only our own field ownership is read.
-        crate::secret::compact_field_ownership(&mut secret);
-        let w = WrittenSecret {
-            over: before.and_then(|s| s.metadata.resource_version.clone()),
-            secret: Arc::new(secret),
-        };
-        self.secrets_written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(ObjectRef::new(&name).within(ns), w);
-    }
-
     /// The status as last decided: as persisted, with the per-probe fields of decisions that
     /// were not worth a write.
     pub(super) fn current_status(
@@ -127,13 +85,21 @@ impl Context {
     }
 
     pub(super) fn remember_status(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
+        let key = ObjectRef::from_obj(tac);
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        // The watch may have delivered our write before the API call returned: then the cache
+        // is already past `over`, nothing would ever remove the entry until the next reconcile,
+        // and a cold start would hold a status copy per credential. (Checked under the lock the
+        // watch takes after updating the cache, so a delivery cannot slip in between.)
+        let cached = self.credentials.get(&key);
+        if cached.as_ref().map(|c| &c.metadata.resource_version) != Some(&tac.metadata.resource_version) {
+            written.remove(&key);
+            return;
+        }
         let w = Written {
             over: tac.metadata.resource_version.clone(),
             status: status.clone(),
         };
-        self.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(ObjectRef::from_obj(tac), w);
+        written.insert(key, w);
     }
 }

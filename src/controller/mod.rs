@@ -3,6 +3,7 @@
 
 mod context;
 mod grant;
+mod managed_secrets;
 mod notify;
 mod reconcile;
 mod restart;

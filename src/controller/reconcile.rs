@@ -305,7 +305,7 @@ async fn sync(
             Some(observed) => {
                 let stale = secret::stale_keys(&desired, observed);
                 if !stale.is_empty() {
-                    prune(&secrets, observed, tac.metadata.uid.as_deref(), &stale).await?;
+                    prune(&secrets, &settings.secret_name, tac.metadata.uid.as_deref(), &stale).await?;
                 }
                 secret::needs_apply(&desired, observed)
             }
@@ -336,7 +336,7 @@ async fn sync(
                 out.problem = Some(conflict(ns, &settings.secret_name));
                 return Ok(out);
             };
-            ctx.remember_secret(ns, target.as_deref(), written);
+            ctx.managed.wrote(ns, target.as_deref(), written);
             let old = current.as_ref().map(|(t, _)| t.fingerprint());
             let rotated = out
                 .rotation

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, GetParams};
 
 use super::Context;
 use crate::Result;
@@ -14,7 +14,7 @@ use crate::crd::SecretKeyRef;
 use crate::events::{Action, Notice};
 use crate::plan::{Problem, Settings};
 use crate::schedule;
-use crate::secret::{self, Ownership};
+use crate::secret::{self, Observed, Ownership};
 use crate::token::{self, Lifetime, Token};
 
 /// Secret types whose contents are Kubernetes' own credentials: never a token source, or anyone
@@ -50,8 +50,7 @@ pub(super) async fn candidate(
     now: Timestamp,
     notices: &mut Vec<Notice>,
 ) -> Result<Source> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let read = |r, field| read(r, field, settings, ns, &secrets, now);
+    let read = |r, field| read(ctx, r, field, settings, ns, now);
     if let Some(pending) = refs.pending {
         match read(pending, "pendingCredentialRef").await? {
             token @ Source::Token(..) => return Ok(token),
@@ -74,15 +73,33 @@ fn version_of(ctx: &Context, ns: &str, name: &str) -> Option<String> {
     Some(format!("{name}/{}", ctx.sources.version(ns, name)?))
 }
 
+/// Reads a source Secret at no older than the resourceVersion the metadata watch last delivered
+/// for it: the API server answers that from its watch cache instead of a quorum read of etcd, and
+/// the answer is never older than the version that woke us. (Unknown to the index: a plain read.)
 async fn read(
+    ctx: &Context,
     r: &SecretKeyRef,
     field: &str,
     settings: &Settings,
     ns: &str,
-    secrets: &Api<Secret>,
     now: Timestamp,
 ) -> Result<Source> {
-    let Some(secret) = secrets.get_opt(&r.name).await? else {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let seen = GetParams {
+        resource_version: ctx.sources.version(ns, &r.name),
+    };
+    let mut got = secrets.get_with(&r.name, &seen).await;
+    // A server whose cache has not reached that version yet ("Too large resource version", 504
+    // after its wait) still answers a plain read.
+    if seen.resource_version.is_some() && matches!(&got, Err(kube::Error::Api(s)) if s.code == 504) {
+        got = secrets.get_with(&r.name, &GetParams::default()).await;
+    }
+    let found = match got {
+        Ok(s) => Some(s),
+        Err(kube::Error::Api(status)) if status.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(secret) = found else {
         return Ok(Source::Problem(Problem::SourceNotFound(format!(
             "{field}: Secret {ns}/{} not found; create it with the token under key {:?}",
             r.name, r.key
@@ -138,7 +155,7 @@ async fn read(
 /// The Secret at the target name, as far as the managed cache knows.
 pub(super) enum Target {
     Absent,
-    Ours(Arc<Secret>),
+    Ours(Arc<Observed>),
     Foreign,
 }
 
@@ -146,7 +163,7 @@ pub(super) enum Target {
 /// that cache (someone else's, or ours before the watch delivered it) is found by the create,
 /// which the API server refuses with 409 (`writes::create_secret`).
 pub(super) fn read_target(ctx: &Context, ns: &str, name: &str, credential: &str) -> Target {
-    match ctx.managed_secret(ns, name) {
+    match ctx.managed.get(ns, name) {
         None => Target::Absent,
         Some(s) => match secret::ownership(Some(&s), credential) {
             Ownership::Ours => Target::Ours(s),

@@ -1,7 +1,8 @@
 //! The watches: credentials, managed Secrets by label, and every Secret as metadata only (into
 //! the source index, not a cache); what is forgotten on deletion.
 
-use super::context::{Context, WrittenSecret, WrittenStatuses};
+use super::context::{Context, WrittenStatuses};
+use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, Shared, notify};
 use std::collections::HashMap;
@@ -70,9 +71,9 @@ pub(super) fn build_context(
     let live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>> = Arc::default();
     let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
     let caught_up = written.clone();
-    let secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>> = Arc::default();
+    let managed = Arc::new(ManagedSecrets::default());
     let forget = Forget {
-        secrets_written: secrets_written.clone(),
+        managed: managed.clone(),
         written: written.clone(),
         live: live.clone(),
         source_versions: source_versions.clone(),
@@ -117,25 +118,22 @@ pub(super) fn build_context(
             Default::default(),
         );
 
-    let (managed_reader, managed_writer) = reflector::store();
-    let caught_up_secrets = secrets_written.clone();
-    let managed_stream = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+    // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
+    let cache = managed.clone();
+    let managed_triggers = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
         .inspect_ok(sync.clone().on_first_list())
-        // Only our own field ownership matters (`secret::needs_apply`, `secret::stale_keys`).
-        .modify(secret::compact_field_ownership)
         .default_backoff()
-        .reflect(managed_writer)
-        .inspect_ok(move |event| {
-            // What we wrote is dropped once the cache holds a version after it.
-            if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s) = event {
-                let key = ObjectRef::from_obj(s);
-                let mut written = caught_up_secrets.lock().unwrap_or_else(PoisonError::into_inner);
-                if written.get(&key).is_some_and(|w| w.over != s.metadata.resource_version) {
-                    written.remove(&key);
+        .filter_map(move |event| {
+            let woken = match event {
+                Ok(event) => cache.absorb(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "managed Secret watch failed; retrying");
+                    Vec::new()
                 }
-            }
+            };
+            std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
         })
-        .touched_objects();
+        .flatten();
 
     // Every Secret as metadata only, into the source index (a name and a version each): a source
     // change wakes the credentials that read it. Nothing else of these Secrets is kept.
@@ -166,23 +164,18 @@ pub(super) fn build_context(
         rollouts: shared.rollouts,
         config: config.clone(),
         started_at: Timestamp::now(),
-        managed: managed_reader,
+        managed: managed.clone(),
         credentials: tac_reader.clone(),
         sources,
         source_versions: source_versions.clone(),
         errors,
-        secrets_written: secrets_written.clone(),
         live: live.clone(),
         written,
     });
 
     let controller = Controller::for_stream(tac_stream, tac_reader)
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
-        .watches_stream(managed_stream, |s: Secret| {
-            let ns = s.namespace()?;
-            let name = s.labels().get(secret::CREDENTIAL_LABEL)?.clone();
-            Some(ObjectRef::new(&name).within(&ns))
-        })
+        .reconcile_on(managed_triggers)
         .reconcile_on(source_triggers);
     (ctx, controller)
 }
@@ -191,7 +184,7 @@ pub(super) fn build_context(
 /// finalizer is needed for in-memory state.
 struct Forget {
     /// Holds token-bearing Secrets until the watch catches up: never kept past the credential.
-    secrets_written: Arc<Mutex<HashMap<ObjectRef<Secret>, WrittenSecret>>>,
+    managed: Arc<ManagedSecrets>,
     written: Arc<WrittenStatuses>,
     live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
     source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
@@ -206,10 +199,7 @@ impl Forget {
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
         self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         if let Some(target) = tac.target_name() {
-            self.secrets_written
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&ObjectRef::new(target).within(&ns));
+            self.managed.forget(&ns, target);
         }
         self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         self.source_versions

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
 use crate::publish::{self, Volatile};
-use crate::secret::{self, FIELD_MANAGER, Ownership};
+use crate::secret::{self, FIELD_MANAGER, Observed, Ownership};
 use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
@@ -48,10 +48,11 @@ pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret, crede
                 // Gone again in between: create it after all.
                 return Ok(Some(secrets.create(&params, desired).await?));
             };
-            if secret::ownership(Some(&existing), credential) != Ownership::Ours {
+            let observed = Observed::of(existing.clone());
+            if secret::ownership(Some(&observed), credential) != Ownership::Ours {
                 return Ok(None);
             }
-            if !secret::needs_apply(desired, &existing) {
+            if !secret::needs_apply(desired, &observed) {
                 return Ok(Some(existing));
             }
             Ok(Some(apply_secret(secrets, desired).await?))
@@ -61,19 +62,22 @@ pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret, crede
 }
 
 /// Removes labels or annotations tenantcred set at creation and no longer wants (a later apply
-/// does not prune what a create recorded).
+/// does not prune what a create recorded). The cache keeps only owner uids, so dropping our owner
+/// reference reads the Secret first (rare: a `deletionPolicy` changed to `Retain`).
 pub(super) async fn prune(
     secrets: &Api<Secret>,
-    observed: &Secret,
+    name: &str,
     owner_uid: Option<&str>,
     stale: &[(&'static str, String)],
 ) -> Result<()> {
-    let name = observed.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let mut meta = serde_json::Map::new();
     for (section, key) in stale {
         if *section == "ownerReferences" {
+            let Some(current) = secrets.get_opt(name).await? else {
+                return Ok(());
+            };
             // A list is replaced whole: keep everyone else's, guarded by the version read.
-            let remaining: Vec<_> = observed
+            let remaining: Vec<_> = current
                 .metadata
                 .owner_references
                 .iter()
@@ -83,7 +87,7 @@ pub(super) async fn prune(
             meta.insert("ownerReferences".into(), serde_json::json!(remaining));
             meta.insert(
                 "resourceVersion".into(),
-                serde_json::json!(observed.metadata.resource_version),
+                serde_json::json!(current.metadata.resource_version),
             );
             continue;
         }
@@ -95,7 +99,7 @@ pub(super) async fn prune(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    secrets.patch(&name, &params, &Patch::Merge(&patch)).await?;
+    secrets.patch(name, &params, &Patch::Merge(&patch)).await?;
     Ok(())
 }
 

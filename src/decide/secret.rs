@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::Resource;
+use sha2::{Digest as _, Sha256};
 
 use crate::crd::{DeletionPolicy, TenantApiCredential};
-use crate::token::Token;
+use crate::token::{MAX_TOKEN_BYTES, Token};
 
 pub const FIELD_MANAGER: &str = "tenantcred";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -85,6 +86,104 @@ fn bytes(s: &str) -> ByteString {
     ByteString(s.as_bytes().to_vec())
 }
 
+/// What the decisions read of a managed Secret as observed, and nothing else: the operator keeps
+/// one per managed Secret, so it is a projection, not the object. Values that are only ever
+/// compared (the data, the set of fields tenantcred owns) are kept as digests; the token is kept
+/// because the probes use it; labels and annotations are kept because others may add their own
+/// and only ours are compared. Built by [`Observed::of`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    resource_version: Option<Box<str>>,
+    labels: Pairs,
+    annotations: Pairs,
+    type_: Option<Box<str>>,
+    /// The token key, when present, UTF-8 and within [`MAX_TOKEN_BYTES`].
+    token: Option<Token>,
+    /// Digest of the data keys tenantcred writes ([`DATA_KEYS`]), present or not.
+    data: Digest,
+    owner_uids: Box<[Box<str>]>,
+    /// Digest of the paths tenantcred's `Apply` entry of `managedFields` owns; None without one.
+    applied: Option<Digest>,
+    /// Paths tenantcred's plain create recorded (its `Update` entry) that no apply owns: the
+    /// candidates for [`stale_keys`].
+    created_only: Box<[Box<str>]>,
+}
+
+type Digest = [u8; 16];
+
+/// A small string map as a sorted slice: a fraction of a `BTreeMap`'s node for a handful of keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Pairs(Box<[(Box<str>, Box<str>)]>);
+
+impl Pairs {
+    fn of(map: Option<BTreeMap<String, String>>, skip: &[&str]) -> Self {
+        let kept = map.into_iter().flatten().filter(|(k, _)| !skip.contains(&k.as_str()));
+        Self(kept.map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        let i = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// Every pair of `want` is here with the same value.
+    fn holds(&self, want: Option<&BTreeMap<String, String>>) -> bool {
+        want.is_none_or(|w| w.iter().all(|(k, v)| self.get(k) == Some(v.as_str())))
+    }
+}
+
+impl Observed {
+    /// The projection of a Secret read from the API server (or the cache's watch).
+    pub fn of(secret: Secret) -> Self {
+        let data = data_digest(secret.data.as_ref());
+        let token = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(KEY_TOKEN))
+            .filter(|raw| raw.0.len() <= MAX_TOKEN_BYTES)
+            .and_then(|raw| String::from_utf8(raw.0.clone()).ok())
+            .map(Token::new);
+        let meta = secret.metadata;
+        let entry = |operation: &str| entry_fields(meta.managed_fields.as_deref(), operation);
+        let applied = entry("Apply");
+        let created_only = entry("Update")
+            .into_iter()
+            .flatten()
+            .filter(|p| applied.as_ref().is_none_or(|a| !a.contains(p)))
+            .map(String::into_boxed_str)
+            .collect();
+        Self {
+            resource_version: meta.resource_version.map(String::into_boxed_str),
+            // kubectl's copy of a whole applied object is never compared, and can be large.
+            annotations: Pairs::of(meta.annotations, &[LAST_APPLIED]),
+            labels: Pairs::of(meta.labels, &[]),
+            type_: secret.type_.map(String::into_boxed_str),
+            token,
+            data,
+            owner_uids: meta
+                .owner_references
+                .into_iter()
+                .flatten()
+                .map(|r| r.uid.into_boxed_str())
+                .collect(),
+            applied: applied.as_ref().map(paths_digest),
+            created_only,
+        }
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// The value of one of the Secret's labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+}
+
+/// kubectl's client-side apply annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Who a Secret with the target name belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ownership {
@@ -94,13 +193,13 @@ pub enum Ownership {
     Foreign,
 }
 
-pub fn ownership(existing: Option<&Secret>, credential_name: &str) -> Ownership {
+pub fn ownership(existing: Option<&Observed>, credential_name: &str) -> Ownership {
     let Some(s) = existing else {
         return Ownership::Absent;
     };
-    let labels = s.metadata.labels.as_ref();
-    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    if label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE) && label(CREDENTIAL_LABEL) == Some(credential_name) {
+    if s.labels.get(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+        && s.labels.get(CREDENTIAL_LABEL) == Some(credential_name)
+    {
         Ownership::Ours
     } else {
         Ownership::Foreign
@@ -108,48 +207,26 @@ pub fn ownership(existing: Option<&Secret>, credential_name: &str) -> Ownership 
 }
 
 /// The source version recorded on a managed Secret.
-pub fn source_version(secret: &Secret) -> Option<&str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(SOURCE_VERSION_ANNOTATION)
-        .map(String::as_str)
+pub fn source_version(secret: &Observed) -> Option<&str> {
+    secret.annotations.get(SOURCE_VERSION_ANNOTATION)
 }
 
 /// Labels, annotations and the owner reference tenantcred set when it created the Secret (a plain
 /// create records them under an `Update` entry, which later applies do not prune) and no longer
 /// wants, as `(section, key)`; the owner reference as `("ownerReferences", "")`.
-pub fn stale_keys(desired: &Secret, observed: &Secret) -> Vec<(&'static str, String)> {
-    let Some(created) = entry_fields(observed, "Update") else {
-        return Vec::new();
-    };
+pub fn stale_keys(desired: &Secret, observed: &Observed) -> Vec<(&'static str, String)> {
     let wanted = desired_fields(desired);
-    let present = |section: &str, key: &str| {
-        let m = match section {
-            "labels" => observed.metadata.labels.as_ref(),
-            _ => observed.metadata.annotations.as_ref(),
-        };
-        m.is_some_and(|m| m.contains_key(key))
-    };
     let mut stale = Vec::new();
-    let applied = entry_fields(observed, "Apply");
-    if created.contains("ownerReferences")
-        && !wanted.contains("ownerReferences")
-        && applied.as_ref().is_none_or(|a| !a.contains("ownerReferences"))
-        && observed
-            .metadata
-            .owner_references
-            .as_ref()
-            .is_some_and(|r| !r.is_empty())
-    {
-        stale.push(("ownerReferences", String::new()));
-    }
-    for path in created.difference(&wanted) {
-        for section in ["labels", "annotations"] {
+    for path in observed.created_only.iter().filter(|p| !wanted.contains(p.as_ref())) {
+        if path.as_ref() == "ownerReferences" {
+            if !observed.owner_uids.is_empty() {
+                stale.push(("ownerReferences", String::new()));
+            }
+            continue;
+        }
+        for (section, pairs) in [("labels", &observed.labels), ("annotations", &observed.annotations)] {
             if let Some(key) = path.strip_prefix(section).and_then(|p| p.strip_prefix('/'))
-                && present(section, key)
-                && applied.as_ref().is_none_or(|a| !a.contains(path))
+                && pairs.get(key).is_some()
             {
                 stale.push((section, key.to_owned()));
             }
@@ -165,48 +242,70 @@ pub fn text(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// The token currently in a managed Secret, if readable.
-pub fn token_in(secret: &Secret) -> Option<Token> {
-    text(secret, KEY_TOKEN).map(Token::new)
+pub fn token_in(secret: &Observed) -> Option<Token> {
+    secret.token.clone()
 }
 
 /// True when applying `desired` would change `observed`: a value differs, or the set of labels,
 /// annotations, data keys or owner references tenantcred owns (per `managedFields`) is not the set
 /// it wants (so a label removed from the spec is removed from the Secret too).
-pub fn needs_apply(desired: &Secret, observed: &Secret) -> bool {
+pub fn needs_apply(desired: &Secret, observed: &Observed) -> bool {
     let d = &desired.metadata;
-    let o = &observed.metadata;
     // The source version alone is never worth a write (it rides along with token changes).
     let mut wanted = d.annotations.clone();
     if let Some(a) = wanted.as_mut() {
         a.remove(SOURCE_VERSION_ANNOTATION);
     }
-    let values_differ = !subset(d.labels.as_ref(), o.labels.as_ref())
-        || !subset(wanted.as_ref(), o.annotations.as_ref())
-        || !subset(desired.data.as_ref(), observed.data.as_ref())
-        || desired.type_ != observed.type_
-        || !same_owner_refs(d.owner_references.as_deref(), o.owner_references.as_deref());
+    let owners_kept = d
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|r| observed.owner_uids.iter().any(|u| u.as_ref() == r.uid));
+    let values_differ = !observed.labels.holds(d.labels.as_ref())
+        || !observed.annotations.holds(wanted.as_ref())
+        || data_digest(desired.data.as_ref()) != observed.data
+        || desired.type_.as_deref() != observed.type_.as_deref()
+        || !owners_kept;
     if values_differ {
         return true;
     }
-    match owned_fields(observed) {
-        Some(owned) => owned != desired_fields(desired),
+    match &observed.applied {
+        Some(owned) => *owned != paths_digest(&desired_fields(desired)),
         // No managedFields (a server that strips them): values alone decide.
         None => false,
     }
 }
 
-fn subset<V: PartialEq>(want: Option<&BTreeMap<String, V>>, have: Option<&BTreeMap<String, V>>) -> bool {
-    want.is_none_or(|w| w.iter().all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v)))
+/// The data keys tenantcred writes, in the order their digest takes them.
+const DATA_KEYS: [&str; 5] = [KEY_TOKEN, KEY_AUTHORIZATION, KEY_BASE_URL, KEY_TENANT, KEY_PROVIDER];
+
+fn digest(parts: impl IntoIterator<Item = Option<Vec<u8>>>) -> Digest {
+    let mut h = Sha256::new();
+    for part in parts {
+        match part {
+            // Length-prefixed, and absence distinct from empty: no two inputs share a stream.
+            Some(bytes) => {
+                h.update([1]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(&bytes);
+            }
+            None => h.update([0]),
+        }
+    }
+    let full = h.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
-fn same_owner_refs(want: Option<&[OwnerReference]>, have: Option<&[OwnerReference]>) -> bool {
-    let uids = |refs: Option<&[OwnerReference]>| -> BTreeSet<String> {
-        refs.unwrap_or_default().iter().map(|r| r.uid.clone()).collect()
-    };
-    match want {
-        Some(w) => uids(Some(w)).is_subset(&uids(have)),
-        None => true,
-    }
+/// Digest of the values of [`DATA_KEYS`]: equal exactly when those keys hold the same values
+/// (other keys are not ours).
+fn data_digest(data: Option<&BTreeMap<String, ByteString>>) -> Digest {
+    digest(DATA_KEYS.map(|k| data.and_then(|d| d.get(k)).map(|v| v.0.clone())))
+}
+
+fn paths_digest(paths: &BTreeSet<String>) -> Digest {
+    digest(paths.iter().map(|p| Some(p.as_bytes().to_vec())))
 }
 
 /// The fields tenantcred's apply sets, as `section/key` paths.
@@ -228,22 +327,12 @@ fn desired_fields(s: &Secret) -> BTreeSet<String> {
     f
 }
 
-/// The same paths read from the `managedFields` entry of tenantcred's applies.
-fn owned_fields(s: &Secret) -> Option<BTreeSet<String>> {
-    entry_fields(s, "Apply")
-}
-
 /// The paths of tenantcred's `managedFields` entry of this operation (`Apply` or `Update`).
-fn entry_fields(s: &Secret, operation: &str) -> Option<BTreeSet<String>> {
-    let entries = s.metadata.managed_fields.as_ref()?;
-    let entry = entries
+fn entry_fields(entries: Option<&[ManagedFieldsEntry]>, operation: &str) -> Option<BTreeSet<String>> {
+    let entry = entries?
         .iter()
         .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some(operation))?;
-    Some(match &entry.fields_v1.as_ref()?.0 {
-        // Compacted by `compact_field_ownership`.
-        serde_json::Value::String(lines) => lines.lines().map(str::to_owned).collect(),
-        tree => owned_paths(tree),
-    })
+    Some(owned_paths(&entry.fields_v1.as_ref()?.0))
 }
 
 /// The paths a `FieldsV1` tree owns, as `section/key` (and `ownerReferences`).
@@ -274,32 +363,10 @@ fn owned_paths(fields: &serde_json::Value) -> BTreeSet<String> {
     f
 }
 
-/// Keeps of `managedFields` only what `needs_apply` and `stale_keys` read: tenantcred's own
-/// entries, their manager and operation, and the paths they own (`labels/<key>`, `data/<key>`,
-/// `ownerReferences`, …) as one line each in a single string instead of the field tree. A cache
-/// of many Secrets holds this instead of every manager's tree of maps, the largest part of a
-/// small Secret in memory (about 4 KB each).
-pub fn compact_field_ownership(s: &mut Secret) {
-    let Some(entries) = s.metadata.managed_fields.as_mut() else {
-        return;
-    };
-    entries.retain(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
-    for e in entries.iter_mut() {
-        e.api_version = None;
-        e.fields_type = None;
-        e.time = None;
-        e.subresource = None;
-        if let Some(fields) = e.fields_v1.as_mut() {
-            let paths: Vec<String> = owned_paths(&fields.0).into_iter().collect();
-            fields.0 = serde_json::Value::String(paths.join("\n"));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 
     fn tac(policy: DeletionPolicy) -> TenantApiCredential {
         let mut t = crate::testing::credential(
@@ -351,9 +418,10 @@ mod tests {
             &Token::new("cs_live_a"),
             None,
         );
+        let ours = Observed::of(ours);
         assert_eq!(ownership(Some(&ours), "acme-cs"), Ownership::Ours);
         assert_eq!(ownership(Some(&ours), "another-credential"), Ownership::Foreign);
-        assert_eq!(ownership(Some(&Secret::default()), "acme-cs"), Ownership::Foreign);
+        assert_eq!(ownership(Some(&Observed::default()), "acme-cs"), Ownership::Foreign);
         assert_eq!(ownership(None, "acme-cs"), Ownership::Absent);
     }
 
@@ -374,7 +442,7 @@ mod tests {
             .expect("labels")
             .insert("someone-else".into(), "x".into());
         assert!(
-            !needs_apply(&d, &observed),
+            !needs_apply(&d, &Observed::of(observed.clone())),
             "foreign extra labels are not ours to remove"
         );
         let changed = desired(
@@ -384,7 +452,7 @@ mod tests {
             &Token::new("cs_live_b"),
             None,
         );
-        assert!(needs_apply(&changed, &observed));
+        assert!(needs_apply(&changed, &Observed::of(observed.clone())));
         let retained = desired(
             &tac(DeletionPolicy::Retain),
             "acme-cs",
@@ -404,21 +472,89 @@ mod tests {
             }))),
             ..ManagedFieldsEntry::default()
         }]);
+        let observed = Observed::of(observed);
         assert!(!needs_apply(&d, &observed));
         assert!(needs_apply(&retained, &observed));
     }
 
     #[test]
-    fn compacted_field_ownership_answers_the_same() {
-        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
-            manager: Some(manager.into()),
+    fn data_compared_by_digest_of_our_keys_only() {
+        let d = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
+        let keys: BTreeSet<&str> = d.data.as_ref().expect("data").keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(DATA_KEYS),
+            "the digest covers exactly what desired writes"
+        );
+        let mut edited = d.clone();
+        let data = edited.data.as_mut().expect("data");
+        data.insert("someone-elses".into(), bytes("x"));
+        assert!(
+            !needs_apply(&d, &Observed::of(edited.clone())),
+            "a foreign key is not ours"
+        );
+        edited
+            .data
+            .as_mut()
+            .expect("data")
+            .insert(KEY_BASE_URL.into(), bytes("https://evil"));
+        assert!(
+            needs_apply(&d, &Observed::of(edited.clone())),
+            "an edited value of ours is restored"
+        );
+        edited.data.as_mut().expect("data").remove(KEY_BASE_URL);
+        assert!(
+            needs_apply(&d, &Observed::of(edited)),
+            "a removed key of ours is restored"
+        );
+        let mut empty_value = d.clone();
+        empty_value
+            .data
+            .as_mut()
+            .expect("data")
+            .insert(KEY_TENANT.into(), bytes(""));
+        assert!(needs_apply(&d, &Observed::of(empty_value)));
+    }
+
+    #[test]
+    fn projection_keeps_a_bounded_token_and_drops_kubectls_copy() {
+        let mut s = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(LAST_APPLIED.into(), "x".repeat(100_000));
+        let o = Observed::of(s.clone());
+        assert_eq!(token_in(&o), Some(Token::new("cs_live_a")));
+        assert_eq!(o.annotations.get(LAST_APPLIED), None);
+        s.data
+            .as_mut()
+            .expect("data")
+            .insert(KEY_TOKEN.into(), bytes(&"t".repeat(MAX_TOKEN_BYTES + 1)));
+        assert_eq!(token_in(&Observed::of(s)), None, "an oversized token is not kept");
+    }
+
+    #[test]
+    fn created_fields_that_no_apply_owns_are_pruned_when_unwanted() {
+        let entry = |operation: &str, labels: serde_json::Value| ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
             operation: Some(operation.into()),
             api_version: Some("v1".into()),
             fields_type: Some("FieldsV1".into()),
             fields_v1: Some(FieldsV1(serde_json::json!({
                 "f:metadata": {
-                    "f:labels": {".": {}, "f:tenantcred.dev/tenant": {}},
-                    "f:annotations": {"f:tenantcred.dev/source-version": {}},
+                    "f:labels": labels,
                     "f:ownerReferences": {".": {}, "k:{\"uid\":\"u\"}": {"f:apiVersion": {}, "f:uid": {}}}
                 },
                 "f:data": {".": {}, "f:token": {}},
@@ -426,17 +562,51 @@ mod tests {
             }))),
             ..ManagedFieldsEntry::default()
         };
-        let mut s = Secret::default();
-        s.metadata.managed_fields = Some(vec![
-            entry(FIELD_MANAGER, "Update"),
-            entry("kubectl", "Update"),
-            entry(FIELD_MANAGER, "Apply"),
+        let retained = desired(
+            &tac(DeletionPolicy::Retain),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
+        let mut observed = desired(
+            &tac(DeletionPolicy::Delete),
+            "acme-cs",
+            "u",
+            &Token::new("cs_live_a"),
+            None,
+        );
+        observed
+            .metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .insert("team".into(), "a".into());
+        let created = serde_json::json!({".": {}, "f:team": {}, "f:tenantcred.dev/tenant": {}});
+        observed.metadata.managed_fields = Some(vec![
+            entry("Update", created.clone()),
+            entry("Update", created.clone()).tap_manager("kubectl"),
         ]);
-        let before = (entry_fields(&s, "Update"), entry_fields(&s, "Apply"));
-        compact_field_ownership(&mut s);
-        assert_eq!((entry_fields(&s, "Update"), entry_fields(&s, "Apply")), before);
-        let kept = s.metadata.managed_fields.as_ref().expect("entries");
-        assert_eq!(kept.len(), 2, "only tenantcred's entries");
-        assert!(kept.iter().all(|e| e.api_version.is_none() && e.time.is_none()));
+        let mut stale = stale_keys(&retained, &Observed::of(observed.clone()));
+        stale.sort();
+        assert_eq!(
+            stale,
+            [("labels", "team".to_owned()), ("ownerReferences", String::new())],
+            "created by our plain create, wanted no more, owned by no apply of ours"
+        );
+        // Once our apply owns a path, the apply itself prunes it: nothing left for stale_keys.
+        observed.metadata.managed_fields = Some(vec![entry("Update", created.clone()), entry("Apply", created)]);
+        assert!(stale_keys(&retained, &Observed::of(observed)).is_empty());
+    }
+
+    trait TapManager {
+        fn tap_manager(self, manager: &str) -> Self;
+    }
+
+    impl TapManager for ManagedFieldsEntry {
+        fn tap_manager(mut self, manager: &str) -> Self {
+            self.manager = Some(manager.into());
+            self
+        }
     }
 }
