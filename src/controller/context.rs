@@ -4,7 +4,9 @@
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, notify};
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
@@ -17,6 +19,17 @@ use crate::metrics::Metrics;
 use crate::outbound::Prober;
 use crate::publish::Volatile;
 use crate::rollouts::Rollouts;
+
+/// The key of the operator's per-credential maps: namespace and name only. (`ObjectRef::from_obj`
+/// also carries the uid and resourceVersion, which the maps never compare: two more strings per
+/// entry in every map.)
+pub(super) fn credential_key(tac: &TenantApiCredential) -> ObjectRef<TenantApiCredential> {
+    let r = ObjectRef::new(tac.metadata.name.as_deref().unwrap_or_default());
+    match tac.metadata.namespace.as_deref() {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -52,18 +65,32 @@ pub(super) type WrittenStatuses = Mutex<HashMap<ObjectRef<TenantApiCredential>, 
 
 pub(super) struct Written {
     pub(super) over: Option<String>,
-    pub(super) status: TenantApiCredentialStatus,
+    /// Boxed: the map's slots stay small when it is empty again after a cold start.
+    pub(super) status: Box<TenantApiCredentialStatus>,
+}
+
+/// Removes a per-credential entry, and gives back the map's table once it is mostly empty: the
+/// maps that hold entries only until the watch catches up (every credential during a cold start,
+/// a handful after) would otherwise keep their largest size for good.
+pub(super) fn drop_entry<K, V, Q>(map: &mut HashMap<K, V>, key: &Q)
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+{
+    if map.remove(key).is_some() && map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 impl Context {
     /// The credential's status as of our last write, even when the cache has not caught up.
     pub(super) fn observed_status(&self, tac: &TenantApiCredential) -> TenantApiCredentialStatus {
-        let key = ObjectRef::from_obj(tac);
+        let key = credential_key(tac);
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         match written.get(&key) {
-            Some(w) if w.over == tac.metadata.resource_version => w.status.clone(),
+            Some(w) if w.over == tac.metadata.resource_version => (*w.status).clone(),
             _ => {
-                written.remove(&key);
+                drop_entry(&mut written, &key);
                 tac.status.clone().unwrap_or_default()
             }
         }
@@ -78,14 +105,14 @@ impl Context {
     ) -> TenantApiCredentialStatus {
         let mut current = persisted.clone();
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = live.get(&ObjectRef::from_obj(tac)) {
+        if let Some(v) = live.get(&credential_key(tac)) {
             v.clone().overlay(&mut current);
         }
         current
     }
 
     pub(super) fn remember_status(&self, tac: &TenantApiCredential, status: &TenantApiCredentialStatus) {
-        let key = ObjectRef::from_obj(tac);
+        let key = credential_key(tac);
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         // The watch may have delivered our write before the API call returned: then the cache
         // is already past `over`, nothing would ever remove the entry until the next reconcile,
@@ -93,12 +120,12 @@ impl Context {
         // watch takes after updating the cache, so a delivery cannot slip in between.)
         let cached = self.credentials.get(&key);
         if cached.as_ref().map(|c| &c.metadata.resource_version) != Some(&tac.metadata.resource_version) {
-            written.remove(&key);
+            drop_entry(&mut written, &key);
             return;
         }
         let w = Written {
             over: tac.metadata.resource_version.clone(),
-            status: status.clone(),
+            status: Box::new(status.clone()),
         };
         written.insert(key, w);
     }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use super::context::drop_entry;
 use crate::crd::TenantApiCredential;
 use crate::secret::{self, Observed};
 
@@ -51,7 +52,7 @@ impl ManagedSecrets {
         if cached.as_ref().and_then(|s| s.resource_version()) == w.over.as_deref() {
             return Some(w.secret.clone());
         }
-        written.remove(&key);
+        drop_entry(&mut written, &key);
         cached
     }
 
@@ -67,7 +68,7 @@ impl ManagedSecrets {
         // The watch may have delivered our write before the call returned: nothing to remember.
         // (Checked under the lock `absorb` takes after updating the cache.)
         if self.cached(&key).as_ref().and_then(|s| s.resource_version()) != over {
-            written.remove(&key);
+            drop_entry(&mut written, &key);
             return;
         }
         let w = Written {
@@ -79,10 +80,10 @@ impl ManagedSecrets {
 
     /// Drops what we remember of our own write (the credential is gone).
     pub(super) fn forget(&self, ns: &str, name: &str) {
-        self.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key(ns, name));
+        drop_entry(
+            &mut self.written.lock().unwrap_or_else(PoisonError::into_inner),
+            &key(ns, name),
+        );
     }
 
     fn cached(&self, key: &str) -> Option<Arc<Observed>> {
@@ -138,7 +139,7 @@ impl ManagedSecrets {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         for (key, version) in touched {
             if written.get(&key).is_some_and(|w| w.over != version) {
-                written.remove(&key);
+                drop_entry(&mut written, &key);
             }
         }
         woken

@@ -1,6 +1,6 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
-use super::context::Context;
+use super::context::{Context, credential_key, drop_entry};
 use super::sources::{self, Source, Target};
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
 use super::{grant, restart};
@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
 use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
@@ -34,7 +33,7 @@ pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Resu
     // The object was taken from the cache when this reconcile was queued; the cache may have moved
     // on while it waited behind the previous one. Work from the newest version, and from none at
     // all when it is gone (a deleted credential's Secret is garbage collection's business).
-    let key = ObjectRef::from_obj(&*tac);
+    let key = credential_key(&tac);
     let Some(tac) = ctx.credentials.get(&key) else {
         return Ok(Action::await_change());
     };
@@ -48,13 +47,13 @@ pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Resu
     }
     let action = apply(&tac, &ctx, &ns).await?;
     ctx.metrics.reconciled();
-    ctx.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    drop_entry(&mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner), &key);
     Ok(action)
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
 pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj(&*tac);
+    let key = credential_key(&tac);
     let attempts = {
         let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
         let n = errors.entry(key.clone()).or_insert(0);
@@ -219,7 +218,7 @@ async fn sync(
     });
     // Which version of the source the current token came from: recorded on the Secret when it
     // was written, or remembered from a later read that found the same token.
-    let key = ObjectRef::from_obj(tac);
+    let key = credential_key(tac);
     let current_version = ctx
         .source_versions
         .lock()

@@ -15,7 +15,12 @@ use kube::runtime::watcher;
 use crate::crd::TenantApiCredential;
 use crate::secret;
 
-type Key = (String, String);
+/// `<namespace>/<name>`: one allocation per key instead of two strings.
+type Key = Box<str>;
+
+fn key(ns: &str, name: &str) -> Key {
+    format!("{ns}/{name}").into_boxed_str()
+}
 
 #[derive(Default)]
 pub(super) struct SourceIndex {
@@ -24,10 +29,12 @@ pub(super) struct SourceIndex {
 
 #[derive(Default)]
 struct Maps {
-    by_secret: HashMap<Key, HashSet<String>>,
-    by_credential: HashMap<Key, Vec<String>>,
+    /// Secret → the names of the credentials (same namespace) that read it.
+    by_secret: HashMap<Key, Vec<Box<str>>>,
+    /// Credential → the names of the Secrets it reads.
+    by_credential: HashMap<Key, Box<[Box<str>]>>,
     /// resourceVersion per Secret that is not a managed one.
-    versions: HashMap<Key, String>,
+    versions: HashMap<Key, Box<str>>,
     /// During a re-list: what it has delivered so far (what is missing at its end was deleted).
     relisting: Option<HashSet<Key>>,
 }
@@ -36,33 +43,38 @@ impl SourceIndex {
     /// Records the Secrets a credential reads (empty: it reads none, or is gone).
     pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
         let mut m = self.lock();
-        let key = (ns.to_owned(), credential.to_owned());
-        if m.by_credential.get(&key) == Some(&secrets) {
+        let cred = key(ns, credential);
+        let same = m
+            .by_credential
+            .get(&cred)
+            .is_some_and(|old| old.iter().map(AsRef::as_ref).eq(secrets.iter().map(String::as_str)));
+        if same || (secrets.is_empty() && !m.by_credential.contains_key(&cred)) {
             return;
         }
-        for old in m.by_credential.remove(&key).unwrap_or_default() {
-            let secret_key = (ns.to_owned(), old);
-            if let Some(set) = m.by_secret.get_mut(&secret_key) {
-                set.remove(credential);
-                if set.is_empty() {
+        for old in m.by_credential.remove(&cred).unwrap_or_default() {
+            let secret_key = key(ns, &old);
+            if let Some(readers) = m.by_secret.get_mut(&secret_key) {
+                readers.retain(|r| r.as_ref() != credential);
+                if readers.is_empty() {
                     m.by_secret.remove(&secret_key);
                 }
             }
         }
         for s in &secrets {
-            m.by_secret
-                .entry((ns.to_owned(), s.clone()))
-                .or_default()
-                .insert(credential.to_owned());
+            let readers = m.by_secret.entry(key(ns, s)).or_default();
+            if !readers.iter().any(|r| r.as_ref() == credential) {
+                readers.push(credential.into());
+            }
         }
         if !secrets.is_empty() {
-            m.by_credential.insert(key, secrets);
+            m.by_credential
+                .insert(cred, secrets.into_iter().map(String::into_boxed_str).collect());
         }
     }
 
     /// The Secret's resourceVersion as the watch last saw it.
     pub(super) fn version(&self, ns: &str, secret: &str) -> Option<String> {
-        self.lock().versions.get(&(ns.to_owned(), secret.to_owned())).cloned()
+        self.lock().versions.get(&key(ns, secret)).map(|v| v.to_string())
     }
 
     /// Takes one event of the Secret metadata watch; answers the credentials to reconcile.
@@ -81,9 +93,9 @@ impl SourceIndex {
                 if let Some(seen) = m.relisting.as_mut() {
                     seen.insert(key.clone());
                 }
-                if m.versions.get(&key) != Some(&version) {
+                if m.versions.get(&key).map(AsRef::as_ref) != Some(version) {
                     m.wake(&key, &mut woken);
-                    m.versions.insert(key, version);
+                    m.versions.insert(key, version.into());
                 }
             }
             watcher::Event::Delete(s) => {
@@ -113,20 +125,20 @@ impl SourceIndex {
 
 impl Maps {
     fn wake(&self, secret: &Key, into: &mut Vec<ObjectRef<TenantApiCredential>>) {
-        let Some(readers) = self.by_secret.get(secret) else {
+        let (Some(readers), Some((ns, _))) = (self.by_secret.get(secret), secret.split_once('/')) else {
             return;
         };
-        into.extend(readers.iter().map(|name| ObjectRef::new(name).within(&secret.0)));
+        into.extend(readers.iter().map(|name| ObjectRef::new(name).within(ns)));
     }
 }
 
-/// Namespace, name and version of a Secret that can be a source (managed Secrets are ours).
-fn identity(s: &PartialObjectMeta<Secret>) -> Option<(Key, String)> {
+/// Namespace/name and version of a Secret that can be a source (managed Secrets are ours).
+fn identity(s: &PartialObjectMeta<Secret>) -> Option<(Key, &str)> {
     if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
         return None;
     }
-    let key = (s.namespace()?, s.metadata.name.clone()?);
-    Some((key, s.metadata.resource_version.clone()?))
+    let key = key(&s.namespace()?, s.metadata.name.as_deref()?);
+    Some((key, s.metadata.resource_version.as_deref()?))
 }
 
 #[cfg(test)]

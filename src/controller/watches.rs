@@ -1,7 +1,7 @@
 //! The watches: credentials, managed Secrets by label, and every Secret as metadata only (into
 //! the source index, not a cache); what is forgotten on deletion.
 
-use super::context::{Context, WrittenStatuses};
+use super::context::{Context, WrittenStatuses, credential_key, drop_entry};
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, Shared, notify};
@@ -99,12 +99,12 @@ pub(super) fn build_context(
             }
             if let watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) = event {
                 let mut written = caught_up.lock().unwrap_or_else(PoisonError::into_inner);
-                let key = ObjectRef::from_obj(tac);
+                let key = credential_key(tac);
                 if written
                     .get(&key)
                     .is_some_and(|w| w.over != tac.metadata.resource_version)
                 {
-                    written.remove(&key);
+                    drop_entry(&mut written, &key);
                 }
             }
         })
@@ -195,18 +195,18 @@ struct Forget {
 
 impl Forget {
     fn credential(&self, tac: &TenantApiCredential) {
-        let key = ObjectRef::from_obj(tac);
+        let key = credential_key(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
-        self.written.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        drop_entry(&mut self.written.lock().unwrap_or_else(PoisonError::into_inner), &key);
         if let Some(target) = tac.target_name() {
             self.managed.forget(&ns, target);
         }
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
-        self.source_versions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key);
-        self.errors.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        drop_entry(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
+        drop_entry(
+            &mut self.source_versions.lock().unwrap_or_else(PoisonError::into_inner),
+            &key,
+        );
+        drop_entry(&mut self.errors.lock().unwrap_or_else(PoisonError::into_inner), &key);
         self.sources.set(&ns, &name, Vec::new());
         self.metrics.forget(&ns, &name);
     }

@@ -1,6 +1,6 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
-use super::context::Context;
+use super::context::{Context, credential_key, drop_entry};
 use super::reconcile::stable_offset;
 use std::sync::PoisonError;
 
@@ -8,7 +8,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
@@ -131,13 +130,13 @@ pub(super) async fn write_status(
     desired: &TenantApiCredentialStatus,
     now: Timestamp,
 ) -> Result<()> {
-    let key = ObjectRef::from_obj(tac);
+    let key = credential_key(tac);
     if !publish::needs_write(observed, desired, now, stable_offset(tac)) {
         // Kept in memory: the schedule goes on from the newest probe, not the last write.
         let volatile = Volatile::of(desired);
         let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
         if volatile == Volatile::of(observed) {
-            live.remove(&key);
+            drop_entry(&mut live, &key);
         } else {
             live.insert(key, volatile);
         }
@@ -153,6 +152,6 @@ pub(super) async fn write_status(
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
     ctx.remember_status(tac, desired);
-    ctx.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    drop_entry(&mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
     Ok(())
 }
