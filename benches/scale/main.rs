@@ -369,10 +369,13 @@ async fn run(r: &Run) -> u64 {
         }
         let mean = counts.iter().sum::<usize>() as f64 / buckets as f64;
         let max = counts.iter().copied().max().unwrap_or(0);
-        let status_writes = steady_reqs
-            .get(&("apply".to_string(), "tenantapicredentials/status".to_string()))
-            .copied()
-            .unwrap_or(0);
+        let status_writes: u64 = steady_reqs
+            .iter()
+            .filter(|((v, res), _)| {
+                res == "tenantapicredentials/status" && matches!(v.as_str(), "apply" | "patch" | "update")
+            })
+            .map(|(_, c)| c)
+            .sum();
         let secret_writes: u64 = steady_reqs
             .iter()
             .filter(|((v, res), _)| res == "secrets" && matches!(v.as_str(), "apply" | "patch" | "update" | "create"))

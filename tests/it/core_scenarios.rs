@@ -229,7 +229,7 @@ async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
     let expected: std::collections::BTreeMap<(String, String), u64> = [
         (("create".to_string(), "secrets".to_string()), 1),
         (("get".to_string(), "secrets".to_string()), 1),
-        (("apply".to_string(), "tenantapicredentials/status".to_string()), 1),
+        (("patch".to_string(), "tenantapicredentials/status".to_string()), 1),
     ]
     .into_iter()
     .collect();
