@@ -10,15 +10,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::context::drop_entry;
+use super::{Key, key};
 use crate::crd::TenantApiCredential;
 use crate::secret::{self, Observed};
-
-/// `<namespace>/<name>`.
-type Key = Box<str>;
-
-fn key(ns: &str, name: &str) -> Key {
-    format!("{ns}/{name}").into_boxed_str()
-}
 
 #[derive(Default)]
 pub(super) struct ManagedSecrets {

@@ -28,6 +28,14 @@ pub use reconcile::{error_policy, reconcile};
 pub use run::run;
 pub use watches::controller;
 
+/// `<namespace>/<name>`, the key of the operator's own Secret indexes: one allocation per key
+/// instead of two strings.
+type Key = Box<str>;
+
+fn key(ns: &str, name: &str) -> Key {
+    format!("{ns}/{name}").into_boxed_str()
+}
+
 // The defaults of `tenantcred run`, defined once (the flags and `Config::default` use them).
 pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 16;
 pub const DEFAULT_MAX_PROBES_PER_HOST: usize = 8;

@@ -12,15 +12,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use super::{Key, key};
 use crate::crd::TenantApiCredential;
 use crate::secret;
-
-/// `<namespace>/<name>`: one allocation per key instead of two strings.
-type Key = Box<str>;
-
-fn key(ns: &str, name: &str) -> Key {
-    format!("{ns}/{name}").into_boxed_str()
-}
 
 #[derive(Default)]
 pub(super) struct SourceIndex {

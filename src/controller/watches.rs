@@ -120,39 +120,25 @@ pub(super) fn build_context(
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
     let cache = managed.clone();
-    let managed_triggers = watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
-        .inspect_ok(sync.clone().on_first_list())
-        .default_backoff()
-        .filter_map(move |event| {
-            let woken = match event {
-                Ok(event) => cache.absorb(event),
-                Err(e) => {
-                    tracing::warn!(error = %e, "managed Secret watch failed; retrying");
-                    Vec::new()
-                }
-            };
-            std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
-        })
-        .flatten();
+    let managed_triggers = triggers(
+        watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+            .inspect_ok(sync.clone().on_first_list())
+            .default_backoff(),
+        "managed Secret",
+        move |event| cache.absorb(event),
+    );
 
     // Every Secret as metadata only, into the source index (a name and a version each): a source
     // change wakes the credentials that read it. Nothing else of these Secrets is kept.
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
     let index = sources.clone();
-    let source_triggers = watcher(source_meta, watcher::Config::default())
-        .inspect_ok(sync.on_first_list())
-        .default_backoff()
-        .filter_map(move |event| {
-            let woken = match event {
-                Ok(event) => index.absorb(event),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Secret metadata watch failed; retrying");
-                    Vec::new()
-                }
-            };
-            std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
-        })
-        .flatten();
+    let source_triggers = triggers(
+        watcher(source_meta, watcher::Config::default())
+            .inspect_ok(sync.on_first_list())
+            .default_backoff(),
+        "Secret metadata",
+        move |event| index.absorb(event),
+    );
 
     let notifier = notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone());
     let ctx = Arc::new(Context {
@@ -178,6 +164,27 @@ pub(super) fn build_context(
         .reconcile_on(managed_triggers)
         .reconcile_on(source_triggers);
     (ctx, controller)
+}
+
+/// The credentials to reconcile, from a watch whose events an index absorbs (the index answers
+/// whom each event concerns). A failed watch is retried by its backoff; nothing is cached here.
+fn triggers<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    what: &'static str,
+    mut absorb: impl FnMut(watcher::Event<K>) -> Vec<ObjectRef<TenantApiCredential>> + Send + 'static,
+) -> impl futures::Stream<Item = ObjectRef<TenantApiCredential>> + Send + 'static {
+    events
+        .filter_map(move |event| {
+            let woken = match event {
+                Ok(event) => absorb(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} watch failed; retrying");
+                    Vec::new()
+                }
+            };
+            std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
+        })
+        .flatten()
 }
 
 /// What the operator remembers per credential, dropped when the watch reports it deleted: no

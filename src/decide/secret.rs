@@ -377,6 +377,11 @@ mod tests {
         t
     }
 
+    /// The Secret tenantcred wants for the test credential with this token.
+    fn ours(policy: DeletionPolicy, token: &str) -> Secret {
+        desired(&tac(policy), "acme-cs", "u", &Token::new(token), None)
+    }
+
     #[test]
     fn desired_secret_has_the_five_keys_labels_and_owner() {
         let s = desired(
@@ -411,13 +416,7 @@ mod tests {
 
     #[test]
     fn ownership_is_decided_by_labels() {
-        let ours = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let ours = ours(DeletionPolicy::Delete, "cs_live_a");
         let ours = Observed::of(ours);
         assert_eq!(ownership(Some(&ours), "acme-cs"), Ownership::Ours);
         assert_eq!(ownership(Some(&ours), "another-credential"), Ownership::Foreign);
@@ -427,13 +426,7 @@ mod tests {
 
     #[test]
     fn apply_needed_only_when_something_differs() {
-        let d = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let d = ours(DeletionPolicy::Delete, "cs_live_a");
         let mut observed = d.clone();
         observed
             .metadata
@@ -445,21 +438,9 @@ mod tests {
             !needs_apply(&d, &Observed::of(observed.clone())),
             "foreign extra labels are not ours to remove"
         );
-        let changed = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_b"),
-            None,
-        );
+        let changed = ours(DeletionPolicy::Delete, "cs_live_b");
         assert!(needs_apply(&changed, &Observed::of(observed.clone())));
-        let retained = desired(
-            &tac(DeletionPolicy::Retain),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let retained = ours(DeletionPolicy::Retain, "cs_live_a");
         // We own the owner reference per managedFields but no longer want it: apply to drop it.
         observed.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),
@@ -479,13 +460,7 @@ mod tests {
 
     #[test]
     fn data_compared_by_digest_of_our_keys_only() {
-        let d = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let d = ours(DeletionPolicy::Delete, "cs_live_a");
         let keys: BTreeSet<&str> = d.data.as_ref().expect("data").keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -524,13 +499,7 @@ mod tests {
 
     #[test]
     fn projection_keeps_a_bounded_token_and_drops_kubectls_copy() {
-        let mut s = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let mut s = ours(DeletionPolicy::Delete, "cs_live_a");
         s.metadata
             .annotations
             .get_or_insert_default()
@@ -562,20 +531,8 @@ mod tests {
             }))),
             ..ManagedFieldsEntry::default()
         };
-        let retained = desired(
-            &tac(DeletionPolicy::Retain),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
-        let mut observed = desired(
-            &tac(DeletionPolicy::Delete),
-            "acme-cs",
-            "u",
-            &Token::new("cs_live_a"),
-            None,
-        );
+        let retained = ours(DeletionPolicy::Retain, "cs_live_a");
+        let mut observed = ours(DeletionPolicy::Delete, "cs_live_a");
         observed
             .metadata
             .labels
