@@ -94,16 +94,15 @@ async fn read(
     if seen.resource_version.is_some() && matches!(&got, Err(kube::Error::Api(s)) if s.code == 504) {
         got = secrets.get_with(&r.name, &GetParams::default()).await;
     }
-    let found = match got {
-        Ok(s) => Some(s),
-        Err(kube::Error::Api(status)) if status.is_not_found() => None,
+    let secret = match got {
+        Ok(s) => s,
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            return Ok(Source::Problem(Problem::SourceNotFound(format!(
+                "{field}: Secret {ns}/{} not found; create it with the token under key {:?}",
+                r.name, r.key
+            ))));
+        }
         Err(e) => return Err(e.into()),
-    };
-    let Some(secret) = found else {
-        return Ok(Source::Problem(Problem::SourceNotFound(format!(
-            "{field}: Secret {ns}/{} not found; create it with the token under key {:?}",
-            r.name, r.key
-        ))));
     };
     if let Some(kind) = secret.type_.as_deref().filter(|t| FORBIDDEN_SOURCE_TYPES.contains(t)) {
         return Ok(Source::Problem(Problem::SourceNotAllowed(format!(

@@ -134,14 +134,14 @@ impl Pairs {
 
 impl Observed {
     /// The projection of a Secret read from the API server (or the cache's watch).
-    pub fn of(secret: Secret) -> Self {
+    pub fn of(mut secret: Secret) -> Self {
         let data = data_digest(secret.data.as_ref());
         let token = secret
             .data
-            .as_ref()
-            .and_then(|d| d.get(KEY_TOKEN))
+            .as_mut()
+            .and_then(|d| d.remove(KEY_TOKEN))
             .filter(|raw| raw.0.len() <= MAX_TOKEN_BYTES)
-            .and_then(|raw| String::from_utf8(raw.0.clone()).ok())
+            .and_then(|raw| String::from_utf8(raw.0).ok())
             .map(Token::new);
         let meta = secret.metadata;
         let entry = |operation: &str| entry_fields(meta.managed_fields.as_deref(), operation);
@@ -279,7 +279,7 @@ pub fn needs_apply(desired: &Secret, observed: &Observed) -> bool {
 /// The data keys tenantcred writes, in the order their digest takes them.
 const DATA_KEYS: [&str; 5] = [KEY_TOKEN, KEY_AUTHORIZATION, KEY_BASE_URL, KEY_TENANT, KEY_PROVIDER];
 
-fn digest(parts: impl IntoIterator<Item = Option<Vec<u8>>>) -> Digest {
+fn digest<'a>(parts: impl IntoIterator<Item = Option<&'a [u8]>>) -> Digest {
     let mut h = Sha256::new();
     for part in parts {
         match part {
@@ -287,7 +287,7 @@ fn digest(parts: impl IntoIterator<Item = Option<Vec<u8>>>) -> Digest {
             Some(bytes) => {
                 h.update([1]);
                 h.update((bytes.len() as u64).to_be_bytes());
-                h.update(&bytes);
+                h.update(bytes);
             }
             None => h.update([0]),
         }
@@ -301,11 +301,11 @@ fn digest(parts: impl IntoIterator<Item = Option<Vec<u8>>>) -> Digest {
 /// Digest of the values of [`DATA_KEYS`]: equal exactly when those keys hold the same values
 /// (other keys are not ours).
 fn data_digest(data: Option<&BTreeMap<String, ByteString>>) -> Digest {
-    digest(DATA_KEYS.map(|k| data.and_then(|d| d.get(k)).map(|v| v.0.clone())))
+    digest(DATA_KEYS.map(|k| data.and_then(|d| d.get(k)).map(|v| v.0.as_slice())))
 }
 
 fn paths_digest(paths: &BTreeSet<String>) -> Digest {
-    digest(paths.iter().map(|p| Some(p.as_bytes().to_vec())))
+    digest(paths.iter().map(|p| Some(p.as_bytes())))
 }
 
 /// The fields tenantcred's apply sets, as `section/key` paths.
