@@ -2,6 +2,7 @@
 //! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
 
 mod context;
+mod credentials;
 mod grant;
 mod managed_secrets;
 mod notify;

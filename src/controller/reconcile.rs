@@ -1,6 +1,7 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
-use super::context::{Context, credential_key, drop_entry};
+use super::context::{Context, drop_entry};
+use super::credentials::{credential_key, tac_key};
 use super::sources::{self, Source, Target};
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
 use super::{grant, restart};
@@ -47,13 +48,16 @@ pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Resu
     }
     let action = apply(&tac, &ctx, &ns).await?;
     ctx.metrics.reconciled();
-    drop_entry(&mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner), &key);
+    drop_entry(
+        &mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner),
+        &*tac_key(&tac),
+    );
     Ok(action)
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
 pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = credential_key(&tac);
+    let key = tac_key(&tac);
     let attempts = {
         let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
         let n = errors.entry(key.clone()).or_insert(0);
@@ -92,7 +96,7 @@ impl Synced {
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
-    let persisted = ctx.observed_status(tac);
+    let persisted = ctx.credentials.status_of(tac);
     let observed = ctx.current_status(tac, &persisted);
     let settings = plan::resolve(tac, &ctx.config.egress);
     // The Secrets whose changes wake this credential.
@@ -218,13 +222,13 @@ async fn sync(
     });
     // Which version of the source the current token came from: recorded on the Secret when it
     // was written, or remembered from a later read that found the same token.
-    let key = credential_key(tac);
+    let key = tac_key(tac);
     let current_version = ctx
         .source_versions
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&key)
-        .cloned()
+        .map(|v| v.to_string())
         .or_else(|| target.as_deref().and_then(secret::source_version).map(str::to_owned));
 
     let mut candidate_version = None;
@@ -268,7 +272,7 @@ async fn sync(
         ctx.source_versions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, v.clone());
+            .insert(key, v.as_str().into());
     }
 
     let candidate_fp = candidate.as_ref().map(|(t, _)| t.fingerprint());

@@ -1,10 +1,11 @@
 //! The watches: credentials, managed Secrets by label, and every Secret as metadata only (into
 //! the source index, not a cache); what is forgotten on deletion.
 
-use super::context::{Context, WrittenStatuses, credential_key, drop_entry};
+use super::context::{Context, drop_entry};
+use super::credentials::{self, Credentials, tac_key};
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
-use super::{Config, Shared, notify};
+use super::{Config, Key, Shared, notify};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,8 +16,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::TenantApiCredential;
@@ -35,8 +36,6 @@ where
         None => Api::all(client.clone()),
     }
 }
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Builds the context and the controller with its three watches (credentials, managed Secrets,
 /// source Secret metadata). Exposed for tests, which drive it against the API server double.
@@ -65,58 +64,36 @@ pub(super) fn build_context(
         pending: AtomicUsize::new(3),
         health: shared.health.clone(),
     });
-    let written: Arc<WrittenStatuses> = Arc::default();
     let sources: Arc<SourceIndex> = Arc::default();
-    let source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>> = Arc::default();
-    let live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>> = Arc::default();
-    let errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>> = Arc::default();
-    let caught_up = written.clone();
+    let source_versions: Arc<Mutex<HashMap<Key, Box<str>>>> = Arc::default();
+    let live: Arc<Mutex<HashMap<Key, Volatile>>> = Arc::default();
+    let errors: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
     let managed = Arc::new(ManagedSecrets::default());
+    let credentials = Arc::new(Credentials::new());
     let forget = Forget {
-        managed: managed.clone(),
-        written: written.clone(),
         live: live.clone(),
         source_versions: source_versions.clone(),
         sources: sources.clone(),
         errors: errors.clone(),
         metrics: shared.metrics.clone(),
     };
-    let (tac_reader, tac_writer) = reflector::store();
+    let (cache, changes) = (credentials.clone(), credentials.clone());
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
         .inspect_ok(sync.clone().on_first_list())
-        // Field ownership and kubectl's copy of the last applied object are never read from the
-        // cache: dropping them saves memory.
-        .modify(|tac| {
-            tac.managed_fields_mut().clear();
-            tac.annotations_mut().remove(LAST_APPLIED);
-        })
+        .modify(credentials::slim)
         .default_backoff()
-        .reflect(tac_writer)
         .inspect_ok(move |event| {
-            // Once the cache holds a version after our write (reflected above), it is current again.
+            for gone in cache.absorb(event) {
+                forget.credential(&gone);
+            }
             if let watcher::Event::Delete(tac) = event {
                 forget.credential(tac);
-            }
-            if let watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) = event {
-                let mut written = caught_up.lock().unwrap_or_else(PoisonError::into_inner);
-                let key = credential_key(tac);
-                if written
-                    .get(&key)
-                    .is_some_and(|w| w.over != tac.metadata.resource_version)
-                {
-                    drop_entry(&mut written, &key);
-                }
             }
         })
         .applied_objects()
         // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
         // and the legacy finalizer (removed on upgrade) matter.
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::finalizers),
-            Default::default(),
-        );
+        .try_filter(move |tac| std::future::ready(changes.wakes(tac)));
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
     let cache = managed.clone();
@@ -151,15 +128,14 @@ pub(super) fn build_context(
         config: config.clone(),
         started_at: Timestamp::now(),
         managed: managed.clone(),
-        credentials: tac_reader.clone(),
+        credentials: credentials.clone(),
         sources,
         source_versions: source_versions.clone(),
         errors,
         live: live.clone(),
-        written,
     });
 
-    let controller = Controller::for_stream(tac_stream, tac_reader)
+    let controller = Controller::for_stream(tac_stream, credentials.store())
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .reconcile_on(managed_triggers)
         .reconcile_on(source_triggers);
@@ -190,24 +166,17 @@ fn triggers<K>(
 /// What the operator remembers per credential, dropped when the watch reports it deleted: no
 /// finalizer is needed for in-memory state.
 struct Forget {
-    /// Holds token-bearing Secrets until the watch catches up: never kept past the credential.
-    managed: Arc<ManagedSecrets>,
-    written: Arc<WrittenStatuses>,
-    live: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, Volatile>>>,
-    source_versions: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, String>>>,
+    live: Arc<Mutex<HashMap<Key, Volatile>>>,
+    source_versions: Arc<Mutex<HashMap<Key, Box<str>>>>,
     sources: Arc<SourceIndex>,
-    errors: Arc<Mutex<HashMap<ObjectRef<TenantApiCredential>, u32>>>,
+    errors: Arc<Mutex<HashMap<Key, u32>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Forget {
     fn credential(&self, tac: &TenantApiCredential) {
-        let key = credential_key(tac);
+        let key = tac_key(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
-        drop_entry(&mut self.written.lock().unwrap_or_else(PoisonError::into_inner), &key);
-        if let Some(target) = tac.target_name() {
-            self.managed.forget(&ns, target);
-        }
         drop_entry(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
         drop_entry(
             &mut self.source_versions.lock().unwrap_or_else(PoisonError::into_inner),

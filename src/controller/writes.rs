@@ -1,13 +1,16 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
-use super::context::{Context, credential_key, drop_entry};
+use super::context::{Context, drop_entry};
+use super::credentials::tac_key;
 use super::reconcile::stable_offset;
 use std::sync::PoisonError;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::Request;
 use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
@@ -130,7 +133,7 @@ pub(super) async fn write_status(
     desired: &TenantApiCredentialStatus,
     now: Timestamp,
 ) -> Result<()> {
-    let key = credential_key(tac);
+    let key = tac_key(tac);
     if !publish::needs_write(observed, desired, now, stable_offset(tac)) {
         // Kept in memory: the schedule goes on from the newest probe, not the last write.
         let volatile = Volatile::of(desired);
@@ -143,15 +146,22 @@ pub(super) async fn write_status(
         return Ok(());
     }
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
     let status = publish::merge_patch(&serde_json::to_value(observed)?, &serde_json::to_value(desired)?);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    api.patch_status(&name, &params, &Patch::Merge(serde_json::json!({ "status": status })))
-        .await?;
-    ctx.remember_status(tac, desired);
+    let request = Request::new(TenantApiCredential::url_path(&(), Some(ns)))
+        .patch_subresource(
+            "status",
+            &name,
+            &params,
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
+    let _: serde::de::IgnoredAny = ctx.client.request(request).await?;
+    ctx.credentials.wrote(tac, desired);
     drop_entry(&mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
     Ok(())
 }
