@@ -33,7 +33,7 @@ pub struct Context {
     /// Managed Secrets, watched by label selector (never every Secret of the cluster), as
     /// projections; with our own writes until the watch delivers them.
     pub(super) managed: Arc<ManagedSecrets>,
-    /// The credentials, as cached by the controller's watch, with our own status writes.
+    /// The credentials as the watch delivered them, with the statuses we wrote since.
     pub(super) credentials: Arc<Credentials>,
     /// Who reads which Secret, and every Secret's version (the source-version check).
     pub(super) sources: Arc<SourceIndex>,

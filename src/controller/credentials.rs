@@ -4,8 +4,7 @@
 //! A re-list after the first one updates the cache in place instead of building a second full
 //! copy beside it, as the reflector would, and reports the credentials that vanished while the
 //! watch was down. (Putting our own writes into the store instead of holding their statuses
-//! beside it was measured: the heap was smaller, but replacing every object twice left the
-//! process 20-30% larger.)
+//! beside it was measured: the heap was smaller, the process larger; see BENCHMARKS.md.)
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -134,6 +133,7 @@ impl Credentials {
                 let mut wakes = self.wake_table();
                 for tac in &gone {
                     wakes.remove(&identity(tac));
+                    drop_entry(&mut feed.written, &*tac_key(tac));
                     feed.writer.apply_watcher_event(&Event::Delete((**tac).clone()));
                 }
                 return gone;
@@ -251,6 +251,7 @@ mod tests {
     fn a_relist_updates_in_place_and_answers_who_is_gone() {
         let c = listed(&["a", "b"]);
         assert_eq!(rv(&c, "a").as_deref(), Some("1"));
+        c.wrote(&tac("b", "1", 1), &TenantApiCredentialStatus::default());
         assert!(c.absorb(&Event::Init).is_empty());
         c.absorb(&Event::InitApply(tac("a", "2", 1)));
         assert_eq!(rv(&c, "a").as_deref(), Some("2"), "in place, at once");
@@ -258,6 +259,7 @@ mod tests {
         let gone = c.absorb(&Event::InitDone);
         assert_eq!(gone.iter().map(|t| t.name_any()).collect::<Vec<_>>(), ["b"]);
         assert_eq!(rv(&c, "b"), None);
+        assert!(c.feed().written.is_empty(), "nothing kept of a credential that is gone");
     }
 
     #[test]
