@@ -291,6 +291,6 @@ mod tests {
         asked.annotations_mut().insert("x".into(), "y".into());
         assert!(c.wakes(&asked), "an annotation");
         c.absorb(&Event::Delete(asked.clone()));
-        assert!(c.wakes(&asked), "re-created");
+        assert!(c.wakes(&asked), "its entry went with the deletion");
     }
 }
