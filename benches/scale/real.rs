@@ -192,8 +192,22 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let tacs: Api<TenantApiCredential> = Api::all(client.clone());
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let prefix = format!("bench-{n}-");
+    // The follower's own first list (N credentials) must be over before the request counts are
+    // taken: at 100,000 it takes longer than a fixed pause, and its pages were counted as the
+    // operator's.
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
     let follower = tokio::spawn(async move {
-        let mut stream = watcher(tacs, watcher::Config::default()).applied_objects().boxed();
+        let mut listed_tx = Some(listed_tx);
+        let mut stream = watcher(tacs, watcher::Config::default())
+            .inspect_ok(move |event| {
+                if matches!(event, watcher::Event::InitDone)
+                    && let Some(tx) = listed_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            })
+            .applied_objects()
+            .boxed();
         while let Some(Ok(tac)) = stream.next().await {
             let ready = tac
                 .status
@@ -214,7 +228,9 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
             }
         }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    listed_rx
+        .await
+        .map_err(|_| "the benchmark's credential watch ended before its first list".to_string())?;
 
     let before = request_counts(&client).await?;
     let kubeconfig = operator_kubeconfig(plane, &installed.token)?;

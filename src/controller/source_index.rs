@@ -1,9 +1,11 @@
 //! Which credentials read which Secret, and the resourceVersion of every Secret in scope as the
-//! metadata watch last saw it. This replaces a cache of Secret metadata: a name and a version per
-//! Secret (about 150 bytes) instead of a whole `ObjectMeta`, and a Secret event wakes exactly the
-//! credentials that read it, and only when its version moved.
+//! metadata watch last saw it. This replaces a cache of Secret metadata: two numbers per Secret
+//! (a hash of its namespace and name, and its version: about 20 bytes in the table) instead of a
+//! whole `ObjectMeta`, and a Secret event wakes exactly the credentials that read it, and only when
+//! its version moved.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -27,10 +29,42 @@ struct Maps {
     by_secret: HashMap<Key, Vec<Box<str>>>,
     /// Credential → the names of the Secrets it reads.
     by_credential: HashMap<Key, Box<[Box<str>]>>,
-    /// resourceVersion per Secret that is not a managed one.
-    versions: HashMap<Key, Box<str>>,
+    /// Per Secret that is not a managed one ([`secret_id`]), its resourceVersion ([`Version`]).
+    /// Every Secret in scope is here, most of them read by nobody, so neither is a string.
+    versions: HashMap<u64, Version>,
     /// During a re-list: what it has delivered so far (what is missing at its end was deleted).
-    relisting: Option<HashSet<Key>>,
+    relisting: Option<HashSet<u64>>,
+}
+
+/// A resourceVersion as the index keeps it. The API server's are decimal numbers (etcd
+/// revisions), kept as such and given back for reads. Anything else is opaque to clients, so only
+/// its hash is kept, to tell that it moved, and reads of that Secret are plain reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    Number(u64),
+    Opaque(u64),
+}
+
+impl Version {
+    fn of(rv: &str) -> Self {
+        match rv.parse() {
+            Ok(n) if !rv.starts_with(['0', '+']) || rv == "0" => Self::Number(n),
+            _ => Self::Opaque(hash(rv)),
+        }
+    }
+}
+
+/// One Secret of the index. (A collision of two Secrets' 64-bit hashes, about one in 10^8 at a
+/// million Secrets, would cost a needless wake or a read at a version that answers 504 and is
+/// retried as a plain read: nothing incorrect.)
+fn secret_id(ns: &str, name: &str) -> u64 {
+    hash((ns, name))
+}
+
+fn hash(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 impl SourceIndex {
@@ -66,9 +100,12 @@ impl SourceIndex {
         }
     }
 
-    /// The Secret's resourceVersion as the watch last saw it.
+    /// The Secret's resourceVersion as the watch last saw it (when it is a number).
     pub(super) fn version(&self, ns: &str, secret: &str) -> Option<String> {
-        self.lock().versions.get(&key(ns, secret)).map(|v| v.to_string())
+        match self.lock().versions.get(&secret_id(ns, secret))? {
+            Version::Number(n) => Some(n.to_string()),
+            Version::Opaque(_) => None,
+        }
     }
 
     /// Takes one event of the Secret metadata watch; answers the credentials to reconcile.
@@ -81,31 +118,42 @@ impl SourceIndex {
         match event {
             watcher::Event::Init => m.relisting = Some(HashSet::new()),
             watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                let Some((key, version)) = identity(&s) else {
+                let Some((ns, name, version)) = identity(&s) else {
                     return woken;
                 };
+                let id = secret_id(ns, name);
                 if let Some(seen) = m.relisting.as_mut() {
-                    seen.insert(key.clone());
+                    seen.insert(id);
                 }
-                if m.versions.get(&key).map(AsRef::as_ref) != Some(version) {
-                    m.wake(&key, &mut woken);
-                    m.versions.insert(key, version.into());
+                if m.versions.insert(id, version) != Some(version) {
+                    m.wake(&key(ns, name), &mut woken);
                 }
             }
             watcher::Event::Delete(s) => {
-                if let Some((key, _)) = identity(&s) {
-                    m.versions.remove(&key);
-                    m.wake(&key, &mut woken);
+                if let Some((ns, name, _)) = identity(&s) {
+                    m.versions.remove(&secret_id(ns, name));
+                    m.wake(&key(ns, name), &mut woken);
                 }
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = m.relisting.take() {
-                    let gone: Vec<Key> = m.versions.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-                    for key in gone {
-                        m.versions.remove(&key);
+                    let gone: HashSet<u64> = m.versions.keys().filter(|id| !seen.contains(id)).copied().collect();
+                    m.versions.retain(|id, _| !gone.contains(id));
+                    m.versions.shrink_to_fit();
+                    // The index keeps no names of Secrets nobody reads: a read one that went while
+                    // the watch was down is found from its readers' side.
+                    let read_and_gone: Vec<Key> = m
+                        .by_secret
+                        .keys()
+                        .filter(|k| {
+                            k.split_once('/')
+                                .is_some_and(|(ns, n)| gone.contains(&secret_id(ns, n)))
+                        })
+                        .cloned()
+                        .collect();
+                    for key in read_and_gone {
                         m.wake(&key, &mut woken);
                     }
-                    m.versions.shrink_to_fit();
                 }
             }
         }
@@ -126,13 +174,17 @@ impl Maps {
     }
 }
 
-/// Namespace/name and version of a Secret that can be a source (managed Secrets are ours).
-fn identity(s: &PartialObjectMeta<Secret>) -> Option<(Key, &str)> {
+/// Namespace, name and version of a Secret that can be a source (managed Secrets are ours).
+fn identity(s: &PartialObjectMeta<Secret>) -> Option<(&str, &str, Version)> {
     if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
         return None;
     }
-    let key = key(&s.namespace()?, s.metadata.name.as_deref()?);
-    Some((key, s.metadata.resource_version.as_deref()?))
+    let meta = &s.metadata;
+    Some((
+        meta.namespace.as_deref()?,
+        meta.name.as_deref()?,
+        Version::of(meta.resource_version.as_deref()?),
+    ))
 }
 
 #[cfg(test)]
@@ -180,6 +232,7 @@ mod tests {
     fn a_relist_forgets_what_it_no_longer_lists_and_wakes_its_readers() {
         let index = SourceIndex::default();
         index.set("ns", "a", vec!["gone".into()]);
+        index.set("ns", "b", vec!["never-existed".into()]);
         index.absorb(watcher::Event::Apply(meta("gone", "1")));
         index.absorb(watcher::Event::Apply(meta("kept", "1")));
         index.absorb(watcher::Event::Init);
@@ -187,6 +240,26 @@ mod tests {
         assert_eq!(names(index.absorb(watcher::Event::InitDone)), ["a"]);
         assert_eq!(index.version("ns", "gone"), None);
         assert_eq!(index.version("ns", "kept").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_version_that_is_not_a_plain_number_is_only_compared() {
+        let index = SourceIndex::default();
+        index.set("ns", "a", vec!["src".into()]);
+        for rv in ["abc", "007", "+7"] {
+            assert_eq!(
+                names(index.absorb(watcher::Event::Apply(meta("src", rv)))),
+                ["a"],
+                "{rv}"
+            );
+            assert_eq!(index.version("ns", "src"), None, "{rv} is not given back for a read");
+            assert!(
+                index.absorb(watcher::Event::Apply(meta("src", rv))).is_empty(),
+                "{rv} again"
+            );
+        }
+        index.absorb(watcher::Event::Apply(meta("src", "0")));
+        assert_eq!(index.version("ns", "src").as_deref(), Some("0"));
     }
 
     #[test]

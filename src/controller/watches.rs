@@ -105,14 +105,18 @@ pub(super) fn build_context(
         move |event| cache.absorb(event),
     );
 
-    // Every Secret as metadata only, into the source index (a name and a version each): a source
-    // change wakes the credentials that read it. Nothing else of these Secrets is kept.
+    // Every Secret but the managed ones as metadata only, into the source index (a version
+    // each): a source change wakes the credentials that read it. Nothing else of these Secrets is
+    // kept.
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
     let index = sources.clone();
     let source_triggers = triggers(
-        watcher(source_meta, watcher::Config::default())
-            .inspect_ok(sync.on_first_list())
-            .default_backoff(),
+        watcher(
+            source_meta,
+            watcher::Config::default().labels(secret::UNMANAGED_SELECTOR),
+        )
+        .inspect_ok(sync.on_first_list())
+        .default_backoff(),
         "Secret metadata",
         move |event| index.absorb(event),
     );

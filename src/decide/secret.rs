@@ -26,6 +26,9 @@ pub const CREDENTIAL_LABEL: &str = "tenantcred.dev/credential";
 pub const SOURCE_VERSION_ANNOTATION: &str = "tenantcred.dev/source-version";
 /// The label selector of the managed-Secret watch.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tenantcred";
+/// The label selector of the Secret-metadata watch: every Secret but the managed ones (which are
+/// never sources), so the API server does not send each of our own writes a second time.
+pub const UNMANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by!=tenantcred";
 
 pub const KEY_TOKEN: &str = "token";
 pub const KEY_AUTHORIZATION: &str = "authorization";
