@@ -110,11 +110,19 @@ impl ProviderName {
 
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Raise => "raise",
-            Self::CharityStack => "charitystack",
-            Self::Virtuous => "virtuous",
-            Self::Generic => "generic",
             Self::Unknown(s) => s,
+            known => known.static_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a built-in provider, without borrowing `self`.
+    pub fn static_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Raise => Some("raise"),
+            Self::CharityStack => Some("charitystack"),
+            Self::Virtuous => Some("virtuous"),
+            Self::Generic => Some("generic"),
+            Self::Unknown(_) => None,
         }
     }
 }

@@ -107,31 +107,93 @@ pub struct Observed {
     owner_uids: Box<[Box<str>]>,
     /// Digest of the paths tenantcred's `Apply` entry of `managedFields` owns; None without one.
     applied: Option<Digest>,
-    /// Paths tenantcred's plain create recorded (its `Update` entry) that no apply owns: the
-    /// candidates for [`stale_keys`].
-    created_only: Box<[Box<str>]>,
+    /// Paths tenantcred's plain create recorded (its `Update` entry) that no apply owns and that
+    /// are not written always ([`always_written`]): the candidates for [`stale_keys`].
+    created_only: Paths,
 }
 
 type Digest = [u8; 16];
 
-/// A small string map as a sorted slice: a fraction of a `BTreeMap`'s node for a handful of keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Pairs(Box<[(Box<str>, Box<str>)]>);
+/// A small string map, in key order, as two allocations: every key and value back to back, and
+/// where each ends. A managed Secret's handful of labels and annotations would otherwise cost two
+/// allocations per pair, kept for every managed Secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Pairs {
+    text: Box<str>,
+    /// The end of each key and of each value in `text`, alternately.
+    ends: Box<[u32]>,
+}
 
 impl Pairs {
     fn of(map: Option<BTreeMap<String, String>>, skip: &[&str]) -> Self {
-        let kept = map.into_iter().flatten().filter(|(k, _)| !skip.contains(&k.as_str()));
-        Self(kept.map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect())
+        let kept: Vec<_> = map
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .collect();
+        let mut text = String::with_capacity(kept.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(2 * kept.len());
+        for (k, v) in kept {
+            // Metadata is far below 4 GiB (the API server refuses objects over 1.5 MiB).
+            let (Ok(k_end), Ok(v_end)) = (
+                u32::try_from(text.len() + k.len()),
+                u32::try_from(text.len() + k.len() + v.len()),
+            ) else {
+                break;
+            };
+            text.push_str(k);
+            text.push_str(v);
+            ends.extend([k_end, v_end]);
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.chunks_exact(2).map(move |end| {
+            let (k_end, v_end) = (end[0] as usize, end[1] as usize);
+            let pair = (
+                self.text.get(start..k_end).unwrap_or_default(),
+                self.text.get(k_end..v_end).unwrap_or_default(),
+            );
+            start = v_end;
+            pair
+        })
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        let i = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
-        Some(&self.0[i].1)
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Every pair of `want` is here with the same value.
     fn holds(&self, want: Option<&BTreeMap<String, String>>) -> bool {
         want.is_none_or(|w| w.iter().all(|(k, v)| self.get(k) == Some(v.as_str())))
+    }
+}
+
+impl std::fmt::Debug for Pairs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Field paths (`section/key`), one per line, in one allocation. (Label, annotation and data keys
+/// cannot hold a line break: the API server validates them.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Paths(Box<str>);
+
+impl Paths {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|p| !p.is_empty())
+    }
+}
+
+impl FromIterator<String> for Paths {
+    fn from_iter<I: IntoIterator<Item = String>>(paths: I) -> Self {
+        Self(paths.into_iter().collect::<Vec<_>>().join("\n").into_boxed_str())
     }
 }
 
@@ -152,8 +214,7 @@ impl Observed {
         let created_only = entry("Update")
             .into_iter()
             .flatten()
-            .filter(|p| applied.as_ref().is_none_or(|a| !a.contains(p)))
-            .map(String::into_boxed_str)
+            .filter(|p| applied.as_ref().is_none_or(|a| !a.contains(p)) && !always_written(p))
             .collect();
         Self {
             resource_version: meta.resource_version.map(String::into_boxed_str),
@@ -220,8 +281,8 @@ pub fn source_version(secret: &Observed) -> Option<&str> {
 pub fn stale_keys(desired: &Secret, observed: &Observed) -> Vec<(&'static str, String)> {
     let wanted = desired_fields(desired);
     let mut stale = Vec::new();
-    for path in observed.created_only.iter().filter(|p| !wanted.contains(p.as_ref())) {
-        if path.as_ref() == "ownerReferences" {
+    for path in observed.created_only.iter().filter(|p| !wanted.contains(*p)) {
+        if path == "ownerReferences" {
             if !observed.owner_uids.is_empty() {
                 stale.push(("ownerReferences", String::new()));
             }
@@ -281,6 +342,14 @@ pub fn needs_apply(desired: &Secret, observed: &Observed) -> bool {
 
 /// The data keys tenantcred writes, in the order their digest takes them.
 const DATA_KEYS: [&str; 5] = [KEY_TOKEN, KEY_AUTHORIZATION, KEY_BASE_URL, KEY_TENANT, KEY_PROVIDER];
+
+/// A path every desired Secret has ([`desired`]), so never stale: not worth remembering for each
+/// managed Secret (they are most of what a plain create records).
+fn always_written(path: &str) -> bool {
+    let labels = [MANAGED_BY_LABEL, TENANT_LABEL, PROVIDER_LABEL, CREDENTIAL_LABEL];
+    path.strip_prefix("labels/").is_some_and(|k| labels.contains(&k))
+        || path.strip_prefix("data/").is_some_and(|k| DATA_KEYS.contains(&k))
+}
 
 fn digest<'a>(parts: impl IntoIterator<Item = Option<&'a [u8]>>) -> Digest {
     let mut h = Sha256::new();
@@ -547,16 +616,50 @@ mod tests {
             entry("Update", created.clone()),
             entry("Update", created.clone()).tap_manager("kubectl"),
         ]);
-        let mut stale = stale_keys(&retained, &Observed::of(observed.clone()));
+        let projected = Observed::of(observed.clone());
+        let mut stale = stale_keys(&retained, &projected);
         stale.sort();
         assert_eq!(
             stale,
             [("labels", "team".to_owned()), ("ownerReferences", String::new())],
             "created by our plain create, wanted no more, owned by no apply of ours"
         );
+        assert_eq!(
+            projected.created_only.iter().collect::<Vec<_>>(),
+            ["labels/team", "ownerReferences"],
+            "what every desired Secret has (the tenant label, the token) is not remembered"
+        );
         // Once our apply owns a path, the apply itself prunes it: nothing left for stale_keys.
         observed.metadata.managed_fields = Some(vec![entry("Update", created.clone()), entry("Apply", created)]);
         assert!(stale_keys(&retained, &Observed::of(observed)).is_empty());
+    }
+
+    #[test]
+    fn pairs_and_paths_answer_as_the_maps_they_were_built_from() {
+        let map = BTreeMap::from([
+            ("a/b".to_owned(), String::new()),
+            ("k".to_owned(), "vé".to_owned()),
+            (LAST_APPLIED.to_owned(), "{}".to_owned()),
+            ("z".to_owned(), "last".to_owned()),
+        ]);
+        let pairs = Pairs::of(Some(map.clone()), &[LAST_APPLIED]);
+        assert_eq!(pairs.get("a/b"), Some(""));
+        assert_eq!(pairs.get("k"), Some("vé"));
+        assert_eq!(pairs.get("z"), Some("last"));
+        assert_eq!((pairs.get(LAST_APPLIED), pairs.get("a")), (None, None));
+        assert_eq!(format!("{pairs:?}"), r#"{"a/b": "", "k": "vé", "z": "last"}"#);
+        let mut want = map;
+        want.remove(LAST_APPLIED);
+        assert!(pairs.holds(Some(&want)) && pairs.holds(None));
+        want.insert("k".into(), "v".into());
+        assert!(!pairs.holds(Some(&want)));
+        assert_eq!(Pairs::of(None, &[]), Pairs::default());
+
+        let paths: Paths = ["labels/x".to_owned(), "ownerReferences".to_owned()]
+            .into_iter()
+            .collect();
+        assert_eq!(paths.iter().collect::<Vec<_>>(), ["labels/x", "ownerReferences"]);
+        assert_eq!(Paths::default().iter().count(), 0);
     }
 
     trait TapManager {

@@ -1,7 +1,8 @@
 //! The per-credential series, kept as one small record per credential and rendered at scrape
 //! time. (A `Family` per metric would hold the four label strings six times over, about 1.7 KB
-//! per credential; this holds them once.)
+//! per credential; this holds them once, in two allocations: `namespace/name` and the tenant.)
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -13,8 +14,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 /// What the series of one credential say now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Series {
-    pub tenant: String,
-    pub provider: String,
+    pub tenant: Box<str>,
+    /// A built-in provider's name is static: no allocation per credential.
+    pub provider: Cow<'static, str>,
     pub ready: bool,
     pub degraded: bool,
     pub expiry: Option<i64>,
@@ -63,22 +65,29 @@ const GAUGES: [Gauge; 6] = [
     },
 ];
 
-/// Every credential's series, by (namespace, name).
+/// Every credential's series, by `namespace/name` (a namespace holds no `/`).
 #[derive(Debug, Default)]
 pub struct CredentialSeries {
-    by_credential: Mutex<BTreeMap<(String, String), Series>>,
+    by_credential: Mutex<BTreeMap<Box<str>, Series>>,
 }
 
 impl CredentialSeries {
     pub fn set(&self, namespace: &str, name: &str, series: Series) {
-        self.lock().insert((namespace.to_owned(), name.to_owned()), series);
+        let mut map = self.lock();
+        let key = format!("{namespace}/{name}");
+        match map.get_mut(key.as_str()) {
+            Some(old) => *old = series,
+            None => {
+                map.insert(key.into_boxed_str(), series);
+            }
+        }
     }
 
     pub fn remove(&self, namespace: &str, name: &str) {
-        self.lock().remove(&(namespace.to_owned(), name.to_owned()));
+        self.lock().remove(format!("{namespace}/{name}").as_str());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Series>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Box<str>, Series>> {
         self.by_credential.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -88,15 +97,15 @@ impl Collector for CredentialSeries {
         let map = self.lock();
         for gauge in &GAUGES {
             let mut family = encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
-            for ((namespace, name), series) in map.iter() {
-                let Some(v) = (gauge.value)(series) else {
+            for (key, series) in map.iter() {
+                let (Some(v), Some((namespace, name))) = ((gauge.value)(series), key.split_once('/')) else {
                     continue;
                 };
                 let labels = [
-                    ("namespace", namespace.as_str()),
-                    ("name", name.as_str()),
-                    ("tenant", series.tenant.as_str()),
-                    ("provider", series.provider.as_str()),
+                    ("namespace", namespace),
+                    ("name", name),
+                    ("tenant", &*series.tenant),
+                    ("provider", &*series.provider),
                 ];
                 ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
             }

@@ -157,8 +157,11 @@ impl Metrics {
         let seconds =
             |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0.as_second());
         let series = Series {
-            tenant: tac.spec.tenant.clone(),
-            provider: tac.spec.provider.as_str().into(),
+            tenant: tac.spec.tenant.as_str().into(),
+            provider: tac.spec.provider.static_name().map_or_else(
+                || std::borrow::Cow::Owned(tac.spec.provider.as_str().to_owned()),
+                std::borrow::Cow::Borrowed,
+            ),
             ready: conditions::is_true(&status.conditions, Type::Ready),
             degraded: conditions::is_true(&status.conditions, Type::Degraded),
             expiry: seconds(&status.expires_at),
