@@ -54,9 +54,10 @@ impl Version {
     }
 }
 
-/// One Secret of the index. (A collision of two Secrets' 64-bit hashes, about one in 10^8 at a
-/// million Secrets, would cost a needless wake or a read at a version that answers 504 and is
-/// retried as a plain read: nothing incorrect.)
+/// One Secret of the index. (Two Secrets' 64-bit hashes collide with a chance of about one in
+/// 4·10^7 at a million Secrets. That costs needless wakes, and reads of one at the other's
+/// version, which the API server answers with the current object or a 504 that is retried as a
+/// plain read: nothing incorrect.)
 fn secret_id(ns: &str, name: &str) -> u64 {
     hash((ns, name))
 }
