@@ -35,7 +35,7 @@ pub struct Context {
     pub(super) managed: Arc<ManagedSecrets>,
     /// The credentials as the watch delivered them, with the statuses we wrote since.
     pub(super) credentials: Arc<Credentials>,
-    /// Who reads which Secret, and every Secret's version (the source-version check).
+    /// Who reads which Secret, and every unmanaged Secret's version (the source-version check).
     pub(super) sources: Arc<SourceIndex>,
     /// Per credential, `<source>/<resourceVersion>` of the latest read that found the token the
     /// managed Secret already holds (so an unrelated edit of the source costs one read, once).

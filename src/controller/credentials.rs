@@ -7,7 +7,6 @@
 //! beside it was measured: the heap was smaller, the process larger; see BENCHMARKS.md.)
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kube::ResourceExt;
@@ -15,7 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 
 use super::context::drop_entry;
-use super::{Key, key};
+use super::{Key, hash64, key};
 use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -179,15 +178,12 @@ impl Credentials {
     /// own status writes do not.
     pub(super) fn wakes(&self, tac: &TenantApiCredential) -> bool {
         let meta = &tac.metadata;
-        let mut h = DefaultHasher::new();
-        (
+        let now = hash64((
             meta.generation,
             &meta.annotations,
             &meta.finalizers,
             meta.deletion_timestamp.is_some(),
-        )
-            .hash(&mut h);
-        let now = h.finish();
+        ));
         self.wake_table().insert(identity(tac), now) != Some(now)
     }
 
@@ -203,9 +199,7 @@ impl Credentials {
 /// One credential object (a re-created credential is another one).
 fn identity(tac: &TenantApiCredential) -> u64 {
     let meta = &tac.metadata;
-    let mut h = DefaultHasher::new();
-    (&meta.namespace, &meta.name, &meta.uid).hash(&mut h);
-    h.finish()
+    hash64((&meta.namespace, &meta.name, &meta.uid))
 }
 
 #[cfg(test)]

@@ -37,6 +37,16 @@ fn key(ns: &str, name: &str) -> Key {
     format!("{ns}/{name}").into_boxed_str()
 }
 
+/// A 64-bit hash that is the same in every process (std's `DefaultHasher` with its fixed keys):
+/// what the operator's compact tables keep instead of strings, and the stable per-credential
+/// offset that spreads catch-up probes.
+fn hash64(v: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
 // The defaults of `tenantcred run`, defined once (the flags and `Config::default` use them).
 pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 16;
 pub const DEFAULT_MAX_PROBES_PER_HOST: usize = 8;

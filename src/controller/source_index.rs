@@ -5,7 +5,6 @@
 //! its version moved.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +13,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::{Key, key};
+use super::{Key, hash64, key};
 use crate::crd::TenantApiCredential;
 use crate::secret;
 
@@ -49,7 +48,7 @@ impl Version {
     fn of(rv: &str) -> Self {
         match rv.parse() {
             Ok(n) if !rv.starts_with(['0', '+']) || rv == "0" => Self::Number(n),
-            _ => Self::Opaque(hash(rv)),
+            _ => Self::Opaque(hash64(rv)),
         }
     }
 }
@@ -59,13 +58,7 @@ impl Version {
 /// version, which the API server answers with the current object or a 504 that is retried as a
 /// plain read: nothing incorrect.)
 fn secret_id(ns: &str, name: &str) -> u64 {
-    hash((ns, name))
-}
-
-fn hash(v: impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
+    hash64((ns, name))
 }
 
 impl SourceIndex {

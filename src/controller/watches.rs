@@ -1,5 +1,5 @@
-//! The watches: credentials, managed Secrets by label, and every Secret as metadata only (into
-//! the source index, not a cache); what is forgotten on deletion.
+//! The watches: credentials, managed Secrets by label, and every other Secret as metadata only
+//! (into the source index, not a cache); what is forgotten on deletion.
 
 use super::context::{Context, drop_entry};
 use super::credentials::{self, Credentials, tac_key};

@@ -635,6 +635,12 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_selectors_name_the_managed_by_label() {
+        assert_eq!(MANAGED_SELECTOR, format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        assert_eq!(UNMANAGED_SELECTOR, format!("{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"));
+    }
+
+    #[test]
     fn pairs_and_paths_answer_as_the_maps_they_were_built_from() {
         let map = BTreeMap::from([
             ("a/b".to_owned(), String::new()),
