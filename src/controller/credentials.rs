@@ -9,43 +9,56 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
 
+use super::cached::CachedCredential;
 use super::context::drop_entry;
 use super::{Key, hash64, key};
-use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
+use crate::crd::TenantApiCredentialStatus;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// What wakes a reconcile and keys the cache: a credential by namespace and name.
+pub(super) type CredentialRef = ObjectRef<CachedCredential>;
+
 /// The key of the operator's per-credential lookups: namespace and name only. (`ObjectRef::from_obj`
 /// also carries the uid and resourceVersion, which lookups never compare.)
-pub(super) fn credential_key(tac: &TenantApiCredential) -> ObjectRef<TenantApiCredential> {
-    let r = ObjectRef::new(tac.metadata.name.as_deref().unwrap_or_default());
-    match tac.metadata.namespace.as_deref() {
+pub(super) fn credential_key(tac: &impl Resource) -> CredentialRef {
+    ref_of(tac.meta())
+}
+
+fn ref_of(meta: &ObjectMeta) -> CredentialRef {
+    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match meta.namespace.as_deref() {
         Some(ns) => r.within(ns),
         None => r,
     }
 }
 
 /// The key of the operator's own per-credential maps (`<namespace>/<name>`).
-pub(super) fn tac_key(tac: &TenantApiCredential) -> Key {
+pub(super) fn tac_key(tac: &impl Resource) -> Key {
+    key_of(tac.meta())
+}
+
+pub(super) fn key_of(meta: &ObjectMeta) -> Key {
     key(
-        tac.metadata.namespace.as_deref().unwrap_or_default(),
-        tac.metadata.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
     )
 }
 
 /// Field ownership and kubectl's copy of the last applied object are never read from the cache:
 /// dropping them saves memory.
-pub(super) fn slim(tac: &mut TenantApiCredential) {
+pub(super) fn slim(tac: &mut CachedCredential) {
     tac.managed_fields_mut().clear();
     tac.annotations_mut().remove(LAST_APPLIED);
 }
 
 pub(super) struct Credentials {
-    store: Store<TenantApiCredential>,
+    store: Store<CachedCredential>,
     writer: Mutex<Feed>,
     /// Per credential (a hash of namespace, name and uid), a hash of what a reconcile acts on
     /// when it changes: 16 bytes each, where kube-runtime's predicate filter keeps three strings.
@@ -53,7 +66,7 @@ pub(super) struct Credentials {
 }
 
 struct Feed {
-    writer: Writer<TenantApiCredential>,
+    writer: Writer<CachedCredential>,
     /// The first list went through the reflector (which marks the store ready at its end).
     listed: bool,
     /// During a later re-list: who it has delivered so far.
@@ -85,16 +98,16 @@ impl Credentials {
     }
 
     /// What kube-runtime's controller reads (and waits on until the first list is in).
-    pub(super) fn store(&self) -> Store<TenantApiCredential> {
+    pub(super) fn store(&self) -> Store<CachedCredential> {
         self.store.clone()
     }
 
-    pub(super) fn get(&self, key: &ObjectRef<TenantApiCredential>) -> Option<Arc<TenantApiCredential>> {
+    pub(super) fn get(&self, key: &CredentialRef) -> Option<Arc<CachedCredential>> {
         self.store.get(key)
     }
 
     /// Applies one event of the credential watch; answers the credentials a re-list found gone.
-    pub(super) fn absorb(&self, event: &Event<TenantApiCredential>) -> Vec<Arc<TenantApiCredential>> {
+    pub(super) fn absorb(&self, event: &Event<CachedCredential>) -> Vec<Arc<CachedCredential>> {
         let mut feed = self.feed();
         let feed = &mut *feed;
         // Once the cache holds a version after our write, it is current again.
@@ -127,12 +140,12 @@ impl Credentials {
                     .store
                     .state()
                     .into_iter()
-                    .filter(|tac| !seen.contains(&tac_key(tac)))
+                    .filter(|tac| !seen.contains(&tac_key(&**tac)))
                     .collect();
                 let mut wakes = self.wake_table();
                 for tac in &gone {
                     wakes.remove(&identity(tac));
-                    drop_entry(&mut feed.written, &*tac_key(tac));
+                    drop_entry(&mut feed.written, &*tac_key(&**tac));
                     feed.writer.apply_watcher_event(&Event::Delete((**tac).clone()));
                 }
                 return gone;
@@ -147,27 +160,32 @@ impl Credentials {
     }
 
     /// The credential's status as of our last write, even when the cache has not caught up.
-    pub(super) fn status_of(&self, tac: &TenantApiCredential) -> TenantApiCredentialStatus {
+    /// `cached` is the status of the version `meta` describes.
+    pub(super) fn status_of(
+        &self,
+        meta: &ObjectMeta,
+        cached: Option<&TenantApiCredentialStatus>,
+    ) -> TenantApiCredentialStatus {
         let feed = self.feed();
-        match feed.written.get(&tac_key(tac)) {
-            Some(w) if w.over == tac.metadata.resource_version => (*w.status).clone(),
-            _ => tac.status.clone().unwrap_or_default(),
+        match feed.written.get(&key_of(meta)) {
+            Some(w) if w.over == meta.resource_version => (*w.status).clone(),
+            _ => cached.cloned().unwrap_or_default(),
         }
     }
 
     /// Remembers the status we wrote over `over`, unless the watch has already moved the cache
     /// past `over` (then it holds our write, or something newer, and nothing would ever drop the
     /// copy). Checked under the lock the watch takes to update the cache.
-    pub(super) fn wrote(&self, over: &TenantApiCredential, status: &TenantApiCredentialStatus) {
+    pub(super) fn wrote(&self, over: &ObjectMeta, status: &TenantApiCredentialStatus) {
         let mut feed = self.feed();
-        let key = tac_key(over);
-        let current = self.store.get(&credential_key(over));
-        if current.as_ref().map(|c| &c.metadata.resource_version) != Some(&over.metadata.resource_version) {
+        let key = key_of(over);
+        let current = self.store.get(&ref_of(over));
+        if current.as_ref().map(|c| &c.metadata.resource_version) != Some(&over.resource_version) {
             drop_entry(&mut feed.written, &key);
             return;
         }
         let w = Written {
-            over: over.metadata.resource_version.clone(),
+            over: over.resource_version.clone(),
             status: Box::new(status.clone()),
         };
         feed.written.insert(key, w);
@@ -176,7 +194,7 @@ impl Credentials {
     /// Whether this version of the credential asks for a reconcile: its spec (generation),
     /// annotations (a probe-now request), finalizers or deletion changed, or it is new to us. Our
     /// own status writes do not.
-    pub(super) fn wakes(&self, tac: &TenantApiCredential) -> bool {
+    pub(super) fn wakes(&self, tac: &CachedCredential) -> bool {
         let meta = &tac.metadata;
         let now = hash64((
             meta.generation,
@@ -197,7 +215,7 @@ impl Credentials {
 }
 
 /// One credential object (a re-created credential is another one).
-fn identity(tac: &TenantApiCredential) -> u64 {
+fn identity(tac: &CachedCredential) -> u64 {
     let meta = &tac.metadata;
     hash64((&meta.namespace, &meta.name, &meta.uid))
 }
@@ -205,11 +223,10 @@ fn identity(tac: &TenantApiCredential) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{TenantApiCredentialSpec, TenantApiCredentialStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::crd::{TenantApiCredential, TenantApiCredentialSpec, TenantApiCredentialStatus};
 
-    fn tac(name: &str, rv: &str, generation: i64) -> TenantApiCredential {
-        TenantApiCredential {
+    fn tac(name: &str, rv: &str, generation: i64) -> CachedCredential {
+        CachedCredential::from_credential(&TenantApiCredential {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -223,7 +240,7 @@ mod tests {
             )
             .expect("spec"),
             status: None,
-        }
+        })
     }
 
     fn rv(c: &Credentials, name: &str) -> Option<String> {
@@ -245,7 +262,7 @@ mod tests {
     fn a_relist_updates_in_place_and_answers_who_is_gone() {
         let c = listed(&["a", "b"]);
         assert_eq!(rv(&c, "a").as_deref(), Some("1"));
-        c.wrote(&tac("b", "1", 1), &TenantApiCredentialStatus::default());
+        c.wrote(&tac("b", "1", 1).metadata, &TenantApiCredentialStatus::default());
         assert!(c.absorb(&Event::Init).is_empty());
         c.absorb(&Event::InitApply(tac("a", "2", 1)));
         assert_eq!(rv(&c, "a").as_deref(), Some("2"), "in place, at once");
@@ -263,11 +280,15 @@ mod tests {
             consecutive_failures: 3,
             ..TenantApiCredentialStatus::default()
         };
-        let before = tac("a", "1", 1);
+        let before = tac("a", "1", 1).metadata;
         c.wrote(&before, &status);
-        assert_eq!(c.status_of(&before), status);
+        assert_eq!(c.status_of(&before, None), status);
         c.absorb(&Event::Apply(tac("a", "2", 1)));
-        assert_eq!(c.status_of(&before), TenantApiCredentialStatus::default(), "dropped");
+        assert_eq!(
+            c.status_of(&before, None),
+            TenantApiCredentialStatus::default(),
+            "dropped"
+        );
         assert!(c.feed().written.is_empty());
         // The watch delivered our write before the API call returned: nothing to remember.
         c.wrote(&before, &status);

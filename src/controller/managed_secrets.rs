@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use super::credentials::CredentialRef;
 use super::{Key, key};
-use crate::crd::TenantApiCredential;
 use crate::secret::{self, Observed};
 
 #[derive(Default)]
@@ -57,7 +57,7 @@ impl ManagedSecrets {
 
     /// Applies one watch event; answers the credentials whose Secret it touched, including those
     /// whose Secret a re-list no longer shows (deleted while the watch was down).
-    pub(super) fn absorb(&self, event: watcher::Event<Secret>) -> Vec<ObjectRef<TenantApiCredential>> {
+    pub(super) fn absorb(&self, event: watcher::Event<Secret>) -> Vec<CredentialRef> {
         let mut woken = Vec::new();
         let mut cache = self.write();
         let cache = &mut *cache;
@@ -101,7 +101,7 @@ impl ManagedSecrets {
     }
 }
 
-type Projected = (Key, Option<ObjectRef<TenantApiCredential>>, Arc<Observed>);
+type Projected = (Key, Option<CredentialRef>, Arc<Observed>);
 
 fn project(s: Secret) -> Option<Projected> {
     let ns = s.metadata.namespace.clone()?;
@@ -112,7 +112,7 @@ fn project(s: Secret) -> Option<Projected> {
 }
 
 /// The credential a managed Secret belongs to, per its label.
-fn owner_of(key: &str, s: &Observed) -> Option<ObjectRef<TenantApiCredential>> {
+fn owner_of(key: &str, s: &Observed) -> Option<CredentialRef> {
     let (ns, _) = key.split_once('/')?;
     Some(ObjectRef::new(s.label(secret::CREDENTIAL_LABEL)?).within(ns))
 }
@@ -139,7 +139,7 @@ mod tests {
         }
     }
 
-    fn names(refs: Vec<ObjectRef<TenantApiCredential>>) -> Vec<String> {
+    fn names(refs: Vec<CredentialRef>) -> Vec<String> {
         refs.into_iter().map(|r| r.name).collect()
     }
 

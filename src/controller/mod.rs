@@ -1,6 +1,7 @@
 //! The imperative shell: gathers what a decision needs from the Kubernetes API, asks `plan` what
 //! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
 
+mod cached;
 mod context;
 mod credentials;
 mod grant;
@@ -24,6 +25,7 @@ use crate::outbound::Prober;
 use crate::rollouts::Rollouts;
 use crate::server::Readiness;
 
+pub use cached::CachedCredential;
 pub use context::Context;
 pub use reconcile::{error_policy, reconcile};
 pub use run::run;

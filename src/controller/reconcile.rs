@@ -1,5 +1,6 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
+use super::cached::{CachedCredential, UnreadableSpec};
 use super::context::{Context, drop_entry};
 use super::credentials::{credential_key, tac_key};
 use super::sources::{self, Source, Target};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -27,36 +29,55 @@ use crate::token::{self, Lifetime, Token};
 use crate::{Error, Result};
 
 /// One reconcile, in a span naming the credential (every log line inside carries it).
-#[tracing::instrument(skip_all, fields(namespace = tac.metadata.namespace.as_deref().unwrap_or_default(), credential = tac.metadata.name.as_deref().unwrap_or_default()))]
-pub async fn reconcile(tac: Arc<TenantApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+#[tracing::instrument(skip_all, fields(namespace = cached.metadata.namespace.as_deref().unwrap_or_default(), credential = cached.metadata.name.as_deref().unwrap_or_default()))]
+pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.time_reconcile();
     // The object was taken from the cache when this reconcile was queued; the cache may have moved
     // on while it waited behind the previous one. Work from the newest version, and from none at
     // all when it is gone (a deleted credential's Secret is garbage collection's business).
-    let key = credential_key(&tac);
-    let Some(tac) = ctx.credentials.get(&key) else {
+    let key = credential_key(&*cached);
+    let Some(cached) = ctx.credentials.get(&key) else {
         return Ok(Action::await_change());
     };
-    let ns = tac.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    if tac.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
-        drop_legacy_finalizer(&ctx, &tac, &ns).await?;
+    let ns = cached.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if cached.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        drop_legacy_finalizer(&ctx, &cached, &ns).await?;
     }
-    if tac.metadata.deletion_timestamp.is_some() {
+    if cached.metadata.deletion_timestamp.is_some() {
         // Owner references take the Secret with the resource; `Retain` has none to follow.
         return Ok(Action::await_change());
     }
-    let action = apply(&tac, &ctx, &ns).await?;
+    let action = match cached.expand() {
+        Ok(tac) => apply(&tac, &ctx, &ns).await?,
+        Err(unreadable) => report_unreadable(&cached, &ctx, &ns, &unreadable).await?,
+    };
     ctx.metrics.reconciled();
     drop_entry(
         &mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner),
-        &*tac_key(&tac),
+        &*tac_key(&*cached),
     );
     Ok(action)
 }
 
+/// A spec the types cannot read: said in the conditions; nothing is read, written or probed,
+/// and the managed Secret keeps its last good content.
+async fn report_unreadable(cached: &CachedCredential, ctx: &Context, ns: &str, why: &UnreadableSpec) -> Result<Action> {
+    let name = cached.name_any();
+    warn!(error = %why.0, "the spec does not match the schema");
+    ctx.sources.set(ns, &name, Vec::new());
+    ctx.metrics.forget(ns, &name);
+    let now = Timestamp::now();
+    let persisted = ctx
+        .credentials
+        .status_of(&cached.metadata, cached.status().ok().flatten().as_ref());
+    let desired = plan::unreadable_spec(&persisted, &why.0, cached.metadata.generation, now);
+    write_status(ctx, &cached.metadata, ns, &persisted, &desired, now).await?;
+    Ok(Action::await_change())
+}
+
 /// API errors: capped exponential backoff with jitter, per resource.
-pub fn error_policy(tac: Arc<TenantApiCredential>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = tac_key(&tac);
+pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = tac_key(&*tac);
     let attempts = {
         let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
         let n = errors.entry(key.clone()).or_insert(0);
@@ -95,7 +116,7 @@ impl Synced {
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
-    let persisted = ctx.credentials.status_of(tac);
+    let persisted = ctx.credentials.status_of(&tac.metadata, tac.status.as_ref());
     let observed = ctx.current_status(tac, &persisted);
     let settings = plan::resolve(tac, &ctx.config.egress);
     // The Secrets whose changes wake this credential.
@@ -106,7 +127,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
         let mut status = observed.clone();
         status.observed_generation = tac.metadata.generation;
         status.next_probe_time = None;
-        write_status(ctx, tac, ns, &persisted, &status, now).await?;
+        write_status(ctx, &tac.metadata, ns, &persisted, &status, now).await?;
         ctx.metrics.observe(tac, &status);
         return Ok(Action::await_change());
     }
@@ -154,7 +175,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
             requested,
             now,
             ctx.started_at,
-            stable_offset(tac),
+            stable_offset(&tac.metadata),
         ) {
             if due <= now {
                 honoured = requested;
@@ -184,7 +205,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     synced
         .notices
         .extend(crate::events::transitions(&observed, &decision.status));
-    write_status(ctx, tac, ns, &persisted, &decision.status, now).await?;
+    write_status(ctx, &tac.metadata, ns, &persisted, &decision.status, now).await?;
     ctx.metrics.observe(tac, &decision.status);
     ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
     Ok(requeue(&decision, synced.wake_at, now))
@@ -437,9 +458,9 @@ async fn probe_once(
     ProbeStep::Sent(outcome)
 }
 
-pub(super) fn stable_offset(tac: &TenantApiCredential) -> u64 {
+pub(super) fn stable_offset(meta: &ObjectMeta) -> u64 {
     // A tuple hashes its fields in order: the same offsets as before this helper existed.
-    hash64((&tac.metadata.uid, &tac.metadata.name))
+    hash64((&meta.uid, &meta.name))
 }
 
 /// How often a Secret the API server refused is tried again while nothing changed.

@@ -13,8 +13,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use super::credentials::CredentialRef;
 use super::{Key, hash64, key};
-use crate::crd::TenantApiCredential;
 use crate::secret;
 
 #[derive(Default)]
@@ -103,10 +103,7 @@ impl SourceIndex {
     }
 
     /// Takes one event of the Secret metadata watch; answers the credentials to reconcile.
-    pub(super) fn absorb(
-        &self,
-        event: watcher::Event<PartialObjectMeta<Secret>>,
-    ) -> Vec<ObjectRef<TenantApiCredential>> {
+    pub(super) fn absorb(&self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<CredentialRef> {
         let mut m = self.lock();
         let mut woken = Vec::new();
         match event {
@@ -160,7 +157,7 @@ impl SourceIndex {
 }
 
 impl Maps {
-    fn wake(&self, secret: &Key, into: &mut Vec<ObjectRef<TenantApiCredential>>) {
+    fn wake(&self, secret: &Key, into: &mut Vec<CredentialRef>) {
         let (Some(readers), Some((ns, _))) = (self.by_secret.get(secret), secret.split_once('/')) else {
             return;
         };
@@ -193,7 +190,7 @@ mod tests {
         m
     }
 
-    fn names(refs: Vec<ObjectRef<TenantApiCredential>>) -> Vec<String> {
+    fn names(refs: Vec<CredentialRef>) -> Vec<String> {
         let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
         n.sort();
         n

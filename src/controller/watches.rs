@@ -1,8 +1,9 @@
 //! The watches: credentials, managed Secrets by label, and every other Secret as metadata only
 //! (into the source index, not a cache); what is forgotten on deletion.
 
+use super::cached::CachedCredential;
 use super::context::{Context, drop_entry};
-use super::credentials::{self, Credentials, tac_key};
+use super::credentials::{self, CredentialRef, Credentials, tac_key};
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, Key, Shared, notify};
@@ -16,11 +17,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::crd::TenantApiCredential;
 use crate::metrics::Metrics;
 use crate::publish::Volatile;
 use crate::secret;
@@ -44,7 +43,7 @@ pub fn controller(
     config: Config,
     shared: Shared,
     ns: Option<&str>,
-) -> (Arc<Context>, Controller<TenantApiCredential>) {
+) -> (Arc<Context>, Controller<CachedCredential>) {
     build_context(client, config, shared, ns)
 }
 
@@ -53,8 +52,9 @@ pub(super) fn build_context(
     config: Config,
     shared: Shared,
     ns: Option<&str>,
-) -> (Arc<Context>, Controller<TenantApiCredential>) {
-    let tacs: Api<TenantApiCredential> = api_for(&client, ns);
+) -> (Arc<Context>, Controller<CachedCredential>) {
+    // Credentials as the cache keeps them: spec and status stay JSON text until a reconcile.
+    let tacs: Api<CachedCredential> = api_for(&client, ns);
     let secrets: Api<Secret> = api_for(&client, ns);
 
     // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
@@ -151,8 +151,8 @@ pub(super) fn build_context(
 fn triggers<K>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     what: &'static str,
-    mut absorb: impl FnMut(watcher::Event<K>) -> Vec<ObjectRef<TenantApiCredential>> + Send + 'static,
-) -> impl futures::Stream<Item = ObjectRef<TenantApiCredential>> + Send + 'static {
+    mut absorb: impl FnMut(watcher::Event<K>) -> Vec<CredentialRef> + Send + 'static,
+) -> impl futures::Stream<Item = CredentialRef> + Send + 'static {
     events
         .filter_map(move |event| {
             let woken = match event {
@@ -178,7 +178,7 @@ struct Forget {
 }
 
 impl Forget {
-    fn credential(&self, tac: &TenantApiCredential) {
+    fn credential(&self, tac: &CachedCredential) {
         let key = tac_key(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
         drop_entry(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner), &key);

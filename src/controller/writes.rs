@@ -1,12 +1,14 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
+use super::cached::CachedCredential;
 use super::context::{Context, drop_entry};
-use super::credentials::tac_key;
+use super::credentials::key_of;
 use super::reconcile::stable_offset;
 use std::sync::PoisonError;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -20,14 +22,14 @@ use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
 /// patch test so a concurrent change of the list is never overwritten.
-pub(super) async fn drop_legacy_finalizer(ctx: &Context, tac: &TenantApiCredential, ns: &str) -> Result<()> {
+pub(super) async fn drop_legacy_finalizer(ctx: &Context, tac: &CachedCredential, ns: &str) -> Result<()> {
     let current = tac.finalizers().to_vec();
     let kept: Vec<&String> = current.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "test", "path": "/metadata/finalizers", "value": current},
         {"op": "replace", "path": "/metadata/finalizers", "value": kept},
     ]))?;
-    let api: Api<TenantApiCredential> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<CachedCredential> = Api::namespaced(ctx.client.clone(), ns);
     api.patch(&tac.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
         .await?;
     info!(credential = %tac.name_any(), namespace = ns, "removed the finalizer of an earlier release");
@@ -127,14 +129,14 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
 /// hourly heartbeat (`publish`); otherwise keeps the per-probe fields in memory.
 pub(super) async fn write_status(
     ctx: &Context,
-    tac: &TenantApiCredential,
+    meta: &ObjectMeta,
     ns: &str,
     observed: &TenantApiCredentialStatus,
     desired: &TenantApiCredentialStatus,
     now: Timestamp,
 ) -> Result<()> {
-    let key = tac_key(tac);
-    if !publish::needs_write(observed, desired, now, stable_offset(tac)) {
+    let key = key_of(meta);
+    if !publish::needs_write(observed, desired, now, stable_offset(meta)) {
         // Kept in memory: the schedule goes on from the newest probe, not the last write.
         let volatile = Volatile::of(desired);
         let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -145,7 +147,7 @@ pub(super) async fn write_status(
         }
         return Ok(());
     }
-    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let status = publish::merge_patch(&serde_json::to_value(observed)?, &serde_json::to_value(desired)?);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -161,7 +163,7 @@ pub(super) async fn write_status(
         .map_err(kube::Error::BuildRequest)?;
     // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
     let _: serde::de::IgnoredAny = ctx.client.request(request).await?;
-    ctx.credentials.wrote(tac, desired);
+    ctx.credentials.wrote(meta, desired);
     drop_entry(&mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
     Ok(())
 }

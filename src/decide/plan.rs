@@ -145,6 +145,36 @@ impl Problem {
     }
 }
 
+/// The status of a credential whose spec the types cannot read at all (it slipped past schema
+/// validation: a CRD installed without it, or an older schema): Ready False and Stalled, as for
+/// any invalid spec, and no probe scheduled. `why` is the decoder's message, bounded.
+pub fn unreadable_spec(
+    observed: &TenantApiCredentialStatus,
+    why: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> TenantApiCredentialStatus {
+    let mut why: String = why.chars().take(300).collect();
+    why.insert_str(0, "the spec does not match the TenantApiCredential schema: ");
+    let problem = Problem::InvalidSpec(why);
+    let desired = [
+        Desired::new(Type::Ready, S::False, problem.reason(), problem.message()),
+        Desired::new(
+            Type::Degraded,
+            S::False,
+            Reason::AsExpected,
+            "no credential-side failure",
+        ),
+        Desired::new(Type::Stalled, S::True, problem.reason(), problem.message()),
+    ];
+    TenantApiCredentialStatus {
+        observed_generation: generation,
+        next_probe_time: None,
+        conditions: conditions::merge(&observed.conditions, &desired, generation, now),
+        ..observed.clone()
+    }
+}
+
 /// Resolves the spec against the operator owner's egress rules.
 pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, Problem> {
     let spec = &tac.spec;

@@ -333,6 +333,29 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
     assert_eq!(h.condition("u", "Stalled").await, pair("True", "InvalidSpec"));
 }
 
+async fn a_spec_the_types_cannot_read_is_reported_and_others_go_on(h: Harness) {
+    if h.backend == Backend::Real {
+        h.skip("the real server's schema refuses such a spec before the operator sees it");
+        return;
+    }
+    // A credential that slipped past schema validation (the double has none): the tenant is a
+    // number. Before, one such object failed the whole credential watch's list.
+    h.source_secret("w-input", TOKEN).await;
+    h.credential("w", "generic", json!({"tenant": 5})).await;
+    h.ready_credential("c", TOKEN, json!({})).await;
+    eventually(10, "InvalidSpec", async || {
+        h.condition("w", "Ready").await == pair("False", "InvalidSpec")
+    })
+    .await;
+    assert_eq!(h.condition("w", "Stalled").await, pair("True", "InvalidSpec"));
+    let conditions = h.tac("w").await["status"]["conditions"].to_string();
+    assert!(
+        conditions.contains("does not match the TenantApiCredential schema"),
+        "{conditions}"
+    );
+    assert!(h.managed_token("w").await.is_none(), "nothing is written for it");
+}
+
 async fn api_errors_are_retried(h: Harness) {
     h.tap.fail_next("create", "secrets", 500);
     h.ready_credential("c", TOKEN, json!({})).await;
@@ -352,5 +375,6 @@ scenarios!(
     the_finalizer_of_earlier_releases_is_removed,
     suspend_keeps_the_secret_and_stops_work,
     unknown_provider_and_insecure_urls_get_precise_reasons,
+    a_spec_the_types_cannot_read_is_reported_and_others_go_on,
     api_errors_are_retried,
 );

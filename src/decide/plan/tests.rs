@@ -349,3 +349,30 @@ fn stretched_interval_is_explained() {
         .unwrap_or_default();
     assert!(msg.contains("stretched from 1m to 6m40s"), "{msg}");
 }
+
+#[test]
+fn an_unreadable_spec_stalls_without_a_schedule_and_keeps_what_was_learnt() {
+    let mut r = Run::new();
+    r.probe(200, t(0));
+    let before = r.status.clone();
+    let long = "x".repeat(5_000);
+    let s = unreadable_spec(&before, &long, Some(2), t(100));
+    let ready = find(&s.conditions, Type::Ready).expect("Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        ready
+            .message
+            .starts_with("the spec does not match the TenantApiCredential schema: ")
+    );
+    assert!(ready.message.len() < 400, "bounded");
+    let stalled = find(&s.conditions, Type::Stalled).expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert_eq!(s.next_probe_time, None, "nothing is scheduled");
+    assert_eq!(s.observed_generation, Some(2));
+    assert_eq!(s.token_fingerprint, before.token_fingerprint);
+    // Decided again: the same status, so no second write.
+    assert_eq!(unreadable_spec(&s, &long, Some(2), t(200)), s);
+}
