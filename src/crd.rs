@@ -94,8 +94,8 @@ pub struct TenantApiCredentialSpec {
     pub suspend: bool,
 }
 
-/// The provider a credential talks to. Unknown names deserialize (so a resource that slipped past
-/// schema validation still gets a condition instead of being dropped by the watcher).
+/// The provider a credential talks to. Unknown names deserialize, so a resource that slipped past
+/// schema validation gets a condition that names the provider it asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ProviderName {
     Raise,

@@ -1,5 +1,5 @@
-//! The credential cache: kube-runtime's reflector store as the credential watch feeds it, and the
-//! statuses we wrote that the watch has not delivered yet.
+//! The credential cache: kube-runtime's reflector store of `CachedCredential`s as the credential
+//! watch feeds it, and the statuses we wrote that the watch has not delivered yet.
 //!
 //! A re-list after the first one updates the cache in place instead of building a second full
 //! copy beside it, as the reflector would, and reports the credentials that vanished while the
