@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use kube::Client;
 
 use crate::budget::Budget;
-use crate::crd::{TenantApiCredential, TenantApiCredentialStatus};
+use crate::crd::TenantApiCredentialStatus;
 use crate::metrics::Metrics;
 use crate::outbound::Prober;
 use crate::publish::Volatile;
@@ -64,7 +64,7 @@ impl Context {
     /// were not worth a write.
     pub(super) fn current_status(
         &self,
-        tac: &TenantApiCredential,
+        tac: &impl kube::Resource,
         persisted: &TenantApiCredentialStatus,
     ) -> TenantApiCredentialStatus {
         let mut current = persisted.clone();

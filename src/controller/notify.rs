@@ -12,7 +12,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::crd::TenantApiCredential;
 use crate::events::{Notice, Severity};
 
 /// Events' `note` is limited to 1 kB by the API server.
@@ -36,7 +35,7 @@ impl Notifier {
     }
 
     /// Best effort: a failed event is logged, never a failed reconcile (status has the facts).
-    pub async fn publish(&self, tac: &TenantApiCredential, notices: Vec<Notice>) {
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, tac: &K, notices: Vec<Notice>) {
         if notices.is_empty() {
             return;
         }

@@ -70,8 +70,11 @@ async fn report_unreadable(cached: &CachedCredential, ctx: &Context, ns: &str, w
     let persisted = ctx
         .credentials
         .status_of(&cached.metadata, cached.status().ok().flatten().as_ref());
-    let desired = plan::unreadable_spec(&persisted, &why.0, cached.metadata.generation, now);
+    let observed = ctx.current_status(cached, &persisted);
+    let desired = plan::unreadable_spec(&observed, &why.0, cached.metadata.generation, now);
     write_status(ctx, &cached.metadata, ns, &persisted, &desired, now).await?;
+    let notices = crate::events::transitions(&observed, &desired);
+    ctx.notifier.publish(cached, notices).await;
     Ok(Action::await_change())
 }
 

@@ -146,8 +146,8 @@ impl Problem {
 }
 
 /// The status of a credential whose spec the types cannot read at all (it slipped past schema
-/// validation: a CRD installed without it, or an older schema): Ready False and Stalled, as for
-/// any invalid spec, and no probe scheduled. `why` is the decoder's message, bounded.
+/// validation: a CRD installed without it, or an older schema): decided like any other invalid
+/// spec, with nothing to probe. `why` is the decoder's message, bounded.
 pub fn unreadable_spec(
     observed: &TenantApiCredentialStatus,
     why: &str,
@@ -156,23 +156,20 @@ pub fn unreadable_spec(
 ) -> TenantApiCredentialStatus {
     let mut why: String = why.chars().take(300).collect();
     why.insert_str(0, "the spec does not match the TenantApiCredential schema: ");
-    let problem = Problem::InvalidSpec(why);
-    let desired = [
-        Desired::new(Type::Ready, S::False, problem.reason(), problem.message()),
-        Desired::new(
-            Type::Degraded,
-            S::False,
-            Reason::AsExpected,
-            "no credential-side failure",
-        ),
-        Desired::new(Type::Stalled, S::True, problem.reason(), problem.message()),
-    ];
-    TenantApiCredentialStatus {
-        observed_generation: generation,
-        next_probe_time: None,
-        conditions: conditions::merge(&observed.conditions, &desired, generation, now),
-        ..observed.clone()
-    }
+    decide(&Input {
+        generation,
+        observed,
+        settings: None,
+        token: None,
+        problem: Some(&Problem::InvalidSpec(why)),
+        probe: &ProbeStep::None,
+        rotation: None,
+        probe_request: None,
+        now,
+        // Nothing is scheduled without settings: the jitter is never drawn.
+        jitter: Jitter::new(0.5),
+    })
+    .status
 }
 
 /// Resolves the spec against the operator owner's egress rules.
