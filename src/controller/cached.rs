@@ -1,12 +1,16 @@
 //! A credential as the cache holds it: its metadata, and its spec and status as the API server's
-//! own JSON text, decoded into a `TenantApiCredential` only when a reconcile needs it.
+//! own JSON text, packed with a phrase book (`phrases`: a typical status of ~950 bytes is held in
+//! ~250, a spec in ~35), decoded into a `TenantApiCredential` only when a reconcile needs it.
 //!
 //! The generated type is 1,136 bytes before any string, and its status alone is a dozen more
 //! allocations; at 100,000 credentials that was the largest part of the operator's memory. A spec
 //! that does not decode (one that slipped past schema validation) now reaches the reconcile,
 //! which says so in a condition, instead of failing the whole watch's list.
 
+mod phrases;
+
 use std::borrow::Cow;
+use std::fmt;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,16 +28,28 @@ pub struct CachedCredential {
     status: Option<JsonText>,
 }
 
-/// A JSON value kept as its compact text. (Read through `Value`, not `RawValue`: a watch event
-/// whose `object` comes before its `type` is buffered by serde, and `RawValue` cannot be read
-/// from a buffer.)
-#[derive(Clone, Debug)]
+/// A JSON value kept as its compact text, packed with the phrase book (`phrases`). (Read through
+/// `Value`, not `RawValue`: a watch event whose `object` comes before its `type` is buffered by
+/// serde, and `RawValue` cannot be read from a buffer.)
+#[derive(Clone)]
 struct JsonText(Box<str>);
+
+impl JsonText {
+    fn text(&self) -> Cow<'_, str> {
+        phrases::unpack(&self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for JsonText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        Ok(Self(value.to_string().into_boxed_str()))
+        Ok(Self(phrases::pack(value.to_string())))
+    }
+}
+
+impl fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 
@@ -47,7 +63,7 @@ impl CachedCredential {
     /// subresource) counts as none: the reconcile writes a fresh one over it.
     pub fn expand(&self) -> Result<TenantApiCredential, UnreadableSpec> {
         let spec: TenantApiCredentialSpec =
-            serde_json::from_str(&self.spec.0).map_err(|e| UnreadableSpec(e.to_string()))?;
+            serde_json::from_str(&self.spec.text()).map_err(|e| UnreadableSpec(e.to_string()))?;
         Ok(TenantApiCredential {
             metadata: self.metadata.clone(),
             spec,
@@ -57,7 +73,10 @@ impl CachedCredential {
 
     /// The status alone (a spec that does not decode still has one to compare against).
     pub fn status(&self) -> Result<Option<TenantApiCredentialStatus>, serde_json::Error> {
-        self.status.as_ref().map(|s| serde_json::from_str(&s.0)).transpose()
+        self.status
+            .as_ref()
+            .map(|s| serde_json::from_str(&s.text()))
+            .transpose()
     }
 
     #[cfg(test)]

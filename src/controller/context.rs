@@ -1,16 +1,17 @@
 //! What a reconcile reads besides the API: the caches, and what this process remembers of its own
 //! writes and decisions until the watches catch up.
 
-use super::credentials::{Credentials, tac_key};
+use super::credentials::Credentials;
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
-use super::{Config, Key, notify};
+use super::{Config, Key, hash64, notify};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 
 use crate::budget::Budget;
@@ -43,7 +44,15 @@ pub struct Context {
     pub(super) errors: Arc<Mutex<HashMap<Key, u32>>>,
     /// Per credential, the per-probe status fields of the newest decision that was not worth a
     /// write (`publish`): the schedule continues from them.
-    pub(super) live: Arc<Mutex<HashMap<Key, Volatile>>>,
+    pub(super) live: Live,
+}
+
+/// Every credential has an entry once it has been probed twice, so it is keyed by a 64-bit hash
+/// of namespace and name ([`live_key`]), not a string per entry.
+pub(super) type Live = Arc<Mutex<HashMap<u64, Volatile>>>;
+
+pub(super) fn live_key(meta: &ObjectMeta) -> u64 {
+    hash64((meta.namespace.as_deref(), meta.name.as_deref()))
 }
 
 /// Removes a per-credential entry, and gives back the map's table once it is mostly empty: the
@@ -69,7 +78,7 @@ impl Context {
     ) -> TenantApiCredentialStatus {
         let mut current = persisted.clone();
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = live.get(&*tac_key(tac)) {
+        if let Some(v) = live.get(&live_key(tac.meta())) {
             v.clone().overlay(&mut current);
         }
         current

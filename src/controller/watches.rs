@@ -2,7 +2,7 @@
 //! (into the source index, not a cache); what is forgotten on deletion.
 
 use super::cached::CachedCredential;
-use super::context::{Context, drop_entry};
+use super::context::{Context, Live, drop_entry, live_key};
 use super::credentials::{self, CredentialRef, Credentials, tac_key};
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
@@ -21,7 +21,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::metrics::Metrics;
-use crate::publish::Volatile;
 use crate::secret;
 use crate::server::Readiness;
 
@@ -66,7 +65,7 @@ pub(super) fn build_context(
     });
     let sources: Arc<SourceIndex> = Arc::default();
     let source_versions: Arc<Mutex<HashMap<Key, Box<str>>>> = Arc::default();
-    let live: Arc<Mutex<HashMap<Key, Volatile>>> = Arc::default();
+    let live: Live = Arc::default();
     let errors: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
     let managed = Arc::new(ManagedSecrets::default());
     let credentials = Arc::new(Credentials::new());
@@ -170,7 +169,7 @@ fn triggers<K>(
 /// What the operator remembers per credential, dropped when the watch reports it deleted: no
 /// finalizer is needed for in-memory state.
 struct Forget {
-    live: Arc<Mutex<HashMap<Key, Volatile>>>,
+    live: Live,
     source_versions: Arc<Mutex<HashMap<Key, Box<str>>>>,
     sources: Arc<SourceIndex>,
     errors: Arc<Mutex<HashMap<Key, u32>>>,
@@ -181,7 +180,10 @@ impl Forget {
     fn credential(&self, tac: &CachedCredential) {
         let key = tac_key(tac);
         let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
-        drop_entry(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
+        drop_entry(
+            &mut self.live.lock().unwrap_or_else(PoisonError::into_inner),
+            &live_key(tac.meta()),
+        );
         drop_entry(
             &mut self.source_versions.lock().unwrap_or_else(PoisonError::into_inner),
             &key,

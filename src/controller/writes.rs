@@ -1,8 +1,7 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
 use super::cached::CachedCredential;
-use super::context::{Context, drop_entry};
-use super::credentials::key_of;
+use super::context::{Context, drop_entry, live_key};
 use super::reconcile::stable_offset;
 use std::sync::PoisonError;
 
@@ -135,15 +134,14 @@ pub(super) async fn write_status(
     desired: &TenantApiCredentialStatus,
     now: Timestamp,
 ) -> Result<()> {
-    let key = key_of(meta);
     if !publish::needs_write(observed, desired, now, stable_offset(meta)) {
         // Kept in memory: the schedule goes on from the newest probe, not the last write.
         let volatile = Volatile::of(desired);
         let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
         if volatile == Volatile::of(observed) {
-            drop_entry(&mut live, &key);
+            drop_entry(&mut live, &live_key(meta));
         } else {
-            live.insert(key, volatile);
+            live.insert(live_key(meta), volatile);
         }
         return Ok(());
     }
@@ -164,6 +162,9 @@ pub(super) async fn write_status(
     // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
     let _: serde::de::IgnoredAny = ctx.client.request(request).await?;
     ctx.credentials.wrote(meta, desired);
-    drop_entry(&mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner), &key);
+    drop_entry(
+        &mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner),
+        &live_key(meta),
+    );
     Ok(())
 }

@@ -57,6 +57,14 @@ impl Fingerprint {
         &self.0
     }
 
+    /// The 48 bits the fingerprint shows, as a number: a compact key for per-token tables.
+    pub fn bits(&self) -> u64 {
+        self.0
+            .strip_prefix("sha256:")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .unwrap_or(0)
+    }
+
     /// Reads a fingerprint back from its text form.
     pub fn parse(s: &str) -> Option<Self> {
         let hex = s.strip_prefix("sha256:")?;
@@ -225,6 +233,7 @@ pub(crate) mod tests {
         let fp = Fingerprint::of(b"abc");
         // sha256("abc") = ba7816bf8f01cfea...
         assert_eq!(fp.as_str(), "sha256:ba7816bf8f01");
+        assert_eq!(fp.bits(), 0xba78_16bf_8f01);
     }
 
     #[test]
