@@ -79,7 +79,7 @@ impl Context {
         let mut current = persisted.clone();
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(v) = live.get(&live_key(tac.meta())) {
-            v.clone().overlay(&mut current);
+            v.overlay(&mut current);
         }
         current
     }

@@ -2,7 +2,8 @@
 //! metadata watch last saw it. This replaces a cache of Secret metadata: two numbers per Secret
 //! (a hash of its namespace and name, and its version: about 20 bytes in the table) instead of a
 //! whole `ObjectMeta`, and a Secret event wakes exactly the credentials that read it, and only when
-//! its version moved.
+//! its version moved. Who reads what is two allocations per credential: its name under each
+//! Secret it reads, and the hashes of those Secrets under its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
@@ -14,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::credentials::CredentialRef;
-use super::{Key, hash64, key};
+use super::{hash64, key};
 use crate::secret;
 
 #[derive(Default)]
@@ -24,10 +25,10 @@ pub(super) struct SourceIndex {
 
 #[derive(Default)]
 struct Maps {
-    /// Secret → the names of the credentials (same namespace) that read it.
-    by_secret: HashMap<Key, Vec<Box<str>>>,
-    /// Credential → the names of the Secrets it reads.
-    by_credential: HashMap<Key, Box<[Box<str>]>>,
+    /// Secret ([`secret_id`]) → the credentials that read it.
+    by_secret: HashMap<u64, Readers>,
+    /// Credential ([`secret_id`] of its namespace and name) → the Secrets it reads.
+    by_credential: HashMap<u64, Box<[u64]>>,
     /// Per Secret that is not a managed one ([`secret_id`]), its resourceVersion ([`Version`]).
     /// Every Secret in scope is here, most of them read by nobody, so neither is a string.
     versions: HashMap<u64, Version>,
@@ -53,7 +54,44 @@ impl Version {
     }
 }
 
-/// One Secret of the index. (Two Secrets' 64-bit hashes collide with a chance of about one in
+/// The credentials that read one Secret, as `namespace/name` lines in one text (names hold no
+/// line break): most Secrets have one reader, and a list of strings would be three allocations.
+#[derive(Default)]
+struct Readers(Box<str>);
+
+impl Readers {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|r| !r.is_empty())
+    }
+
+    fn add(&mut self, reader: &str) {
+        if self.iter().any(|r| r == reader) {
+            return;
+        }
+        let mut text = String::with_capacity(self.0.len() + 1 + reader.len());
+        text.push_str(&self.0);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(reader);
+        self.0 = text.into_boxed_str();
+    }
+
+    fn remove(&mut self, reader: &str) {
+        self.0 = self
+            .iter()
+            .filter(|r| *r != reader)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_boxed_str();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One Secret of the index, or one credential. (Two Secrets' 64-bit hashes collide with a chance of about one in
 /// 4·10^7 at a million Secrets. That costs needless wakes, and reads of one at the other's
 /// version, which the API server answers with the current object or a 504 that is retried as a
 /// plain read: nothing incorrect.)
@@ -65,32 +103,26 @@ impl SourceIndex {
     /// Records the Secrets a credential reads (empty: it reads none, or is gone).
     pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
         let mut m = self.lock();
-        let cred = key(ns, credential);
-        let same = m
-            .by_credential
-            .get(&cred)
-            .is_some_and(|old| old.iter().map(AsRef::as_ref).eq(secrets.iter().map(String::as_str)));
-        if same || (secrets.is_empty() && !m.by_credential.contains_key(&cred)) {
+        let cred = secret_id(ns, credential);
+        let ids: Box<[u64]> = secrets.iter().map(|s| secret_id(ns, s)).collect();
+        let same = m.by_credential.get(&cred).is_some_and(|old| *old == ids);
+        if same || (ids.is_empty() && !m.by_credential.contains_key(&cred)) {
             return;
         }
+        let reader = key(ns, credential);
         for old in m.by_credential.remove(&cred).unwrap_or_default() {
-            let secret_key = key(ns, &old);
-            if let Some(readers) = m.by_secret.get_mut(&secret_key) {
-                readers.retain(|r| r.as_ref() != credential);
+            if let Some(readers) = m.by_secret.get_mut(&old) {
+                readers.remove(&reader);
                 if readers.is_empty() {
-                    m.by_secret.remove(&secret_key);
+                    m.by_secret.remove(&old);
                 }
             }
         }
-        for s in &secrets {
-            let readers = m.by_secret.entry(key(ns, s)).or_default();
-            if !readers.iter().any(|r| r.as_ref() == credential) {
-                readers.push(credential.into());
-            }
+        for id in &ids {
+            m.by_secret.entry(*id).or_default().add(&reader);
         }
-        if !secrets.is_empty() {
-            m.by_credential
-                .insert(cred, secrets.into_iter().map(String::into_boxed_str).collect());
+        if !ids.is_empty() {
+            m.by_credential.insert(cred, ids);
         }
     }
 
@@ -117,13 +149,14 @@ impl SourceIndex {
                     seen.insert(id);
                 }
                 if m.versions.insert(id, version) != Some(version) {
-                    m.wake(&key(ns, name), &mut woken);
+                    m.wake(id, &mut woken);
                 }
             }
             watcher::Event::Delete(s) => {
                 if let Some((ns, name, _)) = identity(&s) {
-                    m.versions.remove(&secret_id(ns, name));
-                    m.wake(&key(ns, name), &mut woken);
+                    let id = secret_id(ns, name);
+                    m.versions.remove(&id);
+                    m.wake(id, &mut woken);
                 }
             }
             watcher::Event::InitDone => {
@@ -131,19 +164,9 @@ impl SourceIndex {
                     let gone: HashSet<u64> = m.versions.keys().filter(|id| !seen.contains(id)).copied().collect();
                     m.versions.retain(|id, _| !gone.contains(id));
                     m.versions.shrink_to_fit();
-                    // The index keeps no names of Secrets nobody reads: a read one that went while
-                    // the watch was down is found from its readers' side.
-                    let read_and_gone: Vec<Key> = m
-                        .by_secret
-                        .keys()
-                        .filter(|k| {
-                            k.split_once('/')
-                                .is_some_and(|(ns, n)| gone.contains(&secret_id(ns, n)))
-                        })
-                        .cloned()
-                        .collect();
-                    for key in read_and_gone {
-                        m.wake(&key, &mut woken);
+                    // A read Secret that went while the watch was down wakes its readers.
+                    for id in gone.iter().filter(|id| m.by_secret.contains_key(id)) {
+                        m.wake(*id, &mut woken);
                     }
                 }
             }
@@ -157,11 +180,16 @@ impl SourceIndex {
 }
 
 impl Maps {
-    fn wake(&self, secret: &Key, into: &mut Vec<CredentialRef>) {
-        let (Some(readers), Some((ns, _))) = (self.by_secret.get(secret), secret.split_once('/')) else {
+    fn wake(&self, secret: u64, into: &mut Vec<CredentialRef>) {
+        let Some(readers) = self.by_secret.get(&secret) else {
             return;
         };
-        into.extend(readers.iter().map(|name| ObjectRef::new(name).within(ns)));
+        into.extend(
+            readers
+                .iter()
+                .filter_map(|r| r.split_once('/'))
+                .map(|(ns, name)| ObjectRef::new(name).within(ns)),
+        );
     }
 }
 
@@ -261,5 +289,27 @@ mod tests {
         index.set("ns", "a", vec!["managed".into()]);
         assert!(index.absorb(watcher::Event::Apply(m)).is_empty());
         assert_eq!(index.version("ns", "managed"), None);
+    }
+
+    #[test]
+    fn readers_of_one_secret_come_and_go_one_by_one() {
+        let index = SourceIndex::default();
+        index.set("ns", "a", vec!["shared".into()]);
+        index.set("ns", "b", vec!["shared".into()]);
+        index.set("ns", "b", vec!["shared".into()]);
+        index.set("other", "a", vec!["shared".into()]);
+        assert_eq!(
+            names(index.absorb(watcher::Event::Apply(meta("shared", "1")))),
+            ["a", "b"]
+        );
+        index.set("ns", "a", vec!["own".into()]);
+        assert_eq!(names(index.absorb(watcher::Event::Apply(meta("shared", "2")))), ["b"]);
+        assert_eq!(names(index.absorb(watcher::Event::Apply(meta("own", "1")))), ["a"]);
+        index.set("ns", "b", Vec::new());
+        assert!(index.absorb(watcher::Event::Apply(meta("shared", "3"))).is_empty());
+        assert!(
+            index.lock().by_secret.values().all(|r| !r.is_empty()),
+            "no empty entry is kept"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The managed Secret: what it should hold, whether an observed Secret is ours, and whether
 //! applying would change anything (so a reconcile with nothing new makes no API write).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
@@ -79,7 +80,7 @@ pub fn desired(
             owner_references,
             ..ObjectMeta::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(OPAQUE.into()),
         data: Some(data),
         ..Secret::default()
     }
@@ -99,12 +100,14 @@ pub struct Observed {
     resource_version: Option<Box<str>>,
     labels: Pairs,
     annotations: Pairs,
-    type_: Option<Box<str>>,
+    /// `Opaque` (what tenantcred writes) is the static string: no allocation per Secret.
+    type_: Option<Cow<'static, str>>,
     /// The token key, when present, UTF-8 and within [`MAX_TOKEN_BYTES`].
     token: Option<Token>,
     /// Digest of the data keys tenantcred writes ([`DATA_KEYS`]), present or not.
     data: Digest,
-    owner_uids: Box<[Box<str>]>,
+    /// Digests of the owner references' uids: one allocation, however many.
+    owner_uids: Box<[Digest]>,
     /// Digest of the paths tenantcred's `Apply` entry of `managedFields` owns; None without one.
     applied: Option<Digest>,
     /// Paths tenantcred's plain create recorded (its `Update` entry) that no apply owns and that
@@ -221,14 +224,17 @@ impl Observed {
             // kubectl's copy of a whole applied object is never compared, and can be large.
             annotations: Pairs::of(meta.annotations, &[LAST_APPLIED]),
             labels: Pairs::of(meta.labels, &[]),
-            type_: secret.type_.map(String::into_boxed_str),
+            type_: secret.type_.map(|t| match t.as_str() {
+                OPAQUE => Cow::Borrowed(OPAQUE),
+                _ => Cow::Owned(t),
+            }),
             token,
             data,
             owner_uids: meta
                 .owner_references
                 .into_iter()
                 .flatten()
-                .map(|r| r.uid.into_boxed_str())
+                .map(|r| uid_digest(&r.uid))
                 .collect(),
             applied: applied.as_ref().map(paths_digest),
             created_only,
@@ -244,6 +250,9 @@ impl Observed {
         self.labels.get(key)
     }
 }
+
+/// The type of every Secret tenantcred writes.
+const OPAQUE: &str = "Opaque";
 
 /// kubectl's client-side apply annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -324,7 +333,7 @@ pub fn needs_apply(desired: &Secret, observed: &Observed) -> bool {
         .owner_references
         .iter()
         .flatten()
-        .all(|r| observed.owner_uids.iter().any(|u| u.as_ref() == r.uid));
+        .all(|r| observed.owner_uids.contains(&uid_digest(&r.uid)));
     let values_differ = !observed.labels.holds(d.labels.as_ref())
         || !observed.annotations.holds(wanted.as_ref())
         || data_digest(desired.data.as_ref()) != observed.data
@@ -374,6 +383,10 @@ fn digest<'a>(parts: impl IntoIterator<Item = Option<&'a [u8]>>) -> Digest {
 /// (other keys are not ours).
 fn data_digest(data: Option<&BTreeMap<String, ByteString>>) -> Digest {
     digest(DATA_KEYS.map(|k| data.and_then(|d| d.get(k)).map(|v| v.0.as_slice())))
+}
+
+fn uid_digest(uid: &str) -> Digest {
+    digest([Some(uid.as_bytes())])
 }
 
 fn paths_digest(paths: &BTreeSet<String>) -> Digest {
