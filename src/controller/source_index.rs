@@ -91,10 +91,11 @@ impl Readers {
     }
 }
 
-/// One Secret of the index, or one credential. (Two Secrets' 64-bit hashes collide with a chance of about one in
-/// 4·10^7 at a million Secrets. That costs needless wakes, and reads of one at the other's
-/// version, which the API server answers with the current object or a 504 that is retried as a
-/// plain read: nothing incorrect.)
+/// One Secret of the index, or one credential. (Two Secrets' 64-bit hashes collide with a chance
+/// of about one in 4·10^7 at a million Secrets. That costs needless wakes, and reads of one at the
+/// other's version, which the API server answers with the current object or a 504 that is retried
+/// as a plain read: nothing incorrect. Two credentials that collide would share a list of sources
+/// until either is reconciled again, which each reconcile records anew.)
 fn secret_id(ns: &str, name: &str) -> u64 {
     hash64((ns, name))
 }
