@@ -4,7 +4,7 @@
 use super::credentials::Credentials;
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
-use super::{Config, Key, hash64, notify};
+use super::{Config, Key, name_id, notify};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -52,7 +52,10 @@ pub struct Context {
 pub(super) type Live = Arc<Mutex<HashMap<u64, Volatile>>>;
 
 pub(super) fn live_key(meta: &ObjectMeta) -> u64 {
-    hash64((meta.namespace.as_deref(), meta.name.as_deref()))
+    name_id(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// Removes a per-credential entry, and gives back the map's table once it is mostly empty: the

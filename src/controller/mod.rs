@@ -39,6 +39,12 @@ fn key(ns: &str, name: &str) -> Key {
     format!("{ns}/{name}").into_boxed_str()
 }
 
+/// A namespace and name as one 64-bit number: how the compact tables key a credential or a Secret
+/// without a string per entry.
+fn name_id(ns: &str, name: &str) -> u64 {
+    hash64((ns, name))
+}
+
 /// A 64-bit hash that is the same in every process (std's `DefaultHasher` with its fixed keys):
 /// what the operator's compact tables keep instead of strings, and the stable per-credential
 /// offset that spreads catch-up probes.

@@ -15,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::credentials::CredentialRef;
-use super::{hash64, key};
+use super::{hash64, key, name_id};
 use crate::secret;
 
 #[derive(Default)]
@@ -97,7 +97,7 @@ impl Readers {
 /// as a plain read: nothing incorrect. Two credentials that collide would share a list of sources
 /// until either is reconciled again, which each reconcile records anew.)
 fn secret_id(ns: &str, name: &str) -> u64 {
-    hash64((ns, name))
+    name_id(ns, name)
 }
 
 impl SourceIndex {
