@@ -45,6 +45,9 @@ pub struct Context {
     /// Per credential, the per-probe status fields of the newest decision that was not worth a
     /// write (`publish`): the schedule continues from them.
     pub(super) live: Live,
+    /// Turns true once the credentials, the managed Secrets and the Secret metadata have each
+    /// been listed in full.
+    pub(super) listed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every credential has an entry once it has been probed twice, so it is keyed by a 64-bit hash
@@ -72,6 +75,16 @@ where
 }
 
 impl Context {
+    /// Waits until every cache of this scope holds a full list. Before that, a managed Secret
+    /// that exists would look missing (a create that fails, then a read) and a source's version
+    /// unknown (a read again): on a restart at scale, a request or two per credential for
+    /// nothing. (A watch whose list keeps failing holds the reconciles here, and /readyz says so.)
+    pub(super) async fn caches_listed(&self) {
+        let mut listed = self.listed.clone();
+        // An error means the watches were dropped: the controller is stopping.
+        let _ = listed.wait_for(|l| *l).await;
+    }
+
     /// The status as last decided: as persisted, with the per-probe fields of decisions that
     /// were not worth a write.
     pub(super) fn current_status(

@@ -31,6 +31,7 @@ use crate::{Error, Result};
 /// One reconcile, in a span naming the credential (every log line inside carries it).
 #[tracing::instrument(skip_all, fields(namespace = cached.metadata.namespace.as_deref().unwrap_or_default(), credential = cached.metadata.name.as_deref().unwrap_or_default()))]
 pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.caches_listed().await;
     let _timer = ctx.metrics.time_reconcile();
     // The object was taken from the cache when this reconcile was queued; the cache may have moved
     // on while it waited behind the previous one. Work from the newest version, and from none at

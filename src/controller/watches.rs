@@ -57,11 +57,14 @@ pub(super) fn build_context(
     let secrets: Api<Secret> = api_for(&client, ns);
 
     // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
-    // list. (Counted from the streams: a store's `wait_until_ready` wakes only one waiter, and
-    // the controller is already one.)
+    // list; reconciles wait for that too. (Counted from the streams: a store's
+    // `wait_until_ready` wakes only one waiter, and the controller is already one.)
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let sync = Arc::new(ScopeSync {
         pending: AtomicUsize::new(3),
         health: shared.health.clone(),
+        listed: listed_tx,
+        started: std::time::Instant::now(),
     });
     let sources: Arc<SourceIndex> = Arc::default();
     let source_versions: Arc<Mutex<HashMap<Key, Box<str>>>> = Arc::default();
@@ -78,7 +81,7 @@ pub(super) fn build_context(
     };
     let (cache, changes) = (credentials.clone(), credentials.clone());
     let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
-        .inspect_ok(sync.clone().on_first_list())
+        .inspect_ok(sync.clone().on_first_list("credentials"))
         .modify(credentials::slim)
         .default_backoff()
         .inspect_ok(move |event| {
@@ -98,7 +101,7 @@ pub(super) fn build_context(
     let cache = managed.clone();
     let managed_triggers = triggers(
         watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
-            .inspect_ok(sync.clone().on_first_list())
+            .inspect_ok(sync.clone().on_first_list("managed Secrets"))
             .default_backoff(),
         "managed Secret",
         move |event| cache.absorb(event),
@@ -114,7 +117,7 @@ pub(super) fn build_context(
             source_meta,
             watcher::Config::default().labels(secret::UNMANAGED_SELECTOR),
         )
-        .inspect_ok(sync.on_first_list())
+        .inspect_ok(sync.on_first_list("Secret metadata"))
         .default_backoff(),
         "Secret metadata",
         move |event| index.absorb(event),
@@ -136,6 +139,7 @@ pub(super) fn build_context(
         source_versions: source_versions.clone(),
         errors,
         live: live.clone(),
+        listed,
     });
 
     let controller = Controller::for_stream(tac_stream, credentials.store())
@@ -194,22 +198,31 @@ impl Forget {
     }
 }
 
-/// Counts the caches of one scope that have completed their first list.
+/// Counts the caches of one scope that have completed their first list: then the scope is ready
+/// and its reconciles may decide.
 struct ScopeSync {
     pending: AtomicUsize,
     health: Arc<Readiness>,
+    listed: tokio::sync::watch::Sender<bool>,
+    started: std::time::Instant,
 }
 
 impl ScopeSync {
-    fn on_first_list<K>(self: Arc<Self>) -> impl FnMut(&watcher::Event<K>) {
-        let mut seen = false;
-        move |event| {
-            if matches!(event, watcher::Event::InitDone) && !seen {
-                seen = true;
+    fn on_first_list<K>(self: Arc<Self>, what: &'static str) -> impl FnMut(&watcher::Event<K>) {
+        let mut seen = 0usize;
+        let mut done = false;
+        move |event| match event {
+            watcher::Event::InitApply(_) if !done => seen += 1,
+            watcher::Event::InitDone if !done => {
+                done = true;
+                let secs = self.started.elapsed().as_secs_f64();
+                tracing::info!(count = seen, seconds = format!("{secs:.1}"), "listed {what}");
                 if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.listed.send_replace(true);
                     self.health.scope_synced();
                 }
             }
+            _ => {}
         }
     }
 }

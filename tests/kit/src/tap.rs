@@ -21,6 +21,8 @@ pub type TapBody = UnsyncBoxBody<Bytes, BoxError>;
 struct State {
     requests: RequestBook,
     forbidden: Vec<String>,
+    /// Requests held this long before they are sent, by (verb, resource).
+    slow: BTreeMap<(String, String), std::time::Duration>,
 }
 
 /// Shared between the test and the operator's client.
@@ -64,6 +66,12 @@ impl Tap {
     /// server is not reached).
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16) {
         self.lock().requests.fail_next(verb, resource, code);
+    }
+
+    /// The operator's requests with this verb on this resource are sent `by` late from now on,
+    /// as a busy API server answers a large list late.
+    pub fn slow(&self, verb: &str, resource: &str, by: std::time::Duration) {
+        self.lock().slow.insert((verb.into(), resource.into()), by);
     }
 
     /// Requests the API server refused with 403, as "verb resource".
@@ -161,7 +169,11 @@ where
         }
         let inner = self.inner.clone();
         let tap = self.tap.clone();
+        let late = self.tap.lock().slow.get(&key).copied();
         Box::pin(async move {
+            if let Some(late) = late {
+                tokio::time::sleep(late).await;
+            }
             let resp = inner.oneshot(req).await?;
             if resp.status() == http::StatusCode::FORBIDDEN {
                 tap.lock().forbidden.push(format!("{} {}", key.0, key.1));
