@@ -9,6 +9,7 @@
 //!   cargo bench --bench scale -- --real --n 500 --steady 60
 //!
 //! It prints figures; it asserts nothing about them (CI machines are noisy).
+mod costs;
 mod real;
 
 use tenantcred_testkit as support;
@@ -48,6 +49,26 @@ fn main() {
             .cloned()
     };
     let real = args.iter().any(|a| a == "--real");
+    if real && args.iter().any(|a| a == "--costs") {
+        let n = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let run = async {
+            if args.iter().any(|a| a == "--crd-variants") {
+                costs::crd_variants(n).await
+            } else {
+                costs::run(n).await
+            }
+        };
+        if let Err(e) = rt.block_on(run) {
+            eprintln!("request-cost benchmark failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if real {
         let runs = match arg("--n").and_then(|v| v.parse().ok()) {
             Some(n) => vec![(n, arg("--steady").and_then(|v| v.parse().ok()).unwrap_or(60))],
@@ -104,6 +125,26 @@ fn main() {
         let per = (b as f64 - a as f64) * 1024.0 / (n2 - n1) as f64;
         println!("\nper-credential memory (operator RSS after sync, {n2} minus {n1}): {per:.0} bytes");
     }
+}
+
+/// `tenantcred` as both modes start it. BENCH_OPERATOR_PREFIX runs it under a profiler, e.g.
+/// "valgrind --tool=massif" or "perf record -g -o FILE".
+pub(crate) fn operator_command() -> Command {
+    let prefix: Vec<String> = std::env::var("BENCH_OPERATOR_PREFIX")
+        .map(|p| p.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_tenantcred"));
+            // Its own process group: `stop` ends the profiler and the operator under it together.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
+    };
+    command.args(OPERATOR_ARGS);
+    command
 }
 
 pub(crate) fn token_for(i: usize) -> String {
@@ -224,22 +265,8 @@ async fn run(r: &Run) -> u64 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(18080);
-    // BENCH_OPERATOR_PREFIX runs the operator under a profiler, e.g. "valgrind --tool=massif".
-    let prefix: Vec<String> = std::env::var("BENCH_OPERATOR_PREFIX")
-        .map(|p| p.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let mut command = match prefix.split_first() {
-        Some((program, rest)) => {
-            let mut c = Command::new(program);
-            c.args(rest).arg(env!("CARGO_BIN_EXE_tenantcred"));
-            // Its own process group: `stop` ends the profiler and the operator under it together.
-            std::os::unix::process::CommandExt::process_group(&mut c, 0);
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
-    };
+    let mut command = operator_command();
     let mut child: Child = command
-        .args(OPERATOR_ARGS)
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", &kubeconfig)
@@ -249,7 +276,8 @@ async fn run(r: &Run) -> u64 {
         .spawn()
         .expect("start tenantcred run");
     let pid = child.id();
-    tokio::time::sleep(Duration::from_millis(if prefix.is_empty() { 500 } else { 5000 })).await;
+    let profiled = std::env::var_os("BENCH_OPERATOR_PREFIX").is_some();
+    tokio::time::sleep(Duration::from_millis(if profiled { 5000 } else { 500 })).await;
     let (idle_rss, _, _) = proc_stats(pid);
 
     // Sync: create everything at once, then wait until every credential is Ready.

@@ -7,12 +7,12 @@
 //! the API server's own request counts (`apiserver_request_total`, before/after) per credential.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tenantcred::crd::TenantApiCredential;
@@ -22,6 +22,12 @@ use crate::{NAMESPACES, PROVIDERS, interval_for, percentile, proc_stats, stop, t
 
 /// Requests in flight while the benchmark writes (the operator's default reconcile concurrency).
 const WRITERS: usize = 64;
+
+/// Seconds watched after a restarted operator is ready.
+const RESTART_WATCH: u64 = 15;
+
+/// Credentials on which the operator's request pattern is timed without the operator.
+const PATTERN_SAMPLE: usize = 10_000;
 
 type Counts = BTreeMap<(String, String), f64>;
 
@@ -44,6 +50,10 @@ async fn request_counts(client: &kube::Client) -> Result<Counts, String> {
                 .unwrap_or_default()
                 .to_owned()
         };
+        // The request pattern's stand-in credentials (`costs.rs`) are of another group.
+        if label("group").ends_with("costs.tenantcred.dev") {
+            continue;
+        }
         let (resource, sub) = (label("resource"), label("subresource"));
         let resource = if sub.is_empty() {
             resource
@@ -53,6 +63,10 @@ async fn request_counts(client: &kube::Client) -> Result<Counts, String> {
         *counts.entry((label("verb"), resource)).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(counts)
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 fn diff(after: &Counts, before: &Counts) -> Counts {
@@ -127,21 +141,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &floor_ns);
     let started = Instant::now();
     futures::stream::iter(0..n)
-        .map(|i| {
-            let secrets = secrets.clone();
-            async move {
-                let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("unrelated-{i}")},
-                    "type": "Opaque", "data": {"token": "dW5yZWxhdGVk"}});
-                secrets
-                    .patch(
-                        &format!("unrelated-{i}"),
-                        &PatchParams::apply("floor").force(),
-                        &Patch::Apply(&body),
-                    )
-                    .await
-                    .map(|_| ())
-            }
-        })
+        .map(|i| crate::costs::floor_write(secrets.clone(), i))
         .buffer_unordered(WRITERS)
         .try_collect::<Vec<_>>()
         .await
@@ -151,6 +151,17 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     println!(
         "floor: {n} server-side-apply Secret writes at {floor_rate:.0}/s ({WRITERS} in flight); \
          2 writes per credential would take {floor_sync:.1}s (these {n} Secrets stay, unrelated to tenantcred)"
+    );
+
+    // The operator's own request pattern, without the operator, on a sample: what the cold start
+    // would take if the operator added nothing to the requests it must send (BENCHMARKS.md).
+    let sample = n.min(PATTERN_SAMPLE);
+    println!("the operator's requests for {sample} new credentials, without the operator:");
+    let pattern_rate = crate::costs::pattern(&client, sample).await?;
+    let pattern_sync = n as f64 / pattern_rate;
+    println!(
+        "  so {n} would take {pattern_sync:.1}s = {:.2}x the 2-write floor (these objects stay, unrelated to tenantcred)",
+        pattern_sync / floor_sync
     );
 
     // The credentials, created before the operator starts.
@@ -238,19 +249,22 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantcred"))
-        .args(crate::OPERATOR_ARGS)
-        .arg("--leader-elect")
-        .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
-        .arg(format!("bench-{run_id}"))
-        .arg("--metrics-addr")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start tenantcred run: {e}"))?;
+    let start_operator = || {
+        crate::operator_command()
+            .arg("--leader-elect")
+            .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
+            .arg(format!("bench-{run_id}"))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start tenantcred run: {e}"))
+    };
+    let server_cpu_before = crate::costs::server_cpu();
+    let mut child = start_operator()?;
     let pid = child.id();
     let operator_started = Instant::now();
     let mut ready: HashSet<String> = HashSet::with_capacity(n);
@@ -268,6 +282,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         }
     }
     let sync = operator_started.elapsed().as_secs_f64();
+    let (apiserver_cpu, etcd_cpu) = crate::costs::server_cpu();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_sync = request_counts(&client).await?;
     let (rss_synced, _, cpu_synced) = proc_stats(pid);
@@ -275,11 +290,20 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let sync_counts = diff(&after_sync, &before);
     println!("sync (operator started after the credentials existed):");
     println!(
-        "  {}/{n} Ready after {sync:.1}s = {:.2}x the 2-write floor of {floor_sync:.1}s (p50 {:.1}s, p99 {:.1}s)",
+        "  {}/{n} Ready after {sync:.1}s = {:.2}x the 2-write floor of {floor_sync:.1}s, {:.2}x the requests' own {pattern_sync:.1}s (p50 {:.1}s, p99 {:.1}s)",
         ready.len(),
         sync / floor_sync,
+        sync / pattern_sync,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
+    );
+    println!(
+        "  first Ready after {:.1}s; CPU during sync: kube-apiserver {:.1}s, etcd {:.1}s, operator {cpu_synced:.1}s, of {:.1}s on {} cores",
+        latencies.first().copied().unwrap_or(f64::NAN),
+        apiserver_cpu - server_cpu_before.0,
+        etcd_cpu - server_cpu_before.1,
+        sync * cores(),
+        cores()
     );
     println!(
         "  writes per credential: {:.2} (the benchmark's own watch is one request)",
@@ -312,9 +336,36 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         hwm as f64 * 1024.0 / n as f64 / 1000.0
     );
     stop(&mut child, Duration::from_secs(30)).await;
-    follower.abort();
     if ready.len() < n {
+        follower.abort();
         return Err(format!("not every credential became Ready: {} of {n}", ready.len()));
     }
+
+    // A restart: every credential is Ready and its Secret current, so it should cost the lists
+    // and nothing per credential.
+    let start = request_counts(&client).await?;
+    let probes_before = provider.seen().len();
+    let restarted = Instant::now();
+    let mut child = start_operator()?;
+    let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
+    let http = reqwest::Client::new();
+    while !http.get(&readyz).send().await.is_ok_and(|r| r.status().is_success()) {
+        if restarted.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed = restarted.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(RESTART_WATCH)).await;
+    let window = diff(&request_counts(&client).await?, &start);
+    println!(
+        "restart: ready (leader, every cache listed) after {listed:.1}s; in the {:.0}s after the start: {:.0} writes, {} probes (due ones)",
+        restarted.elapsed().as_secs_f64(),
+        writes(&window) + 0.0,
+        provider.seen().len() - probes_before
+    );
+    print_counts(&window, n);
+    stop(&mut child, Duration::from_secs(30)).await;
+    follower.abort();
     Ok(())
 }
