@@ -127,9 +127,10 @@ fn main() {
     }
 }
 
-/// `tenantcred` as both modes start it. BENCH_OPERATOR_PREFIX runs it under a profiler, e.g.
+/// `tenantcred run` as both modes start it, against `kubeconfig`, serving /metrics and /readyz on
+/// 127.0.0.1:`metrics_port`. BENCH_OPERATOR_PREFIX runs it under a profiler, e.g.
 /// "valgrind --tool=massif" or "perf record -g -o FILE".
-pub(crate) fn operator_command() -> Command {
+pub(crate) fn operator_command(kubeconfig: &std::path::Path, metrics_port: u16) -> Command {
     let prefix: Vec<String> = std::env::var("BENCH_OPERATOR_PREFIX")
         .map(|p| p.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
@@ -143,7 +144,14 @@ pub(crate) fn operator_command() -> Command {
         }
         None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
     };
-    command.args(OPERATOR_ARGS);
+    command
+        .args(OPERATOR_ARGS)
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     command
 }
 
@@ -265,14 +273,7 @@ async fn run(r: &Run) -> u64 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(18080);
-    let mut command = operator_command();
-    let mut child: Child = command
-        .arg("--metrics-addr")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+    let mut child: Child = operator_command(&kubeconfig, metrics_port)
         .spawn()
         .expect("start tenantcred run");
     let pid = child.id();

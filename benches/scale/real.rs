@@ -7,7 +7,6 @@
 //! the API server's own request counts (`apiserver_request_total`, before/after) per credential.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -250,16 +249,10 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         .map(|a| a.port())
         .map_err(|e| e.to_string())?;
     let start_operator = || {
-        crate::operator_command()
+        crate::operator_command(&kubeconfig, metrics_port)
             .arg("--leader-elect")
             .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
             .arg(format!("bench-{run_id}"))
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("start tenantcred run: {e}"))
     };
