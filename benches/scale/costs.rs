@@ -7,6 +7,7 @@
 //! - `--real --costs`: each kind of request alone, then the pattern.
 //! - `--real --costs --crd-variants`: the status patch against copies of the CRD that differ in
 //!   one thing at a time (CEL rules, descriptions, schema), to tell what makes it cost what it does.
+//! - `--real --costs --lists`: a first list of N Secrets' metadata, by page size and streamed.
 //!
 //! Each line also gives kube-apiserver's and etcd's CPU per request, read from `/proc`: steadier
 //! than the clock on a shared machine.
@@ -385,6 +386,53 @@ pub async fn crd_variants(n: usize) -> Result<(), String> {
                 .map(drop)
         })
         .await?;
+    }
+    Ok(())
+}
+
+/// `--real --costs --lists`: how long a first list of N Secrets' metadata takes, by page size and
+/// as a streaming list (`sendInitialEvents`), as the operator's Secret-metadata watch makes it.
+pub async fn lists(n: usize) -> Result<(), String> {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::watcher;
+
+    println!("\n=== first list of {n} Secrets' metadata ===");
+    let plane = envtest::control_plane()?;
+    let client = chart::admin(plane).await?;
+    namespaces(&client, "costs-lists", n).await?;
+    let secrets = |i: usize| Api::<Secret>::namespaced(client.clone(), &format!("costs-lists-{}", i % NAMESPACES));
+    timed("server-side apply, Secret", n, |i| floor_write(secrets(i), i)).await?;
+    let api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let configs = [
+        ("pages of 500 (the default)", watcher::Config::default().page_size(500)),
+        ("pages of 2,000", watcher::Config::default().page_size(2000)),
+        ("pages of 10,000", watcher::Config::default().page_size(10_000)),
+        ("streaming list", watcher::Config::default().streaming_lists()),
+    ];
+    for (label, config) in configs {
+        let (apiserver, etcd) = server_cpu();
+        let started = Instant::now();
+        let mut seen = 0usize;
+        let mut stream = watcher::watcher(api.clone(), config).boxed();
+        let outcome = loop {
+            match stream.next().await {
+                Some(Ok(watcher::Event::InitApply(_))) => seen += 1,
+                Some(Ok(watcher::Event::InitDone)) => break Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e.to_string()),
+                None => break Err("the stream ended".into()),
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let (apiserver_after, etcd_after) = server_cpu();
+        match outcome {
+            Ok(()) => println!(
+                "  {label:30} {seen} objects in {secs:.1}s; CPU: kube-apiserver {:.1}s, etcd {:.1}s",
+                apiserver_after - apiserver,
+                etcd_after - etcd
+            ),
+            Err(e) => println!("  {label:30} failed after {secs:.1}s: {e}"),
+        }
     }
     Ok(())
 }

@@ -59,6 +59,8 @@ fn main() {
         let run = async {
             if args.iter().any(|a| a == "--crd-variants") {
                 costs::crd_variants(n).await
+            } else if args.iter().any(|a| a == "--lists") {
+                costs::lists(n).await
             } else {
                 costs::run(n).await
             }
