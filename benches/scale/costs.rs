@@ -188,7 +188,7 @@ impl CopiedCrd {
 
 /// Namespaces `{prefix}-0` .. `{prefix}-99`, credential `i` in `{prefix}-{i % 100}`, as the
 /// operator's benchmark spreads them.
-async fn namespaces(client: &kube::Client, prefix: &str, n: usize) -> Result<(), String> {
+pub(crate) async fn namespaces(client: &kube::Client, prefix: &str, n: usize) -> Result<(), String> {
     for i in 0..NAMESPACES.min(n) {
         chart::ensure_namespace(client, &format!("{prefix}-{}", i % NAMESPACES)).await?;
     }

@@ -130,9 +130,7 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id())
     );
     let ns_of = |i: usize| format!("bench-{n}-{}", i % NAMESPACES);
-    for i in 0..NAMESPACES.min(n) {
-        chart::ensure_namespace(&client, &ns_of(i)).await?;
-    }
+    crate::costs::namespaces(&client, &format!("bench-{n}"), n).await?;
     chart::ensure_namespace(&client, &format!("floor-{n}")).await?;
 
     // The floor: plain server-side-apply Secret writes, as fast as this server takes them.
@@ -344,7 +342,9 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let http = reqwest::Client::new();
     while !http.get(&readyz).send().await.is_ok_and(|r| r.status().is_success()) {
         if restarted.elapsed() > Duration::from_secs(600) {
-            break;
+            follower.abort();
+            stop(&mut child, Duration::from_secs(30)).await;
+            return Err("the restarted operator was not ready within 600 s".into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

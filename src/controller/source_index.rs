@@ -23,13 +23,18 @@ pub(super) struct SourceIndex {
     inner: Mutex<Maps>,
 }
 
+/// Secrets and credentials are keyed by [`name_id`]. (Two Secrets' 64-bit hashes collide with a
+/// chance of about one in 4·10^7 at a million Secrets. That costs needless wakes, and reads of one
+/// at the other's version, which the API server answers with the current object or a 504 that is
+/// retried as a plain read: nothing incorrect. Two credentials that collide would share a list of
+/// sources until either is reconciled again, which each reconcile records anew.)
 #[derive(Default)]
 struct Maps {
-    /// Secret ([`secret_id`]) → the credentials that read it.
+    /// Secret ([`name_id`]) → the credentials that read it.
     by_secret: HashMap<u64, Readers>,
-    /// Credential ([`secret_id`] of its namespace and name) → the Secrets it reads.
+    /// Credential ([`name_id`] of its namespace and name) → the Secrets it reads.
     by_credential: HashMap<u64, Box<[u64]>>,
-    /// Per Secret that is not a managed one ([`secret_id`]), its resourceVersion ([`Version`]).
+    /// Per Secret that is not a managed one ([`name_id`]), its resourceVersion ([`Version`]).
     /// Every Secret in scope is here, most of them read by nobody, so neither is a string.
     versions: HashMap<u64, Version>,
     /// During a re-list: what it has delivered so far (what is missing at its end was deleted).
@@ -91,21 +96,12 @@ impl Readers {
     }
 }
 
-/// One Secret of the index, or one credential. (Two Secrets' 64-bit hashes collide with a chance
-/// of about one in 4·10^7 at a million Secrets. That costs needless wakes, and reads of one at the
-/// other's version, which the API server answers with the current object or a 504 that is retried
-/// as a plain read: nothing incorrect. Two credentials that collide would share a list of sources
-/// until either is reconciled again, which each reconcile records anew.)
-fn secret_id(ns: &str, name: &str) -> u64 {
-    name_id(ns, name)
-}
-
 impl SourceIndex {
     /// Records the Secrets a credential reads (empty: it reads none, or is gone).
     pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
         let mut m = self.lock();
-        let cred = secret_id(ns, credential);
-        let ids: Box<[u64]> = secrets.iter().map(|s| secret_id(ns, s)).collect();
+        let cred = name_id(ns, credential);
+        let ids: Box<[u64]> = secrets.iter().map(|s| name_id(ns, s)).collect();
         let same = m.by_credential.get(&cred).is_some_and(|old| *old == ids);
         if same || (ids.is_empty() && !m.by_credential.contains_key(&cred)) {
             return;
@@ -129,7 +125,7 @@ impl SourceIndex {
 
     /// The Secret's resourceVersion as the watch last saw it (when it is a number).
     pub(super) fn version(&self, ns: &str, secret: &str) -> Option<String> {
-        match self.lock().versions.get(&secret_id(ns, secret))? {
+        match self.lock().versions.get(&name_id(ns, secret))? {
             Version::Number(n) => Some(n.to_string()),
             Version::Opaque(_) => None,
         }
@@ -145,7 +141,7 @@ impl SourceIndex {
                 let Some((ns, name, version)) = identity(&s) else {
                     return woken;
                 };
-                let id = secret_id(ns, name);
+                let id = name_id(ns, name);
                 if let Some(seen) = m.relisting.as_mut() {
                     seen.insert(id);
                 }
@@ -155,7 +151,7 @@ impl SourceIndex {
             }
             watcher::Event::Delete(s) => {
                 if let Some((ns, name, _)) = identity(&s) {
-                    let id = secret_id(ns, name);
+                    let id = name_id(ns, name);
                     m.versions.remove(&id);
                     m.wake(id, &mut woken);
                 }

@@ -264,11 +264,7 @@ async fn probing_resumes_after_a_restart_without_a_storm(mut h: Harness) {
     })
     .await;
     settle(300).await;
-    let (before, writes, gets) = (
-        h.provider.seen().len(),
-        credential_writes(&h),
-        h.tap.count("get", "secrets"),
-    );
+    let (before, writes, gets) = (h.provider.seen().len(), h.tap.writes(), h.tap.count("get", "secrets"));
     // Secrets listed late, as at scale: no credential is decided before its Secret is known.
     h.tap.slow("list", "secrets", std::time::Duration::from_millis(700));
     h.restart_controller();
@@ -279,7 +275,7 @@ async fn probing_resumes_after_a_restart_without_a_storm(mut h: Harness) {
         "a restart re-reads status: no probe before nextProbeTime"
     );
     assert_eq!(
-        credential_writes(&h),
+        h.tap.writes(),
         writes,
         "a restart finds every Secret and status current: no write ({:?} in all)",
         h.tap.requests()
@@ -328,19 +324,6 @@ scenarios!(
     probing_resumes_after_a_restart_without_a_storm,
     a_mass_creation_probes_each_token_exactly_once,
 );
-
-/// Writes of Secrets and credentials, whatever the verb (not the leader lease's, nor events).
-fn credential_writes(h: &Harness) -> u64 {
-    h.tap
-        .requests()
-        .iter()
-        .filter(|((verb, resource), _)| {
-            matches!(verb.as_str(), "create" | "apply" | "patch" | "update" | "delete")
-                && (resource == "secrets" || resource.starts_with("tenantapicredentials"))
-        })
-        .map(|(_, n)| n)
-        .sum()
-}
 
 /// Writes of a credential's status, whatever the verb (a merge patch today).
 fn status_writes(h: &Harness) -> u64 {

@@ -45,14 +45,16 @@ impl Tap {
         self.lock().requests.count(verb, resource)
     }
 
-    /// Writes (create, update, patch, apply) outside `events`.
+    /// Writes (create, update, patch, apply, delete) outside `events` and the leader lease.
     pub fn writes(&self) -> u64 {
         self.lock()
             .requests
             .counts()
             .iter()
             .filter(|((verb, res), _)| {
-                matches!(verb.as_str(), "apply" | "patch" | "update" | "create") && res != "events"
+                matches!(verb.as_str(), "apply" | "patch" | "update" | "create" | "delete")
+                    && res != "events"
+                    && res != "leases"
             })
             .map(|(_, n)| n)
             .sum()
