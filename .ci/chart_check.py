@@ -129,9 +129,11 @@ def check_network_policy(docs, label):
     providers = egress[2]
     if ports(providers) != [443, 8443, 9000]:
         fail(f"[{label}] provider ports must be 443 and those of allowedHosts: {ports(providers)}")
-    v4 = providers["to"][0]["ipBlock"]
-    if v4["cidr"] != "0.0.0.0/0" or not {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(v4["except"]):
+    v4, v6 = providers["to"][0]["ipBlock"], providers["to"][1]["ipBlock"]
+    if v4["cidr"] != "0.0.0.0/0" or not {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8", "198.18.0.0/15"} <= set(v4["except"]):
         fail(f"[{label}] providers must be public addresses only: {v4}")
+    if v6["cidr"] != "2000::/3" or "2002::/16" not in v6["except"]:
+        fail(f"[{label}] IPv6 providers must be global unicast, less 6to4 and the special blocks: {v6}")
     nets = {(r["to"][0]["ipBlock"]["cidr"], tuple(ports(r))) for r in egress[3:]}
     if nets != {("10.20.0.0/16", ()), ("192.168.1.5/32", (9000,))}:
         fail(f"[{label}] allowedHosts addresses must be ipBlocks of their own: {nets}")
@@ -147,6 +149,9 @@ elif json.loads(dashboards[0]["data"]["tenantcred.json"]) != json.loads((CHART /
 args = [d for d in cluster if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
 if [a for a in args if a.startswith("--allowed-host=")] != [f"--allowed-host={h}" for h in ALLOWED]:
     fail(f"[cluster-wide] allowedHosts must become --allowed-host flags: {args}")
+defaults = render({}, "defaults")
+if sum(d["kind"] == "NetworkPolicy" for d in defaults) != 1:
+    fail("[defaults] the egress NetworkPolicy must be on by default")
 namespaced = render({"watchNamespaces": ["partner-prod", "partner-staging"], "leaderElection": {"enabled": False},
                      "replicaCount": 1}, "namespaced")
 for docs, label in ((cluster, "cluster-wide"), (namespaced, "namespaced")):

@@ -46,7 +46,10 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
 #[x_kube(
     validation = Rule::new("has(self.credentialRef) != has(self.oauth)").message("exactly one of credentialRef and oauth must be set"),
     validation = Rule::new("!has(self.oauth) || self.provider == 'virtuous'").message("oauth is only supported with provider virtuous"),
-    validation = Rule::new("self.provider != 'generic' || (has(self.baseUrl) && has(self.probe) && has(self.probe.path))").message("provider generic requires baseUrl and probe.path")
+    validation = Rule::new("self.provider != 'generic' || (has(self.baseUrl) && has(self.probe) && has(self.probe.path))").message("provider generic requires baseUrl and probe.path"),
+    // Whatever stands before an `@` in the authority is a user name or password, to RFC 3986
+    // and to WHATWG parsers alike (the WHATWG authority also ends at a backslash).
+    validation = Rule::new("!has(self.baseUrl) || !self.baseUrl.matches('^[^:/?#]*://[^/?#]*@')").message("baseUrl must not hold a user name or password (user:password@host): the token is the only credential tenantcred sends")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialSpec {
@@ -60,9 +63,11 @@ pub struct TenantApiCredentialSpec {
     /// The provider's API base URL, e.g. https://api.example.com/v1. Default: the provider's
     /// documented URL; required for generic. The token is sent only to the provider's documented
     /// host or to a host the operator's owner allows (--allowed-host); anything else is refused
-    /// with reason BaseUrlNotAllowed. Plain http is refused unless the operator allows it.
+    /// with reason BaseUrlNotAllowed. Plain http is refused unless the operator allows it, and
+    /// always to a documented host. A user name or password in the URL is refused. At most 2048
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://"))]
+    #[schemars(regex(pattern = r"^https?://"), length(max = 2048))]
     pub base_url: Option<String>,
     /// Where the token is: a key of a Secret in the same namespace, as pasted by the customer
     /// (one line, at most 8 KiB). Exactly one of credentialRef and oauth is set.

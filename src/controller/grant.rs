@@ -111,14 +111,14 @@ pub(super) async fn access_token(
             out.wake(held.until);
             return Ok(keep(&state));
         }
+        let form = oauth::form(grant, &login, &state);
         let answer = {
             let _permit = ctx.budget.acquire(&host).await;
-            let form = oauth::form(grant, &login, &state);
             ctx.prober
                 .post_form(&r.settings.token_url(), &form, r.settings.timeout)
                 .await
         };
-        let outcome = oauth::interpret(&answer);
+        let outcome = oauth::interpret(&answer, &oauth::submitted(&form));
         match oauth::next(grant, outcome, refresh_rejected, &login, &state, now, Jitter::random()) {
             Next::Issued { access_token, state } => {
                 write_state(&secrets, r.tac, &state_name, &state).await?;

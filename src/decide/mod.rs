@@ -4,6 +4,7 @@
 pub mod conditions;
 pub mod duration;
 pub mod egress;
+pub mod error_body;
 pub mod events;
 pub mod oauth;
 pub mod plan;

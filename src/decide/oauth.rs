@@ -10,7 +10,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
-use crate::provider::summarize_error_body;
+use crate::decide::error_body::{self, Quoting};
 use crate::schedule::{self, Jitter};
 use crate::secret;
 use crate::token::{Fingerprint, Token};
@@ -195,7 +195,18 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
-pub fn interpret(a: &Answer) -> Outcome {
+/// The values of a grant's form that are never shown: all but the grant type. A quote of the
+/// endpoint's answer masks each of them.
+pub fn submitted<'a>(form: &'a [(&'static str, String)]) -> Vec<&'a str> {
+    form.iter()
+        .filter(|(k, _)| *k != "grant_type")
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// What the token endpoint's answer means. `submitted`: the secret values of the request
+/// (`submitted`), masked wherever the answer is quoted.
+pub fn interpret(a: &Answer, submitted: &[&str]) -> Outcome {
     match a.transport {
         Transport::Answered(200) => match serde_json::from_slice::<TokenResponse>(&a.body) {
             // Bounded like every token: an oversized one is never stored or sent.
@@ -221,7 +232,8 @@ pub fn interpret(a: &Answer) -> Outcome {
         },
         Transport::Answered(202) => Outcome::OtpRequired,
         Transport::Answered(400 | 401 | 403) => Outcome::Rejected(
-            summarize_error_body(&a.body).unwrap_or_else(|| "the token endpoint refused the grant".into()),
+            error_body::quote(&a.body, Quoting::OAuth, submitted)
+                .unwrap_or_else(|| "the token endpoint refused the grant".into()),
         ),
         Transport::Answered(429) => Outcome::RateLimited(a.back_off_until),
         Transport::Answered(code) => Outcome::Unavailable(format!("the token endpoint answered HTTP {code}")),
@@ -449,24 +461,30 @@ mod tests {
             r#"{"access_token":"a1","token_type":"bearer","expires_in":3599,"refresh_token":"r2"}"#,
         );
         assert_eq!(
-            interpret(&ok),
+            interpret(&ok, &[]),
             Outcome::Issued {
                 access_token: Token::new("a1"),
                 refresh_token: Some(Token::new("r2")),
                 expires_in: Duration::from_secs(3599)
             }
         );
-        assert_eq!(interpret(&answer(202, "")), Outcome::OtpRequired);
+        assert_eq!(interpret(&answer(202, ""), &[]), Outcome::OtpRequired);
         assert_eq!(
-            interpret(&answer(
-                400,
-                r#"{"error":"invalid_grant","error_description":"The user name or password is incorrect."}"#
-            )),
+            interpret(
+                &answer(
+                    400,
+                    r#"{"error":"invalid_grant","error_description":"The user name or password is incorrect."}"#
+                ),
+                &[]
+            ),
             Outcome::Rejected("The user name or password is incorrect.".into())
         );
-        assert!(matches!(interpret(&answer(429, "")), Outcome::RateLimited(_)));
-        assert!(matches!(interpret(&answer(503, "")), Outcome::Unavailable(_)));
-        assert!(matches!(interpret(&answer(200, "not json")), Outcome::Unavailable(_)));
+        assert!(matches!(interpret(&answer(429, ""), &[]), Outcome::RateLimited(_)));
+        assert!(matches!(interpret(&answer(503, ""), &[]), Outcome::Unavailable(_)));
+        assert!(matches!(
+            interpret(&answer(200, "not json"), &[]),
+            Outcome::Unavailable(_)
+        ));
     }
 
     #[test]

@@ -213,9 +213,13 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, P
             egress.check(&u, &profile).map_err(|r| match r {
                 Refusal::Insecure(m) => Problem::InsecureBaseUrl(m),
                 Refusal::HostNotAllowed(m) => Problem::BaseUrlNotAllowed(m),
+                Refusal::UserInfo(m) => Problem::InvalidSpec(m),
             })?;
         }
-        _ => return invalid(format!("spec.baseUrl {base_url:?} is not an http(s) URL")),
+        _ => {
+            let shown = crate::egress::redacted(&base_url);
+            return invalid(format!("spec.baseUrl {shown:?} is not an http(s) URL"));
+        }
     }
     let dur = |field: &str, v: &str| duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")));
     let requested = dur("spec.probe.interval", &spec.probe.interval)?;

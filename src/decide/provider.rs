@@ -106,28 +106,6 @@ impl Profile {
     }
 }
 
-/// A short, safe summary of an error body: status code first, body second, never assume JSON.
-/// Only a recognised `error`/`message` field or a short plain-text line is kept, and anything that
-/// looks like it might echo a credential is dropped.
-pub fn summarize_error_body(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let summary = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => ["error_description", "message", "Message", "error", "title", "detail"]
-            .iter()
-            .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_owned))?,
-        Err(_) if text.starts_with('<') => return None, // an HTML error page says nothing useful
-        Err(_) => text.lines().next().unwrap_or_default().to_owned(),
-    };
-    let lowered = summary.to_ascii_lowercase();
-    if lowered.contains("bearer ") || lowered.contains("eyj") || lowered.contains("cs_live_") {
-        return None;
-    }
-    Some(summary.chars().take(160).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,22 +119,5 @@ mod tests {
         assert_eq!(vi.hourly_probe_budget(), 50);
         assert_eq!(vi.min_interval(), Duration::from_secs(80));
         assert!(Profile::for_provider(&ProviderName::Unknown("x".into())).is_none());
-    }
-
-    #[test]
-    fn error_bodies_are_read_defensively() {
-        assert_eq!(
-            summarize_error_body(br#"{"error": "Unauthorized"}"#).as_deref(),
-            Some("Unauthorized")
-        );
-        assert_eq!(
-            summarize_error_body(b"Authorization has been denied for this request.").as_deref(),
-            Some("Authorization has been denied for this request.")
-        );
-        assert_eq!(summarize_error_body(b"<html><body>502</body></html>"), None);
-        assert_eq!(summarize_error_body(b""), None);
-        assert_eq!(summarize_error_body(&[0xff, 0xfe]), None);
-        assert_eq!(summarize_error_body(br#"{"message":"bad token cs_live_abc"}"#), None);
-        assert_eq!(summarize_error_body(br#"[1,2]"#), None);
     }
 }

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
 use super::{BODY_LIMIT, Prober, answered, failed, read_bounded, read_headers};
-use crate::provider::summarize_error_body;
+use crate::decide::error_body::{self, Quoting};
 use crate::token::Token;
 use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
 
@@ -40,7 +40,8 @@ impl Prober {
                 outcome.transport = answered(&resp);
                 // A success body is not needed; an error body is summarized.
                 if !resp.status().is_success() {
-                    outcome.detail = summarize_error_body(&read_bounded(&mut resp, BODY_LIMIT).await);
+                    let body = read_bounded(&mut resp, BODY_LIMIT).await;
+                    outcome.detail = error_body::quote(&body, Quoting::Probe, &[token.expose()]);
                 }
             }
             Err(e) => outcome.transport = failed(&e),

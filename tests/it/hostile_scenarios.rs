@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use tenantcred_testkit::{Answer, Harness, eventually, pair, scenarios};
+use tenantcred_testkit::{Account, Answer, Backend, Harness, eventually, pair, scenarios};
 
 /// A 700 KB "token" would make a Secret over the API server's 1 MiB (it is stored twice).
 async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
@@ -146,10 +146,113 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mu
     .await;
 }
 
+/// A user name or password in `baseUrl` would travel as a second `Authorization` header and be
+/// shown wherever the URL is: the real server's schema refuses it, and so does the operator
+/// (where no schema runs), without quoting it and without sending anything.
+async fn a_base_url_with_a_user_name_or_password_is_refused_and_never_shown(h: Harness) {
+    h.provider.default_answer(Answer::Ok);
+    h.source_secret("ui-input", "good").await;
+    let with_userinfo = h.provider.base_url.replace("://", "://svc:hunter2@");
+    if h.backend == Backend::Real {
+        let err = h
+            .apply(
+                json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+                "metadata": {"name": "ui"}, "spec": {"tenant": "acme", "provider": "generic",
+                "baseUrl": with_userinfo, "probe": {"path": "/probe"}, "credentialRef": {"name": "ui-input"}}}),
+            )
+            .await
+            .expect_err("the schema refuses user info in baseUrl");
+        assert!(err.contains("must not hold a user name or password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        // A credential without a baseUrl (null, as some tools write it) still passes the rule.
+        h.credential("nb", "raise", json!({"baseUrl": null, "probe": null}))
+            .await;
+        h.skip("user info cannot slip past the real server's schema: the operator's refusal is the double's");
+        return;
+    }
+    h.credential("ui", "generic", json!({"baseUrl": with_userinfo})).await;
+    eventually(10, "InvalidSpec", async || {
+        h.condition("ui", "Ready").await == pair("False", "InvalidSpec")
+    })
+    .await;
+    assert_eq!(h.condition("ui", "Stalled").await, pair("True", "InvalidSpec"));
+    let tac = h.tac("ui").await.to_string();
+    assert!(tac.matches("hunter2").count() == 1, "only in the spec itself: {tac}");
+    let msg = h.tac("ui").await["status"]["conditions"].to_string();
+    assert!(
+        msg.contains("user name or password") && !msg.contains("hunter2"),
+        "{msg}"
+    );
+    let events: Vec<String> = h
+        .list("events")
+        .await
+        .iter()
+        .map(|e| e["message"].to_string())
+        .collect();
+    assert!(events.iter().all(|m| !m.contains("hunter2")), "{events:?}");
+    assert!(h.get("secrets", "ui").await.is_none(), "no Secret");
+    assert!(h.provider.seen().is_empty(), "nothing sent");
+}
+
+/// A token endpoint that quotes back the form it was sent (password, code, refresh token) gets
+/// its refusal reported with every submitted value masked, in the status and in events.
+async fn a_token_endpoint_that_echoes_its_form_is_quoted_masked(h: Harness) {
+    let (password, code, refresh) = ("Wr0ng p&ss=word", "424242", "rt-stale-0123456789");
+    h.provider.set_account(Account {
+        username: "dev@example.org".into(),
+        password: "the-right-one".into(),
+        expires_in: 3600,
+        echo_form: true,
+        ..Account::default()
+    });
+    h.secret(
+        "login",
+        json!({"username": "dev@example.org", "password": password, "otp": code, "refresh_token": refresh}),
+    )
+    .await;
+    h.create(
+        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+        "metadata": {"name": "v"},
+        "spec": {"tenant": "acme", "provider": "virtuous", "baseUrl": h.provider.base_url,
+                 "oauth": {"secretRef": {"name": "login"}}}}),
+    )
+    .await;
+    eventually(10, "InvalidGrant", async || {
+        h.condition("v", "Ready").await == pair("False", "InvalidGrant")
+    })
+    .await;
+    let grants = h.provider.account().map(|a| a.grants).unwrap_or_default();
+    assert_eq!(
+        grants,
+        ["refresh_token(rejected)", "password+otp"],
+        "both grants were echoed"
+    );
+    let status = h.tac("v").await["status"].to_string();
+    assert!(status.contains("[redacted]"), "the quote is kept, masked: {status}");
+    h.expect_events("InvalidGrant", 1).await;
+    let events: Vec<String> = h
+        .list("events")
+        .await
+        .iter()
+        .map(|e| e["message"].to_string())
+        .collect();
+    let encoded = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    for secret in [password, code, refresh, "dev@example.org"] {
+        for shown in std::iter::once(&status).chain(&events) {
+            assert!(
+                !shown.contains(secret) && !shown.contains(&encoded(secret)),
+                "{secret} in {shown}"
+            );
+        }
+    }
+}
+
 scenarios!(
     a_base_url_outside_the_allowlist_gets_no_request,
     a_name_that_resolves_to_a_private_address_is_refused_at_connect_time,
     an_oversized_token_is_refused_and_never_sent_or_written,
     a_service_account_token_is_never_a_source,
     a_secret_the_api_server_refuses_is_a_condition_not_a_loop,
+    a_base_url_with_a_user_name_or_password_is_refused_and_never_shown,
+    a_token_endpoint_that_echoes_its_form_is_quoted_masked,
 );

@@ -7,6 +7,7 @@ mod crd_validation;
 mod dashboard;
 mod docs;
 mod e2e;
+mod egress_policy;
 mod examples;
 mod hostile_scenarios;
 mod lifecycle_scenarios;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
+use tenantcred::decide::error_body::{self, Quoting};
 use tenantcred::oauth::{self, Answer};
-use tenantcred::provider::{TokenFormat, summarize_error_body};
+use tenantcred::provider::TokenFormat;
 use tenantcred::token::{self, MAX_TOKEN_BYTES};
 use tenantcred::verdict::{self, Transport};
 use tenantcred_testkit::fixtures::b64url;
@@ -81,8 +82,11 @@ proptest! {
         prop::collection::vec(any::<u8>(), 0..2048),
         "\\{\"(error|message|title)\":\"[^\"]{0,400}\"\\}".prop_map(String::into_bytes),
     ]) {
-        if let Some(summary) = summarize_error_body(&body) {
-            prop_assert!(summary.chars().count() <= 160);
+        for quoting in [Quoting::Probe, Quoting::OAuth] {
+            if let Some(summary) = error_body::quote(&body, quoting, &["a-submitted-secret"]) {
+                prop_assert!(summary.chars().count() <= error_body::MAX_CHARS);
+                prop_assert!(!summary.contains("a-submitted-secret") && !summary.contains('\n'));
+            }
         }
     }
 
@@ -93,7 +97,7 @@ proptest! {
             .prop_map(|(t, e)| format!(r#"{{"access_token":{t:?},"refresh_token":"r","expires_in":{e}}}"#).into_bytes()),
     ]) {
         let answer = Answer { transport: Transport::Answered(status), body, back_off_until: None };
-        if let oauth::Outcome::Issued { expires_in, access_token, refresh_token } = oauth::interpret(&answer) {
+        if let oauth::Outcome::Issued { expires_in, access_token, refresh_token } = oauth::interpret(&answer, &[]) {
             prop_assert!(expires_in >= Duration::from_secs(1));
             prop_assert!(access_token.expose().len() <= MAX_TOKEN_BYTES);
             let _ = refresh_token;

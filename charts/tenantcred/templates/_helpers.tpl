@@ -48,3 +48,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["patch"]
 {{- end -}}
+
+{{/* operator.allowedHosts as NetworkPolicy material: the provider ports (443 and each port a
+pattern names), the address patterns as ipBlocks, and the IPv6 patterns that carry an IPv4
+address (::ffff:10.0.0.1), which the operator reduces to IPv4 but a NetworkPolicy cannot. */}}
+{{- define "tenantcred.allowedHostsEgress" -}}
+{{- $ports := list 443 }}
+{{- $nets := list }}
+{{- $embedded := list }}
+{{- range .Values.operator.allowedHosts }}
+{{- $v := lower (trim .) }}
+{{- $host := $v }}
+{{- $port := "" }}
+{{- if regexMatch "^\\[[0-9a-f:.]+\\](:[0-9]+)?$" $v }}
+{{- $host = regexFind "^\\[[0-9a-f:.]+\\]" $v | trimPrefix "[" | trimSuffix "]" }}
+{{- $port = trimPrefix (printf "[%s]" $host) $v | trimPrefix ":" }}
+{{- else if and (not (contains "/" $v)) (lt (len (splitList ":" $v)) 3) (regexMatch ":[0-9]+$" $v) }}
+{{- $port = regexFind "[0-9]+$" $v }}
+{{- $host = trimSuffix (printf ":%s" $port) $v }}
+{{- end }}
+{{- if $port }}
+{{- $ports = append $ports (atoi $port) }}
+{{- end }}
+{{- $p := ternary (atoi $port) 0 (ne $port "") }}
+{{- if regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+(/[0-9]+)?$" $host }}
+{{- $nets = append $nets (dict "cidr" (ternary $host (printf "%s/32" $host) (contains "/" $host)) "port" $p) }}
+{{- else if regexMatch "^[0-9a-f:]*:[0-9a-f:]*(/[0-9]+)?$" $host }}
+{{- $nets = append $nets (dict "cidr" (ternary $host (printf "%s/128" $host) (contains "/" $host)) "port" $p) }}
+{{- else if regexMatch "^[0-9a-f:]*:[0-9a-f:.]*(/[0-9]+)?$" $host }}
+{{- $embedded = append $embedded . }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "ports" ($ports | uniq) "nets" $nets "embedded" $embedded) }}
+{{- end -}}

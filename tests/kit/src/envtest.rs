@@ -4,7 +4,8 @@
 //!
 //! Binaries follow envtest's convention: `KUBEBUILDER_ASSETS` names a folder holding
 //! `kube-apiserver` and `etcd` (what `setup-envtest use -p path` prints). Without it, the xz
-//! archives in `../shared/envtest/` beside the checkout are unpacked once, with etcd from `PATH`.
+//! archives in `../shared/envtest/` beside the checkout are unpacked once (etcd 3.6 from there,
+//! else etcd from `PATH`).
 //!
 //! `TENANTCRED_ENVTEST=off` skips the real server; `TENANTCRED_ENVTEST=require` (CI) turns a
 //! missing control plane into a failure instead of a skip.
@@ -102,8 +103,12 @@ impl Assets {
                     .into(),
             );
         }
-        let etcd = on_path("etcd").ok_or("no etcd on PATH (Debian: apt-get install etcd-server)")?;
         let cache = std::env::temp_dir().join("tenantcred-envtest-bin");
+        // The shared etcd 3.6 serves streaming lists; Debian's 3.4 on PATH does everything else.
+        let etcd = match unpack(&shared.join("etcd.xz"), &cache) {
+            Ok(etcd) => etcd,
+            Err(_) => on_path("etcd").ok_or("no etcd: neither ../shared/envtest/etcd.xz nor etcd on PATH")?,
+        };
         Ok(Self {
             apiserver: unpack(&shared.join("kube-apiserver.xz"), &cache)?,
             etcd,

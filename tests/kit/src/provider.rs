@@ -54,6 +54,9 @@ pub struct Account {
     pub current_refresh: Option<String>,
     /// Grant types received, in order ("password", "password+otp", "refresh_token", "refresh_token(rejected)").
     pub grants: Vec<String>,
+    /// A careless endpoint: every refusal quotes the whole form it was sent, raw and decoded, in
+    /// `error` and `error_description`.
+    pub echo_form: bool,
 }
 
 #[derive(Default)]
@@ -161,7 +164,19 @@ fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
         return (404, String::new());
     };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
-    let invalid = |d: &str| (400, format!(r#"{{"error":"invalid_grant","error_description":"{d}"}}"#));
+    let echo = acct.echo_form.then(|| {
+        let decoded: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        (String::from_utf8_lossy(body).into_owned(), decoded.join(" "))
+    });
+    let invalid = |d: &str| {
+        let body = match &echo {
+            Some((raw, decoded)) => {
+                serde_json::json!({"error": raw, "error_description": format!("{d} sent: {raw} {decoded}")})
+            }
+            None => serde_json::json!({"error": "invalid_grant", "error_description": d}),
+        };
+        (400, body.to_string())
+    };
     match f("grant_type").as_str() {
         "password" => {
             acct.grants.push(if form.contains_key("otp") {
