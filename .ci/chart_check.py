@@ -22,7 +22,7 @@ USED = {
     ("apps", "deployments"): {"patch"},
     ("apps", "statefulsets"): {"patch"},
     ("apps", "daemonsets"): {"patch"},
-    ("coordination.k8s.io", "leases"): {"get", "create", "patch"},
+    ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "patch"},
 }
 
 failures = []

@@ -139,7 +139,8 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             code: exit_code(ProbeResult::Expired),
         };
     }
-    let prober = match Prober::new(std::sync::Arc::new(req.egress.clone())) {
+    let unfenced = std::sync::Arc::new(crate::fence::Fence::unfenced());
+    let prober = match Prober::new(std::sync::Arc::new(req.egress.clone()), unfenced) {
         Ok(p) => p,
         Err(_) => {
             return CheckReport {
@@ -148,7 +149,15 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             };
         }
     };
-    let outcome = prober.probe(&settings.probe_url(), &token, settings.timeout).await;
+    let outcome = match prober.probe(&settings.probe_url(), &token, settings.timeout).await {
+        Ok(outcome) => outcome,
+        Err(not_leading) => {
+            return CheckReport {
+                text: format!("error: {not_leading}\n"),
+                code: EXIT_USAGE,
+            };
+        }
+    };
     let result = verdict::classify(&outcome);
     render_outcome(&mut out, result, &outcome);
     CheckReport {

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod crd;
+pub mod fence;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
@@ -33,6 +34,8 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("serializing the status: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error(transparent)]
+    NotLeading(#[from] fence::NotLeading),
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::MissingMetadata(_) => "metadata",
             Self::Serialize(_) => "serialize",
+            Self::NotLeading(_) => "not_leading",
         }
     }
 }

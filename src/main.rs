@@ -103,6 +103,10 @@ struct RunArgs {
     /// Rollouts started per minute, across all workloads.
     #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
     max_rollouts_per_minute: u32,
+    /// How the watches take their first list: auto (streamed where the API server offers it,
+    /// paged otherwise; asked once at start-up), stream or page.
+    #[arg(long, env = "TENANTCRED_LISTS", value_enum, default_value_t = controller::ListMode::Auto)]
+    lists: controller::ListMode,
     #[arg(long, env = "TENANTCRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level (RUST_LOG overrides).
@@ -212,6 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         restart_debounce: args.restart_debounce.0,
         max_rollouts_per_minute: args.max_rollouts_per_minute,
+        lists: args.lists,
         ..Config::default()
     };
     let lease = args.leader_elect.then(|| LeaseConfig {

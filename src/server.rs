@@ -42,11 +42,13 @@ impl Readiness {
 
     /// `Ok(detail)` when ready.
     pub fn ready(&self) -> Result<&'static str, &'static str> {
+        let synced = self.synced.load(Ordering::Acquire) >= self.scopes.load(Ordering::Acquire);
         match self.leadership.load(Ordering::Acquire) {
-            STANDBY => Ok("standby: another replica holds the lease"),
-            LEADER if self.synced.load(Ordering::Acquire) >= self.scopes.load(Ordering::Acquire) => {
-                Ok("leader: caches synced")
-            }
+            // A standby is ready either way (it takes nothing from the Service); what it says
+            // tells whether a takeover would start from full caches.
+            STANDBY if synced => Ok("standby: caches synced; another replica holds the lease"),
+            STANDBY => Ok("standby: listing; another replica holds the lease"),
+            LEADER if synced => Ok("leader: caches synced"),
             LEADER => Err("leader: caches not synced yet"),
             _ => Err("leadership not known yet"),
         }
@@ -105,13 +107,15 @@ mod tests {
     fn readiness_needs_synced_caches_or_a_known_standby() {
         let h = Readiness::default();
         assert!(h.ready().is_err());
-        h.standby();
-        assert!(h.ready().is_ok());
-        h.leader();
         h.expect_scopes(2);
+        h.standby();
+        assert_eq!(h.ready(), Ok("standby: listing; another replica holds the lease"));
+        h.leader();
         assert!(h.ready().is_err());
         h.scope_synced();
         h.scope_synced();
         assert!(h.ready().is_ok());
+        h.standby();
+        assert_eq!(h.ready(), Ok("standby: caches synced; another replica holds the lease"));
     }
 }

@@ -116,7 +116,7 @@ pub(super) async fn access_token(
             let _permit = ctx.budget.acquire(&host).await;
             ctx.prober
                 .post_form(&r.settings.token_url(), &form, r.settings.timeout)
-                .await
+                .await?
         };
         let outcome = oauth::interpret(&answer, &oauth::submitted(&form));
         match oauth::next(grant, outcome, refresh_rejected, &login, &state, now, Jitter::random()) {

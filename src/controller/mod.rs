@@ -5,6 +5,7 @@ mod cached;
 mod context;
 mod credentials;
 mod grant;
+mod lists;
 mod managed_secrets;
 mod notify;
 mod reconcile;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use crate::budget::Budget;
 use crate::egress::Egress;
+use crate::fence::Fence;
 use crate::metrics::Metrics;
 use crate::outbound::Prober;
 use crate::rollouts::Rollouts;
@@ -27,9 +29,10 @@ use crate::server::Readiness;
 
 pub use cached::CachedCredential;
 pub use context::Context;
+pub use lists::ListMode;
 pub use reconcile::{error_policy, reconcile};
 pub use run::run;
-pub use watches::controller;
+pub use watches::{Scope, start as start_scope};
 
 /// `<namespace>/<name>`, the key of the operator's own Secret indexes: one allocation per key
 /// instead of two strings.
@@ -53,6 +56,19 @@ fn hash64(v: impl std::hash::Hash) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     v.hash(&mut h);
     h.finish()
+}
+
+/// A task that ends with its owner: the watches of a scope, the lease followers.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn abort_on_drop(f: impl std::future::Future<Output = ()> + Send + 'static) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(f))
 }
 
 // The defaults of `tenantcred run`, defined once (the flags and `Config::default` use them).
@@ -81,6 +97,8 @@ pub struct Config {
     pub restart_debounce: Duration,
     /// Rollouts started per minute, across all workloads.
     pub max_rollouts_per_minute: u32,
+    /// How the watches list: streamed where the API server offers it, or paged.
+    pub lists: ListMode,
 }
 
 impl Default for Config {
@@ -95,6 +113,7 @@ impl Default for Config {
             instance: "tenantcred".into(),
             restart_debounce: DEFAULT_RESTART_DEBOUNCE,
             max_rollouts_per_minute: DEFAULT_MAX_ROLLOUTS_PER_MINUTE,
+            lists: ListMode::Auto,
         }
     }
 }
@@ -112,10 +131,14 @@ pub struct LeaseConfig {
 }
 
 /// What every namespace's controller shares: one probe budget, one HTTP client, one set of
-/// metrics, one rollout gate.
+/// metrics, one rollout gate, one fence.
 #[derive(Clone)]
 pub struct Shared {
     pub prober: Prober,
+    /// Open only while this replica leads (`fence`).
+    pub fence: Arc<Fence>,
+    /// Whether the watches stream their first list (decided by `run` at start-up).
+    pub streaming_lists: bool,
     pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Readiness>,
@@ -124,8 +147,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Readiness>) -> anyhow::Result<Self> {
+        let fence = Arc::new(Fence::default());
         Ok(Self {
-            prober: Prober::new(Arc::new(config.egress.clone()))?,
+            prober: Prober::new(Arc::new(config.egress.clone()), fence.clone())?,
+            fence,
+            streaming_lists: false,
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
             metrics,
             health,

@@ -184,7 +184,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
             if due <= now {
                 honoured = requested;
                 let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
-                probe = probe_once(ctx, settings, token, key, now).await;
+                probe = probe_once(ctx, settings, token, key, now).await?;
             } else {
                 synced.wake(due);
             }
@@ -317,7 +317,7 @@ async fn sync(
                 Cutover::Keep if current.as_ref().is_some_and(|c| c.0 == cand.0) => Some(cand),
                 Cutover::Keep => current.clone(),
                 Cutover::Now => Some(cand),
-                Cutover::Validate => validate(ctx, settings, cand, current.clone(), now, &mut out).await,
+                Cutover::Validate => validate(ctx, settings, cand, current.clone(), now, &mut out).await?,
             }
         }
     };
@@ -389,12 +389,12 @@ async fn validate(
     current: Option<(Token, Lifetime)>,
     now: Timestamp,
     out: &mut Synced,
-) -> Option<(Token, Lifetime)> {
+) -> Result<Option<(Token, Lifetime)>> {
     let fp = candidate.0.fingerprint();
     let step = if candidate.1.expired(None, now) {
         ProbeStep::Expired
     } else {
-        probe_once(ctx, settings, &candidate.0, &fp, now).await
+        probe_once(ctx, settings, &candidate.0, &fp, now).await?
     };
     let result = step.result();
     let verdict = rotation::validation(result);
@@ -407,7 +407,7 @@ async fn validate(
         was.as_ref(),
         &settings.secret_name,
     ));
-    match verdict {
+    Ok(match verdict {
         Validation::Accepted => {
             out.probe = Some(step);
             Some(candidate)
@@ -417,7 +417,7 @@ async fn validate(
             out.wake(rotation::retry_at(&step, now, Jitter::random()));
             current
         }
-    }
+    })
 }
 
 fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
@@ -435,14 +435,14 @@ async fn probe_once(
     token: &Token,
     key: &crate::token::Fingerprint,
     now: Timestamp,
-) -> ProbeStep {
+) -> Result<ProbeStep> {
     let host = settings.host();
     if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
         debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
-        return ProbeStep::Deferred(held.until);
+        return Ok(ProbeStep::Deferred(held.until));
     }
     let _permit = ctx.budget.acquire(&host).await;
-    let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await;
+    let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await?;
     // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
     if !matches!(outcome.transport, crate::verdict::Transport::NotAllowed(_)) {
         ctx.metrics.probed(
@@ -459,7 +459,7 @@ async fn probe_once(
             );
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
-    ProbeStep::Sent(outcome)
+    Ok(ProbeStep::Sent(outcome))
 }
 
 pub(super) fn stable_offset(meta: &ObjectMeta) -> u64 {

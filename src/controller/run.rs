@@ -1,39 +1,58 @@
-//! Running the controllers: one per watched namespace (or one for all), with leader election.
+//! Running the controllers: one scope per watched namespace (or one for all), with leader
+//! election. Every replica lists and watches into its caches from the start (a warm standby);
+//! only the one whose fence is open (`fence`: it holds the lease, and the lease has not lapsed)
+//! reconciles. Taking the lease starts the controllers from the caches at once, without listing
+//! again; losing it closes the fence first (no write or probe passes it after that), then drops
+//! the controllers and stands by again, caches still warm.
 
-use super::reconcile::{error_policy, reconcile};
-use super::watches::build_context;
-use super::{Config, LeaseConfig, Shared};
+use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use kube::Client;
-use tracing::{debug, info};
-
-use crate::secret::FIELD_MANAGER;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared as SharedFuture};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
-/// Runs until `stop` turns true (SIGTERM/SIGINT): with leader election, only while holding the
-/// lease; losing it ends the run with an error so the process restarts and competes again.
+use super::reconcile::{error_policy, reconcile};
+use super::watches::{Scope, start};
+use super::{Config, LeaseConfig, Shared, abort_on_drop, lists};
+use crate::fence::{self, Fence};
+use crate::secret::FIELD_MANAGER;
+
+type Stopped = SharedFuture<BoxFuture<'static, ()>>;
+
+/// Runs until `stop` turns true (SIGTERM/SIGINT): with leader election, reconciling only while
+/// holding the lease, and standing by (warm) otherwise.
 pub async fn run(
     client: Client,
     config: Config,
-    shared: Shared,
+    mut shared: Shared,
     lease: Option<LeaseConfig>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let stopped = {
+    let stopped: Stopped = {
         let mut stop = stop.clone();
         async move {
             let _ = stop.wait_for(|s| *s).await;
         }
+        .boxed()
+        .shared()
     };
+    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    shared.streaming_lists = lists::stream(&client, namespaces[0].as_deref(), config.lists).await;
     let Some(lease) = lease else {
+        shared.fence.unfence();
+        let scopes = start_scopes(&client, &config, &shared, &namespaces);
         shared.health.leader();
-        run_controllers(client, config, shared, stopped.boxed().shared()).await;
+        lead(&scopes, stopped).await;
         return Ok(());
     };
+    // The lease is kept with the plain client; everything else goes through the fence.
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
@@ -42,64 +61,65 @@ pub async fn run(
         .with_field_manager(FIELD_MANAGER)
         .build()
         .await?;
-    let (mut leader, handle) = manager.watch().await;
+    let (held, handle) = manager.watch().await;
+    let following = [
+        abort_on_drop(fence::follow_lease(
+            client.clone(),
+            lease.namespace.clone(),
+            lease.name.clone(),
+            lease.identity.clone(),
+            shared.fence.clone(),
+        )),
+        abort_on_drop(forward_held(held.clone(), shared.fence.clone())),
+    ];
     shared.health.standby();
-    info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
-    let mut stop_wait = stop.clone();
-    let acquired = tokio::select! {
-        _ = stop_wait.wait_for(|s| *s) => None,
-        acquired = leader.wait_for(|l| *l) => Some(acquired.is_ok()),
-    };
-    match acquired {
-        None => {
-            drop(leader);
-            let _ = handle.await;
-            return Ok(());
+    let scopes = start_scopes(&client, &config, &shared, &namespaces);
+    info!(lease = %lease.name, identity = %lease.identity, "standing by, caches warm, for the leader lease");
+    loop {
+        tokio::select! {
+            _ = stopped.clone() => break,
+            _ = shared.fence.until(true) => {}
         }
-        Some(false) => anyhow::bail!("the lease manager stopped before we became leader"),
-        Some(true) => {}
+        info!(identity = %lease.identity, "acquired the leader lease; reconciling from the caches");
+        shared.health.leader();
+        let leading = lead(&scopes, stopped.clone()).boxed();
+        tokio::select! {
+            _ = leading => break,
+            _ = shared.fence.until(false) => {
+                // The fence is already closed: nothing in flight writes or probes any more.
+                for scope in &scopes {
+                    scope.stand_by();
+                }
+                shared.health.standby();
+                warn!(identity = %lease.identity, "lost the leader lease; standing by");
+            }
+        }
     }
-    info!(identity = %lease.identity, "acquired the leader lease");
-    shared.health.leader();
-    let lost = {
-        let mut leader = leader.clone();
-        async move {
-            let _ = leader.wait_for(|l| !*l).await;
-        }
-    };
-    let shutdown = futures::future::select(stopped.boxed(), lost.boxed())
-        .map(|_| ())
-        .boxed()
-        .shared();
-    run_controllers(client, config, shared, shutdown).await;
-    let lost = !*leader.borrow();
-    // Dropping the last receiver makes the lease manager release the lease for the standby.
-    drop(leader);
+    // Dropping the last receiver (the forwarder holds one too) makes the lease manager release
+    // the lease for the standby.
+    drop(following);
+    drop(held);
     let _ = handle.await;
-    if lost && !*stop.borrow() {
-        anyhow::bail!("lost the leader lease; exiting so a fresh start competes for it");
-    }
     Ok(())
 }
 
-async fn run_controllers(
-    client: Client,
-    config: Config,
-    shared: Shared,
-    shutdown: SharedFuture<BoxFuture<'static, ()>>,
-) {
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
-    info!(namespaces = ?config.namespaces, "starting tenantcred controller");
-    shared.health.expect_scopes(scopes.len());
-    let runs = scopes.into_iter().map(|ns| {
-        let (ctx, controller) = build_context(client.clone(), config.clone(), shared.clone(), ns.as_deref());
-        controller
-            .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile, error_policy, ctx)
+fn start_scopes(client: &Client, config: &Config, shared: &Shared, namespaces: &[Option<String>]) -> Vec<Scope> {
+    info!(namespaces = ?config.namespaces, "starting tenantcred's watches");
+    shared.health.expect_scopes(namespaces.len());
+    let writes = fence::fenced(client.clone(), shared.fence.clone());
+    namespaces
+        .iter()
+        .map(|ns| start(writes.clone(), config.clone(), shared.clone(), ns.as_deref()))
+        .collect()
+}
+
+/// Reconciles every scope until `stopped`, finishing what is in flight.
+async fn lead(scopes: &[Scope], stopped: Stopped) {
+    let runs = scopes.iter().map(|scope| {
+        scope
+            .controller()
+            .graceful_shutdown_on(stopped.clone())
+            .run(reconcile, error_policy, scope.ctx.clone())
             .for_each(|res| async move {
                 match res {
                     Ok((obj, _)) => debug!(credential = %obj, "reconciled"),
@@ -109,4 +129,15 @@ async fn run_controllers(
     });
     futures::future::join_all(runs).await;
     info!("controllers stopped");
+}
+
+/// The lease manager's word, into the fence.
+async fn forward_held(mut held: watch::Receiver<bool>, fence: Arc<Fence>) {
+    loop {
+        fence.set_held(*held.borrow_and_update());
+        if held.changed().await.is_err() {
+            fence.set_held(false);
+            return;
+        }
+    }
 }

@@ -3,10 +3,10 @@
 
 use super::cached::CachedCredential;
 use super::context::{Context, Live, drop_entry, live_key};
-use super::credentials::{self, CredentialRef, Credentials, tac_key};
+use super::credentials::{self, CredentialRef, Credentials, credential_key, tac_key};
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
-use super::{Config, Key, Shared, notify};
+use super::{AbortOnDrop, Config, Key, Shared, abort_on_drop, notify};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,26 +35,61 @@ where
     }
 }
 
-/// Builds the context and the controller with its three watches (credentials, managed Secrets,
-/// source Secret metadata). Exposed for tests, which drive it against the API server double.
-pub fn controller(
-    client: Client,
-    config: Config,
-    shared: Shared,
-    ns: Option<&str>,
-) -> (Arc<Context>, Controller<CachedCredential>) {
-    build_context(client, config, shared, ns)
+/// One watched scope (a namespace, or all): its context and caches, the tasks that keep the
+/// caches current (leader and standby alike: a standby is warm), and what wakes its reconciles
+/// while this replica leads.
+pub struct Scope {
+    pub ctx: Arc<Context>,
+    wake: Arc<Wake>,
+    _watches: Vec<AbortOnDrop>,
 }
 
-pub(super) fn build_context(
-    client: Client,
-    config: Config,
-    shared: Shared,
-    ns: Option<&str>,
-) -> (Arc<Context>, Controller<CachedCredential>) {
+/// Where the watches send the credentials they wake: to the running controller while this
+/// replica leads, nowhere while it stands by (taking the lease reconciles everything anyway).
+#[derive(Default)]
+struct Wake {
+    to: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CredentialRef>>>,
+}
+
+impl Wake {
+    fn send(&self, r: CredentialRef) {
+        if let Some(to) = &*self.to.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = to.send(r);
+        }
+    }
+}
+
+impl Scope {
+    /// A controller that reconciles every cached credential at once, then what the watches wake.
+    /// Built each time this replica starts leading; the caches are not listed again.
+    pub fn controller(&self) -> Controller<CachedCredential> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // The sender first, then everything held: a credential woken in between comes twice, and
+        // the controller's queue keeps one.
+        *self.wake.to.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
+        for tac in self.ctx.credentials.store().state() {
+            let _ = tx.send(credential_key(&*tac));
+        }
+        let woken = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let nothing = futures::stream::pending::<Result<CachedCredential, watcher::Error>>();
+        Controller::for_stream(nothing, self.ctx.credentials.store())
+            .with_config(ControllerConfig::default().concurrency(self.ctx.config.concurrency))
+            .reconcile_on(woken)
+    }
+
+    /// Stops waking the controller (it is being dropped).
+    pub fn stand_by(&self) {
+        *self.wake.to.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// Starts the three watches of a scope (credentials, managed Secrets, source Secret metadata)
+/// into its caches. `client` is fenced: the watches read, the reconciles write only as leader.
+pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -> Scope {
     // Credentials as the cache keeps them: spec and status stay JSON text until a reconcile.
     let tacs: Api<CachedCredential> = api_for(&client, ns);
     let secrets: Api<Secret> = api_for(&client, ns);
+    let lists = watcher_config(shared.streaming_lists);
 
     // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
     // list; reconciles wait for that too. (Counted from the streams: a store's
@@ -72,6 +107,7 @@ pub(super) fn build_context(
     let errors: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
     let managed = Arc::new(ManagedSecrets::default());
     let credentials = Arc::new(Credentials::new());
+    let wake: Arc<Wake> = Arc::default();
     let forget = Forget {
         live: live.clone(),
         source_versions: source_versions.clone(),
@@ -80,7 +116,7 @@ pub(super) fn build_context(
         metrics: shared.metrics.clone(),
     };
     let (cache, changes) = (credentials.clone(), credentials.clone());
-    let tac_stream = watcher(tacs, watcher::Config::default().any_semantic())
+    let tac_stream = watcher(tacs, lists.clone().any_semantic())
         .inspect_ok(sync.clone().on_first_list("credentials"))
         .modify(credentials::slim)
         .default_backoff()
@@ -96,11 +132,19 @@ pub(super) fn build_context(
         // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
         // and the legacy finalizer (removed on upgrade) matter.
         .try_filter(move |tac| std::future::ready(changes.wakes(tac)));
+    let to = wake.clone();
+    let credential_watch = tac_stream.for_each(move |tac| {
+        match tac {
+            Ok(tac) => to.send(credential_key(&tac)),
+            Err(e) => tracing::warn!(error = %e, "credential watch failed; retrying"),
+        }
+        std::future::ready(())
+    });
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
     let cache = managed.clone();
     let managed_triggers = triggers(
-        watcher(secrets, watcher::Config::default().labels(secret::MANAGED_SELECTOR))
+        watcher(secrets, lists.clone().labels(secret::MANAGED_SELECTOR))
             .inspect_ok(sync.clone().on_first_list("managed Secrets"))
             .default_backoff(),
         "managed Secret",
@@ -113,15 +157,24 @@ pub(super) fn build_context(
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
     let index = sources.clone();
     let source_triggers = triggers(
-        watcher(
-            source_meta,
-            watcher::Config::default().labels(secret::UNMANAGED_SELECTOR),
-        )
-        .inspect_ok(sync.on_first_list("Secret metadata"))
-        .default_backoff(),
+        watcher(source_meta, lists.labels(secret::UNMANAGED_SELECTOR))
+            .inspect_ok(sync.on_first_list("Secret metadata"))
+            .default_backoff(),
         "Secret metadata",
         move |event| index.absorb(event),
     );
+    let drive = |woken: futures::stream::BoxStream<'static, CredentialRef>| {
+        let to = wake.clone();
+        abort_on_drop(woken.for_each(move |r| {
+            to.send(r);
+            std::future::ready(())
+        }))
+    };
+    let watches = vec![
+        abort_on_drop(credential_watch),
+        drive(managed_triggers.boxed()),
+        drive(source_triggers.boxed()),
+    ];
 
     let notifier = notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone());
     let ctx = Arc::new(Context {
@@ -131,22 +184,31 @@ pub(super) fn build_context(
         budget: shared.budget,
         metrics: shared.metrics,
         rollouts: shared.rollouts,
-        config: config.clone(),
+        config,
         started_at: Timestamp::now(),
-        managed: managed.clone(),
-        credentials: credentials.clone(),
+        managed,
+        credentials,
         sources,
-        source_versions: source_versions.clone(),
+        source_versions,
         errors,
-        live: live.clone(),
+        live,
         listed,
     });
+    Scope {
+        ctx,
+        wake,
+        _watches: watches,
+    }
+}
 
-    let controller = Controller::for_stream(tac_stream, credentials.store())
-        .with_config(ControllerConfig::default().concurrency(config.concurrency))
-        .reconcile_on(managed_triggers)
-        .reconcile_on(source_triggers);
-    (ctx, controller)
+/// How the watches list: streamed (`sendInitialEvents`) where the API server offers it, pages
+/// otherwise.
+fn watcher_config(streaming: bool) -> watcher::Config {
+    if streaming {
+        watcher::Config::default().streaming_lists()
+    } else {
+        watcher::Config::default()
+    }
 }
 
 /// The credentials to reconcile, from a watch whose events an index absorbs (the index answers

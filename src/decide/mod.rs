@@ -6,6 +6,7 @@ pub mod duration;
 pub mod egress;
 pub mod error_body;
 pub mod events;
+pub mod leadership;
 pub mod oauth;
 pub mod plan;
 pub mod provider;

@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use reqwest::header::HeaderMap;
 
 use crate::egress::Egress;
+use crate::fence::{Fence, NotLeading};
 use crate::verdict::{self, ProbeOutcome, Transport, TransportFailure};
 
 pub const USER_AGENT_VALUE: &str = concat!("tenantcred/", env!("CARGO_PKG_VERSION"), " (+https://tenantcred.dev)");
@@ -35,10 +36,12 @@ pub fn install_crypto_provider() {
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
+    /// Nothing is sent while it is closed (a standby, or a leader that lost its lease).
+    fence: Arc<Fence>,
 }
 
 impl Prober {
-    pub fn new(egress: Arc<Egress>) -> Result<Self, reqwest::Error> {
+    pub fn new(egress: Arc<Egress>, fence: Arc<Fence>) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -48,7 +51,7 @@ impl Prober {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, fence })
     }
 }
 

@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
-use super::{BODY_LIMIT, Prober, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
 use crate::decide::error_body::{self, Quoting};
 use crate::token::Token;
 use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl Prober {
-    /// `GET url` with the token as Bearer; never fails, every failure is an outcome.
-    pub async fn probe(&self, url: &str, token: &Token, timeout: Duration) -> ProbeOutcome {
+    /// `GET url` with the token as Bearer; every failure of the request is an outcome. `Err`:
+    /// nothing was sent, this replica does not lead.
+    pub async fn probe(&self, url: &str, token: &Token, timeout: Duration) -> Result<ProbeOutcome, NotLeading> {
         let started = Instant::now();
         let mut outcome = ProbeOutcome {
             transport: Transport::Failed(TransportFailure::Other),
@@ -25,7 +26,7 @@ impl Prober {
         let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) else {
             // Format checks reject such tokens before we get here; stay safe regardless.
             outcome.detail = Some("the token cannot be sent as an HTTP header".into());
-            return outcome;
+            return Ok(outcome);
         };
         auth.set_sensitive(true);
         let request = self
@@ -34,6 +35,8 @@ impl Prober {
             .header(AUTHORIZATION, auth)
             .header(ACCEPT, "application/json")
             .timeout(timeout);
+        // Checked last, right before sending: a reconcile may have waited for a permit.
+        self.fence.check()?;
         match request.send().await {
             Ok(mut resp) => {
                 read_headers(resp.headers(), Timestamp::now(), &mut outcome);
@@ -47,6 +50,6 @@ impl Prober {
             Err(e) => outcome.transport = failed(&e),
         }
         outcome.elapsed = started.elapsed();
-        outcome
+        Ok(outcome)
     }
 }

@@ -5,13 +5,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{BODY_LIMIT, Prober, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
 use crate::oauth;
 use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl Prober {
     /// `POST url` with a form body; the answer's body is returned for `oauth::interpret` (bounded).
-    pub async fn post_form(&self, url: &str, fields: &[(&str, String)], timeout: Duration) -> oauth::Answer {
+    /// `Err`: nothing was sent, this replica does not lead.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        fields: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<oauth::Answer, NotLeading> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
@@ -27,6 +33,7 @@ impl Prober {
             body: Vec::new(),
             back_off_until: None,
         };
+        self.fence.check()?;
         match request.send().await {
             Ok(mut resp) => {
                 let mut headers = ProbeOutcome::answered(resp.status().as_u16());
@@ -37,6 +44,6 @@ impl Prober {
             }
             Err(e) => answer.transport = failed(&e),
         }
-        answer
+        Ok(answer)
     }
 }

@@ -102,8 +102,12 @@ async fn e2e_against_a_real_cluster() {
     let scope = ns.clone();
     let task = tokio::spawn(async move {
         let shared = controller::Shared::new(&config, Default::default(), Default::default()).expect("shared");
-        let (ctx, c) = controller::controller(ctl_client, config, shared, Some(&scope));
-        c.run(controller::reconcile, controller::error_policy, ctx)
+        // One replica, no lease: always acting.
+        shared.fence.unfence();
+        let scope = controller::start_scope(ctl_client, config, shared, Some(&scope));
+        scope
+            .controller()
+            .run(controller::reconcile, controller::error_policy, scope.ctx.clone())
             .for_each(|_| async {})
             .await;
     });

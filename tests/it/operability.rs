@@ -348,8 +348,185 @@ async fn one_leader_at_a_time_and_the_standby_takes_over(mut h: Harness) {
     assert!(released.is_null() || released == "", "released: {released}");
 }
 
+/// A replica on a runtime (and thread) of its own, which the test can freeze whole, as SIGSTOP
+/// freezes a process: timers, the lease manager and in-flight requests stop together.
+struct Frozen {
+    health: Arc<Readiness>,
+    tap: tenantcred_testkit::Tap,
+    metrics: Arc<tenantcred::metrics::Metrics>,
+    freeze: tokio::sync::mpsc::UnboundedSender<Duration>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Frozen {
+    fn start(h: &Harness, identity: &str) -> Self {
+        let health = Arc::new(Readiness::default());
+        let tap = tenantcred_testkit::Tap::default();
+        let metrics = Arc::new(tenantcred::metrics::Metrics::new());
+        let make_client = h.client_factory(tap.clone(), metrics.clone());
+        let config = Config {
+            namespaces: vec![h.ns.clone()],
+            egress: tenantcred_testkit::local_egress(),
+            lists: tenantcred_testkit::list_mode(),
+            ..Config::default()
+        };
+        let lease = LeaseConfig {
+            name: lease_name(h),
+            namespace: RELEASE_NAMESPACE.into(),
+            identity: identity.into(),
+            duration_seconds: 2,
+            grace_seconds: 1,
+        };
+        let (freeze, mut frozen) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (health2, metrics2) = (health.clone(), metrics.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // Blocks the runtime's only thread: every task of this replica stands still.
+                tokio::spawn(async move {
+                    while let Some(d) = frozen.recv().await {
+                        std::thread::sleep(d);
+                    }
+                });
+                let shared = Shared::new(&config, metrics2, health2).expect("shared");
+                let _ = controller::run(make_client(), config, shared, Some(lease), stopped).await;
+            });
+        });
+        Self {
+            health,
+            tap,
+            metrics,
+            freeze,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Probes this replica sent that have answered.
+    fn probes(&self) -> u64 {
+        self.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("tenantcred_probe_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// The tap's (list, watch) requests for credentials and Secrets: the caches' lists.
+    fn lists(&self) -> u64 {
+        ["tenantapicredentials", "secrets"]
+            .iter()
+            .map(|r| self.tap.count("list", r) + self.tap.count("watch", r))
+            .sum()
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The standby lists and watches before it leads (warm), takes over from its caches without
+/// listing again, and the old leader, frozen past its lease and thawed, sends nothing: no write,
+/// no probe, before it knows it lost.
+async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harness) {
+    h.stop_controller();
+    for t in ["t1", "t2", "t3", "t4"] {
+        h.provider.answer(t, Answer::Ok);
+    }
+    let one = Frozen::start(&h, "one");
+    eventually(15, "one leads", async || is_leader(&one.health)).await;
+    for (c, t) in [("c1", "t1"), ("c2", "t2"), ("c3", "t3")] {
+        h.source_secret(&format!("{c}-input"), t).await;
+        h.credential(c, "generic", json!({})).await;
+    }
+    eventually(15, "ready under one", async || h.all_ready(["c1", "c2", "c3"]).await).await;
+    let two = Frozen::start(&h, "two");
+    eventually(15, "two stands by with its caches listed", async || {
+        two.health.ready() == Ok("standby: caches synced; another replica holds the lease")
+    })
+    .await;
+    assert_eq!(
+        two.tap.writes(),
+        0,
+        "a standby writes nothing: {:?}",
+        two.tap.requests()
+    );
+    assert_eq!(two.probes(), 0, "a standby probes nothing");
+    let listed = two.lists();
+    assert!(
+        listed >= 3,
+        "the standby listed what the leader lists: {:?}",
+        two.tap.requests()
+    );
+
+    // Freeze the leader in the middle of a reconcile (its probe of t5 answers in 3 s) for
+    // longer than its lease: when it thaws, that reconcile goes on from where it stood.
+    h.provider.answer("t5", Answer::Slow(Duration::from_secs(3)));
+    h.source_secret("c5-input", "t5").await;
+    h.credential("c5", "generic", json!({})).await;
+    eventually(10, "one probes c5", async || h.provider.hits("t5") == 1).await;
+    one.freeze.send(Duration::from_secs(8)).expect("freeze");
+    let frozen_at = std::time::Instant::now();
+    let one_writes = one.tap.writes();
+    // When it thaws, its lease manager learns of the loss only after 5 s: until then only the
+    // lapse of the lease it last renewed (the fence's clock) can stop it.
+    for verb in ["get", "patch", "apply", "update", "create"] {
+        one.tap.slow(verb, "leases", Duration::from_secs(5));
+    }
+    eventually(8, "two takes over while one is frozen", async || is_leader(&two.health)).await;
+    h.source_secret("c4-input", "t4").await;
+    h.credential("c4", "generic", json!({})).await;
+    h.edit_tac("c1", |o| {
+        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
+    })
+    .await;
+    eventually(8, "new credentials ready under two", async || {
+        h.all_ready(["c4", "c5"]).await
+    })
+    .await;
+    assert_eq!(
+        two.lists(),
+        listed,
+        "taking over lists nothing again: {:?}",
+        two.tap.requests()
+    );
+    // Thaw, and give the thawed leader every chance to act on what it missed.
+    while frozen_at.elapsed() < Duration::from_secs(9) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(10, "one knows it stands by", async || {
+        one.health.ready().is_ok_and(|m| m.starts_with("standby"))
+    })
+    .await;
+    tenantcred_testkit::settle(2000).await;
+    assert_eq!(
+        one.tap.writes(),
+        one_writes,
+        "a thawed leader writes nothing: {:?}",
+        one.tap.requests()
+    );
+    assert_eq!(
+        h.provider.hits("t5"),
+        2,
+        "one's probe before the freeze, two's after: none after the thaw"
+    );
+    assert_eq!(h.provider.hits("t4"), 1, "c4 was probed by two alone");
+    assert!(is_leader(&two.health));
+    one.stop();
+    two.stop();
+}
+
 scenarios!(
     status_and_probe_now_through_the_api,
     metrics_follow_live_credentials_and_drop_deleted_ones,
     one_leader_at_a_time_and_the_standby_takes_over,
+    a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing,
 );

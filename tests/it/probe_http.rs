@@ -11,7 +11,8 @@ use tenantcred_testkit::{Answer, Provider};
 
 /// The operator's HTTP client, with the tests' egress rules (127.0.0.1 over plain http).
 fn prober() -> Prober {
-    Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress())).expect("client")
+    let unfenced = std::sync::Arc::new(tenantcred::fence::Fence::unfenced());
+    Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), unfenced).expect("client")
 }
 
 async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
@@ -23,6 +24,7 @@ async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verd
             timeout,
         )
         .await
+        .expect("an unfenced prober sends")
 }
 
 #[tokio::test]
@@ -104,7 +106,8 @@ async fn slow_answers_time_out_and_refused_connections_are_unavailable() {
             &Token::new("t"),
             Duration::from_secs(2),
         )
-        .await;
+        .await
+        .expect("an unfenced prober sends");
     assert!(matches!(o.transport, Transport::Failed(_)), "{o:?}");
     assert_eq!(classify(&o), ProbeResult::Unavailable);
 }
@@ -128,7 +131,8 @@ async fn redirects_are_never_followed() {
             &Token::new("secret-token"),
             Duration::from_secs(2),
         )
-        .await;
+        .await
+        .expect("an unfenced prober sends");
     assert_eq!(classify(&o), ProbeResult::Unavailable);
     assert!(target.seen().is_empty(), "the token never reached the other host");
 }
@@ -162,7 +166,8 @@ async fn responses_are_read_to_64_kib_and_no_further() {
             &Token::new("t"),
             Duration::from_secs(20),
         )
-        .await;
+        .await
+        .expect("an unfenced prober sends");
     assert_eq!(o.transport, Transport::Answered(401), "answered, not timed out: {o:?}");
 
     let addr = tenantcred_testkit::serve(endless(200)).await;
@@ -172,11 +177,38 @@ async fn responses_are_read_to_64_kib_and_no_further() {
             &[("grant_type", "password".into())],
             Duration::from_secs(20),
         )
-        .await;
+        .await
+        .expect("an unfenced prober sends");
     assert_eq!(answer.transport, Transport::Answered(200));
     assert_eq!(
         answer.body.len(),
         tenantcred::outbound::BODY_LIMIT,
         "read to the bound, not beyond"
     );
+}
+
+/// A replica that does not lead sends nothing to providers: not a probe, not a token request.
+#[tokio::test]
+async fn a_fenced_prober_sends_nothing() {
+    let p = Provider::start().await;
+    p.answer("t", Answer::Ok);
+    let closed = std::sync::Arc::new(tenantcred::fence::Fence::default());
+    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), closed).expect("client");
+    let probe = prober
+        .probe(
+            &format!("{}/probe", p.base_url),
+            &Token::new("t"),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(probe.is_err());
+    let grant = prober
+        .post_form(
+            &format!("{}/Token", p.base_url),
+            &[("grant_type", "password".into())],
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(grant.is_err());
+    assert!(p.seen().is_empty(), "{:?}", p.seen());
 }

@@ -191,6 +191,26 @@ impl Harness {
         Some(h)
     }
 
+    /// Builds an operator client through `tap` where it is called: for a replica on a runtime of
+    /// its own (a client's workers run on the runtime that builds it).
+    pub fn client_factory(
+        &self,
+        tap: Tap,
+        metrics: Arc<tenantcred::metrics::Metrics>,
+    ) -> impl FnOnce() -> kube::Client + Send + 'static {
+        use tenantcred::client::counted;
+        let (double, config, ns) = (self.double.clone(), self.operator_config.clone(), self.ns.clone());
+        move || match (double, config) {
+            (Some(api), _) => kube::Client::new(tap.layer().layer(counted(metrics).layer(api.service())), ns),
+            (None, Some(config)) => kube::client::ClientBuilder::try_from(config)
+                .expect("operator client")
+                .with_layer(&counted(metrics))
+                .with_layer(&tap.layer())
+                .build(),
+            (None, None) => unreachable!("a harness has a backend"),
+        }
+    }
+
     /// The operator's client: through the tap, as the chart's ServiceAccount on the real server.
     pub fn operator_client(&self) -> kube::Client {
         use tenantcred::client::counted;
@@ -222,6 +242,7 @@ impl Harness {
             instance: self.ns.clone(),
             // Short, so a gathered restart is seen within a test.
             restart_debounce: RESTART_DEBOUNCE,
+            lists: list_mode(),
             ..Config::default()
         };
         // As the chart runs it: with leader election (a lease of this test's own).
@@ -546,6 +567,17 @@ pub async fn settle(ms: u64) {
 
 pub fn pair(s: &str, r: &str) -> Option<(String, String)> {
     Some((s.to_owned(), r.to_owned()))
+}
+
+/// How the test operators list: `TENANTCRED_LISTS=page|stream|auto` (default auto), so CI runs
+/// the suites both ways.
+pub fn list_mode() -> tenantcred::controller::ListMode {
+    use tenantcred::controller::ListMode;
+    match std::env::var("TENANTCRED_LISTS").as_deref() {
+        Ok("page") => ListMode::Page,
+        Ok("stream") => ListMode::Stream,
+        _ => ListMode::Auto,
+    }
 }
 
 /// The egress rules every test operator runs with: the test providers listen on plain http at

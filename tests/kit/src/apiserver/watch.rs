@@ -57,15 +57,33 @@ impl ApiServer {
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(290);
         let from: u64 = q.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
-        let (backlog, mut rx, current_rv, expired, lag) = {
+        // A streaming list (`sendInitialEvents=true`): every object as ADDED, then a bookmark
+        // that marks the end of the initial events, then the watch from there (as kube-apiserver
+        // does with etcd 3.6).
+        let initial_events = q.get("sendInitialEvents").is_some_and(|s| s == "true");
+        let (backlog, mut rx, current_rv, expired, lag, initial) = {
             let st = self.lock();
             let lag = st.watch_lag.get(&route.coll.plural).copied();
             let rx = self.tx.subscribe();
             let oldest = st.history.first().map_or(st.rv + 1, |c| c.rv);
-            let expired = from != 0 && from + 1 < oldest;
-            let backlog: Vec<Change> = st.history.iter().filter(|c| c.rv > from).cloned().collect();
-            (backlog, rx, st.rv, expired, lag)
+            let expired = !initial_events && from != 0 && from + 1 < oldest;
+            let backlog: Vec<Change> = if initial_events {
+                Vec::new()
+            } else {
+                st.history.iter().filter(|c| c.rv > from).cloned().collect()
+            };
+            let initial: Vec<Value> = if initial_events {
+                st.objects
+                    .iter()
+                    .filter(|((c, ns, _), _)| *c == route.coll && route.ns.as_ref().is_none_or(|n| n == ns))
+                    .map(|(_, obj)| obj.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (backlog, rx, st.rv, expired, lag, initial)
         };
+        let from = if initial_events { current_rv } else { from };
         let (tx, out) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1024);
         let filter = WatchFilter {
             coll: route.coll.clone(),
@@ -83,6 +101,20 @@ impl ApiServer {
                 return;
             }
             let mut last = from.max(if from == 0 { current_rv } else { 0 });
+            if initial_events {
+                for obj in initial.into_iter().filter(|o| filter.selects(o)) {
+                    let obj = if filter.meta_only { to_meta(&obj) } else { obj };
+                    if tx.send(line(json!({"type": "ADDED", "object": obj}))).await.is_err() {
+                        return;
+                    }
+                }
+                let end = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version(&filter.coll),
+                    "kind": kind_of(&filter.coll), "metadata": {"resourceVersion": current_rv.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}}});
+                if tx.send(line(end)).await.is_err() {
+                    return;
+                }
+            }
             for c in backlog {
                 last = c.rv;
                 if let Some(ev) = filter.event(&c)

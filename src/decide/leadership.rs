@@ -1,0 +1,84 @@
+//! Whether this replica may act (write to the API server, send a probe or a token request): only
+//! while it holds the leader lease, and only until that lease lapses by the Lease object's own
+//! account. The second half is the fence: a leader that was paused (SIGSTOP, a frozen VM) or cut
+//! off from the API server may still believe it leads; the lease it last renewed says otherwise
+//! the moment it runs again, before its first write.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+/// What the replica knows of its lease.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease manager says we hold it.
+    pub held: bool,
+    /// Until when we may act on the lease we hold (`act_until`), as the Lease object last showed
+    /// it with us as holder. `None`: not seen yet.
+    pub act_until: Option<Timestamp>,
+}
+
+/// Whether to act now.
+pub fn acting(lease: Lease, now: Timestamp) -> bool {
+    lease.held && lease.act_until.is_some_and(|until| now < until)
+}
+
+/// Until when the holder of a lease may act: its `renewTime` plus its duration, less a margin
+/// (a tenth of the duration, at most a second), because the standby takes over at the lapse by
+/// its own clock, and clocks differ a little. The holder renews well before that (at the
+/// duration less the grace), so a live leader never reaches it. `None` unless `me` holds it.
+pub fn act_until(
+    holder: Option<&str>,
+    me: &str,
+    renewed: Option<Timestamp>,
+    duration_seconds: Option<i32>,
+) -> Option<Timestamp> {
+    let duration = Duration::from_secs(u64::try_from(duration_seconds?).ok()?);
+    (holder? == me).then_some(())?;
+    let margin = (duration / 10).min(Duration::from_secs(1));
+    Some(crate::decide::schedule::add(renewed?, duration.saturating_sub(margin)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn a_leader_acts_until_its_lease_lapses_less_the_margin() {
+        let lease = Lease {
+            held: true,
+            act_until: act_until(Some("me"), "me", Some(at(0)), Some(15)),
+        };
+        assert_eq!(lease.act_until, Some(at(14)), "15 s less one");
+        assert!(acting(lease, at(0)));
+        assert!(acting(lease, at(13)));
+        assert!(!acting(lease, at(14)), "within the margin");
+        assert!(!acting(lease, at(60)), "after a pause longer than the lease");
+        assert!(!acting(Lease { held: false, ..lease }, at(0)), "the manager says lost");
+        assert!(
+            !acting(
+                Lease {
+                    act_until: None,
+                    ..lease
+                },
+                at(0)
+            ),
+            "not seen renewed yet"
+        );
+        // A short lease keeps a tenth as its margin, so renewals (at the grace) come first.
+        let short = act_until(Some("me"), "me", Some(at(0)), Some(2)).expect("held");
+        assert_eq!(short.duration_since(at(0)).as_millis(), 1800);
+    }
+
+    #[test]
+    fn only_the_lease_we_hold_lets_us_act() {
+        assert!(act_until(Some("other"), "me", Some(at(0)), Some(15)).is_none());
+        assert!(act_until(None, "me", Some(at(0)), Some(15)).is_none());
+        assert!(act_until(Some("me"), "me", None, Some(15)).is_none());
+        assert!(act_until(Some("me"), "me", Some(at(0)), Some(-1)).is_none());
+    }
+}
