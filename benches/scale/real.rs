@@ -358,7 +358,165 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         provider.seen().len() - probes_before
     );
     print_counts(&window, n);
+
+    // Failover: a warm standby beside the leader; the leader paused (SIGSTOP) past its lease,
+    // then thawed; then the new leader killed (SIGKILL). Each time a credential is created by
+    // hand at the moment of the failure, and timed to Ready.
+    let standby_port = free_port()?;
+    let mut standby = crate::operator_command(&kubeconfig, standby_port)
+        .arg("--leader-elect")
+        .args(["--lease-namespace", chart::RELEASE_NAMESPACE, "--lease-name"])
+        .arg(format!("bench-{run_id}"))
+        .spawn()
+        .map_err(|e| format!("start the standby: {e}"))?;
+    let standby_listed = Instant::now();
+    let synced = "standby: caches synced";
+    while !readyz_says(&http, standby_port, synced).await {
+        if standby_listed.elapsed() > Duration::from_secs(600) {
+            follower.abort();
+            stop(&mut child, Duration::from_secs(30)).await;
+            stop(&mut standby, Duration::from_secs(30)).await;
+            return Err("the standby did not list within 600 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (standby_rss, _, _) = proc_stats(standby.id());
+    println!(
+        "standby: caches listed after {:.1}s; RSS {:.1} MiB (leader: {:.1} MiB)",
+        standby_listed.elapsed().as_secs_f64(),
+        standby_rss as f64 / 1024.0,
+        proc_stats(child.id()).0 as f64 / 1024.0
+    );
+    let old = (child.id(), metrics_port);
+    let writes_before = operator_writes(&http, old.1).await;
+    signal(old.0, "STOP");
+    let outcome = failover(
+        &client,
+        &http,
+        standby_port,
+        &ns_of(0),
+        "failover-stop",
+        &provider,
+        &mut ready_rx,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(old.0, "CONT");
+    let thawed = Instant::now();
+    while !readyz_says(&http, old.1, "standby").await && thawed.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stood_by = thawed.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes_after = operator_writes(&http, old.1).await;
+    println!(
+        "failover after SIGSTOP of the leader: {outcome}; thawed, the old leader stood by after {stood_by:.1}s and wrote {} times (0 expected)",
+        writes_after - writes_before
+    );
+    // The new leader killed: the thawed one, warm again, takes over.
+    standby.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+    let _ = standby.wait();
+    let outcome = failover(
+        &client,
+        &http,
+        old.1,
+        &ns_of(1),
+        "failover-kill",
+        &provider,
+        &mut ready_rx,
+    )
+    .await;
+    println!("failover after SIGKILL of the leader: {outcome}");
     stop(&mut child, Duration::from_secs(30)).await;
     follower.abort();
     Ok(())
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+async fn readyz_says(http: &reqwest::Client, port: u16, prefix: &str) -> bool {
+    match http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+        Ok(r) => r.text().await.is_ok_and(|t| t.starts_with(prefix)),
+        Err(_) => false,
+    }
+}
+
+/// What an operator counts as its own writes to the API server (leader election excluded).
+async fn operator_writes(http: &reqwest::Client, port: u16) -> u64 {
+    let Ok(r) = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await else {
+        return 0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("tenantcred_kube_api_requests_total{"))
+        .filter(|l| {
+            ["\"create\"", "\"patch\"", "\"update\"", "\"delete\""]
+                .iter()
+                .any(|v| l.contains(v))
+        })
+        .filter(|l| !l.contains("leases"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Times a failover that has just begun: until `port`'s operator leads, and until a credential
+/// created now by hand is Ready.
+async fn failover(
+    client: &kube::Client,
+    http: &reqwest::Client,
+    port: u16,
+    ns: &str,
+    name: &str,
+    provider: &Provider,
+    ready_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) -> String {
+    let began = Instant::now();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let tacs: Api<TenantApiCredential> = Api::namespaced(client.clone(), ns);
+    let made = async {
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": format!("{name}-input")},
+            "type": "Opaque", "stringData": {"token": "failover-token"}}))
+        .map_err(kube::Error::SerdeError)?;
+        secrets.create(&PostParams::default(), &secret).await?;
+        let tac: TenantApiCredential = serde_json::from_value(json!({"apiVersion": "tenantcred.dev/v1alpha1",
+            "kind": "TenantApiCredential", "metadata": {"name": name},
+            "spec": {"tenant": "by-hand", "provider": "generic", "baseUrl": provider.base_url,
+                     "probe": {"path": "/probe"}, "credentialRef": {"name": format!("{name}-input")}}}))
+        .map_err(kube::Error::SerdeError)?;
+        tacs.create(&PostParams::default(), &tac).await.map(|_| ())
+    };
+    if let Err(e) = made.await {
+        return format!("could not create {ns}/{name}: {e}");
+    }
+    let mut leads = None;
+    let mut ready = None;
+    let key = format!("{ns}/{name}");
+    while began.elapsed() < Duration::from_secs(120) && (leads.is_none() || ready.is_none()) {
+        if leads.is_none() && readyz_says(http, port, "leader").await {
+            leads = Some(began.elapsed().as_secs_f64());
+        }
+        while let Ok((k, at)) = ready_rx.try_recv() {
+            if k == key {
+                ready = Some(at.duration_since(began).as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let show = |v: Option<f64>| v.map_or("not within 120 s".into(), |s| format!("{s:.1}s"));
+    format!(
+        "the standby led after {}, a credential made by hand at the failure was Ready after {}",
+        show(leads),
+        show(ready)
+    )
 }

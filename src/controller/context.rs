@@ -30,7 +30,9 @@ pub struct Context {
     pub(super) metrics: Arc<Metrics>,
     pub(super) rollouts: Arc<Mutex<Rollouts>>,
     pub(super) config: Config,
-    pub(super) started_at: Timestamp,
+    /// When this replica last began to lead: probes that fell due before it (while no replica
+    /// acted, or during a failover) are spread from here (`schedule::catch_up`), not fired at once.
+    pub(super) leading_since: Mutex<Timestamp>,
     /// Managed Secrets, watched by label selector (never every Secret of the cluster), as
     /// projections; with our own writes until the watch delivers them.
     pub(super) managed: Arc<ManagedSecrets>,
@@ -75,6 +77,10 @@ where
 }
 
 impl Context {
+    pub(super) fn leading_since(&self) -> Timestamp {
+        *self.leading_since.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Waits until every cache of this scope holds a full list. Before that, a managed Secret
     /// that exists would look missing (a create that fails, then a read) and a source's version
     /// unknown (a read again): on a restart at scale, a request or two per credential for

@@ -178,7 +178,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
             settings,
             requested,
             now,
-            ctx.started_at,
+            ctx.leading_since(),
             stable_offset(&tac.metadata),
         ) {
             if due <= now {

@@ -60,17 +60,31 @@ impl Wake {
 }
 
 impl Scope {
-    /// A controller that reconciles every cached credential at once, then what the watches wake.
-    /// Built each time this replica starts leading; the caches are not listed again.
+    /// A controller that reconciles every cached credential (once the caches hold a full list),
+    /// then what the watches wake. Built each time this replica starts leading; the caches are
+    /// not listed again.
     pub fn controller(&self) -> Controller<CachedCredential> {
+        *self.ctx.leading_since.lock().unwrap_or_else(PoisonError::into_inner) = Timestamp::now();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // The sender first, then everything held: a credential woken in between comes twice, and
-        // the controller's queue keeps one.
-        *self.wake.to.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
-        for tac in self.ctx.credentials.store().state() {
-            let _ = tx.send(credential_key(&*tac));
-        }
-        let woken = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        // the controller's queue keeps one. Everything held is read once the first lists are in:
+        // the store takes a first list whole at its end, and what the watch delivered before we
+        // led woke nobody.
+        *self.wake.to.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        let ctx = self.ctx.clone();
+        let everything = futures::stream::once(async move {
+            ctx.caches_listed().await;
+            let held: Vec<CredentialRef> = ctx
+                .credentials
+                .store()
+                .state()
+                .iter()
+                .map(|tac| credential_key(&**tac))
+                .collect();
+            futures::stream::iter(held)
+        })
+        .flatten();
+        let woken = futures::stream::select(everything, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let nothing = futures::stream::pending::<Result<CachedCredential, watcher::Error>>();
         Controller::for_stream(nothing, self.ctx.credentials.store())
             .with_config(ControllerConfig::default().concurrency(self.ctx.config.concurrency))
@@ -185,7 +199,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         metrics: shared.metrics,
         rollouts: shared.rollouts,
         config,
-        started_at: Timestamp::now(),
+        leading_since: Mutex::new(Timestamp::now()),
         managed,
         credentials,
         sources,

@@ -361,8 +361,11 @@ struct Frozen {
 
 impl Frozen {
     fn start(h: &Harness, identity: &str) -> Self {
+        Self::start_with(h, identity, tenantcred_testkit::Tap::default())
+    }
+
+    fn start_with(h: &Harness, identity: &str, tap: tenantcred_testkit::Tap) -> Self {
         let health = Arc::new(Readiness::default());
-        let tap = tenantcred_testkit::Tap::default();
         let metrics = Arc::new(tenantcred::metrics::Metrics::new());
         let make_client = h.client_factory(tap.clone(), metrics.clone());
         let config = Config {
@@ -524,9 +527,38 @@ async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harn
     two.stop();
 }
 
+/// Credentials that exist before the operator starts, still being listed when it takes the lease
+/// (as 100,000 are): the ones the watch delivered before it led are reconciled too.
+async fn credentials_listed_while_the_lease_is_taken_are_all_reconciled(mut h: Harness) {
+    h.stop_controller();
+    for i in 0..6 {
+        let tok = format!("early-{i}");
+        h.provider.answer(&tok, Answer::Ok);
+        h.source_secret(&format!("e{i}-input"), &tok).await;
+        h.credential(&format!("e{i}"), "generic", json!({})).await;
+    }
+    let Some(api) = h.double.clone() else {
+        h.skip("a list that lasts longer than taking the lease needs the double's lag");
+        return;
+    };
+    // The first list takes 6 x 500 ms; the lease is taken within about a second of it.
+    api.lag_watch("tenantapicredentials", Duration::from_millis(500));
+    let tap = tenantcred_testkit::Tap::default();
+    for verb in ["get", "create", "patch", "apply"] {
+        tap.slow(verb, "leases", Duration::from_millis(150));
+    }
+    let one = Frozen::start_with(&h, "early", tap);
+    eventually(20, "every credential that was there before reconciled", async || {
+        h.all_ready((0..6).map(|i| format!("e{i}"))).await
+    })
+    .await;
+    one.stop();
+}
+
 scenarios!(
     status_and_probe_now_through_the_api,
     metrics_follow_live_credentials_and_drop_deleted_ones,
     one_leader_at_a_time_and_the_standby_takes_over,
     a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing,
+    credentials_listed_while_the_lease_is_taken_are_all_reconciled,
 );

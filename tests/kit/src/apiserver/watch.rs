@@ -103,6 +103,10 @@ impl ApiServer {
             let mut last = from.max(if from == 0 { current_rv } else { 0 });
             if initial_events {
                 for obj in initial.into_iter().filter(|o| filter.selects(o)) {
+                    // A busy server streams a long list slowly too.
+                    if let Some(lag) = lag {
+                        tokio::time::sleep(lag).await;
+                    }
                     let obj = if filter.meta_only { to_meta(&obj) } else { obj };
                     if tx.send(line(json!({"type": "ADDED", "object": obj}))).await.is_err() {
                         return;
