@@ -338,9 +338,9 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let probes_before = provider.seen().len();
     let restarted = Instant::now();
     let mut child = start_operator()?;
-    let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
     let http = reqwest::Client::new();
-    while !http.get(&readyz).send().await.is_ok_and(|r| r.status().is_success()) {
+    // Leading with every cache listed: a standby also answers 200.
+    while !readyz_says(&http, metrics_port, "leader: caches synced").await {
         if restarted.elapsed() > Duration::from_secs(600) {
             follower.abort();
             stop(&mut child, Duration::from_secs(30)).await;

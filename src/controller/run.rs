@@ -44,6 +44,8 @@ pub async fn run(
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
+    // Before anything says ready: a standby is "caches synced" only once its lists are in.
+    shared.health.expect_scopes(namespaces.len());
     shared.streaming_lists = lists::stream(&client, namespaces[0].as_deref(), config.lists).await;
     let Some(lease) = lease else {
         shared.fence.unfence();
@@ -105,7 +107,6 @@ pub async fn run(
 
 fn start_scopes(client: &Client, config: &Config, shared: &Shared, namespaces: &[Option<String>]) -> Vec<Scope> {
     info!(namespaces = ?config.namespaces, "starting tenantcred's watches");
-    shared.health.expect_scopes(namespaces.len());
     let writes = fence::fenced(client.clone(), shared.fence.clone());
     namespaces
         .iter()
