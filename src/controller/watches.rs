@@ -146,13 +146,14 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
         // and the legacy finalizer (removed on upgrade) matter.
         .try_filter(move |tac| std::future::ready(changes.wakes(tac)));
-    let to = wake.clone();
-    let credential_watch = tac_stream.for_each(move |tac| {
-        match tac {
-            Ok(tac) => to.send(credential_key(&tac)),
-            Err(e) => tracing::warn!(error = %e, "credential watch failed; retrying"),
-        }
-        std::future::ready(())
+    let credential_triggers = tac_stream.filter_map(|tac| {
+        std::future::ready(match tac {
+            Ok(tac) => Some(credential_key(&tac)),
+            Err(e) => {
+                tracing::warn!(error = %e, "credential watch failed; retrying");
+                None
+            }
+        })
     });
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
@@ -185,7 +186,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         }))
     };
     let watches = vec![
-        abort_on_drop(credential_watch),
+        drive(credential_triggers.boxed()),
         drive(managed_triggers.boxed()),
         drive(source_triggers.boxed()),
     ];

@@ -49,7 +49,7 @@ pub struct ProbeOutcome {
     /// `Retry-After`, already turned into an instant.
     pub retry_after: Option<Timestamp>,
     pub rate_limit: RateLimit,
-    /// A safe, short summary of the error body (see `provider::summarize_error_body`).
+    /// A safe, short summary of the error body (see `error_body::quote`).
     pub detail: Option<String>,
     pub elapsed: Duration,
     /// For a 429: what the operator holds back because of it (set by the probe budget).

@@ -146,6 +146,15 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mu
     .await;
 }
 
+/// What a reader of this test's events sees.
+async fn event_messages(h: &Harness) -> Vec<String> {
+    h.list("events")
+        .await
+        .iter()
+        .map(|e| e["message"].to_string())
+        .collect()
+}
+
 /// A user name or password in `baseUrl` would travel as a second `Authorization` header and be
 /// shown wherever the URL is: the real server's schema refuses it, and so does the operator
 /// (where no schema runs), without quoting it and without sending anything.
@@ -183,12 +192,7 @@ async fn a_base_url_with_a_user_name_or_password_is_refused_and_never_shown(h: H
         msg.contains("user name or password") && !msg.contains("hunter2"),
         "{msg}"
     );
-    let events: Vec<String> = h
-        .list("events")
-        .await
-        .iter()
-        .map(|e| e["message"].to_string())
-        .collect();
+    let events = event_messages(&h).await;
     assert!(events.iter().all(|m| !m.contains("hunter2")), "{events:?}");
     assert!(h.get("secrets", "ui").await.is_none(), "no Secret");
     assert!(h.provider.seen().is_empty(), "nothing sent");
@@ -230,12 +234,7 @@ async fn a_token_endpoint_that_echoes_its_form_is_quoted_masked(h: Harness) {
     let status = h.tac("v").await["status"].to_string();
     assert!(status.contains("[redacted]"), "the quote is kept, masked: {status}");
     h.expect_events("InvalidGrant", 1).await;
-    let events: Vec<String> = h
-        .list("events")
-        .await
-        .iter()
-        .map(|e| e["message"].to_string())
-        .collect();
+    let events = event_messages(&h).await;
     let encoded = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     for secret in [password, code, refresh, "dev@example.org"] {
         for shown in std::iter::once(&status).chain(&events) {

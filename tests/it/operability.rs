@@ -280,12 +280,22 @@ fn replica(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let health = Arc::new(Readiness::default());
+    let (config, lease) = replica_settings(h, identity);
+    let shared = Shared::new(&config, Default::default(), health.clone()).expect("shared");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let client = h.operator_client();
+    let task = tokio::spawn(async move { controller::run(client, config, shared, Some(lease), stop).await });
+    (health, stop_tx, task)
+}
+
+/// How the replicas of these scenarios run: this test's namespace, a 2 s lease of its own.
+fn replica_settings(h: &Harness, identity: &str) -> (Config, LeaseConfig) {
     let config = Config {
         namespaces: vec![h.ns.clone()],
         egress: tenantcred_testkit::local_egress(),
+        lists: tenantcred_testkit::list_mode(),
         ..Config::default()
     };
-    let shared = Shared::new(&config, Default::default(), health.clone()).expect("shared");
     let lease = LeaseConfig {
         name: lease_name(h),
         namespace: RELEASE_NAMESPACE.into(),
@@ -293,10 +303,7 @@ fn replica(
         duration_seconds: 2,
         grace_seconds: 1,
     };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let client = h.operator_client();
-    let task = tokio::spawn(async move { controller::run(client, config, shared, Some(lease), stop).await });
-    (health, stop_tx, task)
+    (config, lease)
 }
 
 fn lease_name(h: &Harness) -> String {
@@ -368,19 +375,7 @@ impl Frozen {
         let health = Arc::new(Readiness::default());
         let metrics = Arc::new(tenantcred::metrics::Metrics::new());
         let make_client = h.client_factory(tap.clone(), metrics.clone());
-        let config = Config {
-            namespaces: vec![h.ns.clone()],
-            egress: tenantcred_testkit::local_egress(),
-            lists: tenantcred_testkit::list_mode(),
-            ..Config::default()
-        };
-        let lease = LeaseConfig {
-            name: lease_name(h),
-            namespace: RELEASE_NAMESPACE.into(),
-            identity: identity.into(),
-            duration_seconds: 2,
-            grace_seconds: 1,
-        };
+        let (config, lease) = replica_settings(h, identity);
         let (freeze, mut frozen) = tokio::sync::mpsc::unbounded_channel::<Duration>();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (health2, metrics2) = (health.clone(), metrics.clone());

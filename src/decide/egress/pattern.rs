@@ -221,12 +221,4 @@ impl HostPattern {
             _ => false,
         }
     }
-
-    /// The network this pattern names, if it is an address pattern.
-    pub fn network(&self) -> Option<IpNet> {
-        match self.host {
-            HostMatch::Net(net) => Some(net),
-            _ => None,
-        }
-    }
 }
