@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::crd::RateLimitScope;
-use crate::provider::{LimitScope, Profile};
-use crate::token::Fingerprint;
+use crate::decide::provider::{LimitScope, Profile};
+use crate::decide::token::Fingerprint;
 
 pub struct Budget {
     global: Arc<Semaphore>,
@@ -30,6 +30,8 @@ struct State {
     /// Keyed by the fingerprint's 48 bits: one small entry per key, no string.
     ledgers: HashMap<u64, Ledger>,
     admitted: u64,
+    /// Per host, the catch-up slots handed out since this replica began to lead.
+    catch_up: HashMap<String, u64>,
 }
 
 /// Why a probe may not go yet, and until when.
@@ -102,6 +104,20 @@ impl Budget {
             });
         }
         Ok(())
+    }
+
+    /// The next catch-up slot of `host` (`schedule::catch_up`): overdue probes queue per host.
+    pub fn catch_up_slot(&self, host: &str) -> u64 {
+        let mut st = self.lock();
+        let next = st.catch_up.entry(host.to_owned()).or_default();
+        let slot = *next;
+        *next += 1;
+        slot
+    }
+
+    /// Leading begins: overdue probes queue from the first slot again.
+    pub fn begin_catch_up(&self) {
+        self.lock().catch_up = HashMap::new();
     }
 
     /// Waits for a slot under the global and the per-host caps.
@@ -225,6 +241,16 @@ mod tests {
     use crate::crd::ProviderName;
 
     use crate::testing::t;
+
+    #[test]
+    fn catch_up_slots_count_per_host_from_when_leading_began() {
+        let b = Budget::new(4, 2);
+        assert_eq!(b.catch_up_slot("a:443"), 0);
+        assert_eq!(b.catch_up_slot("a:443"), 1);
+        assert_eq!(b.catch_up_slot("b:443"), 0, "each host has its own queue");
+        b.begin_catch_up();
+        assert_eq!(b.catch_up_slot("a:443"), 0);
+    }
 
     #[test]
     fn per_key_budget_and_back_off_scopes() {

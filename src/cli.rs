@@ -8,14 +8,14 @@ use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use crate::conditions::{self, Type};
 use crate::crd::{PROBE_REQUESTED_ANNOTATION, ProbeResult, TenantApiCredential, TenantApiCredentialSpec};
-use crate::egress::Egress;
+use crate::decide::conditions::{self, Type};
+use crate::decide::egress::Egress;
+use crate::decide::plan;
+use crate::decide::secret::FIELD_MANAGER;
+use crate::decide::token;
+use crate::decide::verdict::{self, ProbeOutcome};
 use crate::outbound::Prober;
-use crate::plan;
-use crate::secret::FIELD_MANAGER;
-use crate::token;
-use crate::verdict::{self, ProbeOutcome};
 
 /// Exit codes of `tenantcred check`, one per verdict, so scripts can branch on them.
 pub fn exit_code(result: ProbeResult) -> i32 {
@@ -51,10 +51,10 @@ pub struct CheckReport {
 }
 
 /// Reads the token `tenantcred check` was given on stdin, within the operator's bound: at most
-/// [`MAX_TOKEN_BYTES`](crate::token::MAX_TOKEN_BYTES) plus a line ending is read, never more.
+/// [`MAX_TOKEN_BYTES`](crate::decide::token::MAX_TOKEN_BYTES) plus a line ending is read, never more.
 pub fn read_token(mut input: impl std::io::Read) -> Result<String, String> {
     use std::io::Read;
-    let limit = crate::token::MAX_TOKEN_BYTES + 2;
+    let limit = crate::decide::token::MAX_TOKEN_BYTES + 2;
     let mut bytes = Vec::with_capacity(1024);
     (&mut input)
         .take(limit as u64 + 1)
@@ -63,7 +63,7 @@ pub fn read_token(mut input: impl std::io::Read) -> Result<String, String> {
     if bytes.len() > limit {
         return Err(format!(
             "the token on stdin is longer than {} bytes, the most tenantcred accepts (provider tokens are far smaller)",
-            crate::token::MAX_TOKEN_BYTES
+            crate::decide::token::MAX_TOKEN_BYTES
         ));
     }
     String::from_utf8(bytes).map_err(|e| {
@@ -450,8 +450,8 @@ mod tests {
         assert!(err.contains("not UTF-8") && err.contains("offset 2"), "{err}");
         assert_eq!(err.lines().count(), 1, "one line");
     }
-    use crate::conditions::{Desired, Reason, Status, merge};
     use crate::crd::TenantApiCredentialStatus;
+    use crate::decide::conditions::{Desired, Reason, Status, merge};
 
     fn tac(name: &str, conds: &[(Type, Status, Reason)]) -> TenantApiCredential {
         let mut t = crate::testing::credential(

@@ -256,10 +256,10 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_WARN_BEFORE: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
 fn default_interval() -> String {
-    crate::duration::format(DEFAULT_PROBE_INTERVAL)
+    crate::decide::duration::format(DEFAULT_PROBE_INTERVAL)
 }
 fn default_timeout() -> String {
-    crate::duration::format(DEFAULT_PROBE_TIMEOUT)
+    crate::decide::duration::format(DEFAULT_PROBE_TIMEOUT)
 }
 fn default_failure_threshold() -> u32 {
     DEFAULT_FAILURE_THRESHOLD
@@ -289,7 +289,7 @@ impl Default for ExpirySpec {
 }
 
 fn default_warn_before() -> String {
-    crate::duration::format(DEFAULT_WARN_BEFORE)
+    crate::decide::duration::format(DEFAULT_WARN_BEFORE)
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

@@ -8,15 +8,11 @@
 //! `server`, `metrics`, `client`, `budget` (shared probe caps).
 
 pub mod budget;
-pub mod decide;
-pub use decide::{
-    conditions, duration, egress, events, oauth, plan, provider, publish, rollouts, rotation, schedule, secret, token,
-    verdict,
-};
 pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod crd;
+pub mod decide;
 pub mod fence;
 pub mod metrics;
 pub mod outbound;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tenantcred::cli::{self, CheckRequest};
 use tenantcred::controller::{self, Config, LeaseConfig, Shared};
-use tenantcred::egress::{Egress, HostPattern};
+use tenantcred::decide::egress::{Egress, HostPattern};
 use tenantcred::metrics::Metrics;
 use tenantcred::server::{self, Readiness};
 use tenantcred::telemetry::{self, LogFormat};
@@ -103,6 +103,10 @@ struct RunArgs {
     /// Rollouts started per minute, across all workloads.
     #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
     max_rollouts_per_minute: u32,
+    /// Overdue probes sent per second to one provider host after a gap (a restart, a failover):
+    /// they queue at this rate, so the window grows with their number instead of the burst.
+    #[arg(long, env = "TENANTCRED_CATCH_UP_RATE", value_parser = positive_rate, default_value_t = tenantcred::decide::schedule::DEFAULT_CATCH_UP_PER_SECOND)]
+    catch_up_rate: f64,
     /// How the watches take their first list: auto (streamed where the API server offers it,
     /// paged otherwise; asked once at start-up), stream or page.
     #[arg(long, env = "TENANTCRED_LISTS", value_enum, default_value_t = controller::ListMode::Auto)]
@@ -202,6 +206,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A rate of at least one probe an hour (and a finite one).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 / 3600.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: a number of probes per second, at least 1/3600"
+        )),
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
     let metrics = Arc::new(Metrics::new());
@@ -217,6 +231,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         restart_debounce: args.restart_debounce.0,
         max_rollouts_per_minute: args.max_rollouts_per_minute,
         lists: args.lists,
+        catch_up_per_second: args.catch_up_rate,
         ..Config::default()
     };
     let lease = args.leader_elect.then(|| LeaseConfig {
@@ -257,13 +272,13 @@ struct FlagDuration(std::time::Duration);
 impl std::str::FromStr for FlagDuration {
     type Err = String;
     fn from_str(v: &str) -> Result<Self, String> {
-        tenantcred::duration::parse(v).map(Self)
+        tenantcred::decide::duration::parse(v).map(Self)
     }
 }
 
 impl std::fmt::Display for FlagDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&tenantcred::duration::format(self.0))
+        f.write_str(&tenantcred::decide::duration::format(self.0))
     }
 }
 

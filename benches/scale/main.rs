@@ -144,7 +144,10 @@ pub(crate) fn operator_command(kubeconfig: &std::path::Path, metrics_port: u16) 
             std::os::unix::process::CommandExt::process_group(&mut c, 0);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_tenantcred")),
+        // Another build of the operator, to compare (e.g. an older commit's).
+        None => Command::new(
+            std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tenantcred").into()),
+        ),
     };
     command
         .args(OPERATOR_ARGS)
@@ -436,10 +439,11 @@ async fn run(r: &Run) -> u64 {
             } else {
                 "virtuous"
             };
-            let budget =
-                tenantcred::provider::Profile::for_provider(&tenantcred::crd::ProviderName::from(p.to_string()))
-                    .map(|pr| pr.hourly_probe_budget())
-                    .unwrap_or(0);
+            let budget = tenantcred::decide::provider::Profile::for_provider(&tenantcred::crd::ProviderName::from(
+                p.to_string(),
+            ))
+            .map(|pr| pr.hourly_probe_budget())
+            .unwrap_or(0);
             let gaps: Vec<f64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
             let min_gap = gaps.iter().copied().fold(f64::INFINITY, f64::min);
             let rate = if gaps.is_empty() {

@@ -22,8 +22,12 @@ use crate::{NAMESPACES, PROVIDERS, interval_for, percentile, proc_stats, stop, t
 /// Requests in flight while the benchmark writes (the operator's default reconcile concurrency).
 const WRITERS: usize = 64;
 
-/// Seconds watched after a restarted operator is ready.
-const RESTART_WATCH: u64 = 15;
+/// Seconds watched after a restarted operator is ready (the probe wave).
+const RESTART_WATCH: u64 = 60;
+
+/// Credentials created by hand during the cold start, and again during the probe wave after the
+/// restart, each timed from its creation to Ready.
+const BY_HAND: usize = 20;
 
 /// Credentials on which the operator's request pattern is timed without the operator.
 const PATTERN_SAMPLE: usize = 10_000;
@@ -258,12 +262,26 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
     let mut child = start_operator()?;
     let pid = child.id();
     let operator_started = Instant::now();
+    // A person at work during the cold start: a credential by hand every 1/20 of the time the
+    // requests alone would take (x 1.2), from 2 s after the start.
+    let spacing = Duration::from_secs_f64((pattern_sync * 1.2 / BY_HAND as f64).max(0.5));
+    let cold_hands = ByHand::start(
+        client.clone(),
+        (0..BY_HAND).map(ns_of).collect(),
+        "hand-cold",
+        provider.base_url.clone(),
+        Duration::from_secs(2),
+        spacing,
+    );
     let mut ready: HashSet<String> = HashSet::with_capacity(n);
     let mut latencies = Vec::with_capacity(n);
     let deadline = operator_started + Duration::from_secs(1800);
-    while ready.len() < n && Instant::now() < deadline {
+    while (ready.len() < n || !cold_hands.all_ready()) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await {
             Ok(Some((key, at))) => {
+                if cold_hands.saw_ready(&key, at) {
+                    continue;
+                }
                 if ready.insert(key) {
                     latencies.push(at.duration_since(operator_started).as_secs_f64());
                 }
@@ -297,8 +315,13 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         cores()
     );
     println!(
-        "  writes per credential: {:.2} (the benchmark's own watch is one request)",
+        "  writes per credential: {:.2} (the benchmark's own watch is one request; {BY_HAND} credentials by hand are among them)",
         writes(&sync_counts) / n as f64
+    );
+    println!(
+        "  {BY_HAND} credentials made by hand during the cold start, one every {:.1}s from 2s: {}",
+        spacing.as_secs_f64(),
+        cold_hands.summary()
     );
     println!("  apiserver_request_total during sync, per credential:");
     print_counts(&sync_counts, n);
@@ -349,14 +372,55 @@ pub async fn run(n: usize, steady: u64) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let listed = restarted.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(RESTART_WATCH)).await;
-    let window = diff(&request_counts(&client).await?, &start);
-    println!(
-        "restart: ready (leader, every cache listed) after {listed:.1}s; in the {:.0}s after the start: {:.0} writes, {} probes (due ones)",
-        restarted.elapsed().as_secs_f64(),
-        writes(&window) + 0.0,
-        provider.seen().len() - probes_before
+    let ready_at = Instant::now();
+    let leading_writes = writes(&diff(&request_counts(&client).await?, &start)) + 0.0;
+    // The probe wave: what the provider receives each second in the minute after, while a
+    // person makes credentials by hand (one every 3 s).
+    provider.record_times(true);
+    let _ = provider.take_times();
+    let wave_hands = ByHand::start(
+        client.clone(),
+        (0..BY_HAND).map(|i| ns_of(i + BY_HAND)).collect(),
+        "hand-wave",
+        provider.base_url.clone(),
+        Duration::ZERO,
+        Duration::from_secs(RESTART_WATCH / BY_HAND as u64),
     );
+    let watch_end = ready_at + Duration::from_secs(RESTART_WATCH);
+    while Instant::now() < watch_end || (!wave_hands.all_ready() && ready_at.elapsed() < Duration::from_secs(180)) {
+        if let Ok(Some((key, at))) = tokio::time::timeout(Duration::from_millis(500), ready_rx.recv()).await {
+            wave_hands.saw_ready(&key, at);
+        }
+    }
+    let window = diff(&request_counts(&client).await?, &start);
+    let times = provider.take_times();
+    provider.record_times(false);
+    let mut per_second = vec![0u32; RESTART_WATCH as usize];
+    for (at, _) in &times {
+        if let Some(slot) = at.checked_duration_since(ready_at).map(|d| d.as_secs() as usize)
+            && let Some(count) = per_second.get_mut(slot)
+        {
+            *count += 1;
+        }
+    }
+    let in_minute: u32 = per_second.iter().sum();
+    println!(
+        "restart: ready (leader, every cache listed) after {listed:.1}s, with {leading_writes:.0} writes until then; {:.0} writes in all until {:.0}s after the start (the {BY_HAND} credentials by hand among them: the benchmark's 2 creates and the operator's 2 writes each)",
+        writes(&window) + 0.0,
+        restarted.elapsed().as_secs_f64(),
+    );
+    println!(
+        "  the probe wave: {in_minute} probes in the {RESTART_WATCH}s after ready (the provider simulator is one host for all three providers); per second: highest {}, mean {:.1}; first 10 s: {:?}",
+        per_second.iter().max().copied().unwrap_or(0),
+        f64::from(in_minute) / RESTART_WATCH as f64,
+        &per_second[..10.min(per_second.len())],
+    );
+    println!(
+        "  {BY_HAND} credentials made by hand during it, one every {}s: {}",
+        RESTART_WATCH / BY_HAND as u64,
+        wave_hands.summary()
+    );
+    let _ = probes_before;
     print_counts(&window, n);
 
     // Failover: a warm standby beside the leader; the leader paused (SIGSTOP) past its lease,
@@ -519,4 +583,114 @@ async fn failover(
         show(leads),
         show(ready)
     )
+}
+
+/// Credentials a person creates by hand during a run, one every `spacing` after `delay`, each
+/// timed from its creation to Ready (as the benchmark's watch sees it).
+struct ByHand {
+    created: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
+    ready: std::sync::Mutex<BTreeMap<String, f64>>,
+    total: usize,
+    /// Creations the API server refused (they will never be Ready).
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl ByHand {
+    fn start(
+        client: kube::Client,
+        namespaces: Vec<String>,
+        prefix: &'static str,
+        base_url: String,
+        delay: Duration,
+        spacing: Duration,
+    ) -> Self {
+        let created: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Default::default();
+        let total = namespaces.len();
+        let record = created.clone();
+        let failed: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let failures = failed.clone();
+        let task = tokio::spawn(async move {
+            let began = Instant::now();
+            for (k, ns) in namespaces.into_iter().enumerate() {
+                tokio::time::sleep_until((began + delay + spacing * k as u32).into()).await;
+                let name = format!("{prefix}-{k}");
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                let tacs: Api<TenantApiCredential> = Api::namespaced(client.clone(), &ns);
+                let key = format!("{ns}/{name}");
+                let made = async {
+                    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": format!("{name}-input")},
+                        "type": "Opaque", "stringData": {"token": format!("{name}-token")}}))
+                    .map_err(kube::Error::SerdeError)?;
+                    // Timed from the first request, and recorded before the credential exists
+                    // (its Ready cannot come first).
+                    record
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), Instant::now());
+                    secrets.create(&PostParams::default(), &secret).await?;
+                    let tac: TenantApiCredential =
+                        serde_json::from_value(json!({"apiVersion": "tenantcred.dev/v1alpha1",
+                        "kind": "TenantApiCredential", "metadata": {"name": name},
+                        "spec": {"tenant": "by-hand", "provider": "generic", "baseUrl": base_url,
+                                 "probe": {"path": "/probe"}, "credentialRef": {"name": format!("{name}-input")}}}))
+                        .map_err(kube::Error::SerdeError)?;
+                    tacs.create(&PostParams::default(), &tac).await.map(|_| ())
+                };
+                if let Err(e) = made.await {
+                    eprintln!("could not create {key} by hand: {e}");
+                    record.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Self {
+            created,
+            ready: Default::default(),
+            total,
+            failures,
+            _task: task,
+        }
+    }
+
+    /// Takes a Ready report; true when it is one of these credentials.
+    fn saw_ready(&self, key: &str, at: Instant) -> bool {
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied();
+        match created {
+            Some(made) => {
+                self.ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.to_owned())
+                    .or_insert_with(|| at.saturating_duration_since(made).as_secs_f64());
+                true
+            }
+            // Not (yet) recorded as created: one of ours by its name all the same.
+            None => key.contains("/hand-"),
+        }
+    }
+
+    fn all_ready(&self) -> bool {
+        let failed = self.failures.load(std::sync::atomic::Ordering::Relaxed);
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).len() + failed >= self.total
+    }
+
+    fn summary(&self) -> String {
+        let mut secs: Vec<f64> = self
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .collect();
+        secs.sort_by(f64::total_cmp);
+        format!(
+            "{} of {} Ready; creation to Ready p50 {:.2}s, p99 {:.2}s, max {:.2}s",
+            secs.len(),
+            self.total,
+            percentile(&secs, 0.5),
+            percentile(&secs, 0.99),
+            secs.last().copied().unwrap_or(f64::NAN)
+        )
+    }
 }

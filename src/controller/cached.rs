@@ -62,13 +62,16 @@ impl CachedCredential {
     /// The whole resource. A status that does not decode (hand-edited through the status
     /// subresource) counts as none: the reconcile writes a fresh one over it.
     pub fn expand(&self) -> Result<TenantApiCredential, UnreadableSpec> {
-        let spec: TenantApiCredentialSpec =
-            serde_json::from_str(&self.spec.text()).map_err(|e| UnreadableSpec(e.to_string()))?;
         Ok(TenantApiCredential {
             metadata: self.metadata.clone(),
-            spec,
+            spec: self.spec()?,
             status: self.status().ok().flatten(),
         })
+    }
+
+    /// The spec alone.
+    pub fn spec(&self) -> Result<TenantApiCredentialSpec, UnreadableSpec> {
+        serde_json::from_str(&self.spec.text()).map_err(|e| UnreadableSpec(e.to_string()))
     }
 
     /// The status alone (a spec that does not decode still has one to compare against).

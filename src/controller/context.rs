@@ -5,9 +5,7 @@ use super::credentials::Credentials;
 use super::managed_secrets::ManagedSecrets;
 use super::source_index::SourceIndex;
 use super::{Config, Key, name_id, notify};
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
@@ -16,10 +14,10 @@ use kube::Client;
 
 use crate::budget::Budget;
 use crate::crd::TenantApiCredentialStatus;
+use crate::decide::publish::Volatile;
+use crate::decide::rollouts::Rollouts;
 use crate::metrics::Metrics;
 use crate::outbound::Prober;
-use crate::publish::Volatile;
-use crate::rollouts::Rollouts;
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -33,6 +31,8 @@ pub struct Context {
     /// When this replica last began to lead: probes that fell due before it (while no replica
     /// acted, or during a failover) are spread from here (`schedule::catch_up`), not fired at once.
     pub(super) leading_since: Mutex<Timestamp>,
+    /// Changes the watches queued ahead of the backlog that have not started yet.
+    pub(super) changes: Arc<super::backlog::Changes>,
     /// Managed Secrets, watched by label selector (never every Secret of the cluster), as
     /// projections; with our own writes until the watch delivers them.
     pub(super) managed: Arc<ManagedSecrets>,
@@ -61,19 +61,6 @@ pub(super) fn live_key(meta: &ObjectMeta) -> u64 {
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
-}
-
-/// Removes a per-credential entry, and gives back the map's table once it is mostly empty: the
-/// maps that hold entries only until the watch catches up (every credential during a cold start,
-/// a handful after) would otherwise keep their largest size for good.
-pub(super) fn drop_entry<K, V, Q>(map: &mut HashMap<K, V>, key: &Q)
-where
-    K: Borrow<Q> + Hash + Eq,
-    Q: Hash + Eq + ?Sized,
-{
-    if map.remove(key).is_some() && map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
 }
 
 impl Context {

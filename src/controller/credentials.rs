@@ -10,45 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::ResourceExt;
+use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher::Event;
-use kube::{Resource, ResourceExt};
 
 use super::cached::CachedCredential;
-use super::context::drop_entry;
-use super::{Key, hash64, key};
+use super::keys::{CredentialRef, drop_entry, key_of, ref_of, tac_key};
+use super::{Key, hash64};
 use crate::crd::TenantApiCredentialStatus;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// What wakes a reconcile and keys the cache: a credential by namespace and name.
-pub(super) type CredentialRef = ObjectRef<CachedCredential>;
-
-/// The key of the operator's per-credential lookups: namespace and name only. (`ObjectRef::from_obj`
-/// also carries the uid and resourceVersion, which lookups never compare.)
-pub(super) fn credential_key(tac: &impl Resource) -> CredentialRef {
-    ref_of(tac.meta())
-}
-
-fn ref_of(meta: &ObjectMeta) -> CredentialRef {
-    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
-    match meta.namespace.as_deref() {
-        Some(ns) => r.within(ns),
-        None => r,
-    }
-}
-
-/// The key of the operator's own per-credential maps (`<namespace>/<name>`).
-pub(super) fn tac_key(tac: &impl Resource) -> Key {
-    key_of(tac.meta())
-}
-
-pub(super) fn key_of(meta: &ObjectMeta) -> Key {
-    key(
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
-}
 
 /// Field ownership and kubectl's copy of the last applied object are never read from the cache:
 /// dropping them saves memory.
@@ -244,7 +215,7 @@ mod tests {
     }
 
     fn rv(c: &Credentials, name: &str) -> Option<String> {
-        c.get(&ObjectRef::new(name).within("ns"))
+        c.get(&CredentialRef::new(name).within("ns"))
             .and_then(|t| t.metadata.resource_version.clone())
     }
 

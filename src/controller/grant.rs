@@ -8,15 +8,15 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
-use super::reconcile::Synced;
-use crate::conditions::{self, Reason, Type};
+use super::synced::Synced;
 use crate::crd::TenantApiCredential;
 use crate::crd::TenantApiCredentialStatus;
-use crate::oauth::{self, Grant, Login, Next, Renew, State, Unusable};
-use crate::plan::{Problem, Settings};
-use crate::schedule::Jitter;
-use crate::secret::{CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::token::{Lifetime, Token};
+use crate::decide::conditions::{self, Reason, Type};
+use crate::decide::oauth::{self, Grant, Login, Next, Renew, State, Unusable};
+use crate::decide::plan::{Problem, Settings};
+use crate::decide::schedule::Jitter;
+use crate::decide::secret::{CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::decide::token::{Lifetime, Token};
 use crate::{Error, Result};
 
 /// The Secret where tenantcred keeps the refresh token: owned by the credential, never shown.

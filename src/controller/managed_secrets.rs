@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::credentials::CredentialRef;
+use super::keys::CredentialRef;
 use super::{Key, key};
-use crate::secret::{self, Observed};
+use crate::decide::secret::{self, Observed};
 
 #[derive(Default)]
 pub(super) struct ManagedSecrets {

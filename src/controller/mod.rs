@@ -1,10 +1,12 @@
 //! The imperative shell: gathers what a decision needs from the Kubernetes API, asks `plan` what
 //! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
 
+mod backlog;
 mod cached;
 mod context;
 mod credentials;
 mod grant;
+mod keys;
 mod lists;
 mod managed_secrets;
 mod notify;
@@ -13,6 +15,7 @@ mod restart;
 mod run;
 mod source_index;
 mod sources;
+mod synced;
 mod watches;
 mod writes;
 
@@ -20,11 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::budget::Budget;
-use crate::egress::Egress;
+use crate::decide::egress::Egress;
+use crate::decide::rollouts::Rollouts;
 use crate::fence::Fence;
 use crate::metrics::Metrics;
 use crate::outbound::Prober;
-use crate::rollouts::Rollouts;
 use crate::server::Readiness;
 
 pub use cached::CachedCredential;
@@ -99,6 +102,8 @@ pub struct Config {
     pub max_rollouts_per_minute: u32,
     /// How the watches list: streamed where the API server offers it, or paged.
     pub lists: ListMode,
+    /// Catch-up probes per second per provider host after a gap (`schedule::catch_up`).
+    pub catch_up_per_second: f64,
 }
 
 impl Default for Config {
@@ -114,6 +119,7 @@ impl Default for Config {
             restart_debounce: DEFAULT_RESTART_DEBOUNCE,
             max_rollouts_per_minute: DEFAULT_MAX_ROLLOUTS_PER_MINUTE,
             lists: ListMode::Auto,
+            catch_up_per_second: crate::decide::schedule::DEFAULT_CATCH_UP_PER_SECOND,
         }
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::events::{Notice, Severity};
+use crate::decide::events::{Notice, Severity};
 
 /// Events' `note` is limited to 1 kB by the API server.
 const NOTE_LIMIT: usize = 1024;

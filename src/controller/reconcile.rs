@@ -1,36 +1,41 @@
 //! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
 
 use super::cached::{CachedCredential, UnreadableSpec};
-use super::context::{Context, drop_entry};
-use super::credentials::{credential_key, tac_key};
+use super::context::Context;
+use super::keys::{credential_key, drop_entry, tac_key};
 use super::sources::{self, Source, Target};
+use super::synced::Synced;
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
-use super::{grant, hash64, restart};
+use super::{grant, restart};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use tracing::{debug, warn};
 
+use crate::crd::RotationPhase;
 use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
-use crate::crd::{RotationPhase, RotationStatus};
-use crate::events::{self, Notice};
-use crate::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
-use crate::provider::TokenFormat;
-use crate::rotation::{self, Cutover, Validation};
-use crate::schedule::{self, Jitter};
-use crate::secret::{self};
-use crate::token::{self, Lifetime, Token};
+use crate::decide::events::{self};
+use crate::decide::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
+use crate::decide::provider::TokenFormat;
+use crate::decide::rotation::{self, Cutover, Validation};
+use crate::decide::schedule::{self, Jitter};
+use crate::decide::secret::{self};
+use crate::decide::token::{self, Lifetime, Token};
 use crate::{Error, Result};
 
 /// One reconcile, in a span naming the credential (every log line inside carries it).
 #[tracing::instrument(skip_all, fields(namespace = cached.metadata.namespace.as_deref().unwrap_or_default(), credential = cached.metadata.name.as_deref().unwrap_or_default()))]
 pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action> {
+    // Started: the backlog need not make way for this credential any longer.
+    ctx.changes.started(
+        cached.metadata.namespace.as_deref(),
+        cached.metadata.name.as_deref().unwrap_or_default(),
+    );
     ctx.caches_listed().await;
     let _timer = ctx.metrics.time_reconcile();
     // The object was taken from the cache when this reconcile was queued; the cache may have moved
@@ -74,7 +79,7 @@ async fn report_unreadable(cached: &CachedCredential, ctx: &Context, ns: &str, w
     let observed = ctx.current_status(cached, &persisted);
     let desired = plan::unreadable_spec(&observed, &why.0, cached.metadata.generation, now);
     write_status(ctx, &cached.metadata, ns, &persisted, &desired, now).await?;
-    let notices = crate::events::transitions(&observed, &desired);
+    let notices = crate::decide::events::transitions(&observed, &desired);
     ctx.notifier.publish(cached, notices).await;
     Ok(Action::await_change())
 }
@@ -95,28 +100,6 @@ pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-/// The token to use and what became of it during this reconcile.
-#[derive(Default)]
-pub(super) struct Synced {
-    pub(super) problem: Option<Problem>,
-    /// The token in the managed Secret after this reconcile.
-    pub(super) token: Option<(Token, Lifetime)>,
-    /// A probe of `token` already made (validating a rotation counts as its first probe).
-    pub(super) probe: Option<ProbeStep>,
-    pub(super) rotation: Option<RotationStatus>,
-    pub(super) wake_at: Option<Timestamp>,
-    pub(super) notices: Vec<Notice>,
-    /// Whose hourly budget probes spend when it is not the token's own (an OAuth account, whose
-    /// access token changes at every refresh).
-    pub(super) budget_key: Option<crate::token::Fingerprint>,
-}
-
-impl Synced {
-    pub(super) fn wake(&mut self, at: Timestamp) {
-        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
-    }
-}
-
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
@@ -124,8 +107,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     let observed = ctx.current_status(tac, &persisted);
     let settings = plan::resolve(tac, &ctx.config.egress);
     // The Secrets whose changes wake this credential.
-    let reads = settings.as_ref().map(|s| s.source.secret_names()).unwrap_or_default();
-    ctx.sources.set(ns, &name, reads);
+    ctx.sources.set(ns, &name, plan::reads(&tac.spec));
 
     if tac.spec.suspend {
         let mut status = observed.clone();
@@ -172,15 +154,26 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     {
         if facts.lifetime.expired(settings.not_after, now) {
             probe = ProbeStep::Expired;
-        } else if let Some(due) = plan::probe_due(
-            &observed,
-            facts,
-            settings,
-            requested,
-            now,
-            ctx.leading_since(),
-            stable_offset(&tac.metadata),
-        ) {
+        } else {
+            let due = match plan::probe_due(&observed, facts, requested, ctx.leading_since()) {
+                plan::Due::Now => now,
+                plan::Due::At(at) => at,
+                plan::Due::Overdue => {
+                    let slot = ctx.budget.catch_up_slot(&settings.host());
+                    let at = schedule::catch_up(
+                        ctx.leading_since(),
+                        slot,
+                        ctx.config.catch_up_per_second,
+                        Jitter::random(),
+                    );
+                    // Recorded as the next probe time (in memory, not written): a reconcile
+                    // before then finds it scheduled and keeps its slot.
+                    if at > now {
+                        probe = ProbeStep::Deferred(at);
+                    }
+                    at
+                }
+            };
             if due <= now {
                 honoured = requested;
                 let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
@@ -208,7 +201,7 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     });
     synced
         .notices
-        .extend(crate::events::transitions(&observed, &decision.status));
+        .extend(crate::decide::events::transitions(&observed, &decision.status));
     write_status(ctx, &tac.metadata, ns, &persisted, &decision.status, now).await?;
     ctx.metrics.observe(tac, &decision.status);
     ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
@@ -433,7 +426,7 @@ async fn probe_once(
     ctx: &Context,
     settings: &Settings,
     token: &Token,
-    key: &crate::token::Fingerprint,
+    key: &crate::decide::token::Fingerprint,
     now: Timestamp,
 ) -> Result<ProbeStep> {
     let host = settings.host();
@@ -444,10 +437,10 @@ async fn probe_once(
     let _permit = ctx.budget.acquire(&host).await;
     let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await?;
     // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
-    if !matches!(outcome.transport, crate::verdict::Transport::NotAllowed(_)) {
+    if !matches!(outcome.transport, crate::decide::verdict::Transport::NotAllowed(_)) {
         ctx.metrics.probed(
             settings.profile.name,
-            crate::verdict::classify(&outcome),
+            crate::decide::verdict::classify(&outcome),
             outcome.elapsed,
         );
     }
@@ -460,11 +453,6 @@ async fn probe_once(
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
     Ok(ProbeStep::Sent(outcome))
-}
-
-pub(super) fn stable_offset(meta: &ObjectMeta) -> u64 {
-    // A tuple hashes its fields in order: the same offsets as before this helper existed.
-    hash64((&meta.uid, &meta.name))
 }
 
 /// How often a Secret the API server refused is tried again while nothing changed.

@@ -16,10 +16,10 @@ use jiff::Timestamp;
 use super::Context;
 use crate::Result;
 use crate::crd::{TenantApiCredential, WorkloadKind, WorkloadRef};
-use crate::events::{Action, Notice};
-use crate::rollouts::Gate;
-use crate::secret::FIELD_MANAGER;
-use crate::token::Fingerprint;
+use crate::decide::events::{Action, Notice};
+use crate::decide::rollouts::Gate;
+use crate::decide::secret::FIELD_MANAGER;
+use crate::decide::token::Fingerprint;
 
 pub const FINGERPRINT_ANNOTATION: &str = "tenantcred.dev/token-fingerprint";
 

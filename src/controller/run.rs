@@ -7,18 +7,16 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::reconcile::{error_policy, reconcile};
 use super::watches::{Scope, start};
 use super::{Config, LeaseConfig, Shared, abort_on_drop, lists};
+use crate::decide::secret::FIELD_MANAGER;
 use crate::fence::{self, Fence};
-use crate::secret::FIELD_MANAGER;
 
 type Stopped = SharedFuture<BoxFuture<'static, ()>>;
 
@@ -114,20 +112,13 @@ fn start_scopes(client: &Client, config: &Config, shared: &Shared, namespaces: &
         .collect()
 }
 
-/// Reconciles every scope until `stopped`, finishing what is in flight.
+/// Reconciles every scope until `stopped`, finishing what is in flight. Overdue probes queue
+/// for catch-up slots counted from now.
 async fn lead(scopes: &[Scope], stopped: Stopped) {
-    let runs = scopes.iter().map(|scope| {
-        scope
-            .controller()
-            .graceful_shutdown_on(stopped.clone())
-            .run(reconcile, error_policy, scope.ctx.clone())
-            .for_each(|res| async move {
-                match res {
-                    Ok((obj, _)) => debug!(credential = %obj, "reconciled"),
-                    Err(e) => debug!(error = %e, "reconcile failed"),
-                }
-            })
-    });
+    if let Some(scope) = scopes.first() {
+        scope.ctx.budget.begin_catch_up();
+    }
+    let runs = scopes.iter().map(|scope| scope.lead(stopped.clone()));
     futures::future::join_all(runs).await;
     info!("controllers stopped");
 }

@@ -14,9 +14,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::credentials::CredentialRef;
+use super::keys::CredentialRef;
 use super::{hash64, key, name_id};
-use crate::secret;
+use crate::decide::secret;
 
 #[derive(Default)]
 pub(super) struct SourceIndex {

@@ -11,11 +11,11 @@ use kube::api::{Api, GetParams};
 use super::Context;
 use crate::Result;
 use crate::crd::SecretKeyRef;
-use crate::events::{Action, Notice};
-use crate::plan::{Problem, Settings};
-use crate::schedule;
-use crate::secret::{self, Observed, Ownership};
-use crate::token::{self, Lifetime, Token};
+use crate::decide::events::{Action, Notice};
+use crate::decide::plan::{Problem, Settings};
+use crate::decide::schedule;
+use crate::decide::secret::{self, Observed, Ownership};
+use crate::decide::token::{self, Lifetime, Token};
 
 /// Secret types whose contents are Kubernetes' own credentials: never a token source, or anyone
 /// allowed to create a credential could ship a ServiceAccount token off-cluster.

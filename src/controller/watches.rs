@@ -1,10 +1,13 @@
 //! The watches: credentials, managed Secrets by label, and every other Secret as metadata only
 //! (into the source index, not a cache); what is forgotten on deletion.
 
+use super::backlog::{Backlog, Changes};
 use super::cached::CachedCredential;
-use super::context::{Context, Live, drop_entry, live_key};
-use super::credentials::{self, CredentialRef, Credentials, credential_key, tac_key};
+use super::context::{Context, Live, live_key};
+use super::credentials::{self, Credentials};
+use super::keys::{CredentialRef, credential_key, drop_entry, tac_key};
 use super::managed_secrets::ManagedSecrets;
+use super::reconcile::{error_policy, reconcile};
 use super::source_index::SourceIndex;
 use super::{AbortOnDrop, Config, Key, Shared, abort_on_drop, notify};
 use std::collections::HashMap;
@@ -16,12 +19,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::decide::priority::{self, Delivery};
+use crate::decide::secret;
 use crate::metrics::Metrics;
-use crate::secret;
 use crate::server::Readiness;
 
 pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -49,11 +53,14 @@ pub struct Scope {
 #[derive(Default)]
 struct Wake {
     to: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CredentialRef>>>,
+    /// What was sent and has not started (the backlog waits for it).
+    changes: Arc<Changes>,
 }
 
 impl Wake {
     fn send(&self, r: CredentialRef) {
         if let Some(to) = &*self.to.lock().unwrap_or_else(PoisonError::into_inner) {
+            self.changes.queued(&r);
             let _ = to.send(r);
         }
     }
@@ -61,17 +68,21 @@ impl Wake {
 
 impl Scope {
     /// A controller that reconciles every cached credential (once the caches hold a full list),
-    /// then what the watches wake. Built each time this replica starts leading; the caches are
-    /// not listed again.
-    pub fn controller(&self) -> Controller<CachedCredential> {
+    /// fed through the backlog's window, and what the watches wake, at once. Built each time this
+    /// replica starts leading; the caches are not listed again. The backlog is told of every
+    /// reconcile that finishes (`Backlog::finished`).
+    fn controller(&self) -> (Controller<CachedCredential>, Arc<Backlog>) {
         *self.ctx.leading_since.lock().unwrap_or_else(PoisonError::into_inner) = Timestamp::now();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // The sender first, then everything held: a credential woken in between comes twice, and
         // the controller's queue keeps one. Everything held is read once the first lists are in:
         // the store takes a first list whole at its end, and what the watch delivered before we
         // led woke nobody.
+        self.wake.changes.forget();
         *self.wake.to.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
         let ctx = self.ctx.clone();
+        let backlog = Backlog::new(crate::decide::priority::backlog_window(ctx.config.concurrency));
+        let feeder = backlog.clone();
         let everything = futures::stream::once(async move {
             ctx.caches_listed().await;
             let held: Vec<CredentialRef> = ctx
@@ -81,14 +92,46 @@ impl Scope {
                 .iter()
                 .map(|tac| credential_key(&**tac))
                 .collect();
-            futures::stream::iter(held)
+            feeder.feed(held, ctx.changes.clone())
         })
         .flatten();
         let woken = futures::stream::select(everything, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let nothing = futures::stream::pending::<Result<CachedCredential, watcher::Error>>();
-        Controller::for_stream(nothing, self.ctx.credentials.store())
+        let controller = Controller::for_stream(nothing, self.ctx.credentials.store())
             .with_config(ControllerConfig::default().concurrency(self.ctx.config.concurrency))
-            .reconcile_on(woken)
+            .reconcile_on(woken);
+        (controller, backlog)
+    }
+
+    /// Reconciles until `stopped` (then finishes what is in flight): the backlog, the changes
+    /// the watches wake, and what the reconciles requeue.
+    pub async fn lead(&self, stopped: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+        let (controller, backlog) = self.controller();
+        let changes = self.wake.changes.clone();
+        controller
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, self.ctx.clone())
+            .for_each(move |res| {
+                match &res {
+                    Ok((obj, _)) => {
+                        changes.started(obj.namespace.as_deref(), &obj.name);
+                        backlog.finished(obj.namespace.as_deref(), &obj.name);
+                        tracing::debug!(credential = %obj, "reconciled");
+                    }
+                    Err(ControllerError::ReconcilerFailed(e, obj)) => {
+                        changes.started(obj.namespace.as_deref(), &obj.name);
+                        backlog.finished(obj.namespace.as_deref(), &obj.name);
+                        tracing::debug!(credential = %obj, error = %e, "reconcile failed");
+                    }
+                    Err(ControllerError::ObjectNotFound(obj)) => {
+                        changes.started(obj.namespace.as_deref(), &obj.name);
+                        backlog.finished(obj.namespace.as_deref(), &obj.name);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the controller's queue failed"),
+                }
+                std::future::ready(())
+            })
+            .await;
     }
 
     /// Stops waking the controller (it is being dropped).
@@ -122,6 +165,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
     let managed = Arc::new(ManagedSecrets::default());
     let credentials = Arc::new(Credentials::new());
     let wake: Arc<Wake> = Arc::default();
+    let changes = wake.changes.clone();
     let forget = Forget {
         live: live.clone(),
         source_versions: source_versions.clone(),
@@ -129,32 +173,40 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         errors: errors.clone(),
         metrics: shared.metrics.clone(),
     };
-    let (cache, changes) = (credentials.clone(), credentials.clone());
-    let tac_stream = watcher(tacs, lists.clone().any_semantic())
-        .inspect_ok(sync.clone().on_first_list("credentials"))
-        .modify(credentials::slim)
-        .default_backoff()
-        .inspect_ok(move |event| {
-            for gone in cache.absorb(event) {
+    let (cache, index) = (credentials.clone(), sources.clone());
+    let credential_triggers = triggers(
+        watcher(tacs, lists.clone().any_semantic())
+            .inspect_ok(sync.clone().on_first_list("credentials"))
+            .modify(credentials::slim)
+            .default_backoff(),
+        "credential",
+        move |event| {
+            for gone in cache.absorb(&event) {
                 forget.credential(&gone);
             }
-            if let watcher::Event::Delete(tac) = event {
-                forget.credential(tac);
+            match event {
+                watcher::Event::Delete(tac) => {
+                    forget.credential(&tac);
+                    Vec::new()
+                }
+                // Our own status writes must not wake us: only spec, annotations (probe-now),
+                // deletion and the legacy finalizer (removed on upgrade) matter.
+                watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) => {
+                    // Who reads which Secret is known from the watch (leader and standby alike),
+                    // so a source edited before the backlog reached its reader still wakes it.
+                    if let (Some(ns), Ok(spec)) = (tac.metadata.namespace.as_deref(), tac.spec()) {
+                        index.set(ns, &tac.name_any(), crate::decide::plan::reads(&spec));
+                    }
+                    if cache.wakes(&tac) {
+                        vec![credential_key(&tac)]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                _ => Vec::new(),
             }
-        })
-        .applied_objects()
-        // Our own status writes must not wake us: only spec, annotations (probe-now), deletion
-        // and the legacy finalizer (removed on upgrade) matter.
-        .try_filter(move |tac| std::future::ready(changes.wakes(tac)));
-    let credential_triggers = tac_stream.filter_map(|tac| {
-        std::future::ready(match tac {
-            Ok(tac) => Some(credential_key(&tac)),
-            Err(e) => {
-                tracing::warn!(error = %e, "credential watch failed; retrying");
-                None
-            }
-        })
-    });
+        },
+    );
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
     let cache = managed.clone();
@@ -201,6 +253,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         rollouts: shared.rollouts,
         config,
         leading_since: Mutex::new(Timestamp::now()),
+        changes,
         managed,
         credentials,
         sources,
@@ -227,16 +280,25 @@ fn watcher_config(streaming: bool) -> watcher::Config {
 }
 
 /// The credentials to reconcile, from a watch whose events an index absorbs (the index answers
-/// whom each event concerns). A failed watch is retried by its backoff; nothing is cached here.
+/// whom each event concerns). Its first list wakes nobody: leading reconciles everything cached
+/// once every first list is in (`Scope::controller`). A failed watch is retried by its backoff.
 fn triggers<K>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     what: &'static str,
     mut absorb: impl FnMut(watcher::Event<K>) -> Vec<CredentialRef> + Send + 'static,
 ) -> impl futures::Stream<Item = CredentialRef> + Send + 'static {
+    let mut delivery = Delivery::FirstList;
     events
         .filter_map(move |event| {
             let woken = match event {
-                Ok(event) => absorb(event),
+                Ok(event) => {
+                    let this = delivery;
+                    if matches!(event, watcher::Event::InitDone) {
+                        delivery = Delivery::Change;
+                    }
+                    let woken = absorb(event);
+                    if priority::wakes(this) { woken } else { Vec::new() }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "{what} watch failed; retrying");
                     Vec::new()

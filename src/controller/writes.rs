@@ -1,8 +1,8 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
 use super::cached::CachedCredential;
-use super::context::{Context, drop_entry, live_key};
-use super::reconcile::stable_offset;
+use super::context::{Context, live_key};
+use super::keys::{drop_entry, stable_offset};
 use std::sync::PoisonError;
 
 use jiff::Timestamp;
@@ -15,8 +15,8 @@ use kube::core::Request;
 use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
-use crate::publish::{self, Volatile};
-use crate::secret::{self, FIELD_MANAGER, Observed, Ownership};
+use crate::decide::publish::{self, Volatile};
+use crate::decide::secret::{self, FIELD_MANAGER, Observed, Ownership};
 use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON

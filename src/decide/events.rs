@@ -3,10 +3,10 @@
 //! credential that simply became Ready for the first time: at scale, every event is a write the
 //! shared API server pays for.
 
-use crate::conditions::{self, Reason, Status, Type};
 use crate::crd::{ProbeResult, TenantApiCredentialStatus};
-use crate::rotation::Validation;
-use crate::token::Fingerprint;
+use crate::decide::conditions::{self, Reason, Status, Type};
+use crate::decide::rotation::Validation;
+use crate::decide::token::Fingerprint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
@@ -155,7 +155,7 @@ pub fn transitions(old: &TenantApiCredentialStatus, new: &TenantApiCredentialSta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{Desired, Status, merge};
+    use crate::decide::conditions::{Desired, Status, merge};
 
     fn status(ready: (Status, Reason), expiring: bool) -> TenantApiCredentialStatus {
         let now = crate::testing::t(0);

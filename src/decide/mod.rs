@@ -9,6 +9,7 @@ pub mod events;
 pub mod leadership;
 pub mod oauth;
 pub mod plan;
+pub mod priority;
 pub mod provider;
 pub mod publish;
 pub mod rollouts;

@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
 use crate::decide::error_body::{self, Quoting};
-use crate::schedule::{self, Jitter};
-use crate::secret;
-use crate::token::{Fingerprint, Token};
-use crate::verdict::{Transport, TransportFailure};
+use crate::decide::schedule::{self, Jitter};
+use crate::decide::secret;
+use crate::decide::token::{Fingerprint, Token};
+use crate::decide::verdict::{Transport, TransportFailure};
 
 pub const KEY_USERNAME: &str = "username";
 pub const KEY_PASSWORD: &str = "password";
@@ -210,10 +210,10 @@ pub fn interpret(a: &Answer, submitted: &[&str]) -> Outcome {
     match a.transport {
         Transport::Answered(200) => match serde_json::from_slice::<TokenResponse>(&a.body) {
             // Bounded like every token: an oversized one is never stored or sent.
-            Ok(r) if r.access_token.len() > crate::token::MAX_TOKEN_BYTES => Outcome::Unavailable(format!(
+            Ok(r) if r.access_token.len() > crate::decide::token::MAX_TOKEN_BYTES => Outcome::Unavailable(format!(
                 "the token endpoint answered an access_token of {} bytes, over the {} tenantcred accepts",
                 r.access_token.len(),
-                crate::token::MAX_TOKEN_BYTES
+                crate::decide::token::MAX_TOKEN_BYTES
             )),
             Ok(r) if !r.access_token.is_empty() => {
                 let secs = r
@@ -276,9 +276,9 @@ pub fn after_issue(
 
 /// The budget key of an account: probes and token-endpoint calls spend the same hourly budget,
 /// whatever the access token of the moment.
-pub fn account(login: &Login) -> crate::token::Fingerprint {
+pub fn account(login: &Login) -> crate::decide::token::Fingerprint {
     let user = login.username.as_ref().map_or("", |u| u.expose());
-    crate::token::Fingerprint::of(format!("oauth:{user}").as_bytes())
+    crate::decide::token::Fingerprint::of(format!("oauth:{user}").as_bytes())
 }
 
 /// Whether to call the token endpoint in this reconcile.

@@ -6,14 +6,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::conditions::{self, Desired, Reason, Status as S, Type};
 use crate::crd::{ProbeResult, RateLimitStatus, SecretKeyRef, TenantApiCredential, TenantApiCredentialStatus};
-use crate::duration;
-use crate::egress::{Egress, Refusal};
-use crate::provider::Profile;
-use crate::schedule::{self, Finished, Interval, Jitter};
-use crate::token::{Fingerprint, Lifetime};
-use crate::verdict::{self, ProbeOutcome};
+use crate::decide::conditions::{self, Desired, Reason, Status as S, Type};
+use crate::decide::duration;
+use crate::decide::egress::{Egress, Refusal};
+use crate::decide::provider::Profile;
+use crate::decide::schedule::{self, Finished, Interval, Jitter};
+use crate::decide::token::{Fingerprint, Lifetime};
+use crate::decide::verdict::{self, ProbeOutcome};
 
 /// The spec, resolved and checked once: every default applied, every duration parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,20 +47,6 @@ impl TokenSource {
     /// and issued by the provider a moment ago (nothing to validate before use).
     pub fn auto_renewed(&self) -> bool {
         matches!(self, Self::OAuth { .. })
-    }
-
-    /// The Secrets it reads, sorted, once each.
-    pub fn secret_names(&self) -> Vec<String> {
-        let mut names = match self {
-            Self::Secret { current, pending } => std::iter::once(current)
-                .chain(pending)
-                .map(|r| r.name.clone())
-                .collect(),
-            Self::OAuth { login } => vec![login.clone()],
-        };
-        names.sort();
-        names.dedup();
-        names
     }
 }
 
@@ -217,7 +203,7 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, P
             })?;
         }
         _ => {
-            let shown = crate::egress::redacted(&base_url);
+            let shown = crate::decide::egress::redacted(&base_url);
             return invalid(format!("spec.baseUrl {shown:?} is not an http(s) URL"));
         }
     }
@@ -357,27 +343,51 @@ pub fn new_probe_request(observed: &TenantApiCredentialStatus, requested: Option
     requested.is_some() && requested != observed.last_handled_probe_request.as_deref()
 }
 
-/// Whether a probe is due now, per the previous status. `started_at` spreads overdue probes after a
-/// restart; `stable_offset` is a per-resource hash.
+/// When a credential's probe is due, per the previous status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// A new token, a probe-now request, or no schedule: probe now.
+    Now,
+    /// As scheduled.
+    At(Timestamp),
+    /// It fell due before this replica began to lead (a restart, a failover, an outage): it
+    /// takes its host's next catch-up slot (`schedule::catch_up`) instead of firing with every
+    /// other overdue probe at once.
+    Overdue,
+}
+
+/// When the next probe is due. `started_at` is when this replica began to lead.
 pub fn probe_due(
     observed: &TenantApiCredentialStatus,
     token: &TokenFacts,
-    settings: &Settings,
     requested: Option<&str>,
-    now: Timestamp,
     started_at: Timestamp,
-    stable_offset: u64,
-) -> Option<Timestamp> {
+) -> Due {
     let same_token = observed.token_fingerprint.as_deref() == Some(token.fingerprint.as_str());
     if !same_token || observed.last_probe_result.is_none() || new_probe_request(observed, requested) {
-        return Some(now);
+        return Due::Now;
     }
     // No schedule: an input problem cleared it (and has just gone away): probe now.
-    let Some(next) = observed.next_probe_time.as_ref().map(|t| t.0) else {
-        return Some(now);
-    };
-    let at = schedule::catch_up(next, started_at, settings.interval.effective, stable_offset);
-    Some(at)
+    match observed.next_probe_time.as_ref().map(|t| t.0) {
+        None => Due::Now,
+        Some(next) if next < started_at => Due::Overdue,
+        Some(next) => Due::At(next),
+    }
+}
+
+/// The Secrets a spec names (its token, a pending replacement, an OAuth login), sorted, once
+/// each: whose changes wake the credential, whether or not the rest of the spec is usable (a
+/// Secret fixed by hand may be what makes it usable).
+pub fn reads(spec: &crate::crd::TenantApiCredentialSpec) -> Vec<String> {
+    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 pub fn decide(input: &Input<'_>) -> Decision {

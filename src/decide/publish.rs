@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{RateLimitScope, RateLimitStatus, TenantApiCredentialStatus};
-use crate::schedule;
+use crate::decide::schedule;
 
 /// The heartbeat: the longest a status goes unwritten while probes keep confirming it. Spread
 /// per credential over [`HEARTBEAT`, `HEARTBEAT` + [`HEARTBEAT_SPREAD`]) so they never bunch up.

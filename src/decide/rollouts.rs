@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::schedule;
-use crate::token::Fingerprint;
+use crate::decide::schedule;
+use crate::decide::token::Fingerprint;
 
 /// A workload: namespace, kind and name.
 pub type Workload = (String, crate::crd::WorkloadKind, String);

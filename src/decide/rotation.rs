@@ -4,11 +4,11 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::conditions::truncate;
 use crate::crd::{ProbeResult, RotationPhase, RotationStatus};
-use crate::plan::{Health, ProbeStep};
-use crate::schedule::{self, Jitter};
-use crate::token::Fingerprint;
+use crate::decide::conditions::truncate;
+use crate::decide::plan::{Health, ProbeStep};
+use crate::decide::schedule::{self, Jitter};
+use crate::decide::token::Fingerprint;
 
 /// What to do with a candidate token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +111,8 @@ mod tests {
         );
         for h in [
             Health::Probing,
-            Health::Failing(crate::plan::Failure::Unauthorized),
-            Health::Failing(crate::plan::Failure::Expired),
+            Health::Failing(crate::decide::plan::Failure::Unauthorized),
+            Health::Failing(crate::decide::plan::Failure::Expired),
         ] {
             assert_eq!(
                 cutover(Some(&fp("old")), h, &fp("new"), None, false, false),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::crd::ProbeResult;
-use crate::provider::Profile;
+use crate::decide::provider::Profile;
 
 /// A uniform draw in [0, 1), injected so tests pin it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,14 +127,25 @@ pub fn error_backoff(attempts: u32, jitter: Jitter) -> Duration {
     jitter.scale(base.min(Duration::from_secs(300)), 0.5, 1.0)
 }
 
-/// After a restart, credentials whose probe fell due while the operator was down are spread over
-/// one interval from start-up (by a stable per-resource offset), instead of all firing at once.
-pub fn catch_up(due: Timestamp, started_at: Timestamp, interval: Duration, stable_offset: u64) -> Timestamp {
-    if due >= started_at {
-        return due;
-    }
-    let window_ms = interval.as_millis().max(1) as u64;
-    add(started_at, Duration::from_millis(stable_offset % window_ms))
+/// Catch-up probes a provider host receives per second by default after a gap (`--catch-up-rate`).
+pub const DEFAULT_CATCH_UP_PER_SECOND: f64 = 10.0;
+
+/// When the `slot`-th overdue probe of a host goes after a gap (a restart, a failover, an outage):
+/// probes that fell due while no replica acted are queued per host, `1 / per_second` apart from
+/// when this replica began to lead (jittered within the slot). The window grows with their number
+/// (n ÷ rate) instead of the rate growing with it: a host never sees more than `per_second`
+/// catch-up probes a second, whatever was missed. Each key's own budget is untouched: a key is
+/// overdue only once its interval has passed. (A status keeps whole seconds, so a slot is kept
+/// to the second: at most `per_second` catch-up probes start in any one second.)
+pub fn catch_up(started_at: Timestamp, slot: u64, per_second: f64, jitter: Jitter) -> Timestamp {
+    let per_second = if per_second.is_finite() && per_second > 0.0 {
+        per_second
+    } else {
+        DEFAULT_CATCH_UP_PER_SECOND
+    };
+    // Capped at a year: an absurd slot count must not overflow the clock.
+    let secs = ((slot as f64 + jitter.0) / per_second).min(365.0 * 86_400.0);
+    add(started_at, Duration::from_secs_f64(secs))
 }
 
 /// Instants at which a credential's state changes without any event: entering the ExpiringSoon
@@ -269,12 +280,27 @@ mod tests {
     }
 
     #[test]
-    fn overdue_probes_after_restart_spread_over_one_interval() {
-        let i = 10 * MIN;
-        assert_eq!(catch_up(t(500), t(100), i, 7), t(500), "not overdue: untouched");
-        let slots: Vec<_> = (0..600u64).map(|k| catch_up(t(0), t(100), i, k * 1000)).collect();
-        assert_eq!(slots.first(), Some(&t(100)));
-        assert_eq!(slots.last(), Some(&t(699)));
+    fn overdue_probes_queue_per_host_at_the_catch_up_rate() {
+        let at = |slot, j| catch_up(t(100), slot, 10.0, Jitter::new(j));
+        assert_eq!(at(0, 0.0), t(100), "the first goes when leading begins");
+        assert_eq!(at(10, 0.0), t(101), "ten a second");
+        assert_eq!(at(600, 0.0), t(160), "600 overdue take a minute");
+        assert!(at(5, 0.99) < at(6, 0.0), "jitter stays inside the slot");
+        // Whatever the number, no second holds more than the rate.
+        let slots: Vec<Timestamp> = (0..5_000u64).map(|k| at(k, 0.5)).collect();
+        let mut per_second = std::collections::BTreeMap::<i64, u32>::new();
+        for s in &slots {
+            *per_second.entry(s.as_second()).or_default() += 1;
+        }
+        assert_eq!(per_second.values().max(), Some(&10));
+        assert_eq!(
+            slots.last(),
+            Some(&add(t(100), Duration::from_millis(499_950))),
+            "5,000 take 500 s"
+        );
+        // A nonsense rate falls back to the default; a huge slot does not overflow.
+        assert_eq!(catch_up(t(0), 10, 0.0, Jitter::new(0.0)), t(1));
+        assert!(catch_up(t(0), u64::MAX, 1e-300, Jitter::new(0.0)) > t(0));
     }
 
     #[test]

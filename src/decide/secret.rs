@@ -11,7 +11,7 @@ use kube::Resource;
 use sha2::{Digest as _, Sha256};
 
 use crate::crd::{DeletionPolicy, TenantApiCredential};
-use crate::token::{MAX_TOKEN_BYTES, Token};
+use crate::decide::token::{MAX_TOKEN_BYTES, Token};
 
 pub const FIELD_MANAGER: &str = "tenantcred";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

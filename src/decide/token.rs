@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::provider::TokenFormat;
+use crate::decide::provider::TokenFormat;
 
 /// A token value. `Debug` and `Display` show only its fingerprint, so a token can be carried in
 /// structs that get logged without leaking. Read the value with [`Token::expose`].

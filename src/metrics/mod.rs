@@ -14,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::conditions::{self, Type};
 use crate::crd::{ProbeResult, TenantApiCredential, TenantApiCredentialStatus};
+use crate::decide::conditions::{self, Type};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
@@ -194,7 +194,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{Desired, Reason, Status, merge};
+    use crate::decide::conditions::{Desired, Reason, Status, merge};
 
     fn tac(name: &str, tenant: &str) -> TenantApiCredential {
         crate::testing::credential(

@@ -17,9 +17,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::HeaderMap;
 
-use crate::egress::Egress;
+use crate::decide::egress::Egress;
+use crate::decide::verdict::{self, ProbeOutcome, Transport, TransportFailure};
 use crate::fence::{Fence, NotLeading};
-use crate::verdict::{self, ProbeOutcome, Transport, TransportFailure};
 
 pub const USER_AGENT_VALUE: &str = concat!("tenantcred/", env!("CARGO_PKG_VERSION"), " (+https://tenantcred.dev)");
 

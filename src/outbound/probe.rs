@@ -7,8 +7,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
 use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
 use crate::decide::error_body::{self, Quoting};
-use crate::token::Token;
-use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
+use crate::decide::token::Token;
+use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl Prober {
     /// `GET url` with the token as Bearer; every failure of the request is an outcome. `Err`:

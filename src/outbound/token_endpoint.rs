@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
-use crate::oauth;
-use crate::verdict::{ProbeOutcome, Transport, TransportFailure};
+use crate::decide::oauth;
+use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl Prober {
     /// `POST url` with a form body; the answer's body is returned for `oauth::interpret` (bounded).

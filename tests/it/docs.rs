@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use kube::CustomResourceExt;
 use serde_json::Value;
-use tenantcred::conditions::Reason;
 use tenantcred::crd::TenantApiCredential;
+use tenantcred::decide::conditions::Reason;
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -125,7 +125,7 @@ fn every_reason_has_an_entry_with_an_action() {
 #[test]
 fn every_event_reason_is_documented() {
     // Condition reasons are events too (a failure, a recovery, ExpiringSoon): checked above.
-    let reasons: BTreeSet<String> = tenantcred::events::Action::ALL
+    let reasons: BTreeSet<String> = tenantcred::decide::events::Action::ALL
         .iter()
         .map(|a| a.as_str().to_owned())
         .collect();

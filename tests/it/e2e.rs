@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -105,11 +104,7 @@ async fn e2e_against_a_real_cluster() {
         // One replica, no lease: always acting.
         shared.fence.unfence();
         let scope = controller::start_scope(ctl_client, config, shared, Some(&scope));
-        scope
-            .controller()
-            .run(controller::reconcile, controller::error_policy, scope.ctx.clone())
-            .for_each(|_| async {})
-            .await;
+        scope.lead(futures::future::pending()).await;
     });
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

@@ -122,7 +122,7 @@ async fn a_base_url_outside_the_allowlist_gets_no_request(h: Harness) {
 /// An allowed name is not an allowed address: a name that resolves to loopback is refused when
 /// the connection is made, until the owner allows the address itself.
 async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mut h: Harness) {
-    use tenantcred::egress::Egress;
+    use tenantcred::decide::egress::Egress;
     let pattern = |p: &str| p.parse().expect("pattern");
     h.restart_controller_with(Egress::new(vec![pattern("localhost")], true));
     h.provider.default_answer(Answer::Ok);

@@ -13,5 +13,6 @@ mod hostile_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
 mod operability;
+mod priority_scenarios;
 mod probe_http;
 mod probing_scenarios;

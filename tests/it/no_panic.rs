@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 
 use tenantcred::decide::error_body::{self, Quoting};
-use tenantcred::oauth::{self, Answer};
-use tenantcred::provider::TokenFormat;
-use tenantcred::token::{self, MAX_TOKEN_BYTES};
-use tenantcred::verdict::{self, Transport};
+use tenantcred::decide::oauth::{self, Answer};
+use tenantcred::decide::provider::TokenFormat;
+use tenantcred::decide::token::{self, MAX_TOKEN_BYTES};
+use tenantcred::decide::verdict::{self, Transport};
 use tenantcred_testkit::fixtures::b64url;
 
 fn now() -> Timestamp {
@@ -106,8 +106,8 @@ proptest! {
 
     #[test]
     fn durations_and_host_patterns_never_panic(s in prop_oneof![any::<String>(), "[0-9.]{1,30}(ns|us|ms|s|m|h)", "[a-z0-9*.:/\\[\\]-]{0,40}"]) {
-        let _ = tenantcred::duration::parse(&s);
-        let _ = s.parse::<tenantcred::egress::HostPattern>();
+        let _ = tenantcred::decide::duration::parse(&s);
+        let _ = s.parse::<tenantcred::decide::egress::HostPattern>();
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use tenantcred::crd::ProbeResult;
+use tenantcred::decide::token::Token;
+use tenantcred::decide::verdict::{Transport, classify};
 use tenantcred::outbound::Prober;
-use tenantcred::token::Token;
-use tenantcred::verdict::{Transport, classify};
 
 use tenantcred_testkit::{Answer, Provider};
 
@@ -15,7 +15,7 @@ fn prober() -> Prober {
     Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), unfenced).expect("client")
 }
 
-async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::verdict::ProbeOutcome {
+async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::decide::verdict::ProbeOutcome {
     let prober = prober();
     prober
         .probe(

@@ -154,12 +154,12 @@ mod tests {
     /// The statuses the planner decides for a healthy credential (a token with an expiry and a
     /// rate-limit window, and one with neither), and a spec with the API server's defaults.
     fn typical() -> (Vec<String>, String) {
-        use crate::egress::Egress;
-        use crate::plan::{Input, ProbeStep, TokenFacts, decide, resolve};
-        use crate::schedule::Jitter;
+        use crate::decide::egress::Egress;
+        use crate::decide::plan::{Input, ProbeStep, TokenFacts, decide, resolve};
+        use crate::decide::schedule::Jitter;
+        use crate::decide::token::{Fingerprint, Lifetime};
+        use crate::decide::verdict::ProbeOutcome;
         use crate::testing::t;
-        use crate::token::{Fingerprint, Lifetime};
-        use crate::verdict::ProbeOutcome;
 
         let tac: TenantApiCredential = credential(
             "acme-raise",

@@ -1,8 +1,8 @@
 use super::*;
-use crate::conditions::find;
 use crate::crd::TenantApiCredential;
-use crate::egress::Egress;
-use crate::token::{Fingerprint, Lifetime};
+use crate::decide::conditions::find;
+use crate::decide::egress::Egress;
+use crate::decide::token::{Fingerprint, Lifetime};
 
 use crate::testing::t;
 
@@ -266,29 +266,28 @@ fn transition_times_survive_repeated_probes() {
 
 #[test]
 fn probe_is_due_for_new_tokens_requests_and_schedule() {
-    let s = settings();
     let tok = facts("a", None);
     let mut st = TenantApiCredentialStatus::default();
-    assert_eq!(
-        probe_due(&st, &tok, &s, None, t(0), t(0), 0),
-        Some(t(0)),
-        "never probed"
-    );
+    assert_eq!(probe_due(&st, &tok, None, t(0)), Due::Now, "never probed");
     st.token_fingerprint = Some(tok.fingerprint.to_string());
     st.last_probe_result = Some(ProbeResult::Valid);
+    assert_eq!(probe_due(&st, &tok, None, t(0)), Due::Now, "no schedule");
     st.next_probe_time = Some(Time(t(500)));
-    assert_eq!(probe_due(&st, &tok, &s, None, t(0), t(-100), 0), Some(t(500)));
+    assert_eq!(probe_due(&st, &tok, None, t(-100)), Due::At(t(500)));
+    let asked = Some("2026-01-01T00:00:00Z");
+    assert_eq!(probe_due(&st, &tok, asked, t(-100)), Due::Now);
+    st.last_handled_probe_request = asked.map(str::to_owned);
+    assert_eq!(probe_due(&st, &tok, asked, t(-100)), Due::At(t(500)), "already handled");
+    // Fell due before this replica led: a catch-up slot, not now.
+    assert_eq!(probe_due(&st, &tok, None, t(800)), Due::Overdue);
     assert_eq!(
-        probe_due(&st, &tok, &s, Some("2026-01-01T00:00:00Z"), t(0), t(-100), 0),
-        Some(t(0))
+        probe_due(&st, &tok, None, t(500)),
+        Due::At(t(500)),
+        "due as leading began"
     );
-    st.last_handled_probe_request = Some("2026-01-01T00:00:00Z".into());
-    assert_eq!(
-        probe_due(&st, &tok, &s, Some("2026-01-01T00:00:00Z"), t(0), t(-100), 0),
-        Some(t(500))
-    );
-    // Overdue at start-up: spread, not now.
-    assert_eq!(probe_due(&st, &tok, &s, None, t(1000), t(800), 60_000), Some(t(860)));
+    // Another token in the Secret: probe now, whatever the old one's schedule.
+    let other = facts("b", None);
+    assert_eq!(probe_due(&st, &other, None, t(800)), Due::Now);
 }
 
 #[test]

@@ -104,7 +104,9 @@ pub struct Harness {
     pub tap: Tap,
     operator_config: Option<kube::Config>,
     /// The operator's egress rules ([`local_egress`] unless a scenario changes them).
-    egress: tenantcred::egress::Egress,
+    egress: tenantcred::decide::egress::Egress,
+    /// Changes a scenario makes to the operator's configuration (`restart_controller_tuned`).
+    tune: fn(&mut Config),
     task: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
     test: String,
@@ -176,6 +178,7 @@ impl Harness {
             tap,
             operator_config,
             egress: local_egress(),
+            tune: |_| {},
             task: tokio::spawn(async {}),
             _stop: stop_tx,
             test: test.to_owned(),
@@ -236,7 +239,7 @@ impl Harness {
         health: Arc<tenantcred::server::Readiness>,
     ) -> tokio::task::JoinHandle<()> {
         let client = self.operator_client();
-        let config = Config {
+        let mut config = Config {
             namespaces: vec![self.ns.clone()],
             egress: self.egress.clone(),
             instance: self.ns.clone(),
@@ -245,6 +248,7 @@ impl Harness {
             lists: list_mode(),
             ..Config::default()
         };
+        (self.tune)(&mut config);
         // As the chart runs it: with leader election (a lease of this test's own).
         let lease = (self.backend == Backend::Real).then(|| LeaseConfig {
             name: format!("tenantcred-{}", self.ns),
@@ -271,8 +275,15 @@ impl Harness {
     }
 
     /// Restarts the controller with other egress rules (as an owner changing `allowedHosts`).
-    pub fn restart_controller_with(&mut self, egress: tenantcred::egress::Egress) {
+    pub fn restart_controller_with(&mut self, egress: tenantcred::decide::egress::Egress) {
         self.egress = egress;
+        self.restart_controller();
+    }
+
+    /// Restarts the controller with `tune` applied to its configuration (as an owner changing
+    /// flags).
+    pub fn restart_controller_tuned(&mut self, tune: fn(&mut Config)) {
+        self.tune = tune;
         self.restart_controller();
     }
 
@@ -367,6 +378,18 @@ impl Harness {
             }
         }
         panic!("replace {plural} {name}: conflicts kept coming");
+    }
+
+    /// Merge-patches a credential's status, as another writer of the status subresource would.
+    pub async fn patch_status(&self, name: &str, status: Value) {
+        self.api("tenantapicredentials")
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch the status of {name}: {e}"));
     }
 
     pub async fn delete(&self, plural: &str, name: &str) {
@@ -582,7 +605,7 @@ pub fn list_mode() -> tenantcred::controller::ListMode {
 
 /// The egress rules every test operator runs with: the test providers listen on plain http at
 /// 127.0.0.1, which is neither public nor https, so both are allowed explicitly (as an owner would).
-pub fn local_egress() -> tenantcred::egress::Egress {
+pub fn local_egress() -> tenantcred::decide::egress::Egress {
     let loopback = "127.0.0.1".parse().expect("a valid pattern");
-    tenantcred::egress::Egress::new(vec![loopback], true)
+    tenantcred::decide::egress::Egress::new(vec![loopback], true)
 }
