@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 use crate::crd::TenantApiCredential;
 use crate::decide::conditions::find;

@@ -1,0 +1,65 @@
+//! Input problems: what cannot be used as it is, each one condition reason and its message.
+
+use crate::decide::conditions::Reason;
+
+/// Input that cannot be used as it is. Each maps to one condition reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    InvalidSpec(String),
+    InsecureBaseUrl(String),
+    /// The baseUrl is outside the operator's egress rules (`egress`); no request is sent.
+    BaseUrlNotAllowed(String),
+    SourceNotFound(String),
+    InvalidToken(String),
+    SecretConflict(String),
+    /// Virtuous asked for a two-factor code (202); waits for an `otp` key in the login Secret.
+    OtpRequired(String),
+    /// The OAuth grant was refused and no other grant is possible.
+    InvalidGrant(String),
+    /// A ServiceAccount token (or another type that must stay in the cluster) as a source.
+    SourceNotAllowed(String),
+    /// The API server refused to store the managed Secret (422), with its message.
+    SecretRejected(String),
+}
+
+impl Problem {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidSpec(_) => Reason::InvalidSpec,
+            Self::InsecureBaseUrl(_) => Reason::InsecureBaseUrl,
+            Self::BaseUrlNotAllowed(_) => Reason::BaseUrlNotAllowed,
+            Self::SourceNotFound(_) => Reason::SourceNotFound,
+            Self::InvalidToken(_) => Reason::InvalidToken,
+            Self::SecretConflict(_) => Reason::SecretConflict,
+            Self::OtpRequired(_) => Reason::OtpRequired,
+            Self::InvalidGrant(_) => Reason::InvalidGrant,
+            Self::SourceNotAllowed(_) => Reason::SourceNotAllowed,
+            Self::SecretRejected(_) => Reason::SecretRejected,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidSpec(m)
+            | Self::InsecureBaseUrl(m)
+            | Self::BaseUrlNotAllowed(m)
+            | Self::SourceNotFound(m)
+            | Self::InvalidToken(m)
+            | Self::SecretConflict(m)
+            | Self::OtpRequired(m)
+            | Self::InvalidGrant(m)
+            | Self::SourceNotAllowed(m)
+            | Self::SecretRejected(m) => m,
+        }
+    }
+
+    /// A missing source recovers by itself when the Secret appears; the rest need a person.
+    pub fn stalls(&self) -> bool {
+        !matches!(self, Self::SourceNotFound(_))
+    }
+
+    /// Credential-side failures of the OAuth grant make the resource Degraded, like a revoked token.
+    pub fn degrades(&self) -> bool {
+        matches!(self, Self::OtpRequired(_) | Self::InvalidGrant(_))
+    }
+}

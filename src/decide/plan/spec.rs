@@ -1,0 +1,164 @@
+//! Spec resolution: the spec with every default applied, every duration parsed, and checked
+//! against the owner's egress rules, once per reconcile; and the Secrets a spec names.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::Problem;
+use crate::crd::{SecretKeyRef, TenantApiCredential};
+use crate::decide::duration;
+use crate::decide::egress::{Egress, Refusal};
+use crate::decide::provider::Profile;
+use crate::decide::schedule::{self, Interval};
+
+/// The spec, resolved and checked once: every default applied, every duration parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub profile: Profile,
+    pub base_url: String,
+    pub probe_path: String,
+    pub interval: Interval,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub warn_before: Duration,
+    pub not_after: Option<Timestamp>,
+    pub secret_name: String,
+    pub source: TokenSource,
+}
+
+/// Where the token comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenSource {
+    /// A token the user keeps in a Secret, and optionally its announced replacement.
+    Secret {
+        current: SecretKeyRef,
+        pending: Option<SecretKeyRef>,
+    },
+    /// Virtuous OAuth: tenantcred signs in with the login in this Secret and mints access tokens.
+    OAuth { login: String },
+}
+
+impl TokenSource {
+    /// Minted by tenantcred: renewed before it expires (its short lifetime is no warning sign),
+    /// and issued by the provider a moment ago (nothing to validate before use).
+    pub fn auto_renewed(&self) -> bool {
+        matches!(self, Self::OAuth { .. })
+    }
+}
+
+impl Settings {
+    /// The Virtuous token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/Token", self.base_url.trim_end_matches('/'))
+    }
+
+    pub fn probe_url(&self) -> String {
+        format!("{}{}", self.base_url.trim_end_matches('/'), self.probe_path)
+    }
+
+    /// `host:port` of the provider, the unit of concurrency caps and of host-wide back-off.
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| self.base_url.clone())
+    }
+}
+
+/// Resolves the spec against the operator owner's egress rules.
+pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, Problem> {
+    let spec = &tac.spec;
+    let invalid = |m: String| Err(Problem::InvalidSpec(m));
+    let Some(profile) = Profile::for_provider(&spec.provider) else {
+        return invalid(format!(
+            "unknown provider {:?}; use one of {}",
+            spec.provider.as_str(),
+            crate::crd::ProviderName::KNOWN.join(", ")
+        ));
+    };
+    let source = match (&spec.credential_ref, &spec.oauth) {
+        (Some(current), None) => TokenSource::Secret {
+            current: current.clone(),
+            pending: spec.pending_credential_ref.clone(),
+        },
+        (None, Some(oauth)) if spec.provider == crate::crd::ProviderName::Virtuous => TokenSource::OAuth {
+            login: oauth.secret_ref.name.clone(),
+        },
+        (None, Some(_)) => return invalid("spec.oauth is only supported with provider virtuous".into()),
+        _ => return invalid("exactly one of credentialRef and oauth must be set".into()),
+    };
+    let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.map(str::to_owned)) else {
+        return invalid(format!("provider {} requires spec.baseUrl", profile.name));
+    };
+    let Some(probe_path) = spec
+        .probe
+        .path
+        .clone()
+        .or(profile.default_probe_path.map(str::to_owned))
+    else {
+        return invalid(format!("provider {} requires spec.probe.path", profile.name));
+    };
+    if !probe_path.starts_with('/') {
+        return invalid(format!("spec.probe.path {probe_path:?} must start with /"));
+    }
+    match url::Url::parse(&base_url) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+            egress.check(&u, &profile).map_err(|r| match r {
+                Refusal::Insecure(m) => Problem::InsecureBaseUrl(m),
+                Refusal::HostNotAllowed(m) => Problem::BaseUrlNotAllowed(m),
+                Refusal::UserInfo(m) => Problem::InvalidSpec(m),
+            })?;
+        }
+        _ => {
+            let shown = crate::decide::egress::redacted(&base_url);
+            return invalid(format!("spec.baseUrl {shown:?} is not an http(s) URL"));
+        }
+    }
+    let dur = |field: &str, v: &str| duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")));
+    let requested = dur("spec.probe.interval", &spec.probe.interval)?;
+    if requested < Duration::from_secs(60) {
+        return invalid(format!(
+            "spec.probe.interval {} is below the minimum of 1m",
+            spec.probe.interval
+        ));
+    }
+    let timeout = dur("spec.probe.timeout", &spec.probe.timeout)?;
+    if timeout.is_zero() {
+        return invalid("spec.probe.timeout must be positive".into());
+    }
+    let warn_before = dur("spec.expiry.warnBefore", &spec.expiry.warn_before)?;
+    if spec.probe.failure_threshold == 0 {
+        return invalid("spec.probe.failureThreshold must be at least 1".into());
+    }
+    let Some(secret_name) = tac.target_name().map(str::to_owned) else {
+        return invalid("the resource has no name".into());
+    };
+    Ok(Settings {
+        interval: schedule::effective_interval(requested, &profile),
+        profile,
+        base_url,
+        probe_path,
+        timeout,
+        failure_threshold: spec.probe.failure_threshold,
+        warn_before,
+        not_after: spec.expiry.not_after.as_ref().map(|t| t.0),
+        secret_name,
+        source,
+    })
+}
+
+/// The Secrets a spec names (its token, a pending replacement, an OAuth login), sorted, once
+/// each: whose changes wake the credential, whether or not the rest of the spec is usable (a
+/// Secret fixed by hand may be what makes it usable).
+pub fn reads(spec: &crate::crd::TenantApiCredentialSpec) -> Vec<String> {
+    let mut names: Vec<String> = [spec.credential_ref.as_ref(), spec.pending_credential_ref.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .chain(spec.oauth.as_ref().map(|o| o.secret_ref.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
