@@ -47,9 +47,9 @@ pub struct Context {
     /// Per credential, the per-probe status fields of the newest decision that was not worth a
     /// write (`publish`): the schedule continues from them.
     pub(super) live: Live,
-    /// Turns true once the credentials, the managed Secrets and the Secret metadata have each
-    /// been listed in full.
-    pub(super) listed: tokio::sync::watch::Receiver<bool>,
+    /// When the credentials, the managed Secrets and the Secret metadata had each been listed in
+    /// full (`None` before).
+    pub(super) listed: tokio::sync::watch::Receiver<Option<Timestamp>>,
 }
 
 /// Every credential has an entry once it has been probed twice, so it is keyed by a 64-bit hash
@@ -64,8 +64,11 @@ pub(super) fn live_key(meta: &ObjectMeta) -> u64 {
 }
 
 impl Context {
+    /// When this replica could begin to act: it leads, and its caches hold a full list (on a
+    /// cold start the lease comes first; reconciles wait for the lists).
     pub(super) fn leading_since(&self) -> Timestamp {
-        *self.leading_since.lock().unwrap_or_else(PoisonError::into_inner)
+        let leading = *self.leading_since.lock().unwrap_or_else(PoisonError::into_inner);
+        crate::decide::leadership::acting_since(leading, *self.listed.borrow())
     }
 
     /// Waits until every cache of this scope holds a full list. Before that, a managed Secret
@@ -75,7 +78,7 @@ impl Context {
     pub(super) async fn caches_listed(&self) {
         let mut listed = self.listed.clone();
         // An error means the watches were dropped: the controller is stopping.
-        let _ = listed.wait_for(|l| *l).await;
+        let _ = listed.wait_for(Option::is_some).await;
     }
 
     /// The status as last decided: as persisted, with the per-probe fields of decisions that

@@ -151,7 +151,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
     // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
     // list; reconciles wait for that too. (Counted from the streams: a store's
     // `wait_until_ready` wakes only one waiter, and the controller is already one.)
-    let (listed_tx, listed) = tokio::sync::watch::channel(false);
+    let (listed_tx, listed) = tokio::sync::watch::channel(None);
     let sync = Arc::new(ScopeSync {
         pending: AtomicUsize::new(3),
         health: shared.health.clone(),
@@ -342,7 +342,8 @@ impl Forget {
 struct ScopeSync {
     pending: AtomicUsize,
     health: Arc<Readiness>,
-    listed: tokio::sync::watch::Sender<bool>,
+    /// When every cache of the scope held a full list.
+    listed: tokio::sync::watch::Sender<Option<Timestamp>>,
     started: std::time::Instant,
 }
 
@@ -357,7 +358,7 @@ impl ScopeSync {
                 let secs = self.started.elapsed().as_secs_f64();
                 tracing::info!(count = seen, seconds = format!("{secs:.1}"), "listed {what}");
                 if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.listed.send_replace(true);
+                    self.listed.send_replace(Some(Timestamp::now()));
                     self.health.scope_synced();
                 }
             }

@@ -39,12 +39,34 @@ pub fn act_until(
     Some(crate::decide::schedule::add(renewed?, duration.saturating_sub(margin)))
 }
 
+/// When this replica could begin to act: it leads and its caches hold a full list (on a cold
+/// start the lease comes first and reconciles wait for the lists; a warm standby listed long
+/// before it led). Probes due before then are overdue (`schedule::catch_up`).
+pub fn acting_since(leading_since: Timestamp, listed_at: Option<Timestamp>) -> Timestamp {
+    listed_at.map_or(leading_since, |listed| listed.max(leading_since))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn acting_begins_with_the_later_of_the_lease_and_the_lists() {
+        assert_eq!(
+            acting_since(at(10), Some(at(40))),
+            at(40),
+            "a cold start: the lists came last"
+        );
+        assert_eq!(
+            acting_since(at(40), Some(at(10))),
+            at(40),
+            "a warm standby: the lease came last"
+        );
+        assert_eq!(acting_since(at(10), None), at(10));
     }
 
     #[test]
