@@ -161,7 +161,9 @@ async fn deletion_follows_the_deletion_policy(h: Harness) {
     })
     .await;
     if h.garbage_collects() {
-        eventually(10, "Delete: the Secret goes with the resource", async || {
+        // kube-controller-manager's garbage collector, not the operator, deletes it: on a busy
+        // machine it may first have to discover the credential kind (its resync is 30 s).
+        eventually(45, "Delete: the Secret goes with the resource", async || {
             h.get("secrets", "gone").await.is_none()
         })
         .await;
