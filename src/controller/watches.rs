@@ -174,9 +174,9 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         metrics: shared.metrics.clone(),
     };
     let (cache, index) = (credentials.clone(), sources.clone());
+    let mut listed_credentials = sync.clone().on_first_list("credentials");
     let credential_triggers = triggers(
         watcher(tacs, lists.clone().any_semantic())
-            .inspect_ok(sync.clone().on_first_list("credentials"))
             .modify(credentials::slim)
             .default_backoff(),
         "credential",
@@ -184,6 +184,9 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
             for gone in cache.absorb(&event) {
                 forget.credential(&gone);
             }
+            // Counted once the store holds it: the store takes a first list whole at its end, and
+            // a backlog read before would find it empty (seen at 100,000).
+            listed_credentials(&event);
             match event {
                 watcher::Event::Delete(tac) => {
                     forget.credential(&tac);
