@@ -518,11 +518,9 @@ async fn readyz_says(http: &reqwest::Client, port: u16, prefix: &str) -> bool {
 
 /// What an operator counts as its own writes to the API server (leader election excluded).
 async fn operator_writes(http: &reqwest::Client, port: u16) -> u64 {
-    let Ok(r) = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await else {
-        return 0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
+    metrics_text(http, port)
+        .await
+        .lines()
         .filter(|l| l.starts_with("tenantcred_kube_api_requests_total{"))
         .filter(|l| {
             ["\"create\"", "\"patch\"", "\"update\"", "\"delete\""]
@@ -534,13 +532,19 @@ async fn operator_writes(http: &reqwest::Client, port: u16) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// An operator's `/metrics` (empty when it does not answer).
+async fn metrics_text(http: &reqwest::Client, port: u16) -> String {
+    match http.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// Reconciles an operator has run (`tenantcred_reconcile_total`).
 async fn reconciles(http: &reqwest::Client, port: u16) -> u64 {
-    let Ok(r) = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await else {
-        return 0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
+    metrics_text(http, port)
+        .await
+        .lines()
         .find(|l| l.starts_with("tenantcred_reconcile_total "))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0) as u64

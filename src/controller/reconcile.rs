@@ -101,13 +101,10 @@ pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) 
 }
 
 async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
-    let name = tac.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let now = Timestamp::now();
     let persisted = ctx.credentials.status_of(&tac.metadata, tac.status.as_ref());
     let observed = ctx.current_status(tac, &persisted);
     let settings = plan::resolve(tac, &ctx.config.egress);
-    // The Secrets whose changes wake this credential.
-    ctx.sources.set(ns, &name, plan::reads(&tac.spec));
 
     if tac.spec.suspend {
         let mut status = observed.clone();

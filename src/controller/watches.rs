@@ -112,23 +112,26 @@ impl Scope {
             .graceful_shutdown_on(stopped)
             .run(reconcile, error_policy, self.ctx.clone())
             .for_each(move |res| {
-                match &res {
-                    Ok((obj, _)) => {
-                        changes.started(obj.namespace.as_deref(), &obj.name);
-                        backlog.finished(obj.namespace.as_deref(), &obj.name);
-                        tracing::debug!(credential = %obj, "reconciled");
+                // Whatever became of it, its work is done: its place in the backlog is free, and
+                // a change that never reached a reconcile (the credential was gone) waits no more.
+                let (ns, name) = match &res {
+                    Ok((obj, _)) => (obj.namespace.as_deref(), obj.name.as_str()),
+                    Err(ControllerError::ReconcilerFailed(_, obj) | ControllerError::ObjectNotFound(obj)) => {
+                        (obj.namespace.as_deref(), obj.name.as_str())
                     }
-                    Err(ControllerError::ReconcilerFailed(e, obj)) => {
-                        changes.started(obj.namespace.as_deref(), &obj.name);
-                        backlog.finished(obj.namespace.as_deref(), &obj.name);
-                        tracing::debug!(credential = %obj, error = %e, "reconcile failed");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the controller's queue failed");
+                        return std::future::ready(());
                     }
-                    Err(ControllerError::ObjectNotFound(obj)) => {
-                        changes.started(obj.namespace.as_deref(), &obj.name);
-                        backlog.finished(obj.namespace.as_deref(), &obj.name);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "the controller's queue failed"),
-                }
+                };
+                changes.started(ns, name);
+                backlog.finished(ns, name);
+                tracing::debug!(
+                    namespace = ns.unwrap_or_default(),
+                    credential = name,
+                    ok = res.is_ok(),
+                    "reconciled"
+                );
                 std::future::ready(())
             })
             .await;
