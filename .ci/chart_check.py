@@ -23,7 +23,11 @@ USED = {
     ("apps", "statefulsets"): {"patch"},
     ("apps", "daemonsets"): {"patch"},
     ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "patch"},
+    ("tenantcred.dev", "apiproviders"): {"list", "watch"},
+    ("tenantcred.dev", "apiproviders/status"): {"patch"},
 }
+# Roles for people (labelled tenantcred.dev/role-for=people) grant only these.
+PEOPLE = {("tenantcred.dev", "apiproviders"): {"get", "list", "watch", "create", "update", "patch", "delete"}}
 
 failures = []
 
@@ -63,10 +67,11 @@ def check_rbac(docs, label):
     for d in docs:
         if d["kind"] not in ("Role", "ClusterRole"):
             continue
+        people = d["metadata"].get("labels", {}).get("tenantcred.dev/role-for") == "people"
         for rule in d.get("rules", []):
             for group in rule.get("apiGroups", []):
                 for res in rule.get("resources", []):
-                    allowed = USED.get((group, res))
+                    allowed = (PEOPLE if people else USED).get((group, res))
                     for verb in rule.get("verbs", []):
                         if verb == "*" or group == "*" or res == "*":
                             fail(f"[{label}] {d['kind']} {d['metadata']['name']}: wildcard")
@@ -161,8 +166,11 @@ kinds = {d["kind"] for d in cluster}
 for k in ("ClusterRole", "ClusterRoleBinding", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget", "ConfigMap"):
     if k not in kinds:
         fail(f"[cluster-wide] no {k} rendered")
-if any(d["kind"].startswith("Cluster") for d in namespaced):
-    fail("[namespaced] namespaced mode must not grant anything cluster-wide")
+def cluster_wide_resources(d):
+    return {r for rule in d.get("rules", []) for r in rule.get("resources", [])}
+for d in namespaced:
+    if d["kind"] == "ClusterRole" and not cluster_wide_resources(d) <= {"apiproviders", "apiproviders/status"}:
+        fail(f"[namespaced] namespaced mode must grant nothing cluster-wide but the ApiProviders: {d['metadata']['name']}")
 roles = sorted(d["metadata"]["namespace"] for d in namespaced if d["kind"] == "Role")
 if roles != ["partner-prod", "partner-staging"]:
     fail(f"[namespaced] expected a Role in each watched namespace, got {roles}")
@@ -170,9 +178,10 @@ rules = [d for d in cluster if d["kind"] == "PrometheusRule"][0]["spec"]["groups
 alerts = sorted(r["alert"] for r in rules)
 print(f"alerts: {alerts}")
 
-chart_crd = (CHART / "crds" / "tenantapicredentials.tenantcred.dev.yaml").read_text()
-if chart_crd != (ROOT / "crds" / "tenantapicredentials.tenantcred.dev.yaml").read_text():
-    fail("charts/tenantcred/crds/ differs from crds/: copy the generated CRD")
+for crd in sorted((ROOT / "crds").glob("*.yaml")):
+    chart_crd = CHART / "crds" / crd.name
+    if not chart_crd.exists() or chart_crd.read_text() != crd.read_text():
+        fail(f"charts/tenantcred/crds/{crd.name} differs from crds/: copy the generated CRDs")
 
 if failures:
     print(f"{len(failures)} chart checks failed")

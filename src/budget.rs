@@ -238,7 +238,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ProviderName;
 
     use crate::testing::t;
 
@@ -255,8 +254,8 @@ mod tests {
     #[test]
     fn per_key_budget_and_back_off_scopes() {
         let b = Budget::new(4, 2);
-        let cs = Profile::for_provider(&ProviderName::CharityStack).expect("known");
-        let raise = Profile::for_provider(&ProviderName::Raise).expect("known");
+        let cs = crate::decide::provider::builtin::get("charitystack").expect("known");
+        let raise = crate::decide::provider::builtin::get("raise").expect("known");
         let k1 = Fingerprint::of(b"one");
         let k2 = Fingerprint::of(b"two");
         for i in 0..10 {

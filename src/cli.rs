@@ -3,6 +3,7 @@
 //! `kubectl-tenantcred`, the same binary is a kubectl plugin (`kubectl tenantcred status -A`).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -12,6 +13,7 @@ use crate::crd::{PROBE_REQUESTED_ANNOTATION, ProbeResult, TenantApiCredential, T
 use crate::decide::conditions::{self, Type};
 use crate::decide::egress::Egress;
 use crate::decide::plan;
+use crate::decide::provider::{self, Profile};
 use crate::decide::secret::FIELD_MANAGER;
 use crate::decide::token;
 use crate::decide::verdict::{self, ProbeOutcome};
@@ -35,9 +37,11 @@ pub const EXIT_USAGE: i32 = 64;
 
 pub struct CheckRequest {
     pub provider: String,
+    /// A definition read from `--provider-file`: the profile, or why it is refused.
+    pub defined: Option<Result<Arc<Profile>, String>>,
     pub base_url: Option<String>,
     pub probe_path: Option<String>,
-    pub timeout: String,
+    pub timeout: Option<String>,
     /// The rules the operator would apply; `--base-url` given on the command line is allowed by
     /// whoever typed it (see `Egress::trusting`).
     pub egress: Egress,
@@ -83,6 +87,29 @@ pub fn token_from_stdin(input: &str) -> &str {
         .unwrap_or(input)
 }
 
+/// The largest definition file `check --provider-file` reads.
+const DEFINITION_FILE_LIMIT: u64 = 256 * 1024;
+
+/// Reads an `ApiProvider` definition from a YAML file: its name, and its profile or why it would
+/// not be accepted.
+pub fn read_definition(path: &std::path::Path) -> anyhow::Result<(String, Result<Arc<Profile>, String>)> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(DEFINITION_FILE_LIMIT + 1).read_to_string(&mut text))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if text.len() as u64 > DEFINITION_FILE_LIMIT {
+        anyhow::bail!("{}: larger than {DEFINITION_FILE_LIMIT} bytes", path.display());
+    }
+    let object: crate::crd::provider::ApiProvider =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an ApiProvider: {e}", path.display()))?;
+    let name = object.name_any();
+    let profile = provider::definition::read(&name, &object.spec)
+        .map(Arc::new)
+        .map_err(|r| r.message(&name));
+    Ok((name, profile))
+}
+
 pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
     let spec = serde_json::json!({
         "tenant": "check", "provider": req.provider, "baseUrl": req.base_url,
@@ -98,7 +125,8 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         }
     };
     let tac = TenantApiCredential::new("check", spec);
-    let settings = match plan::resolve(&tac, &req.egress) {
+    let found = provider::find(&req.provider, |_| req.defined.clone());
+    let settings = match plan::resolve(&tac, &req.egress, &found) {
         Ok(s) => s,
         Err(p) => {
             return CheckReport {
@@ -114,7 +142,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         settings.profile.name,
         settings.probe_url()
     );
-    let (token, lifetime) = match token::check(raw_token, settings.profile.token_format) {
+    let (token, lifetime) = match token::check(raw_token, &settings.profile.token_format) {
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(out, "verdict:      Invalid (no request sent)\ndetail:       {e}");
@@ -149,7 +177,10 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             };
         }
     };
-    let outcome = match prober.probe(&settings.probe_url(), &token, settings.timeout).await {
+    let outcome = match prober
+        .probe(&settings.probe_url(), &token, settings.timeout, &settings.profile)
+        .await
+    {
         Ok(outcome) => outcome,
         Err(not_leading) => {
             return CheckReport {
@@ -187,6 +218,9 @@ fn render_outcome(out: &mut String, result: ProbeResult, o: &ProbeOutcome) {
     }
     if let Some(until) = o.back_off_until() {
         let _ = writeln!(out, "retry after:  {until}");
+    }
+    if let Some(at) = o.stated_expiry {
+        let _ = writeln!(out, "expires:      {at} (stated by the provider's answer)");
     }
     if let Some(d) = &o.detail {
         let _ = writeln!(out, "detail:       {d}");
@@ -397,12 +431,40 @@ pub fn render_table(mut rows: Vec<Row>, all_namespaces: bool) -> String {
     out
 }
 
-pub async fn status(client: Client, namespace: Option<&str>, output: Output) -> anyhow::Result<String> {
+/// Which credentials `status` shows.
+#[derive(Clone, Debug, Default)]
+pub struct StatusFilter {
+    pub tenant: Option<String>,
+    pub provider: Option<String>,
+}
+
+impl StatusFilter {
+    /// A field selector over the CRD's selectable fields: the API server filters, so a
+    /// tenant's view of 100,000 credentials is not 100,000 objects over the wire.
+    pub fn field_selector(&self) -> Option<String> {
+        let parts: Vec<String> = [("spec.tenant", &self.tenant), ("spec.provider", &self.provider)]
+            .into_iter()
+            .filter_map(|(field, v)| v.as_ref().map(|v| format!("{field}={v}")))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+}
+
+pub async fn status(
+    client: Client,
+    namespace: Option<&str>,
+    filter: &StatusFilter,
+    output: Output,
+) -> anyhow::Result<String> {
     let api: Api<TenantApiCredential> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let list = api.list(&ListParams::default()).await?;
+    let mut params = ListParams::default();
+    if let Some(fields) = filter.field_selector() {
+        params = params.fields(&fields);
+    }
+    let list = api.list(&params).await?;
     let now = Timestamp::now();
     let mut rows: Vec<Row> = list.items.iter().map(|t| row(t, now)).collect();
     let items = |rows: &mut Vec<Row>| {

@@ -6,11 +6,16 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::crd::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+
+pub mod provider;
 
 pub const GROUP: &str = "tenantcred.dev";
 /// The finalizer of releases before 0.2. Deletion needs no action of the operator (owner references
@@ -32,6 +37,8 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
     shortname = "tac",
     shortname = "tenantcred",
     category = "tenantcred",
+    selectable = ".spec.tenant",
+    selectable = ".spec.provider",
     doc = "A customer's API token for one product: synced into a managed Secret and probed against its provider.",
     printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenant"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
@@ -45,7 +52,6 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
 )]
 #[x_kube(
     validation = Rule::new("has(self.credentialRef) != has(self.oauth)").message("exactly one of credentialRef and oauth must be set"),
-    validation = Rule::new("!has(self.oauth) || self.provider == 'virtuous'").message("oauth is only supported with provider virtuous"),
     validation = Rule::new("self.provider != 'generic' || (has(self.baseUrl) && has(self.probe) && has(self.probe.path))").message("provider generic requires baseUrl and probe.path"),
     // Whatever stands before an `@` in the authority is a user name or password, to RFC 3986
     // and to WHATWG parsers alike (the WHATWG authority also ends at a backslash).
@@ -57,12 +63,13 @@ pub struct TenantApiCredentialSpec {
     /// and '-', at most 63). Copied into the managed Secret and used as a metric label.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub tenant: String,
-    /// The product the token is for: raise, charitystack, virtuous or generic. Decides the
-    /// documented host, the probe request, the token format and the probe budget.
+    /// The provider the token is for: a built-in one (raise, charitystack, virtuous, generic) or
+    /// the name of an ApiProvider a platform admin defined (kubectl get apiproviders). Decides
+    /// where the token may be sent, the probe request, the token format and the probe budget.
     pub provider: ProviderName,
     /// The provider's API base URL, e.g. https://api.example.com/v1. Default: the provider's
-    /// documented URL; required for generic. The token is sent only to the provider's documented
-    /// host or to a host the operator's owner allows (--allowed-host); anything else is refused
+    /// documented URL; required for generic. The token is sent only to the provider's hosts
+    /// or to a host the operator's owner allows (--allowed-host); anything else is refused
     /// with reason BaseUrlNotAllowed. Plain http is refused unless the operator allows it, and
     /// always to a documented host. A user name or password in the URL is refused. At most 2048
     /// characters.
@@ -77,8 +84,9 @@ pub struct TenantApiCredentialSpec {
     /// the provider accepts it does it replace the current token in the managed Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_credential_ref: Option<SecretKeyRef>,
-    /// Virtuous only, instead of credentialRef: the operator signs in to the Virtuous token
-    /// endpoint and keeps a fresh access token in the managed Secret.
+    /// Instead of credentialRef, for providers with a token endpoint (virtuous, or an
+    /// ApiProvider with oauth): the operator signs in and keeps a fresh access token in the
+    /// managed Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthSpec>,
     /// How and how often the token is probed against the provider.
@@ -99,66 +107,28 @@ pub struct TenantApiCredentialSpec {
     pub suspend: bool,
 }
 
-/// The provider a credential talks to. Unknown names deserialize, so a resource that slipped past
+/// The provider a credential talks to: a built-in one (raise, charitystack, virtuous, generic) or
+/// the name of an `ApiProvider` object. Any text deserializes, so a resource that slipped past
 /// schema validation gets a condition that names the provider it asked for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ProviderName {
-    Raise,
-    CharityStack,
-    Virtuous,
-    Generic,
-    Unknown(String),
-}
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderName(pub String);
 
 impl ProviderName {
-    pub const KNOWN: [&'static str; 4] = ["raise", "charitystack", "virtuous", "generic"];
-
     pub fn as_str(&self) -> &str {
-        match self {
-            Self::Unknown(s) => s,
-            known => known.static_name().unwrap_or_default(),
-        }
-    }
-
-    /// The name of a built-in provider, without borrowing `self`.
-    pub fn static_name(&self) -> Option<&'static str> {
-        match self {
-            Self::Raise => Some("raise"),
-            Self::CharityStack => Some("charitystack"),
-            Self::Virtuous => Some("virtuous"),
-            Self::Generic => Some("generic"),
-            Self::Unknown(_) => None,
-        }
+        &self.0
     }
 }
 
-impl From<String> for ProviderName {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "raise" => Self::Raise,
-            "charitystack" => Self::CharityStack,
-            "virtuous" => Self::Virtuous,
-            "generic" => Self::Generic,
-            _ => Self::Unknown(s),
-        }
+impl From<&str> for ProviderName {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
     }
 }
 
 impl fmt::Display for ProviderName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for ProviderName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for ProviderName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self::from)
+        f.write_str(&self.0)
     }
 }
 
@@ -172,8 +142,10 @@ impl JsonSchema for ProviderName {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "enum": Self::KNOWN,
-            "description": "The product the token is for: raise, charitystack, virtuous or generic."
+            "minLength": 1,
+            "maxLength": 253,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+            "description": "The provider the token is for: raise, charitystack, virtuous, generic, or the name of an ApiProvider (kubectl get apiproviders)."
         })
     }
 }
@@ -209,10 +181,10 @@ pub struct SecretNameRef {
     pub name: String,
 }
 
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
+#[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
     /// Path of the authenticated GET request that tells whether the token works, appended to
@@ -220,17 +192,17 @@ pub struct ProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub path: Option<String>,
-    /// How often the token is probed: a Go duration (e.g. 15m, 1h30m), at least 1m, default 15m.
-    /// Stretched when the provider's rate limit allows fewer probes (each key gets at most 1% of
-    /// its documented hourly limit); the Ready message then says so.
-    #[serde(default = "default_interval")]
+    /// How often the token is probed: a Go duration (e.g. 15m, 1h30m), at least 1m. Default: the
+    /// provider's, else 15m. Stretched when the provider's rate limit allows fewer probes (each
+    /// key gets at most 1% of its documented hourly limit); the Ready message then says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub interval: String,
-    /// Timeout of one probe request: a Go duration, default 10s. A timeout never counts
-    /// against the token.
-    #[serde(default = "default_timeout")]
+    pub interval: Option<String>,
+    /// Timeout of one probe request: a Go duration. Default: the provider's, else 10s. A timeout
+    /// never counts against the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: String,
+    pub timeout: Option<String>,
     /// Consecutive credential-side failures (401/403) before the credential is Degraded:
     /// 1 to 100, default 3. Outages, timeouts and 429s never count.
     #[serde(default = "default_failure_threshold")]
@@ -242,8 +214,8 @@ impl Default for ProbeSpec {
     fn default() -> Self {
         Self {
             path: None,
-            interval: default_interval(),
-            timeout: default_timeout(),
+            interval: None,
+            timeout: None,
             failure_threshold: default_failure_threshold(),
         }
     }
@@ -255,12 +227,6 @@ pub const DEFAULT_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_WARN_BEFORE: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
-fn default_interval() -> String {
-    crate::decide::duration::format(DEFAULT_PROBE_INTERVAL)
-}
-fn default_timeout() -> String {
-    crate::decide::duration::format(DEFAULT_PROBE_TIMEOUT)
-}
 fn default_failure_threshold() -> u32 {
     DEFAULT_FAILURE_THRESHOLD
 }
@@ -354,10 +320,14 @@ pub struct TenantApiCredentialStatus {
     /// `sha256:` + 12 hex of the token in the managed Secret; never the token itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_fingerprint: Option<String>,
-    /// When the token stops working: the JWT's exp or spec.expiry.notAfter, whichever is
-    /// earlier (RFC 3339). Absent when neither is known.
+    /// When the token stops working: the earliest of the JWT's exp, spec.expiry.notAfter and
+    /// providerExpiresAt (RFC 3339). Absent when none is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The token's expiry as the provider stated it in its answer to the latest probe (for
+    /// ApiProviders with expiry.source Header). Cleared when the token changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_expires_at: Option<Time>,
     /// When the token was last probed, as last persisted. To spare the API server, a probe whose
     /// verdict changed nothing is recorded at most hourly; the metric
     /// tenantcred_last_probe_timestamp_seconds has every probe.
@@ -488,99 +458,78 @@ impl TenantApiCredential {
     }
 }
 
-/// The CRD as YAML, exactly what `crds/tenantapicredentials.tenantcred.dev.yaml` holds.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let crd = TenantApiCredential::crd();
+/// Every CRD of tenantcred as it is applied: the file name under `crds/` and the definition,
+/// cleaned for the API server and `kubectl explain` (`clean_schema`).
+pub fn definitions() -> Vec<(String, CustomResourceDefinition)> {
+    [TenantApiCredential::crd(), provider::ApiProvider::crd()]
+        .into_iter()
+        .map(|mut crd| {
+            for version in &mut crd.spec.versions {
+                if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                    clean_schema(schema);
+                }
+            }
+            (format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default()), crd)
+        })
+        .collect()
+}
+
+/// One CRD as the YAML `crds/` holds.
+pub fn definition_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
     Ok(format!(
-        "# Generated by `tenantcred crd` from src/crd.rs. Do not edit.\n{}",
-        serde_yaml::to_string(&crd)?
+        "# Generated by `tenantcred crd` from src/crd.rs and src/crd/provider.rs. Do not edit.\n{}",
+        serde_yaml::to_string(crd)?
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Every CRD, one YAML document each.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let docs = definitions()
+        .iter()
+        .map(|(_, crd)| definition_yaml(crd))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(docs.join("---\n"))
+}
 
-    #[test]
-    fn crd_in_repo_matches_rust_types() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/tenantapicredentials.tenantcred.dev.yaml"
-        );
-        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-        let generated = crd_yaml().expect("CRD serializes");
-        assert!(
-            on_disk == generated,
-            "crds/ drifted from src/crd.rs: run `cargo run -- crd > crds/tenantapicredentials.tenantcred.dev.yaml`"
-        );
+/// Two things the API server and `kubectl explain` need that the schema generator does not do:
+/// unsigned integers carry formats (`uint64`) the API server does not know and warns about on
+/// every apply, so they become `int32`/`int64` (their `minimum: 0` stays); and doc comments wrap
+/// lines where the source does, which `kubectl explain` would print mid-sentence, so single line
+/// breaks become spaces (paragraph breaks stay).
+fn clean_schema(schema: &mut JSONSchemaProps) {
+    if let Some(d) = schema.description.as_mut() {
+        *d = unwrap_lines(d);
     }
-
-    /// `kubectl explain` has something to say about every field, nested ones included.
-    #[test]
-    fn every_field_describes_itself() {
-        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
-            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
-                for (name, prop) in props {
-                    let p = format!("{path}.{name}");
-                    let described = prop
-                        .get("description")
-                        .and_then(|d| d.as_str())
-                        .is_some_and(|d| !d.trim().is_empty());
-                    if !described {
-                        missing.push(p.clone());
-                    }
-                    walk(&p, prop, missing);
-                }
-            }
-            for nested in ["items", "additionalProperties"] {
-                if let Some(inner) = schema.get(nested).filter(|v| v.is_object()) {
-                    walk(&format!("{path}[]"), inner, missing);
-                }
-            }
-        }
-        let crd = serde_json::to_value(TenantApiCredential::crd()).expect("CRD serializes");
-        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-        let mut missing = Vec::new();
-        walk("tac", schema, &mut missing);
-        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
-    }
-
-    #[test]
-    fn unknown_provider_deserializes_instead_of_failing_the_watch() {
-        let spec: TenantApiCredentialSpec = serde_json::from_value(serde_json::json!({
-            "tenant": "acme", "provider": "salesforce", "credentialRef": {"name": "x"}
-        }))
-        .expect("parses");
-        assert_eq!(spec.provider, ProviderName::Unknown("salesforce".into()));
-        assert_eq!(spec.credential_ref.map(|r| r.key).as_deref(), Some("token"));
-        assert_eq!(spec.probe.interval, "15m");
-        assert_eq!(spec.probe.failure_threshold, 3);
-        assert_eq!(spec.expiry.warn_before, "336h");
-        assert_eq!(spec.target.deletion_policy, DeletionPolicy::Delete);
-    }
-
-    #[test]
-    fn names_and_columns_follow_the_contract() {
-        let crd = TenantApiCredential::crd();
-        assert_eq!(crd.spec.group, "tenantcred.dev");
-        assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.plural, "tenantapicredentials");
-        assert_eq!(
-            crd.spec.names.short_names,
-            Some(vec!["tac".to_string(), "tenantcred".to_string()])
-        );
-        let v = &crd.spec.versions[0];
-        assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-        let cols: Vec<_> = v
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
-        assert_eq!(
-            cols,
-            ["Tenant", "Provider", "Ready", "Reason", "Expires", "Last Probe", "Age"]
-        );
+    schema.format = match schema.format.take().as_deref() {
+        Some("uint8" | "uint16") => Some("int32".into()),
+        Some("uint32" | "uint64" | "uint") => Some("int64".into()),
+        other => other.map(str::to_owned),
+    };
+    let children = [
+        schema.properties.as_mut().map(|p| p.values_mut().collect::<Vec<_>>()),
+        schema.items.as_mut().map(|i| match i {
+            JSONSchemaPropsOrArray::Schema(s) => vec![&mut **s],
+            JSONSchemaPropsOrArray::Schemas(v) => v.iter_mut().collect(),
+        }),
+        schema.additional_properties.as_mut().and_then(|a| match a {
+            JSONSchemaPropsOrBool::Schema(s) => Some(vec![&mut **s]),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        }),
+        schema.any_of.as_mut().map(|v| v.iter_mut().collect()),
+        schema.one_of.as_mut().map(|v| v.iter_mut().collect()),
+        schema.all_of.as_mut().map(|v| v.iter_mut().collect()),
+    ];
+    for child in children.into_iter().flatten().flatten() {
+        clean_schema(child);
     }
 }
+
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests;

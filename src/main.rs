@@ -31,6 +31,12 @@ enum Command {
         /// All namespaces.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Only this tenant's credentials (filtered by the API server: spec.tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only credentials of this provider (filtered by the API server: spec.provider).
+        #[arg(long)]
+        provider: Option<String>,
         /// Output format: a table, or json / yaml for scripts (raw timestamps, full messages).
         #[arg(short = 'o', long, value_enum, default_value_t = cli::Output::Table)]
         output: cli::Output,
@@ -42,8 +48,12 @@ enum Command {
         #[command(flatten)]
         kube: cli::KubeArgs,
     },
-    /// Print the TenantApiCredential CRD as YAML.
-    Crd,
+    /// Print the CRDs (TenantApiCredential, ApiProvider) as YAML, or write one file each.
+    Crd {
+        /// Write each CRD to DIR/<name>.yaml (what crds/ holds) instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to stdout.
     Completions { shell: clap_complete::Shell },
 }
@@ -120,18 +130,22 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// raise, charitystack, virtuous or generic.
-    #[arg(long)]
-    provider: String,
+    /// raise, charitystack, virtuous, generic, or the name of the definition in --provider-file.
+    #[arg(long, required_unless_present = "provider_file")]
+    provider: Option<String>,
+    /// An ApiProvider definition (YAML, as you would apply it) to check the token against; the
+    /// provider is then the one it defines. No cluster is needed.
+    #[arg(long, value_name = "FILE")]
+    provider_file: Option<std::path::PathBuf>,
     /// The provider's base URL (default: the provider's; required for generic).
     #[arg(long)]
     base_url: Option<String>,
     /// Path of the probe request (default: the provider's; required for generic).
     #[arg(long)]
     probe_path: Option<String>,
-    /// Timeout of the probe request (Go duration).
-    #[arg(long, default_value = "10s")]
-    timeout: String,
+    /// Timeout of the probe request (Go duration). Default: the provider's, else 10s.
+    #[arg(long)]
+    timeout: Option<String>,
     /// Allow plain http:// base URLs.
     #[arg(long, env = "TENANTCRED_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
@@ -154,8 +168,14 @@ async fn main() -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut command, bin_name.replace(' ', "-"), &mut std::io::stdout());
             Ok(())
         }
-        Command::Crd => {
+        Command::Crd { out: None } => {
             print!("{}", tenantcred::crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Crd { out: Some(dir) } => {
+            for (file, crd) in tenantcred::crd::definitions() {
+                std::fs::write(dir.join(file), tenantcred::crd::definition_yaml(&crd)?)?;
+            }
             Ok(())
         }
         Command::Check(args) => {
@@ -174,8 +194,16 @@ async fn main() -> anyhow::Result<()> {
                 Some(url) => egress.trusting(url),
                 None => egress,
             };
+            let (provider, defined) = match &args.provider_file {
+                Some(file) => {
+                    let (name, profile) = cli::read_definition(file)?;
+                    (args.provider.unwrap_or(name), Some(profile))
+                }
+                None => (args.provider.unwrap_or_default(), None),
+            };
             let req = CheckRequest {
-                provider: args.provider,
+                provider,
+                defined,
                 base_url: args.base_url,
                 probe_path: args.probe_path,
                 timeout: args.timeout,
@@ -188,12 +216,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Status {
             kube,
             all_namespaces,
+            tenant,
+            provider,
             output,
         } => {
             let (client, ns) = kube.connect().await?;
+            let filter = cli::StatusFilter { tenant, provider };
             print!(
                 "{}",
-                cli::status(client, (!all_namespaces).then_some(ns.as_str()), output).await?
+                cli::status(client, (!all_namespaces).then_some(ns.as_str()), &filter, output).await?
             );
             Ok(())
         }

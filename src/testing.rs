@@ -21,3 +21,12 @@ pub fn credential(name: &str, spec: serde_json::Value) -> TenantApiCredential {
     c.metadata.uid = Some("uid-1".into());
     c
 }
+
+/// `plan::resolve` with the built-in providers only.
+pub fn resolve_builtin(
+    tac: &TenantApiCredential,
+    egress: &crate::decide::egress::Egress,
+) -> Result<crate::decide::plan::Settings, crate::decide::plan::Problem> {
+    let found = crate::decide::provider::find(tac.spec.provider.as_str(), |_| None);
+    crate::decide::plan::resolve(tac, egress, &found)
+}

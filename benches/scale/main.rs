@@ -439,11 +439,9 @@ async fn run(r: &Run) -> u64 {
             } else {
                 "virtuous"
             };
-            let budget = tenantcred::decide::provider::Profile::for_provider(&tenantcred::crd::ProviderName::from(
-                p.to_string(),
-            ))
-            .map(|pr| pr.hourly_probe_budget())
-            .unwrap_or(0);
+            let budget = tenantcred::decide::provider::builtin::get(p)
+                .map(|pr| pr.hourly_probe_budget())
+                .unwrap_or(0);
             let gaps: Vec<f64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
             let min_gap = gaps.iter().copied().fold(f64::INFINITY, f64::min);
             let rate = if gaps.is_empty() {

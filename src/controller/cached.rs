@@ -69,6 +69,16 @@ impl CachedCredential {
         })
     }
 
+    /// The provider the spec names, read without decoding the rest of it (`None`: the spec does
+    /// not say, or does not decode).
+    pub fn provider_name(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Named {
+            provider: Option<String>,
+        }
+        serde_json::from_str::<Named>(&self.spec.text()).ok()?.provider
+    }
+
     /// The spec alone.
     pub fn spec(&self) -> Result<TenantApiCredentialSpec, UnreadableSpec> {
         serde_json::from_str(&self.spec.text()).map_err(|e| UnreadableSpec(e.to_string()))

@@ -40,6 +40,8 @@ pub struct Context {
     pub(super) credentials: Arc<Credentials>,
     /// Who reads which Secret, and every unmanaged Secret's version (the source-version check).
     pub(super) sources: Arc<SourceIndex>,
+    /// The `ApiProvider` definitions (shared by every scope).
+    pub(super) providers: Arc<super::providers::Providers>,
     /// Per credential, `<source>/<resourceVersion>` of the latest read that found the token the
     /// managed Secret already holds (so an unrelated edit of the source costs one read, once).
     pub(super) source_versions: Arc<Mutex<HashMap<Key, Box<str>>>>,
@@ -79,6 +81,7 @@ impl Context {
         let mut listed = self.listed.clone();
         // An error means the watches were dropped: the controller is stopping.
         let _ = listed.wait_for(Option::is_some).await;
+        self.providers.listed().await;
     }
 
     /// The status as last decided: as persisted, with the per-probe fields of decisions that

@@ -115,7 +115,7 @@ pub(super) async fn access_token(
         let answer = {
             let _permit = ctx.budget.acquire(&host).await;
             ctx.prober
-                .post_form(&r.settings.token_url(), &form, r.settings.timeout)
+                .post_form(&r.settings.token_url(), &form, r.settings.timeout, &r.settings.profile)
                 .await?
         };
         let outcome = oauth::interpret(&answer, &oauth::submitted(&form));

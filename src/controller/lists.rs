@@ -7,7 +7,6 @@ use kube::Client;
 use kube::api::{Api, WatchEvent, WatchParams};
 
 use super::cached::CachedCredential;
-use super::watches::api_for;
 
 /// `--lists`: how to list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -81,5 +80,27 @@ async fn offered(client: &Client, ns: Option<&str>) -> bool {
             tracing::info!(answer = ?other.map(|a| a.is_ok()), "streaming lists are not offered");
             false
         }
+    }
+}
+
+/// How the watches list: streamed (`sendInitialEvents`) where the API server offers it, pages
+/// otherwise.
+pub(super) fn watcher_config(streaming: bool) -> kube::runtime::watcher::Config {
+    if streaming {
+        kube::runtime::watcher::Config::default().streaming_lists()
+    } else {
+        kube::runtime::watcher::Config::default()
+    }
+}
+
+/// A namespace's collection, or the whole cluster's.
+pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> kube::api::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => kube::api::Api::namespaced(client.clone(), ns),
+        None => kube::api::Api::all(client.clone()),
     }
 }

@@ -10,6 +10,7 @@ mod keys;
 mod lists;
 mod managed_secrets;
 mod notify;
+pub mod providers;
 mod reconcile;
 mod restart;
 mod run;
@@ -149,6 +150,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Readiness>,
     pub rollouts: Arc<Mutex<Rollouts>>,
+    /// The `ApiProvider` definitions, watched once for every scope.
+    pub providers: Arc<providers::Providers>,
 }
 
 impl Shared {
@@ -165,6 +168,7 @@ impl Shared {
                 config.restart_debounce,
                 config.max_rollouts_per_minute,
             ))),
+            providers: Arc::default(),
         })
     }
 }

@@ -104,7 +104,8 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
     let now = Timestamp::now();
     let persisted = ctx.credentials.status_of(&tac.metadata, tac.status.as_ref());
     let observed = ctx.current_status(tac, &persisted);
-    let settings = plan::resolve(tac, &ctx.config.egress);
+    let provider = ctx.providers.find(tac.spec.provider.as_str());
+    let settings = plan::resolve(tac, &ctx.config.egress, &provider);
 
     if tac.spec.suspend {
         let mut status = observed.clone();
@@ -229,7 +230,7 @@ async fn sync(
     };
     // The token in the Secret now: what pods use until something better is proven.
     let current = target.as_deref().and_then(secret::token_in).map(|t| {
-        let lifetime = token::check(t.expose(), TokenFormat::Opaque)
+        let lifetime = token::check(t.expose(), &TokenFormat::opaque(&settings.profile.name))
             .map(|(_, l)| l)
             .unwrap_or_default();
         (t, lifetime)
@@ -432,11 +433,15 @@ async fn probe_once(
         return Ok(ProbeStep::Deferred(held.until));
     }
     let _permit = ctx.budget.acquire(&host).await;
-    let mut outcome = ctx.prober.probe(&settings.probe_url(), token, settings.timeout).await?;
+    let mut outcome = ctx
+        .prober
+        .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
+        .await?;
     // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
     if !matches!(outcome.transport, crate::decide::verdict::Transport::NotAllowed(_)) {
+        ctx.providers.probed(&settings.profile.name, now);
         ctx.metrics.probed(
-            settings.profile.name,
+            &settings.profile.name,
             crate::decide::verdict::classify(&outcome),
             outcome.elapsed,
         );
@@ -449,7 +454,7 @@ async fn probe_once(
             );
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
-    Ok(ProbeStep::Sent(outcome))
+    Ok(ProbeStep::Sent(Box::new(outcome)))
 }
 
 /// How often a Secret the API server refused is tried again while nothing changed.

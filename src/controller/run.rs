@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::watches::{Scope, start};
-use super::{Config, LeaseConfig, Shared, abort_on_drop, lists};
+use super::{Config, LeaseConfig, Shared, abort_on_drop, lists, providers};
 use crate::decide::secret::FIELD_MANAGER;
 use crate::fence::{self, Fence};
 
@@ -42,14 +42,21 @@ pub async fn run(
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
-    // Before anything says ready: a standby is "caches synced" only once its lists are in.
-    shared.health.expect_scopes(namespaces.len());
+    // Before anything says ready: a standby is "caches synced" only once its lists are in (each
+    // scope's, and the ApiProviders').
+    shared.health.expect_scopes(namespaces.len() + 1);
     shared.streaming_lists = lists::stream(&client, namespaces[0].as_deref(), config.lists).await;
+    let _providers = abort_on_drop(providers::watch_providers(
+        client.clone(),
+        shared.providers.clone(),
+        lists::watcher_config(shared.streaming_lists),
+        shared.health.clone(),
+    ));
     let Some(lease) = lease else {
         shared.fence.unfence();
         let scopes = start_scopes(&client, &config, &shared, &namespaces);
         shared.health.leader();
-        lead(&scopes, stopped).await;
+        lead(&client, &config, &shared, &scopes, stopped).await;
         return Ok(());
     };
     // The lease is kept with the plain client; everything else goes through the fence.
@@ -82,7 +89,7 @@ pub async fn run(
         }
         info!(identity = %lease.identity, "acquired the leader lease; reconciling from the caches");
         shared.health.leader();
-        let leading = lead(&scopes, stopped.clone()).boxed();
+        let leading = lead(&client, &config, &shared, &scopes, stopped.clone()).boxed();
         tokio::select! {
             _ = leading => break,
             _ = shared.fence.until(false) => {
@@ -112,14 +119,23 @@ fn start_scopes(client: &Client, config: &Config, shared: &Shared, namespaces: &
         .collect()
 }
 
-/// Reconciles every scope until `stopped`, finishing what is in flight. Overdue probes queue
-/// for catch-up slots counted from now.
-async fn lead(scopes: &[Scope], stopped: Stopped) {
+/// Reconciles every scope until `stopped`, finishing what is in flight, and reports the
+/// ApiProviders' statuses meanwhile. Overdue probes queue for catch-up slots counted from now.
+async fn lead(client: &Client, config: &Config, shared: &Shared, scopes: &[Scope], stopped: Stopped) {
     if let Some(scope) = scopes.first() {
         scope.ctx.budget.begin_catch_up();
     }
-    let runs = scopes.iter().map(|scope| scope.lead(stopped.clone()));
-    futures::future::join_all(runs).await;
+    // Only an operator that sees every namespace can count a provider's credentials; namespaced
+    // installations may share the cluster's providers, and would overwrite each other's counts.
+    let report = if config.namespaces.is_empty() {
+        let writes = fence::fenced(client.clone(), shared.fence.clone());
+        let caches = scopes.iter().map(|s| s.ctx.credentials.clone()).collect();
+        providers::report(writes, shared.providers.clone(), caches).boxed()
+    } else {
+        futures::future::pending().boxed()
+    };
+    let runs = futures::future::join_all(scopes.iter().map(|scope| scope.lead(stopped.clone())));
+    futures::future::select(runs.boxed(), report).await;
     info!("controllers stopped");
 }
 

@@ -61,7 +61,7 @@ pub(super) async fn candidate(
     let r = refs.current;
     if let (Some((token, read_from)), Some(version)) = (known, version_of(ctx, ns, &r.name))
         && read_from == version
-        && let Ok((token, lifetime)) = token::check(token.expose(), settings.profile.token_format)
+        && let Ok((token, lifetime)) = token::check(token.expose(), &settings.profile.token_format)
     {
         return Ok(Source::Token(token, lifetime, Some(version)));
     }
@@ -136,7 +136,7 @@ async fn read(
         .resource_version
         .as_deref()
         .map(|rv| format!("{}/{rv}", r.name));
-    Ok(match token::check(raw, settings.profile.token_format) {
+    Ok(match token::check(raw, &settings.profile.token_format) {
         Ok((token, lifetime)) => match lifetime.not_before {
             Some(nbf) if nbf > schedule::add(now, NOT_BEFORE_GRACE) => Source::Problem(Problem::InvalidToken(format!(
                 "{field}: the token in Secret {ns}/{} is not valid before {nbf}",

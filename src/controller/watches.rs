@@ -6,6 +6,7 @@ use super::cached::CachedCredential;
 use super::context::{Context, Live, live_key};
 use super::credentials::{self, Credentials};
 use super::keys::{CredentialRef, credential_key, drop_entry, tac_key};
+use super::lists::api_for;
 use super::managed_secrets::ManagedSecrets;
 use super::reconcile::{error_policy, reconcile};
 use super::source_index::SourceIndex;
@@ -27,17 +28,6 @@ use crate::decide::priority::{self, Delivery};
 use crate::decide::secret;
 use crate::metrics::Metrics;
 use crate::server::Readiness;
-
-pub(super) fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
 
 /// One watched scope (a namespace, or all): its context and caches, the tasks that keep the
 /// caches current (leader and standby alike: a standby is warm), and what wakes its reconciles
@@ -149,7 +139,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
     // Credentials as the cache keeps them: spec and status stay JSON text until a reconcile.
     let tacs: Api<CachedCredential> = api_for(&client, ns);
     let secrets: Api<Secret> = api_for(&client, ns);
-    let lists = watcher_config(shared.streaming_lists);
+    let lists = super::lists::watcher_config(shared.streaming_lists);
 
     // Ready once the three caches (credentials, managed Secrets, Secret metadata) hold a full
     // list; reconciles wait for that too. (Counted from the streams: a store's
@@ -243,7 +233,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
             std::future::ready(())
         }))
     };
-    let watches = vec![
+    let mut watches = vec![
         drive(credential_triggers.boxed()),
         drive(managed_triggers.boxed()),
         drive(source_triggers.boxed()),
@@ -263,25 +253,23 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         managed,
         credentials,
         sources,
+        providers: shared.providers.clone(),
         source_versions,
         errors,
         live,
         listed,
     });
+    // An edited, created or deleted ApiProvider wakes the credentials that name it.
+    let to = wake.clone();
+    watches.push(abort_on_drop(super::providers::wake_on_change(
+        ctx.credentials.clone(),
+        shared.providers.subscribe(),
+        move |r| to.send(r),
+    )));
     Scope {
         ctx,
         wake,
         _watches: watches,
-    }
-}
-
-/// How the watches list: streamed (`sendInitialEvents`) where the API server offers it, pages
-/// otherwise.
-fn watcher_config(streaming: bool) -> watcher::Config {
-    if streaming {
-        watcher::Config::default().streaming_lists()
-    } else {
-        watcher::Config::default()
     }
 }
 

@@ -43,6 +43,10 @@ pub enum Reason {
     SourceNotAllowed,
     /// The API server refused the managed Secret as invalid (HTTP 422); its message says why.
     SecretRejected,
+    /// `spec.provider` names no built-in provider and no `ApiProvider` object.
+    ProviderNotFound,
+    /// The named `ApiProvider`'s definition is not accepted; its status says why.
+    ProviderNotAccepted,
     Unauthorized,
     Forbidden,
     Expired,
@@ -67,6 +71,8 @@ impl Reason {
             Self::InvalidSpec => "InvalidSpec",
             Self::SourceNotAllowed => "SourceNotAllowed",
             Self::SecretRejected => "SecretRejected",
+            Self::ProviderNotFound => "ProviderNotFound",
+            Self::ProviderNotAccepted => "ProviderNotAccepted",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::Expired => "Expired",
@@ -81,7 +87,7 @@ impl Reason {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::TokenValid,
         Self::Probing,
         Self::Rotating,
@@ -93,6 +99,8 @@ impl Reason {
         Self::InvalidSpec,
         Self::SourceNotAllowed,
         Self::SecretRejected,
+        Self::ProviderNotFound,
+        Self::ProviderNotAccepted,
         Self::Unauthorized,
         Self::Forbidden,
         Self::Expired,

@@ -105,8 +105,8 @@ pub enum ProbeStep {
     Deferred(Timestamp),
     /// Past expiry: decided without sending a request.
     Expired,
-    /// A request was sent.
-    Sent(ProbeOutcome),
+    /// A request was sent (boxed: an outcome is far larger than the other steps).
+    Sent(Box<ProbeOutcome>),
 }
 
 impl ProbeStep {
@@ -182,10 +182,8 @@ pub fn probe_due(
 pub fn decide(input: &Input<'_>) -> Decision {
     // Refused at connect time (the name resolved to addresses the owner has not allowed): not a
     // probe at all, but the same input problem as a baseUrl refused up front.
-    if let ProbeStep::Sent(ProbeOutcome {
-        transport: verdict::Transport::NotAllowed(why),
-        ..
-    }) = input.probe
+    if let ProbeStep::Sent(outcome) = input.probe
+        && let verdict::Transport::NotAllowed(why) = &outcome.transport
     {
         let refused = Problem::BaseUrlNotAllowed(why.clone());
         return decide(&Input {
@@ -211,6 +209,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             s.last_probe_http_status = None;
             s.rate_limit = None;
             s.next_probe_time = None;
+            s.provider_expires_at = None;
             health = Health::Probing;
         } else if matches!(
             s.last_probe_result,
@@ -221,12 +220,6 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 _ => None,
             };
         }
-        let not_after = input.settings.and_then(|st| st.not_after);
-        s.expires_at = [token.lifetime.expires_at, not_after]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(time);
     }
 
     match input.probe {
@@ -244,6 +237,9 @@ pub fn decide(input: &Input<'_>) -> Decision {
             s.last_probe_time = Some(time(now));
             s.last_probe_result = Some(result);
             s.last_probe_http_status = outcome.http_status();
+            if let Some(stated) = outcome.stated_expiry {
+                s.provider_expires_at = Some(time(stated));
+            }
             if !outcome.rate_limit.is_empty() {
                 s.rate_limit = Some(RateLimitStatus {
                     limit: outcome.rate_limit.limit,
@@ -300,6 +296,17 @@ pub fn decide(input: &Input<'_>) -> Decision {
             s.next_probe_time =
                 schedule::next_probe(finished, interval, now, input.jitter).map(|t| time(conditions::truncate(t)));
         }
+    }
+    if let Some(token) = input.token {
+        // The earliest of what the token carries, what the spec declares and what the provider
+        // stated (re-read at every probe).
+        let not_after = input.settings.and_then(|st| st.not_after);
+        let stated = s.provider_expires_at.as_ref().map(|t| t.0);
+        s.expires_at = [token.lifetime.expires_at, not_after, stated]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(time);
     }
     if let Some(Problem::InvalidToken(_)) = input.problem {
         s.last_probe_result = Some(ProbeResult::Invalid);

@@ -176,7 +176,6 @@ mod tests {
             "equal jitter"
         );
     }
-    use crate::crd::ProviderName;
 
     use crate::testing::t;
     const MIN: Duration = Duration::from_secs(60);
@@ -194,7 +193,7 @@ mod tests {
 
     #[test]
     fn budget_stretches_short_intervals() {
-        let cs = Profile::for_provider(&ProviderName::CharityStack).expect("known");
+        let cs = crate::decide::provider::builtin::get("charitystack").expect("known");
         assert_eq!(
             effective_interval(MIN, &cs),
             Interval {

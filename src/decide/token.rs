@@ -98,20 +98,19 @@ pub enum FormatError {
     #[error("the token is empty")]
     Empty,
     #[error(
-        "the token is {bytes} bytes; tenantcred accepts at most {MAX_TOKEN_BYTES} (provider tokens are far smaller): check that the Secret holds the token and nothing else"
+        "the token is {bytes} bytes; tenantcred accepts at most {max} for this provider (provider tokens are far smaller): check that the Secret holds the token and nothing else"
     )]
-    TooLarge { bytes: usize },
+    TooLarge { bytes: usize, max: usize },
     #[error("the token has leading or trailing whitespace (often a trailing newline from `echo` or a file); remove it")]
     SurroundingWhitespace,
     #[error("the token contains whitespace or control characters and cannot be sent in an HTTP header")]
     IllegalCharacters,
     #[error("a {provider} key starts with `{prefix}`; this value does not")]
-    MissingPrefix {
-        provider: &'static str,
-        prefix: &'static str,
-    },
+    MissingPrefix { provider: String, prefix: String },
     #[error("a {provider} token is a JWT (three base64url parts separated by dots); this value does not parse as one")]
-    NotAJwt { provider: &'static str },
+    NotAJwt { provider: String },
+    #[error("a {provider} token matches the pattern its ApiProvider gives (token.pattern); this value does not")]
+    NoMatch { provider: String },
 }
 
 /// The largest token accepted anywhere (Secrets, `tenantcred check`). Provider tokens are well
@@ -120,12 +119,13 @@ pub enum FormatError {
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Checks a raw token against what the provider issues and reads its lifetime.
-pub fn check(raw: &str, format: TokenFormat) -> Result<(Token, Lifetime), FormatError> {
+pub fn check(raw: &str, format: &TokenFormat) -> Result<(Token, Lifetime), FormatError> {
     if raw.is_empty() {
         return Err(FormatError::Empty);
     }
-    if raw.len() > MAX_TOKEN_BYTES {
-        return Err(FormatError::TooLarge { bytes: raw.len() });
+    let max = format.max_bytes.min(MAX_TOKEN_BYTES);
+    if raw.len() > max {
+        return Err(FormatError::TooLarge { bytes: raw.len(), max });
     }
     if raw.trim() != raw {
         return Err(FormatError::SurroundingWhitespace);
@@ -136,16 +136,27 @@ pub fn check(raw: &str, format: TokenFormat) -> Result<(Token, Lifetime), Format
     {
         return Err(FormatError::IllegalCharacters);
     }
-    let lifetime = match format {
-        TokenFormat::Jwt { provider } => jwt_lifetime(raw).ok_or(FormatError::NotAJwt { provider })?,
-        TokenFormat::Prefixed { provider, prefix } => {
-            if !raw.starts_with(prefix) || raw.len() == prefix.len() {
-                return Err(FormatError::MissingPrefix { provider, prefix });
-            }
-            Lifetime::default()
-        }
+    let provider = || format.provider.clone();
+    if let Some(prefix) = &format.prefix
+        && (!raw.starts_with(prefix.as_str()) || raw.len() == prefix.len())
+    {
+        return Err(FormatError::MissingPrefix {
+            provider: provider(),
+            prefix: prefix.clone(),
+        });
+    }
+    if let Some(pattern) = &format.pattern
+        && !pattern.is_match(raw)
+    {
+        return Err(FormatError::NoMatch { provider: provider() });
+    }
+    let lifetime = if format.jwt {
+        jwt_lifetime(raw).ok_or_else(|| FormatError::NotAJwt { provider: provider() })?
+    } else if format.prefix.is_some() {
+        Lifetime::default()
+    } else {
         // Opaque keys may still be JWTs (Virtuous OAuth access tokens are): read exp when present.
-        TokenFormat::Opaque => jwt_lifetime(raw).unwrap_or_default(),
+        jwt_lifetime(raw).unwrap_or_default()
     };
     Ok((Token::new(raw), lifetime))
 }
@@ -183,15 +194,61 @@ pub(crate) mod tests {
     #[test]
     fn tokens_over_8_kib_are_refused_before_any_parsing() {
         let huge = format!("cs_live_{}", "a".repeat(MAX_TOKEN_BYTES));
-        let fmt = TokenFormat::Prefixed {
-            provider: "charitystack",
-            prefix: "cs_live_",
-        };
-        let err = check(&huge, fmt).expect_err("too large");
-        assert_eq!(err, FormatError::TooLarge { bytes: huge.len() });
+        let fmt = charitystack();
+        let err = check(&huge, &fmt).expect_err("too large");
+        assert_eq!(
+            err,
+            FormatError::TooLarge {
+                bytes: huge.len(),
+                max: MAX_TOKEN_BYTES
+            }
+        );
         assert!(!err.to_string().contains("aaaa"), "never quotes the token");
         let at_limit = "a".repeat(MAX_TOKEN_BYTES);
-        assert!(check(&at_limit, TokenFormat::Opaque).is_ok());
+        assert!(check(&at_limit, &TokenFormat::opaque("generic")).is_ok());
+    }
+
+    fn charitystack() -> TokenFormat {
+        TokenFormat {
+            prefix: Some("cs_live_".into()),
+            ..TokenFormat::opaque("charitystack")
+        }
+    }
+
+    fn raise() -> TokenFormat {
+        TokenFormat {
+            jwt: true,
+            ..TokenFormat::opaque("raise")
+        }
+    }
+
+    #[test]
+    fn a_defined_pattern_and_size_are_checked_without_quoting_the_token() {
+        let fmt = TokenFormat {
+            pattern: Some(crate::decide::provider::TokenPattern::compile("ghp_[A-Za-z0-9]{36}").expect("compiles")),
+            max_bytes: 48,
+            ..TokenFormat::opaque("github")
+        };
+        let good = format!("ghp_{}", "a".repeat(36));
+        assert!(check(&good, &fmt).is_ok());
+        // Anchored: a match inside a longer value is no match.
+        let err = check(&format!("x{good}"), &fmt).expect_err("anchored");
+        assert_eq!(
+            err,
+            FormatError::NoMatch {
+                provider: "github".into()
+            }
+        );
+        let err = check(&"a".repeat(49), &fmt).expect_err("too large");
+        assert_eq!(err, FormatError::TooLarge { bytes: 49, max: 48 });
+        let err = check("ghp_SECRETSHORT", &fmt).expect_err("no match");
+        assert_eq!(
+            err,
+            FormatError::NoMatch {
+                provider: "github".into()
+            }
+        );
+        assert!(!err.to_string().contains("SECRET"));
     }
 
     /// An unsigned-looking JWT with the given claims (the signature part is junk; nobody checks it).
@@ -238,11 +295,8 @@ pub(crate) mod tests {
 
     #[test]
     fn whitespace_and_prefix_and_jwt_checks() {
-        let cs = TokenFormat::Prefixed {
-            provider: "charitystack",
-            prefix: "cs_live_",
-        };
-        let raise = TokenFormat::Jwt { provider: "raise" };
+        let cs = &charitystack();
+        let raise = &raise();
         assert_eq!(check("", cs), Err(FormatError::Empty));
         assert_eq!(check("cs_live_abc\n", cs), Err(FormatError::SurroundingWhitespace));
         assert_eq!(check(" cs_live_abc", cs), Err(FormatError::SurroundingWhitespace));
@@ -269,15 +323,16 @@ pub(crate) mod tests {
     #[test]
     fn errors_never_echo_the_token() {
         let secret = "eyJhbGciOi.SECRETPAYLOAD";
-        let err = check(secret, TokenFormat::Jwt { provider: "raise" }).expect_err("not a jwt");
+        let err = check(secret, &raise()).expect_err("not a jwt");
         assert!(!err.to_string().contains("SECRET"));
     }
 
     #[test]
     fn opaque_tokens_that_are_jwts_still_yield_exp() {
-        let (_, life) = check(&jwt(serde_json::json!({"exp": 1_900_000_000})), TokenFormat::Opaque).expect("ok");
+        let opaque = &TokenFormat::opaque("virtuous");
+        let (_, life) = check(&jwt(serde_json::json!({"exp": 1_900_000_000})), opaque).expect("ok");
         assert!(life.expires_at.is_some());
-        let (_, life) = check("plainapikey", TokenFormat::Opaque).expect("ok");
+        let (_, life) = check("plainapikey", opaque).expect("ok");
         assert_eq!(life, Lifetime::default());
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::ProbeResult;
+use crate::decide::provider::{Meaning, ResetUnit, StatusRules};
 
 /// What happened when a probe request was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +55,10 @@ pub struct ProbeOutcome {
     pub elapsed: Duration,
     /// For a 429: what the operator holds back because of it (set by the probe budget).
     pub held_back: Option<crate::crd::RateLimitScope>,
+    /// Which statuses mean what, by the provider's definition.
+    pub rules: StatusRules,
+    /// The token's expiry as the provider's answer stated it (an ApiProvider's expiry header).
+    pub stated_expiry: Option<Timestamp>,
 }
 
 impl ProbeOutcome {
@@ -65,6 +70,8 @@ impl ProbeOutcome {
             detail: None,
             elapsed: Duration::ZERO,
             held_back: None,
+            rules: StatusRules::default(),
+            stated_expiry: None,
         }
     }
 
@@ -88,18 +95,21 @@ impl ProbeOutcome {
     }
 }
 
-/// 2xx Valid; 401 Unauthorized; 403 Forbidden; 429 RateLimited; everything the provider or the
-/// network is to blame for is Unavailable and never counts against the token.
+/// By default 2xx Valid, 401 Unauthorized, 403 Forbidden (a provider's definition may list other
+/// statuses); 429 always RateLimited; everything the provider or the network is to blame for is
+/// Unavailable and never counts against the token.
 pub fn classify(outcome: &ProbeOutcome) -> ProbeResult {
     match outcome.transport {
-        Transport::Answered(s) if (200..300).contains(&s) => ProbeResult::Valid,
-        Transport::Answered(401) => ProbeResult::Unauthorized,
-        Transport::Answered(403) => ProbeResult::Forbidden,
-        Transport::Answered(429) => ProbeResult::RateLimited,
-        // 3xx we did not follow, 404 from a gateway, 5xx: the provider or the path, not the token.
-        Transport::Answered(_) | Transport::Timeout | Transport::Failed(_) | Transport::NotAllowed(_) => {
-            ProbeResult::Unavailable
-        }
+        // A redirect is refused before it gets here, so no listed 3xx can count as valid.
+        Transport::Answered(s) => match outcome.rules.meaning(s) {
+            Meaning::Valid => ProbeResult::Valid,
+            Meaning::Unauthorized => ProbeResult::Unauthorized,
+            Meaning::Forbidden => ProbeResult::Forbidden,
+            Meaning::RateLimited => ProbeResult::RateLimited,
+            // 404 from a gateway, 5xx: the provider or the path, not the token.
+            Meaning::Unavailable => ProbeResult::Unavailable,
+        },
+        Transport::Timeout | Transport::Failed(_) | Transport::NotAllowed(_) => ProbeResult::Unavailable,
     }
 }
 
@@ -108,13 +118,20 @@ pub fn parse_rate_limit(
     limit: Option<&str>,
     remaining: Option<&str>,
     reset: Option<&str>,
+    unit: ResetUnit,
     now: Timestamp,
 ) -> RateLimit {
     let num = |v: Option<&str>| v.and_then(|s| s.trim().parse::<u64>().ok());
-    // Unix seconds per CharityStack; some APIs send seconds-until-reset instead: a small number
-    // cannot be a plausible epoch, so read it as a delay.
+    // Unix seconds per CharityStack; some APIs send seconds-until-reset instead: unless the
+    // definition says which, a small number cannot be a plausible epoch, so read it as a delay.
     let reset_at = num(reset).and_then(|n| {
-        if n < 1_000_000_000 {
+        let delay = match unit {
+            ResetUnit::Auto => n < 1_000_000_000,
+            ResetUnit::Seconds => true,
+            ResetUnit::EpochSeconds => false,
+        };
+        if delay {
+            let n = n.min(86_400 * 366);
             now.checked_add(jiff::SignedDuration::from_secs(n as i64)).ok()
         } else {
             Timestamp::from_second(n as i64).ok()
@@ -173,7 +190,7 @@ mod tests {
     #[test]
     fn rate_limit_headers() {
         let now = ts(1_800_000_000);
-        let rl = parse_rate_limit(Some("1000"), Some("987"), Some("1800000600"), now);
+        let rl = parse_rate_limit(Some("1000"), Some("987"), Some("1800000600"), ResetUnit::Auto, now);
         assert_eq!(
             rl,
             RateLimit {
@@ -182,7 +199,7 @@ mod tests {
                 reset_at: Some(ts(1_800_000_600))
             }
         );
-        let rl = parse_rate_limit(Some("x"), None, Some("60"), now);
+        let rl = parse_rate_limit(Some("x"), None, Some("60"), ResetUnit::Auto, now);
         assert_eq!(
             rl,
             RateLimit {
@@ -191,6 +208,39 @@ mod tests {
                 reset_at: Some(ts(1_800_000_060))
             }
         );
+    }
+
+    #[test]
+    fn a_definition_says_how_the_reset_counts() {
+        let now = ts(1_800_000_000);
+        let secs = parse_rate_limit(None, None, Some("1800000600"), ResetUnit::Seconds, now);
+        assert_eq!(secs.reset_at, Some(ts(1_800_000_000 + 86_400 * 366)), "capped delay");
+        let epoch = parse_rate_limit(None, None, Some("60"), ResetUnit::EpochSeconds, now);
+        assert_eq!(epoch.reset_at, Some(ts(60)));
+    }
+
+    #[test]
+    fn a_definition_lists_its_own_statuses() {
+        let rules = StatusRules {
+            valid: vec![200],
+            unauthorized: vec![401, 404],
+            forbidden: vec![],
+        };
+        let judge = |s| {
+            classify(&ProbeOutcome {
+                rules: rules.clone(),
+                ..ProbeOutcome::answered(s)
+            })
+        };
+        assert_eq!(judge(200), ProbeResult::Valid);
+        assert_eq!(judge(204), ProbeResult::Unavailable, "only the listed valid statuses");
+        assert_eq!(judge(404), ProbeResult::Unauthorized);
+        assert_eq!(
+            judge(403),
+            ProbeResult::Forbidden,
+            "the default stays for an empty list"
+        );
+        assert_eq!(judge(429), ProbeResult::RateLimited);
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl Metrics {
             |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0.as_second());
         let series = Series {
             tenant: tac.spec.tenant.as_str().into(),
-            provider: tac.spec.provider.static_name().map_or_else(
+            provider: crate::decide::provider::builtin::static_name(tac.spec.provider.as_str()).map_or_else(
                 || std::borrow::Cow::Owned(tac.spec.provider.as_str().to_owned()),
                 std::borrow::Cow::Borrowed,
             ),

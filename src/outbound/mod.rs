@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use reqwest::header::HeaderMap;
 
 use crate::decide::egress::Egress;
+use crate::decide::provider::{ExpiryFrom, Profile};
 use crate::decide::verdict::{self, ProbeOutcome, Transport, TransportFailure};
 use crate::fence::{Fence, NotLeading};
 
@@ -134,14 +135,20 @@ async fn read_bounded(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
     body
 }
 
-/// Rate-limit and Retry-After headers (the header block itself is bounded by the HTTP client).
-fn read_headers(h: &HeaderMap, now: Timestamp, outcome: &mut ProbeOutcome) {
-    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+/// The provider's rate-limit, Retry-After and expiry headers, by the names its definition gives
+/// (the header block itself is bounded by the HTTP client; a value over 256 bytes is ignored).
+fn read_headers(h: &HeaderMap, profile: &Profile, now: Timestamp, outcome: &mut ProbeOutcome) {
+    let get = |name: &str| h.get(name).filter(|v| v.len() <= 256).and_then(|v| v.to_str().ok());
+    let names = &profile.headers;
     outcome.rate_limit = verdict::parse_rate_limit(
-        get("x-ratelimit-limit"),
-        get("x-ratelimit-remaining"),
-        get("x-ratelimit-reset"),
+        get(&names.limit),
+        get(&names.remaining),
+        get(&names.reset),
+        names.reset_unit,
         now,
     );
-    outcome.retry_after = get("retry-after").and_then(|v| verdict::parse_retry_after(v, now));
+    outcome.retry_after = get(&names.retry_after).and_then(|v| verdict::parse_retry_after(v, now));
+    if let ExpiryFrom::Header { name, format } = &profile.expiry {
+        outcome.stated_expiry = get(name).and_then(|v| format.parse(v));
+    }
 }

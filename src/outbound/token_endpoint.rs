@@ -7,6 +7,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
 use crate::decide::oauth;
+use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl Prober {
@@ -17,6 +18,7 @@ impl Prober {
         url: &str,
         fields: &[(&str, String)],
         timeout: Duration,
+        profile: &Profile,
     ) -> Result<oauth::Answer, NotLeading> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
@@ -37,7 +39,7 @@ impl Prober {
         match request.send().await {
             Ok(mut resp) => {
                 let mut headers = ProbeOutcome::answered(resp.status().as_u16());
-                read_headers(resp.headers(), Timestamp::now(), &mut headers);
+                read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
                 answer.back_off_until = headers.back_off_until();
                 answer.transport = answered(&resp);
                 answer.body = read_bounded(&mut resp, BODY_LIMIT).await;

@@ -5,9 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use kube::CustomResourceExt;
 use serde_json::Value;
-use tenantcred::crd::TenantApiCredential;
 use tenantcred::decide::conditions::Reason;
 
 fn root() -> std::path::PathBuf {
@@ -77,12 +75,17 @@ fn rows(prefix: &str, schema: &Value, out: &mut String) {
 }
 
 fn generated_reference() -> String {
-    let crd = serde_json::to_value(TenantApiCredential::crd()).expect("CRD");
-    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
     let mut out = String::from(BEGIN);
-    for part in ["spec", "status"] {
-        out.push_str(&format!("\n### {part}\n\n| Field | Type | Meaning |\n|---|---|---|\n"));
-        rows(part, &schema[part], &mut out);
+    for (_, crd) in tenantcred::crd::definitions() {
+        let kind = crd.spec.names.kind.clone();
+        let crd = serde_json::to_value(crd).expect("CRD");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        for part in ["spec", "status"] {
+            out.push_str(&format!(
+                "\n### {kind} {part}\n\n| Field | Type | Meaning |\n|---|---|---|\n"
+            ));
+            rows(part, &schema[part], &mut out);
+        }
     }
     out.push('\n');
     out.push_str(END);

@@ -16,3 +16,5 @@ mod operability;
 mod priority_scenarios;
 mod probe_http;
 mod probing_scenarios;
+mod provider_definitions;
+mod provider_scenarios;

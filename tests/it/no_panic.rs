@@ -18,14 +18,20 @@ fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).expect("valid")
 }
 
-const FORMATS: [TokenFormat; 3] = [
-    TokenFormat::Jwt { provider: "raise" },
-    TokenFormat::Prefixed {
-        provider: "charitystack",
-        prefix: "cs_live_",
-    },
-    TokenFormat::Opaque,
-];
+/// The built-in formats, and a defined one with a pattern and a smaller bound.
+fn formats() -> Vec<TokenFormat> {
+    let mut all: Vec<TokenFormat> = ["raise", "charitystack", "virtuous"]
+        .iter()
+        .filter_map(|n| tenantcred::decide::provider::builtin::get(n))
+        .map(|p| p.token_format.clone())
+        .collect();
+    all.push(TokenFormat {
+        pattern: tenantcred::decide::provider::TokenPattern::compile("(ghp|gho)_[A-Za-z0-9]{4,40}").ok(),
+        max_bytes: 64,
+        ..TokenFormat::opaque("github")
+    });
+    all
+}
 
 /// Text that looks like a JWT: three dot-separated parts of base64url-ish bytes.
 fn jwt_like() -> impl Strategy<Value = String> {
@@ -59,9 +65,9 @@ proptest! {
 
     #[test]
     fn token_checks_never_panic(raw in prop_oneof![any::<String>(), jwt_like(), jwt_with_claims()]) {
-        for format in FORMATS {
-            if let Ok((t, lifetime)) = token::check(&raw, format) {
-                prop_assert!(t.expose().len() <= MAX_TOKEN_BYTES);
+        for format in formats() {
+            if let Ok((t, lifetime)) = token::check(&raw, &format) {
+                prop_assert!(t.expose().len() <= MAX_TOKEN_BYTES.min(format.max_bytes));
                 let _ = lifetime.expired(None, now());
             }
         }
@@ -72,8 +78,11 @@ proptest! {
         limit in any::<String>(), remaining in "[0-9 ]{0,25}", reset in prop_oneof![any::<String>(), "[0-9]{1,25}"],
         retry in prop_oneof![any::<String>(), "[0-9]{1,25}", Just("Wed, 21 Oct 2015 07:28:00 GMT".to_owned())],
     ) {
-        let r = verdict::parse_rate_limit(Some(&limit), Some(&remaining), Some(&reset), now());
-        let _ = r.is_empty();
+        use tenantcred::decide::provider::ResetUnit;
+        for unit in [ResetUnit::Auto, ResetUnit::Seconds, ResetUnit::EpochSeconds] {
+            let r = verdict::parse_rate_limit(Some(&limit), Some(&remaining), Some(&reset), unit, now());
+            let _ = r.is_empty();
+        }
         let _ = verdict::parse_retry_after(&retry, now());
     }
 

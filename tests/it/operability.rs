@@ -100,7 +100,7 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
     h.credential(
         "b",
         "generic",
-        json!({"probe": {"path": "/probe", "failureThreshold": 1}}),
+        json!({"tenant": "globex", "probe": {"path": "/probe", "failureThreshold": 1}}),
     )
     .await;
     eventually(10, "a ready", async || {
@@ -111,7 +111,8 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
         h.condition("b", "Degraded").await == pair("True", "Unauthorized")
     })
     .await;
-    let table = tenantcred::cli::status(h.client.clone(), Some(&h.ns), Output::Table)
+    let all = tenantcred::cli::StatusFilter::default();
+    let table = tenantcred::cli::status(h.client.clone(), Some(&h.ns), &all, Output::Table)
         .await
         .expect("status");
     let first = table.lines().nth(1).unwrap_or_default();
@@ -119,9 +120,24 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
         first.starts_with("b ") && first.contains("Degraded"),
         "worst first:\n{table}"
     );
-    let json = tenantcred::cli::status(h.client.clone(), Some(&h.ns), Output::Json)
+    let json = tenantcred::cli::status(h.client.clone(), Some(&h.ns), &all, Output::Json)
         .await
         .expect("status -o json");
+    // Filtered by the API server (the CRD's selectable fields), not by the client.
+    let globex = tenantcred::cli::StatusFilter {
+        tenant: Some("globex".into()),
+        provider: Some("generic".into()),
+    };
+    let only_b = tenantcred::cli::status(h.client.clone(), Some(&h.ns), &globex, Output::Json)
+        .await
+        .expect("status --tenant globex --provider generic");
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&only_b).expect("valid JSON")["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, ["b"], "{only_b}");
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     assert_eq!(parsed["items"][0]["name"], "b", "{json}");
     assert_eq!(parsed["items"][0]["health"], "Degraded", "{json}");

@@ -9,6 +9,10 @@ use tenantcred::outbound::Prober;
 
 use tenantcred_testkit::{Answer, Provider};
 
+fn generic() -> std::sync::Arc<tenantcred::decide::provider::Profile> {
+    tenantcred::decide::provider::builtin::get("generic").expect("built in")
+}
+
 /// The operator's HTTP client, with the tests' egress rules (127.0.0.1 over plain http).
 fn prober() -> Prober {
     let unfenced = std::sync::Arc::new(tenantcred::fence::Fence::unfenced());
@@ -22,6 +26,7 @@ async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::deci
             &format!("{}/api/Organization/Current", p.base_url),
             &Token::new(token),
             timeout,
+            &tenantcred::decide::provider::builtin::get("virtuous").expect("built in"),
         )
         .await
         .expect("an unfenced prober sends")
@@ -105,6 +110,7 @@ async fn slow_answers_time_out_and_refused_connections_are_unavailable() {
             &format!("http://127.0.0.1:{port}/x"),
             &Token::new("t"),
             Duration::from_secs(2),
+            &generic(),
         )
         .await
         .expect("an unfenced prober sends");
@@ -130,6 +136,7 @@ async fn redirects_are_never_followed() {
             &format!("http://{addr}/probe"),
             &Token::new("secret-token"),
             Duration::from_secs(2),
+            &generic(),
         )
         .await
         .expect("an unfenced prober sends");
@@ -165,6 +172,7 @@ async fn responses_are_read_to_64_kib_and_no_further() {
             &format!("http://{addr}/probe"),
             &Token::new("t"),
             Duration::from_secs(20),
+            &generic(),
         )
         .await
         .expect("an unfenced prober sends");
@@ -176,6 +184,7 @@ async fn responses_are_read_to_64_kib_and_no_further() {
             &format!("http://{addr}/Token"),
             &[("grant_type", "password".into())],
             Duration::from_secs(20),
+            &generic(),
         )
         .await
         .expect("an unfenced prober sends");
@@ -199,6 +208,7 @@ async fn a_fenced_prober_sends_nothing() {
             &format!("{}/probe", p.base_url),
             &Token::new("t"),
             Duration::from_secs(2),
+            &generic(),
         )
         .await;
     assert!(probe.is_err());
@@ -207,6 +217,7 @@ async fn a_fenced_prober_sends_nothing() {
             &format!("{}/Token", p.base_url),
             &[("grant_type", "password".into())],
             Duration::from_secs(2),
+            &generic(),
         )
         .await;
     assert!(grant.is_err());

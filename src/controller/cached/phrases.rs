@@ -155,7 +155,7 @@ mod tests {
     /// rate-limit window, and one with neither), and a spec with the API server's defaults.
     fn typical() -> (Vec<String>, String) {
         use crate::decide::egress::Egress;
-        use crate::decide::plan::{Input, ProbeStep, TokenFacts, decide, resolve};
+        use crate::decide::plan::{Input, ProbeStep, TokenFacts, decide};
         use crate::decide::schedule::Jitter;
         use crate::decide::token::{Fingerprint, Lifetime};
         use crate::decide::verdict::ProbeOutcome;
@@ -166,7 +166,7 @@ mod tests {
             serde_json::json!({"tenant": "acme", "provider": "raise",
                                "credentialRef": {"name": "acme-raise-input", "key": "token"}}),
         );
-        let settings = resolve(&tac, &Egress::default()).expect("resolves");
+        let settings = crate::testing::resolve_builtin(&tac, &Egress::default()).expect("resolves");
         let statuses = [Some(t(90 * 86_400)), None].map(|expires_at| {
             let token = TokenFacts {
                 fingerprint: Fingerprint::of(b"token"),
@@ -187,7 +187,7 @@ mod tests {
                 settings: Some(&settings),
                 token: Some(&token),
                 problem: None,
-                probe: &ProbeStep::Sent(answer),
+                probe: &ProbeStep::Sent(Box::new(answer)),
                 rotation: None,
                 probe_request: None,
                 now: t(0),

@@ -2,7 +2,8 @@
 //! `baseUrl` is written by a tenant; without these rules the operator would carry a namespace's
 //! token (and its own network position) to any host the tenant names.
 //!
-//! A host is allowed when it is the provider's documented host (https on port 443), or when it
+//! A host is allowed when it is one of the provider's hosts (https; port 443 unless the
+//! definition names another), or when it
 //! matches an `--allowed-host` pattern (`pattern`). An address that is not public (`address`: the
 //! IANA special-purpose registries, IPv6 forms judged by the IPv4 address they carry) is allowed
 //! only when a pattern names it as an address (`127.0.0.1`, `10.0.0.0/8`, `[::1]`): a name
@@ -75,16 +76,13 @@ impl Egress {
                 "baseUrl {shown} is plain http: the token would cross the network unencrypted; use https (the operator's --allow-insecure-http is for local development only)"
             )));
         }
-        let documented = documented_host(profile);
         let (name_ok, address) = match &host {
             Host::Domain(d) => {
-                let is_documented = documented
-                    .as_deref()
-                    .is_some_and(|h| h.eq_ignore_ascii_case(d.trim_end_matches('.')) && port == 443);
+                let is_documented = profile.has_host(d, port);
                 let owner_allowed = self.allowed.iter().any(|p| p.matches_port(port) && p.matches_name(d));
                 if is_documented && !https && !owner_allowed {
                     return Err(Refusal::Insecure(format!(
-                        "baseUrl {shown} is plain http to {}'s documented host, which is trusted only over https (--allow-insecure-http applies only to hosts allowed with --allowed-host); nothing was sent",
+                        "baseUrl {shown} is plain http to a host of provider {}, which is trusted only over https (--allow-insecure-http applies only to hosts allowed with --allowed-host); nothing was sent",
                         profile.name
                     )));
                 }
@@ -96,10 +94,20 @@ impl Egress {
         if name_ok && address.is_none_or(|a| self.allows_address(a)) {
             return Ok(());
         }
-        let documented = documented.map_or_else(
-            || format!("provider {} has no documented host", profile.name),
-            |h| format!("provider {} is documented at {h}", profile.name),
-        );
+        let documented = match profile.hosts.as_slice() {
+            [] => format!("provider {} has no documented host", profile.name),
+            hosts => {
+                let shown: Vec<String> = hosts
+                    .iter()
+                    .take(4)
+                    .map(|h| match h.port {
+                        443 => h.name.clone(),
+                        p => format!("{}:{p}", h.name),
+                    })
+                    .collect();
+                format!("provider {} is documented at {}", profile.name, shown.join(", "))
+            }
+        };
         let why = match address.map(|a| (a, address::special(a), address::destination(a))) {
             Some((a, Some(block), reached)) => {
                 let via = if reached == a {
@@ -142,11 +150,6 @@ pub fn redacted(url: &str) -> String {
         Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
-}
-
-fn documented_host(profile: &Profile) -> Option<String> {
-    let url = Url::parse(profile.default_base_url?).ok()?;
-    url.host_str().map(str::to_owned)
 }
 
 fn host_port(host: &Host<&str>, port: u16) -> String {

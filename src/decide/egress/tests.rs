@@ -1,5 +1,4 @@
 use super::*;
-use crate::crd::ProviderName;
 
 fn egress(patterns: &[&str]) -> Egress {
     Egress::new(
@@ -8,8 +7,8 @@ fn egress(patterns: &[&str]) -> Egress {
     )
 }
 
-fn check(e: &Egress, provider: ProviderName, url: &str) -> Result<(), Refusal> {
-    let profile = Profile::for_provider(&provider).expect("known provider");
+fn check(e: &Egress, provider: &str, url: &str) -> Result<(), Refusal> {
+    let profile = crate::decide::provider::builtin::get(provider).expect("built-in provider");
     e.check(&Url::parse(url).expect("url"), &profile)
 }
 
@@ -51,19 +50,13 @@ fn patterns_parse_and_print_back() {
 #[test]
 fn documented_hosts_need_no_pattern_but_only_on_443() {
     let none = egress(&[]);
-    assert_eq!(
-        check(&none, ProviderName::Raise, "https://prod-api.raisedonors.com"),
-        Ok(())
-    );
-    assert_eq!(
-        check(&none, ProviderName::Virtuous, "https://API.virtuoussoftware.com/"),
-        Ok(())
-    );
-    assert!(check(&none, ProviderName::Raise, "https://prod-api.raisedonors.com:8443").is_err());
+    assert_eq!(check(&none, "raise", "https://prod-api.raisedonors.com"), Ok(()));
+    assert_eq!(check(&none, "virtuous", "https://API.virtuoussoftware.com/"), Ok(()));
+    assert!(check(&none, "raise", "https://prod-api.raisedonors.com:8443").is_err());
     // Documented for Virtuous is not documented for Raise.
-    assert!(check(&none, ProviderName::Raise, "https://api.virtuoussoftware.com").is_err());
+    assert!(check(&none, "raise", "https://api.virtuoussoftware.com").is_err());
     // generic has no documented host at all.
-    let Err(Refusal::HostNotAllowed(m)) = check(&none, ProviderName::Generic, "https://api.example.com") else {
+    let Err(Refusal::HostNotAllowed(m)) = check(&none, "generic", "https://api.example.com") else {
         panic!("generic without a pattern must be refused");
     };
     assert!(
@@ -75,18 +68,12 @@ fn documented_hosts_need_no_pattern_but_only_on_443() {
 #[test]
 fn names_match_exactly_or_below_a_wildcard_with_the_port() {
     let e = egress(&["api.example.com", "*.corp.example:8443"]);
-    assert_eq!(
-        check(&e, ProviderName::Generic, "https://api.example.com:9000/v1"),
-        Ok(())
-    );
-    assert!(check(&e, ProviderName::Generic, "https://api.example.com.evil.io").is_err());
-    assert!(check(&e, ProviderName::Generic, "https://evilapi.example.com").is_err());
-    assert_eq!(
-        check(&e, ProviderName::Generic, "https://a.b.corp.example:8443"),
-        Ok(())
-    );
-    assert!(check(&e, ProviderName::Generic, "https://corp.example:8443").is_err());
-    assert!(check(&e, ProviderName::Generic, "https://a.corp.example").is_err());
+    assert_eq!(check(&e, "generic", "https://api.example.com:9000/v1"), Ok(()));
+    assert!(check(&e, "generic", "https://api.example.com.evil.io").is_err());
+    assert!(check(&e, "generic", "https://evilapi.example.com").is_err());
+    assert_eq!(check(&e, "generic", "https://a.b.corp.example:8443"), Ok(()));
+    assert!(check(&e, "generic", "https://corp.example:8443").is_err());
+    assert!(check(&e, "generic", "https://a.corp.example").is_err());
 }
 
 #[test]
@@ -103,15 +90,15 @@ fn non_public_literals_need_an_address_pattern() {
         "https://[fe80::1]",
         "https://[fd12::1]",
     ] {
-        let Err(Refusal::HostNotAllowed(m)) = check(&names_only, ProviderName::Generic, url) else {
+        let Err(Refusal::HostNotAllowed(m)) = check(&names_only, "generic", url) else {
             panic!("{url} must be refused");
         };
         assert!(m.contains("not a public address"), "{m}");
     }
     let e = egress(&["127.0.0.1:8080", "10.0.0.0/8"]);
-    assert_eq!(check(&e, ProviderName::Generic, "http://127.0.0.1:8080"), Ok(()));
-    assert!(check(&e, ProviderName::Generic, "http://127.0.0.1:8081").is_err());
-    assert_eq!(check(&e, ProviderName::Raise, "https://10.200.0.9"), Ok(()));
+    assert_eq!(check(&e, "generic", "http://127.0.0.1:8080"), Ok(()));
+    assert!(check(&e, "generic", "http://127.0.0.1:8081").is_err());
+    assert_eq!(check(&e, "raise", "https://10.200.0.9"), Ok(()));
     assert!(e.allows_address("10.9.9.9".parse().expect("ip")));
     assert!(!e.allows_address("169.254.169.254".parse().expect("ip")));
     assert!(e.allows_address("93.184.216.34".parse().expect("ip")));
@@ -125,7 +112,7 @@ fn check_trusts_the_url_typed_at_the_keyboard() {
         "http://[::1]:9000",
     ] {
         let e = Egress::new(vec![], true).trusting(url);
-        assert_eq!(check(&e, ProviderName::Generic, url), Ok(()), "{url}");
+        assert_eq!(check(&e, "generic", url), Ok(()), "{url}");
     }
 }
 
@@ -133,7 +120,7 @@ fn check_trusts_the_url_typed_at_the_keyboard() {
 fn plain_http_is_its_own_refusal() {
     let e = Egress::new(vec!["api.example.com".parse().expect("pattern")], false);
     assert!(matches!(
-        check(&e, ProviderName::Generic, "http://api.example.com"),
+        check(&e, "generic", "http://api.example.com"),
         Err(Refusal::Insecure(_))
     ));
 }

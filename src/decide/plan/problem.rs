@@ -20,6 +20,10 @@ pub enum Problem {
     SourceNotAllowed(String),
     /// The API server refused to store the managed Secret (422), with its message.
     SecretRejected(String),
+    /// No built-in provider and no `ApiProvider` object has the name `spec.provider` gives.
+    ProviderNotFound(String),
+    /// The named `ApiProvider` exists but its definition is not accepted.
+    ProviderNotAccepted(String),
 }
 
 impl Problem {
@@ -35,6 +39,8 @@ impl Problem {
             Self::InvalidGrant(_) => Reason::InvalidGrant,
             Self::SourceNotAllowed(_) => Reason::SourceNotAllowed,
             Self::SecretRejected(_) => Reason::SecretRejected,
+            Self::ProviderNotFound(_) => Reason::ProviderNotFound,
+            Self::ProviderNotAccepted(_) => Reason::ProviderNotAccepted,
         }
     }
 
@@ -49,13 +55,15 @@ impl Problem {
             | Self::OtpRequired(m)
             | Self::InvalidGrant(m)
             | Self::SourceNotAllowed(m)
-            | Self::SecretRejected(m) => m,
+            | Self::SecretRejected(m)
+            | Self::ProviderNotFound(m)
+            | Self::ProviderNotAccepted(m) => m,
         }
     }
 
-    /// A missing source recovers by itself when the Secret appears; the rest need a person.
+    /// A missing source or provider recovers by itself when it appears; the rest need a person.
     pub fn stalls(&self) -> bool {
-        !matches!(self, Self::SourceNotFound(_))
+        !matches!(self, Self::SourceNotFound(_) | Self::ProviderNotFound(_))
     }
 
     /// Credential-side failures of the OAuth grant make the resource Degraded, like a revoked token.

@@ -1,6 +1,7 @@
 //! Spec resolution: the spec with every default applied, every duration parsed, and checked
 //! against the owner's egress rules, once per reconcile; and the Secrets a spec names.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -9,13 +10,13 @@ use super::Problem;
 use crate::crd::{SecretKeyRef, TenantApiCredential};
 use crate::decide::duration;
 use crate::decide::egress::{Egress, Refusal};
-use crate::decide::provider::Profile;
+use crate::decide::provider::{Found, Profile, builtin};
 use crate::decide::schedule::{self, Interval};
 
 /// The spec, resolved and checked once: every default applied, every duration parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    pub profile: Profile,
+    pub profile: Arc<Profile>,
     pub base_url: String,
     pub probe_path: String,
     pub interval: Interval,
@@ -48,9 +49,10 @@ impl TokenSource {
 }
 
 impl Settings {
-    /// The Virtuous token endpoint.
+    /// The provider's OAuth token endpoint (Virtuous: `/Token`).
     pub fn token_url(&self) -> String {
-        format!("{}/Token", self.base_url.trim_end_matches('/'))
+        let path = self.profile.oauth_token_path.as_deref().unwrap_or("/Token");
+        format!("{}{path}", self.base_url.trim_end_matches('/'))
     }
 
     pub fn probe_url(&self) -> String {
@@ -66,37 +68,45 @@ impl Settings {
     }
 }
 
-/// Resolves the spec against the operator owner's egress rules.
-pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, Problem> {
+/// Resolves the spec, with the provider found under its name, against the operator owner's
+/// egress rules.
+pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> Result<Settings, Problem> {
     let spec = &tac.spec;
     let invalid = |m: String| Err(Problem::InvalidSpec(m));
-    let Some(profile) = Profile::for_provider(&spec.provider) else {
-        return invalid(format!(
-            "unknown provider {:?}; use one of {}",
-            spec.provider.as_str(),
-            crate::crd::ProviderName::KNOWN.join(", ")
-        ));
+    let name = spec.provider.as_str();
+    let profile = match provider {
+        Found::Profile(p) => p.clone(),
+        Found::Missing => {
+            return Err(Problem::ProviderNotFound(format!(
+                "provider {name:?} is neither built in ({}) nor an ApiProvider (kubectl get apiproviders); nothing is probed until it exists, and the managed Secret keeps its last good content",
+                builtin::NAMES.join(", ")
+            )));
+        }
+        Found::Refused(why) => {
+            return Err(Problem::ProviderNotAccepted(format!(
+                "ApiProvider {name} is not accepted: {why}; nothing is probed until a platform admin fixes it, and the managed Secret keeps its last good content"
+            )));
+        }
     };
     let source = match (&spec.credential_ref, &spec.oauth) {
         (Some(current), None) => TokenSource::Secret {
             current: current.clone(),
             pending: spec.pending_credential_ref.clone(),
         },
-        (None, Some(oauth)) if spec.provider == crate::crd::ProviderName::Virtuous => TokenSource::OAuth {
+        (None, Some(oauth)) if profile.oauth_token_path.is_some() => TokenSource::OAuth {
             login: oauth.secret_ref.name.clone(),
         },
-        (None, Some(_)) => return invalid("spec.oauth is only supported with provider virtuous".into()),
+        (None, Some(_)) => {
+            return invalid(format!(
+                "spec.oauth needs a provider with a token endpoint (virtuous, or an ApiProvider with oauth); provider {name} has none"
+            ));
+        }
         _ => return invalid("exactly one of credentialRef and oauth must be set".into()),
     };
-    let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.map(str::to_owned)) else {
+    let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.clone()) else {
         return invalid(format!("provider {} requires spec.baseUrl", profile.name));
     };
-    let Some(probe_path) = spec
-        .probe
-        .path
-        .clone()
-        .or(profile.default_probe_path.map(str::to_owned))
-    else {
+    let Some(probe_path) = spec.probe.path.clone().or(profile.probe.path.clone()) else {
         return invalid(format!("provider {} requires spec.probe.path", profile.name));
     };
     if !probe_path.starts_with('/') {
@@ -116,14 +126,21 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress) -> Result<Settings, P
         }
     }
     let dur = |field: &str, v: &str| duration::parse(v).map_err(|e| Problem::InvalidSpec(format!("{field}: {e}")));
-    let requested = dur("spec.probe.interval", &spec.probe.interval)?;
+    // The credential's own, else the provider's, else the defaults.
+    let requested = match &spec.probe.interval {
+        Some(v) => dur("spec.probe.interval", v)?,
+        None => profile.probe.interval.unwrap_or(crate::crd::DEFAULT_PROBE_INTERVAL),
+    };
     if requested < Duration::from_secs(60) {
         return invalid(format!(
             "spec.probe.interval {} is below the minimum of 1m",
-            spec.probe.interval
+            duration::format(requested)
         ));
     }
-    let timeout = dur("spec.probe.timeout", &spec.probe.timeout)?;
+    let timeout = match &spec.probe.timeout {
+        Some(v) => dur("spec.probe.timeout", v)?,
+        None => profile.probe.timeout.unwrap_or(crate::crd::DEFAULT_PROBE_TIMEOUT),
+    };
     if timeout.is_zero() {
         return invalid("spec.probe.timeout must be positive".into());
     }

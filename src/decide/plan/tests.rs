@@ -13,7 +13,7 @@ fn tac(spec: serde_json::Value) -> TenantApiCredential {
 }
 
 fn settings() -> Settings {
-    resolve(
+    crate::testing::resolve_builtin(
         &tac(serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}})),
         &Egress::default(),
     )
@@ -63,7 +63,7 @@ impl Run {
     }
 
     fn probe(&mut self, code: u16, now: Timestamp) -> Decision {
-        self.step(ProbeStep::Sent(ProbeOutcome::answered(code)), None, now)
+        self.step(ProbeStep::Sent(Box::new(ProbeOutcome::answered(code))), None, now)
     }
 
     fn cond(&self, ty: Type) -> Option<(String, String)> {
@@ -179,7 +179,7 @@ fn retry_after_is_honoured() {
     let mut r = Run::new();
     let mut o = ProbeOutcome::answered(429);
     o.retry_after = Some(t(3000));
-    let d = r.step(ProbeStep::Sent(o), None, t(0));
+    let d = r.step(ProbeStep::Sent(Box::new(o)), None, t(0));
     let next = d.requeue_at.expect("scheduled");
     assert!(next >= t(3000) && next <= t(3010), "{next}");
     assert_eq!(
@@ -300,10 +300,10 @@ fn resolve_reports_unusable_specs() {
         for (k, x) in extra.as_object().expect("object") {
             v[k] = x.clone();
         }
-        resolve(&tac(v), &Egress::default())
+        crate::testing::resolve_builtin(&tac(v), &Egress::default())
     };
     assert!(
-        matches!(with(serde_json::json!({"provider": "salesforce"})), Err(Problem::InvalidSpec(m)) if m.contains("salesforce"))
+        matches!(with(serde_json::json!({"provider": "salesforce"})), Err(Problem::ProviderNotFound(m)) if m.contains("salesforce"))
     );
     assert!(
         matches!(with(serde_json::json!({"provider": "generic"})), Err(Problem::InvalidSpec(m)) if m.contains("baseUrl"))
@@ -328,7 +328,7 @@ fn resolve_reports_unusable_specs() {
     );
     assert_eq!(cs.host(), "0k90mc4jjj.execute-api.us-east-2.amazonaws.com:443");
     let local = Egress::new(vec!["127.0.0.1:8080".parse().expect("pattern")], true);
-    let insecure_ok = resolve(
+    let insecure_ok = crate::testing::resolve_builtin(
         &tac(serde_json::json!({"tenant": "a", "provider": "generic", "baseUrl": "http://127.0.0.1:8080/", "probe": {"path": "/me"}, "credentialRef": {"name": "in"}})),
         &local,
     )
@@ -339,7 +339,7 @@ fn resolve_reports_unusable_specs() {
 #[test]
 fn stretched_interval_is_explained() {
     let mut r = Run::new();
-    r.settings = resolve(
+    r.settings = crate::testing::resolve_builtin(
         &tac(serde_json::json!({"tenant": "acme", "provider": "charitystack", "probe": {"interval": "1m"}, "credentialRef": {"name": "in"}})),
         &Egress::default(),
     )

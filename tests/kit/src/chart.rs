@@ -102,27 +102,42 @@ pub async fn apply(client: &kube::Client, obj: &Value) -> Result<(), String> {
         .map_err(|e| format!("apply {kind} {name}: {e}"))
 }
 
-/// Applies `crds/` and waits until the API server serves the new kind.
+/// Applies every CRD in `crds/` and waits until the API server serves each kind.
 pub async fn install_crd(client: &kube::Client) -> Result<(), String> {
-    let text = std::fs::read_to_string(repo().join("crds/tenantapicredentials.tenantcred.dev.yaml"))
-        .map_err(|e| e.to_string())?;
-    let crd: Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
-    apply(client, &crd).await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for _ in 0..100 {
-        let established = crds
-            .get("tenantapicredentials.tenantcred.dev")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-        if established {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut names = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("crds"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        let crd: Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+        apply(client, &crd).await?;
+        names.push(crd["metadata"]["name"].as_str().unwrap_or_default().to_owned());
     }
-    Err("the CRD was not Established within 10 s".into())
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in names {
+        let mut established = false;
+        for _ in 0..100 {
+            established = crds
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !established {
+            return Err(format!("the CRD {name} was not Established within 10 s"));
+        }
+    }
+    Ok(())
 }
 
 pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), String> {
@@ -144,6 +159,52 @@ pub async fn admin_config(plane: &ControlPlane) -> Result<kube::Config, String> 
     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A client as a tenant holds one: a ServiceAccount of `ns` bound to the cluster's `edit` role in
+/// that namespace only (what namespace owners get), with a requested token.
+pub async fn tenant_client(admin_client: &kube::Client, ns: &str) -> Result<kube::Client, String> {
+    let plane = crate::envtest::control_plane()?;
+    apply(
+        admin_client,
+        &serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "tenant", "namespace": ns}}),
+    )
+    .await?;
+    apply(
+        admin_client,
+        &serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "tenant-edit", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]}),
+    )
+    .await?;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin_client.clone(), ns);
+    let answer = sas
+        .create_token_request(
+            "tenant",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("TokenRequest for the tenant: {e}"))?;
+    let token = answer
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or("TokenRequest answered without a token")?;
+    let mut config = admin_config(plane).await?;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// The admin config with the chart ServiceAccount's token instead of the admin's.

@@ -28,7 +28,7 @@ use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tower::Layer;
 
 pub use apiserver::ApiServer;
-pub use provider::{Account, Answer, Provider};
+pub use provider::{Account, Answer, Provider, Shape};
 pub use tap::Tap;
 
 /// Serves `app` on a free port of 127.0.0.1 until the test ends.
@@ -392,6 +392,39 @@ impl Harness {
             .unwrap_or_else(|e| panic!("patch the status of {name}: {e}"));
     }
 
+    /// A cluster-scoped collection (`apiproviders`).
+    fn cluster_api(&self, plural: &str) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), &resource(plural))
+    }
+
+    /// Applies a cluster-scoped object server-side, as `kubectl apply --server-side` would.
+    pub async fn apply_cluster(&self, plural: &str, obj: &Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        self.cluster_api(plural)
+            .patch(
+                &name,
+                &kube::api::PatchParams::apply("kubectl").force(),
+                &kube::api::Patch::Apply(obj),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply {plural} {name}: {e}"));
+    }
+
+    pub async fn get_cluster(&self, plural: &str, name: &str) -> Value {
+        match self.cluster_api(plural).get_opt(name).await {
+            Ok(o) => o.map_or(Value::Null, |o| serde_json::to_value(o).expect("json")),
+            Err(e) => panic!("get {plural} {name}: {e}"),
+        }
+    }
+
+    pub async fn delete_cluster(&self, plural: &str, name: &str) {
+        match self.cluster_api(plural).delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => panic!("delete {plural} {name}: {e}"),
+        }
+    }
+
     pub async fn delete(&self, plural: &str, name: &str) {
         match self.api(plural).delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -543,11 +576,12 @@ pub fn condition_of(tac: &Value, ty: &str) -> Option<(String, String)> {
         })
 }
 
-fn resource(plural: &str) -> ApiResource {
+pub fn resource(plural: &str) -> ApiResource {
     let (group, version, kind) = match plural {
         "secrets" => ("", "v1", "Secret"),
         "namespaces" => ("", "v1", "Namespace"),
         "tenantapicredentials" => ("tenantcred.dev", "v1alpha1", "TenantApiCredential"),
+        "apiproviders" => ("tenantcred.dev", "v1alpha1", "ApiProvider"),
         "events" => ("events.k8s.io", "v1", "Event"),
         "deployments" => ("apps", "v1", "Deployment"),
         "statefulsets" => ("apps", "v1", "StatefulSet"),

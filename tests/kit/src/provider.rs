@@ -36,8 +36,44 @@ pub enum Answer {
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub path: String,
+    pub method: String,
     pub authorization: Option<String>,
+    /// The token, read where the provider's shape says it is.
+    pub token: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// How the provider reads tokens and names its headers: Bearer and `X-RateLimit-*` by default;
+/// another shape plays an API defined only as an `ApiProvider`.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// The header the token arrives in (lower-case), and what precedes it there.
+    pub auth_header: String,
+    pub auth_prefix: String,
+    /// Names of the limit, remaining and reset headers.
+    pub rate_headers: [String; 3],
+    /// The reset header's value with `send_rate_headers` (a Unix time by default).
+    pub reset_value: String,
+    pub retry_after_header: String,
+    /// Sent with every 200: a header stating the token's expiry.
+    pub expiry_header: Option<(String, String)>,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            auth_header: "authorization".into(),
+            auth_prefix: "Bearer ".into(),
+            rate_headers: [
+                "X-RateLimit-Limit".into(),
+                "X-RateLimit-Remaining".into(),
+                "X-RateLimit-Reset".into(),
+            ],
+            reset_value: "4102444800".into(),
+            retry_after_header: "Retry-After".into(),
+            expiry_header: None,
+        }
+    }
 }
 
 /// A Virtuous-like account behind `POST /Token`.
@@ -73,6 +109,7 @@ struct Inner {
     /// When each request arrived, with its token (for rate and spread measurements).
     log_times: bool,
     times: Vec<(std::time::Instant, String)>,
+    shape: Shape,
 }
 
 #[derive(Clone)]
@@ -98,6 +135,11 @@ impl Provider {
 
     pub fn answer(&self, token: &str, answer: Answer) {
         self.lock().answers.insert(token.to_owned(), answer);
+    }
+
+    /// Reads tokens and names headers this way from now on.
+    pub fn set_shape(&self, shape: Shape) {
+        self.lock().shape = shape;
     }
 
     pub fn send_rate_headers(&self, on: bool) {
@@ -147,13 +189,12 @@ impl Provider {
         self.lock().seen.clone()
     }
 
-    /// Requests that carried `token`.
+    /// Requests that carried `token` where the shape says tokens go.
     pub fn hits(&self, token: &str) -> usize {
-        let want = format!("Bearer {token}");
         self.lock()
             .seen
             .iter()
-            .filter(|s| s.authorization.as_deref() == Some(want.as_str()))
+            .filter(|s| s.token.as_deref() == Some(token))
             .count()
     }
 }
@@ -220,11 +261,15 @@ async fn handler(
 ) -> Response<Body> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let auth = header("authorization");
-    let (answer, rate_headers) = {
+    let (answer, rate_headers, shape) = {
         let mut st = inner.lock().unwrap_or_else(|e| e.into_inner());
+        let token = header(&st.shape.auth_header)
+            .and_then(|v| v.strip_prefix(st.shape.auth_prefix.as_str()).map(str::to_owned));
         st.seen.push(Seen {
             path: uri.to_string(),
+            method: method.to_string(),
             authorization: auth.clone(),
+            token: token.clone(),
             user_agent: header("user-agent"),
         });
         if method == axum::http::Method::POST && uri.path() == "/Token" {
@@ -235,11 +280,7 @@ async fn handler(
                 .body(Body::from(body))
                 .unwrap_or_else(|_| Response::new(Body::empty()));
         }
-        let token = auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .to_owned();
+        let token = token.unwrap_or_default();
         if let Some(old) = st.revokes.remove(&token) {
             st.answers.insert(old, Answer::UnauthorizedJson);
         }
@@ -249,17 +290,24 @@ async fn handler(
         (
             st.answers.get(&token).cloned().or_else(|| st.default_answer.clone()),
             st.rate_headers,
+            st.shape.clone(),
         )
     };
+    let [limit, remaining, reset] = &shape.rate_headers;
     let mut b = Response::builder();
     if rate_headers {
         b = b
-            .header("X-RateLimit-Limit", "1000")
-            .header("X-RateLimit-Remaining", "987")
-            .header("X-RateLimit-Reset", "4102444800");
+            .header(limit, "1000")
+            .header(remaining, "987")
+            .header(reset, shape.reset_value.as_str());
     }
     let (status, body) = match answer {
-        Some(Answer::Ok) => (200, r#"{"items":[]}"#.to_owned()),
+        Some(Answer::Ok) => {
+            if let Some((name, value)) = &shape.expiry_header {
+                b = b.header(name, value);
+            }
+            (200, r#"{"items":[]}"#.to_owned())
+        }
         Some(Answer::Slow(d)) => {
             tokio::time::sleep(d).await;
             (200, "{}".to_owned())
@@ -268,14 +316,14 @@ async fn handler(
         Some(Answer::UnauthorizedText) => (401, "Authorization has been denied for this request.".to_owned()),
         Some(Answer::Forbidden) => (403, r#"{"message":"Forbidden"}"#.to_owned()),
         Some(Answer::RateLimited { retry_after }) => {
-            b = b.header("Retry-After", retry_after.to_string());
+            b = b.header(&shape.retry_after_header, retry_after.to_string());
             (429, "Too Many Requests".to_owned())
         }
         Some(Answer::RateLimitedHeaders { reset_at }) => {
             b = b
-                .header("X-RateLimit-Limit", "1000")
-                .header("X-RateLimit-Remaining", "0")
-                .header("X-RateLimit-Reset", reset_at.to_string());
+                .header(limit, "1000")
+                .header(remaining, "0")
+                .header(reset, reset_at.to_string());
             (429, r#"{"error":"Too Many Requests"}"#.to_owned())
         }
         Some(Answer::Status(s)) => (s, "<html>upstream error</html>".to_owned()),

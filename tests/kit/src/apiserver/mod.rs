@@ -34,7 +34,7 @@ impl Coll {
     fn has_status_subresource(&self) -> bool {
         matches!(
             self.plural.as_str(),
-            "tenantapicredentials" | "deployments" | "statefulsets" | "daemonsets"
+            "tenantapicredentials" | "apiproviders" | "deployments" | "statefulsets" | "daemonsets"
         )
     }
     fn has_generation(&self) -> bool {
@@ -260,6 +260,7 @@ fn coll_of(obj: &Value) -> (Coll, String) {
     let kind = obj["kind"].as_str().unwrap_or_default();
     let plural = match kind {
         "TenantApiCredential" => "tenantapicredentials".to_owned(),
+        "ApiProvider" => "apiproviders".to_owned(),
         k => format!("{}s", k.to_lowercase()),
     };
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
@@ -284,6 +285,7 @@ fn api_version(c: &Coll) -> String {
 fn kind_of(c: &Coll) -> String {
     match c.plural.as_str() {
         "tenantapicredentials" => "TenantApiCredential".into(),
+        "apiproviders" => "ApiProvider".into(),
         "statefulsets" => "StatefulSet".into(),
         "daemonsets" => "DaemonSet".into(),
         p => {
