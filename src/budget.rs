@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::crd::RateLimitScope;
 use crate::decide::provider::{LimitScope, Profile};
+use crate::decide::sharing::{Heard, ProbeKey};
 use crate::decide::token::Fingerprint;
 
 pub struct Budget {
@@ -32,6 +33,9 @@ struct State {
     admitted: u64,
     /// Per host, the catch-up slots handed out since this replica began to lead.
     catch_up: HashMap<String, u64>,
+    /// The latest answer about each token, per request (`sharing`): what credentials holding the
+    /// same token share instead of probing again.
+    heard: HashMap<ProbeKey, Heard>,
 }
 
 /// Why a probe may not go yet, and until when.
@@ -102,8 +106,20 @@ impl Budget {
                 let _ = l.check(u32::MAX, now);
                 !l.is_empty()
             });
+            let hour_ago = now - jiff::SignedDuration::from_hours(1);
+            st.heard.retain(|_, h| h.at > hour_ago);
         }
         Ok(())
+    }
+
+    /// The latest answer a probe of this token, in this request, heard.
+    pub fn heard(&self, key: &ProbeKey) -> Option<Heard> {
+        self.lock().heard.get(key).copied()
+    }
+
+    /// Records what a probe heard, for the other holders of the same token.
+    pub fn hear(&self, key: ProbeKey, heard: Heard) {
+        self.lock().heard.insert(key, heard);
     }
 
     /// The next catch-up slot of `host` (`schedule::catch_up`): overdue probes queue per host.

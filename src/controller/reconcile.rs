@@ -175,7 +175,9 @@ async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Act
             if due <= now {
                 honoured = requested;
                 let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
-                probe = probe_once(ctx, settings, token, key, now).await?;
+                // A person's probe-now request is answered by a probe of its own.
+                let share = (!new_request).then(|| observed.last_probe_time.as_ref().map(|t| t.0));
+                probe = probe_once(ctx, settings, token, key, share, now).await?;
             } else {
                 synced.wake(due);
             }
@@ -385,7 +387,7 @@ async fn validate(
     let step = if candidate.1.expired(None, now) {
         ProbeStep::Expired
     } else {
-        probe_once(ctx, settings, &candidate.0, &fp, now).await?
+        probe_once(ctx, settings, &candidate.0, &fp, None, now).await?
     };
     let result = step.result();
     let verdict = rotation::validation(result);
@@ -419,14 +421,30 @@ fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> A
     }
 }
 
-/// Sends one probe within the budget, or says until when it must wait.
+/// Sends one probe within the budget, or says until when it must wait. With `share` (the
+/// credential's own latest probe time), a recent answer about the same token, heard by another
+/// credential's probe of the same request, answers instead (`decide::sharing`).
 async fn probe_once(
     ctx: &Context,
     settings: &Settings,
     token: &Token,
     key: &crate::decide::token::Fingerprint,
+    share: Option<Option<Timestamp>>,
     now: Timestamp,
 ) -> Result<ProbeStep> {
+    use crate::decide::sharing::{self, Heard, ProbeKey};
+    let url = settings.probe_url();
+    let probe_key = ProbeKey::new(&settings.profile.name, &url, &token.fingerprint());
+    if let Some(last_probe) = share
+        && let Some(heard) = ctx.budget.heard(&probe_key)
+        && sharing::answers_for(heard, last_probe, now, settings.interval.effective)
+    {
+        debug!(%key, status = heard.status, "answered by another credential's probe of the same token");
+        return Ok(ProbeStep::Sent(Box::new(crate::decide::verdict::ProbeOutcome {
+            rules: settings.profile.probe.statuses.clone(),
+            ..crate::decide::verdict::ProbeOutcome::answered(heard.status)
+        })));
+    }
     let host = settings.host();
     if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
         debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
@@ -435,8 +453,14 @@ async fn probe_once(
     let _permit = ctx.budget.acquire(&host).await;
     let mut outcome = ctx
         .prober
-        .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
+        .probe(&url, token, settings.timeout, &settings.profile)
         .await?;
+    if let Some(status) = outcome.http_status().filter(|s| sharing::worth_sharing(*s)) {
+        // Whole seconds, as status times are: the prober's own next probe never takes its own
+        // answer for another's.
+        let at = crate::decide::conditions::truncate(now);
+        ctx.budget.hear(probe_key, Heard { at, status });
+    }
     // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
     if !matches!(outcome.transport, crate::decide::verdict::Transport::NotAllowed(_)) {
         ctx.providers.probed(&settings.profile.name, now);

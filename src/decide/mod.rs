@@ -16,5 +16,6 @@ pub mod rollouts;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
+pub mod sharing;
 pub mod token;
 pub mod verdict;

@@ -234,7 +234,34 @@ async fn a_tenant_cannot_define_a_provider(h: Harness) {
     }
 }
 
+/// One probe per distinct token: a second credential holding the same token for the same
+/// request takes the first one's recent answer; each keeps its own status. A person's probe-now
+/// request is still a probe of its own.
+async fn credentials_holding_the_same_token_share_one_probe(h: Harness) {
+    h.provider.answer("shared-token", Answer::Ok);
+    h.source_secret("a-input", "shared-token").await;
+    h.source_secret("b-input", "shared-token").await;
+    h.credential("a", "generic", json!({})).await;
+    eventually(10, "a Ready", async || {
+        h.condition("a", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
+    h.credential("b", "generic", json!({"tenant": "globex"})).await;
+    eventually(10, "b Ready", async || {
+        h.condition("b", "Ready").await == pair("True", "TokenValid")
+    })
+    .await;
+    assert_eq!(h.provider.hits("shared-token"), 1, "one probe for two holders");
+    assert_eq!(h.tac("b").await["status"]["lastProbeResult"], "Valid");
+    h.edit_tac("b", |o| {
+        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
+    })
+    .await;
+    eventually(10, "probe-now sends", async || h.provider.hits("shared-token") == 2).await;
+}
+
 scenarios!(
+    credentials_holding_the_same_token_share_one_probe,
     a_defined_provider_drives_a_credential_like_a_built_in_one,
     editing_and_deleting_a_provider_act_on_live_credentials,
     a_provider_reports_its_credentials,
