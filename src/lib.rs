@@ -32,6 +32,9 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error(transparent)]
     NotLeading(#[from] fence::NotLeading),
+    /// The step machine asked for something it cannot (a bug, said instead of a panic).
+    #[error("reconcile stopped: {0}")]
+    Step(&'static str),
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             Self::MissingMetadata(_) => "metadata",
             Self::Serialize(_) => "serialize",
             Self::NotLeading(_) => "not_leading",
+            Self::Step(_) => "step",
         }
     }
 }

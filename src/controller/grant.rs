@@ -8,14 +8,14 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
-use super::synced::Synced;
 use crate::crd::TenantApiCredential;
 use crate::crd::TenantApiCredentialStatus;
 use crate::decide::conditions::{self, Reason, Type};
-use crate::decide::oauth::{self, Grant, Login, Next, Renew, State, Unusable};
-use crate::decide::plan::{Problem, Settings};
+use crate::decide::oauth::{self, Login, Next, Renew, State, problems};
+use crate::decide::plan::Settings;
 use crate::decide::schedule::Jitter;
 use crate::decide::secret::{CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::decide::step::Renewed;
 use crate::decide::token::{Lifetime, Token};
 use crate::{Error, Result};
 
@@ -40,18 +40,13 @@ pub(super) struct Renewal<'a> {
 /// The access token to use: the current one until it is due for refresh, else a new one from the
 /// token endpoint (refresh grant, then the password grant, with a two-factor code when asked).
 /// The decisions are `oauth::renew` and `oauth::next`; this reads, calls and stores.
-pub(super) async fn access_token(
-    ctx: &Context,
-    r: &Renewal<'_>,
-    out: &mut Synced,
-) -> Result<Option<(Token, Lifetime)>> {
+pub(super) async fn access_token(ctx: &Context, r: &Renewal<'_>) -> Result<Renewed> {
+    let mut out = Renewed::default();
     let (ns, login_name, now) = (r.ns, r.login, r.now);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(login_secret) = secrets.get_opt(login_name).await? else {
-        out.problem = Some(Problem::SourceNotFound(format!(
-            "oauth.secretRef: Secret {ns}/{login_name} not found; create it with keys username and password"
-        )));
-        return Ok(None);
+        out.problem = Some(problems::login_missing(ns, login_name));
+        return Ok(out);
     };
     let login = Login::from_secret(&login_secret);
     let account = oauth::account(&login);
@@ -77,13 +72,14 @@ pub(super) async fn access_token(
     match oauth::renew(&login, &state, waiting_for_otp, r.current.is_some(), now) {
         Renew::Keep { refresh_at } => {
             if let Some(at) = refresh_at {
-                out.wake(at);
+                wake(&mut out, at);
             }
-            return Ok(keep(&state));
+            out.token = keep(&state);
+            return Ok(out);
         }
         Renew::AwaitOtp => {
-            out.problem = Some(otp_problem(ns, login_name));
-            return Ok(None);
+            out.problem = Some(problems::otp_required(ns, login_name));
+            return Ok(out);
         }
         Renew::Now => {}
     }
@@ -93,23 +89,16 @@ pub(super) async fn access_token(
     loop {
         let grant = match oauth::choose(&login, &state, refresh_rejected) {
             Ok(g) => g,
-            Err(Unusable::NoUsername) => {
-                out.problem = Some(Problem::SourceNotFound(format!(
-                    "oauth.secretRef: Secret {ns}/{login_name} has no key \"username\""
-                )));
-                return Ok(None);
-            }
-            Err(Unusable::NoCredentials) => {
-                out.problem = Some(Problem::InvalidGrant(format!(
-                    "Virtuous refused the refresh token and Secret {ns}/{login_name} has no password to sign in again"
-                )));
-                return Ok(None);
+            Err(why) => {
+                out.problem = Some(problems::unusable(why, ns, login_name));
+                return Ok(out);
             }
         };
         // Token-endpoint calls spend the same per-account budget as probes.
         if let Err(held) = ctx.budget.admit(&host, &account, &r.settings.profile, now) {
-            out.wake(held.until);
-            return Ok(keep(&state));
+            wake(&mut out, held.until);
+            out.token = keep(&state);
+            return Ok(out);
         }
         let form = oauth::form(grant, &login, &state);
         let answer = {
@@ -123,62 +112,49 @@ pub(super) async fn access_token(
             Next::Issued { access_token, state } => {
                 write_state(&secrets, r.tac, &state_name, &state).await?;
                 if let Some(at) = state.refresh_at {
-                    out.wake(at);
+                    wake(&mut out, at);
                 }
                 let lifetime = Lifetime {
                     not_before: None,
                     expires_at: state.expires_at,
                 };
-                return Ok(Some((access_token, lifetime)));
+                out.token = Some((access_token, lifetime));
+                return Ok(out);
             }
             Next::OtpRequired { spent } => {
                 if let Some(spent) = spent {
                     write_state(&secrets, r.tac, &state_name, &spent).await?;
                 }
-                out.problem = Some(otp_problem(ns, login_name));
-                return Ok(None);
+                out.problem = Some(problems::otp_required(ns, login_name));
+                return Ok(out);
             }
             Next::SignInAgain => {
                 tracing::info!("refresh token refused; signing in with the password grant");
                 refresh_rejected = true;
             }
             Next::Refused(why) => {
-                out.problem = Some(Problem::InvalidGrant(format!(
-                    "Virtuous refused the {} grant: {why}",
-                    name(grant)
-                )));
-                return Ok(None);
+                out.problem = Some(problems::refused(grant, &why));
+                return Ok(out);
             }
             Next::NotAllowed(why) => {
-                out.problem = Some(Problem::BaseUrlNotAllowed(why));
-                return Ok(None);
+                out.problem = Some(problems::not_allowed(why));
+                return Ok(out);
             }
             Next::BackOff(until) => {
                 ctx.budget
                     .back_off(&host, &account, r.settings.profile.limit_scope, until, now);
-                out.wake(until);
-                return Ok(keep(&state));
+                wake(&mut out, until);
+                out.token = keep(&state);
+                return Ok(out);
             }
             Next::Retry(at) => {
                 tracing::info!(retry_at = %at, "token endpoint unavailable; retrying");
-                out.wake(at);
-                return Ok(keep(&state));
+                wake(&mut out, at);
+                out.token = keep(&state);
+                return Ok(out);
             }
         }
     }
-}
-
-fn name(g: Grant) -> &'static str {
-    match g {
-        Grant::Refresh => "refresh_token",
-        Grant::Password { .. } => "password",
-    }
-}
-
-fn otp_problem(ns: &str, login: &str) -> Problem {
-    Problem::OtpRequired(format!(
-        "the Virtuous account uses two-factor authentication and a code was sent by SMS: add it as key \"otp\" to Secret {ns}/{login}"
-    ))
 }
 
 async fn write_state(secrets: &Api<Secret>, tac: &TenantApiCredential, name: &str, state: &State) -> Result<()> {
@@ -208,4 +184,8 @@ async fn write_state(secrets: &Api<Secret>, tac: &TenantApiCredential, name: &st
         .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
     Ok(())
+}
+
+fn wake(out: &mut Renewed, at: Timestamp) {
+    out.wake = Some(out.wake.map_or(at, |w| w.min(at)));
 }

@@ -16,7 +16,6 @@ mod restart;
 mod run;
 mod source_index;
 mod sources;
-mod synced;
 mod watches;
 mod writes;
 

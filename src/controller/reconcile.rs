@@ -1,31 +1,28 @@
-//! One reconcile: gather what the decision needs, ask `plan`, apply the answer.
+//! One reconcile, the shell of the step machine (`decide::step`): gather a read-only world, then
+//! ask for one action at a time, perform it, hand back its result, until the machine finishes.
+//! Nothing here decides; it reads, writes, sends and remembers.
 
-use super::cached::{CachedCredential, UnreadableSpec};
-use super::context::Context;
-use super::keys::{credential_key, drop_entry, tac_key};
-use super::sources::{self, Source, Target};
-use super::synced::Synced;
+use super::cached::CachedCredential;
+use super::context::{Context, live_key};
+use super::keys::{credential_key, drop_entry, stable_offset, tac_key};
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
-use super::{grant, restart};
+use super::{grant, restart, sources};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use tracing::{debug, warn};
 
-use crate::crd::RotationPhase;
-use crate::crd::{LEGACY_FINALIZER, PROBE_REQUESTED_ANNOTATION, TenantApiCredential, TenantApiCredentialStatus};
-use crate::decide::events::{self};
-use crate::decide::plan::{self, Decision, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
-use crate::decide::provider::TokenFormat;
-use crate::decide::rotation::{self, Cutover, Validation};
+use crate::crd::LEGACY_FINALIZER;
+use crate::decide::plan::{self, ProbeStep, Settings, TokenSource};
+use crate::decide::publish::Volatile;
 use crate::decide::schedule::{self, Jitter};
-use crate::decide::secret::{self};
-use crate::decide::token::{self, Lifetime, Token};
+use crate::decide::step::{self, Done, Outcome, Spec, World, Written};
+use crate::decide::token::Token;
 use crate::{Error, Result};
 
 /// One reconcile, in a span naming the credential (every log line inside carries it).
@@ -53,35 +50,13 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
         // Owner references take the Secret with the resource; `Retain` has none to follow.
         return Ok(Action::await_change());
     }
-    let action = match cached.expand() {
-        Ok(tac) => apply(&tac, &ctx, &ns).await?,
-        Err(unreadable) => report_unreadable(&cached, &ctx, &ns, &unreadable).await?,
-    };
+    let action = run(&cached, &ctx, &ns).await?;
     ctx.metrics.reconciled();
     drop_entry(
         &mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner),
         &*tac_key(&*cached),
     );
     Ok(action)
-}
-
-/// A spec the types cannot read: said in the conditions; nothing is read, written or probed,
-/// and the managed Secret keeps its last good content.
-async fn report_unreadable(cached: &CachedCredential, ctx: &Context, ns: &str, why: &UnreadableSpec) -> Result<Action> {
-    let name = cached.name_any();
-    warn!(error = %why.0, "the spec does not match the schema");
-    ctx.sources.set(ns, &name, Vec::new());
-    ctx.metrics.forget(ns, &name);
-    let now = Timestamp::now();
-    let persisted = ctx
-        .credentials
-        .status_of(&cached.metadata, cached.status().ok().flatten().as_ref());
-    let observed = ctx.current_status(cached, &persisted);
-    let desired = plan::unreadable_spec(&observed, &why.0, cached.metadata.generation, now);
-    write_status(ctx, &cached.metadata, ns, &persisted, &desired, now).await?;
-    let notices = crate::decide::events::transitions(&observed, &desired);
-    ctx.notifier.publish(cached, notices).await;
-    Ok(Action::await_change())
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
@@ -100,324 +75,167 @@ pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-async fn apply(tac: &TenantApiCredential, ctx: &Context, ns: &str) -> Result<Action> {
+/// Gathers the world, then performs the step machine's actions until it finishes.
+async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Action> {
     let now = Timestamp::now();
-    let persisted = ctx.credentials.status_of(&tac.metadata, tac.status.as_ref());
-    let observed = ctx.current_status(tac, &persisted);
-    let provider = ctx.providers.find(tac.spec.provider.as_str());
-    let settings = plan::resolve(tac, &ctx.config.egress, &provider);
-
-    if tac.spec.suspend {
-        let mut status = observed.clone();
-        status.observed_generation = tac.metadata.generation;
-        status.next_probe_time = None;
-        write_status(ctx, &tac.metadata, ns, &persisted, &status, now).await?;
-        ctx.metrics.observe(tac, &status);
-        return Ok(Action::await_change());
-    }
-
-    let requested = tac.annotations().get(PROBE_REQUESTED_ANNOTATION).map(String::as_str);
-    let new_request = plan::new_probe_request(&observed, requested);
-    let mut synced = match &settings {
-        Err(p) => Synced {
-            problem: Some(p.clone()),
-            ..Synced::default()
-        },
-        Ok(settings) => sync(tac, settings, ctx, ns, &observed, new_request, now).await?,
+    let name = cached.name_any();
+    let expanded = cached.expand();
+    let persisted = match &expanded {
+        Ok(tac) => ctx.credentials.status_of(&tac.metadata, tac.status.as_ref()),
+        Err(_) => ctx
+            .credentials
+            .status_of(&cached.metadata, cached.status().ok().flatten().as_ref()),
     };
-
-    let facts = synced.token.as_ref().map(|(t, l)| TokenFacts {
-        fingerprint: t.fingerprint(),
-        lifetime: *l,
+    let observed = ctx.current_status(cached, &persisted);
+    let settings = expanded.as_ref().ok().map(|tac| {
+        let provider = ctx.providers.find(tac.spec.provider.as_str());
+        plan::resolve(tac, &ctx.config.egress, &provider)
     });
-    // The token pods see changed (level-triggered: the status still names the old one until the
-    // end of this reconcile, so a crash in between repeats the restart, which is idempotent); or
-    // a restart gathered in a debounce window is due.
-    let changed = match (observed.token_fingerprint.as_deref(), &facts) {
-        (Some(old), Some(new)) if old != new.fingerprint.as_str() => Some(&new.fingerprint),
-        _ => None,
+    let spec = match (&expanded, &settings) {
+        (Ok(credential), Some(settings)) => Spec::Readable { credential, settings },
+        _ => {
+            let why = expanded.as_ref().err().map_or("", |w| w.0.as_str());
+            warn!(error = %why, "the spec does not match the schema");
+            // It reads nothing and is no longer counted as any provider's.
+            ctx.sources.set(ns, &name, Vec::new());
+            ctx.metrics.forget(ns, &name);
+            Spec::Unreadable(why)
+        }
     };
-    if !tac.spec.rollout_restart_targets.is_empty() {
-        let (notices, wake) = restart::rollout(ctx, tac, ns, changed, now).await?;
-        synced.notices.extend(notices);
-        if let Some(at) = wake {
-            synced.wake(at);
-        }
-    }
-
-    let mut probe = synced.probe.take().unwrap_or(ProbeStep::None);
-    let mut honoured = None;
-    if let (Ok(settings), None, Some(facts), Some((token, _)), ProbeStep::None) =
-        (&settings, &synced.problem, &facts, &synced.token, &probe)
-    {
-        if facts.lifetime.expired(settings.not_after, now) {
-            probe = ProbeStep::Expired;
-        } else {
-            let due = match plan::probe_due(&observed, facts, requested, ctx.leading_since()) {
-                plan::Due::Now => now,
-                plan::Due::At(at) => at,
-                plan::Due::Overdue => {
-                    let slot = ctx.budget.catch_up_slot(&settings.host());
-                    let at = schedule::catch_up(
-                        ctx.leading_since(),
-                        slot,
-                        ctx.config.catch_up_per_second,
-                        Jitter::random(),
-                    );
-                    // Recorded as the next probe time (in memory, not written): a reconcile
-                    // before then finds it scheduled and keeps its slot.
-                    if at > now {
-                        probe = ProbeStep::Deferred(at);
-                    }
-                    at
-                }
-            };
-            if due <= now {
-                honoured = requested;
-                let key = synced.budget_key.as_ref().unwrap_or(&facts.fingerprint);
-                // A person's probe-now request is answered by a probe of its own.
-                let share = (!new_request).then(|| observed.last_probe_time.as_ref().map(|t| t.0));
-                probe = probe_once(ctx, settings, token, key, share, now).await?;
-            } else {
-                synced.wake(due);
-            }
-        }
-    } else if new_request && synced.rotation.is_some() {
-        // A probe-now request retried the rotation: that is the probe it asked for.
-        honoured = requested;
-    }
-
-    let decision = plan::decide(&Input {
-        generation: tac.metadata.generation,
-        observed: &observed,
-        settings: settings.as_ref().ok(),
-        token: facts.as_ref(),
-        problem: synced.problem.as_ref(),
-        probe: &probe,
-        rotation: synced.rotation.as_ref(),
-        probe_request: honoured,
-        now,
-        jitter: Jitter::random(),
-    });
-    synced
-        .notices
-        .extend(crate::decide::events::transitions(&observed, &decision.status));
-    write_status(ctx, &tac.metadata, ns, &persisted, &decision.status, now).await?;
-    ctx.metrics.observe(tac, &decision.status);
-    ctx.notifier.publish(tac, std::mem::take(&mut synced.notices)).await;
-    Ok(requeue(&decision, synced.wake_at, now))
-}
-
-/// Works out which token belongs in the managed Secret (validating a replacement first when the
-/// current one works) and writes the Secret when it differs.
-async fn sync(
-    tac: &TenantApiCredential,
-    settings: &Settings,
-    ctx: &Context,
-    ns: &str,
-    observed: &TenantApiCredentialStatus,
-    new_request: bool,
-    now: Timestamp,
-) -> Result<Synced> {
-    let name = tac.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let mut out = Synced::default();
-    let target = match sources::read_target(ctx, ns, &settings.secret_name, &name) {
-        Target::Foreign => {
-            out.problem = Some(conflict(ns, &settings.secret_name));
-            return Ok(out);
-        }
-        Target::Ours(s) => Some(s),
-        Target::Absent => None,
-    };
-    // The token in the Secret now: what pods use until something better is proven.
-    let current = target.as_deref().and_then(secret::token_in).map(|t| {
-        let lifetime = token::check(t.expose(), &TokenFormat::opaque(&settings.profile.name))
-            .map(|(_, l)| l)
-            .unwrap_or_default();
-        (t, lifetime)
-    });
-    // Which version of the source the current token came from: recorded on the Secret when it
-    // was written, or remembered from a later read that found the same token.
-    let key = tac_key(tac);
-    let current_version = ctx
+    let resolved = settings.as_ref().and_then(|s| s.as_ref().ok());
+    let target = resolved.and_then(|s| ctx.managed.get(ns, &s.secret_name));
+    let key = tac_key(cached);
+    let remembered = ctx
         .source_versions
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&key)
-        .map(|v| v.to_string())
-        .or_else(|| target.as_deref().and_then(secret::source_version).map(str::to_owned));
-
-    let mut candidate_version = None;
-    let candidate = match &settings.source {
-        TokenSource::OAuth { login } => {
-            let oauth = grant::Renewal {
-                tac,
-                settings,
-                ns,
-                login,
-                current: current.as_ref(),
-                observed,
-                now,
-            };
-            grant::access_token(ctx, &oauth, &mut out).await?
-        }
-        TokenSource::Secret { current: from, pending } => {
-            let known = current
-                .as_ref()
-                .zip(current_version.as_deref())
-                .map(|((t, _), v)| (t, v));
-            let refs = sources::Refs {
-                current: from,
-                pending: pending.as_ref(),
-            };
-            match sources::candidate(ctx, refs, settings, ns, known, now, &mut out.notices).await? {
-                Source::Token(t, l, version) => {
-                    candidate_version = version;
-                    Some((t, l))
-                }
-                Source::Problem(p) => {
-                    out.problem = Some(p);
-                    None
-                }
-            }
-        }
+        .map(|v| v.to_string());
+    let source_rv = resolved.and_then(|s| match &s.source {
+        TokenSource::Secret { current, .. } => ctx.sources.version(ns, &current.name),
+        TokenSource::OAuth { .. } => None,
+    });
+    let world = World {
+        meta: &cached.metadata,
+        spec,
+        observed: &observed,
+        persisted: &persisted,
+        target: target.as_deref(),
+        remembered_version: remembered.as_deref(),
+        source_resource_version: source_rv.as_deref(),
+        acting_since: ctx.leading_since(),
+        catch_up_per_second: ctx.config.catch_up_per_second,
+        spread: stable_offset(&cached.metadata),
+        now,
+        jitter: Jitter::random(),
     };
-    if let (Some((cand, _)), Some((cur, _)), Some(v)) = (&candidate, &current, &candidate_version)
-        && cand == cur
-    {
-        ctx.source_versions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, v.as_str().into());
-    }
-
-    let candidate_fp = candidate.as_ref().map(|(t, _)| t.fingerprint());
-    let chosen = match candidate {
-        None => current.clone(),
-        Some(cand) => {
-            let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
-            let cut = rotation::cutover(
-                current_fp.as_ref(),
-                plan::health_of(observed),
-                &cand.0.fingerprint(),
-                observed.rotation.as_ref(),
-                new_request,
-                settings.source.auto_renewed(),
-            );
-            match cut {
-                // Same token: the candidate's lifetime is the better informed (OAuth expiry).
-                Cutover::Keep if current.as_ref().is_some_and(|c| c.0 == cand.0) => Some(cand),
-                Cutover::Keep => current.clone(),
-                Cutover::Now => Some(cand),
-                Cutover::Validate => validate(ctx, settings, cand, current.clone(), now, &mut out).await?,
+    let tac = expanded.as_ref().ok();
+    let mut done = Done::default();
+    for _ in 0..step::MAX_STEPS {
+        let next = step::step(&world, &done);
+        debug!(action = ?next, "step");
+        let outcome = match next {
+            step::Action::ReadSource { which, name } => Outcome::SourceRead {
+                which,
+                secret: sources::read(ctx, ns, &name).await?.map(Box::new),
+            },
+            step::Action::RenewAccessToken { login, current } => {
+                let (tac, settings) = tac.zip(resolved).ok_or(Error::Step("a renewal without a spec"))?;
+                let renewal = grant::Renewal {
+                    tac,
+                    settings,
+                    ns,
+                    login: &login,
+                    current: current.as_ref(),
+                    observed: &observed,
+                    now,
+                };
+                Outcome::Renewed(grant::access_token(ctx, &renewal).await?)
             }
-        }
-    };
-
-    if let Some((token, _)) = &chosen {
-        let version = match (&candidate_fp, &candidate_version) {
-            (Some(fp), Some(v)) if *fp == token.fingerprint() => Some(v.as_str()),
-            _ => current_version.as_deref(),
-        };
-        let desired = secret::desired(tac, &settings.secret_name, &settings.base_url, token, version);
-        let write = match &target {
-            Some(observed) => {
-                let stale = secret::stale_keys(&desired, observed);
-                if !stale.is_empty() {
-                    prune(&secrets, &settings.secret_name, tac.metadata.uid.as_deref(), &stale).await?;
-                }
-                secret::needs_apply(&desired, observed)
+            step::Action::RememberSourceVersion(version) => {
+                ctx.source_versions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.clone(), version.into());
+                Outcome::Remembered
             }
-            None => true,
-        };
-        if write {
-            let attempt = match &target {
-                Some(_) => apply_secret(&secrets, &desired).await.map(Some),
-                None => create_secret(&secrets, &desired, &name).await,
-            };
-            let written = match attempt {
-                Ok(w) => w,
-                // Invalid (422): a fact about the input, not a failed call. Said in the status;
-                // the Secret keeps its last good content; tried again when the spec or token
-                // changes, and every few minutes (nothing loops).
-                Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
-                    out.problem = Some(Problem::SecretRejected(rejected(
-                        ns,
-                        &settings.secret_name,
-                        &status.message,
-                    )));
-                    out.wake(schedule::add(now, REJECTED_RETRY));
-                    return Ok(out);
+            step::Action::Probe {
+                probing,
+                token,
+                budget_key,
+                share,
+            } => {
+                let settings = resolved.ok_or(Error::Step("a probe without settings"))?;
+                let step = probe_once(ctx, settings, &token, &budget_key, share, now).await?;
+                Outcome::Probed { probing, step }
+            }
+            step::Action::PruneSecret { name, stale } => {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                prune(&secrets, &name, cached.metadata.uid.as_deref(), &stale).await?;
+                Outcome::Pruned
+            }
+            step::Action::WriteSecret { secret, create } => {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                let attempt = if create {
+                    create_secret(&secrets, &secret, &name).await
+                } else {
+                    apply_secret(&secrets, &secret).await.map(Some)
+                };
+                let written = match attempt {
+                    Ok(Some(written)) => {
+                        ctx.managed.wrote(ns, target.as_deref(), written);
+                        Written::Stored
+                    }
+                    Ok(None) => Written::Foreign,
+                    // Invalid (422): the machine says so in the status.
+                    Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
+                        Written::Refused(status.message)
+                    }
+                    Err(e) => return Err(e),
+                };
+                Outcome::SecretWritten(written)
+            }
+            step::Action::RestartWorkloads { changed } => {
+                let tac = tac.ok_or(Error::Step("a restart without a spec"))?;
+                let (notices, wake) = restart::rollout(ctx, tac, ns, changed.as_ref(), now).await?;
+                Outcome::Restarted { notices, wake }
+            }
+            step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(&host)),
+            step::Action::WriteStatus { status, patch } => {
+                write_status(ctx, &cached.metadata, ns, patch).await?;
+                ctx.credentials.wrote(&cached.metadata, &status);
+                keep_live(ctx, &cached.metadata, None);
+                if let Some(tac) = tac {
+                    ctx.metrics.observe(tac, &status);
                 }
-                Err(e) => return Err(e),
-            };
-            let Some(written) = written else {
-                out.problem = Some(conflict(ns, &settings.secret_name));
-                return Ok(out);
-            };
-            ctx.managed.wrote(ns, target.as_deref(), written);
-            let old = current.as_ref().map(|(t, _)| t.fingerprint());
-            let rotated = out
-                .rotation
-                .as_ref()
-                .is_some_and(|r| r.phase == RotationPhase::Validated);
-            out.notices.extend(events::secret_written(
-                old.as_ref(),
-                &token.fingerprint(),
-                rotated,
-                &settings.secret_name,
-            ));
-        }
+                Outcome::StatusHandled
+            }
+            step::Action::KeepStatus { status, live } => {
+                keep_live(ctx, &cached.metadata, live);
+                if let Some(tac) = tac {
+                    ctx.metrics.observe(tac, &status);
+                }
+                Outcome::StatusHandled
+            }
+            step::Action::Finish { notices, requeue } => {
+                ctx.notifier.publish(cached, notices).await;
+                return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
+            }
+        };
+        done.record(&world, outcome);
     }
-    out.token = chosen;
-    Ok(out)
+    Err(Error::Step("more steps than a reconcile takes"))
 }
 
-/// Probes a candidate while the current token keeps serving; returns the token for the Secret.
-async fn validate(
-    ctx: &Context,
-    settings: &Settings,
-    candidate: (Token, Lifetime),
-    current: Option<(Token, Lifetime)>,
-    now: Timestamp,
-    out: &mut Synced,
-) -> Result<Option<(Token, Lifetime)>> {
-    let fp = candidate.0.fingerprint();
-    let step = if candidate.1.expired(None, now) {
-        ProbeStep::Expired
-    } else {
-        probe_once(ctx, settings, &candidate.0, &fp, None, now).await?
-    };
-    let result = step.result();
-    let verdict = rotation::validation(result);
-    out.rotation = Some(rotation::record(verdict, &fp, now));
-    let was = current.as_ref().map(|(t, _)| t.fingerprint());
-    out.notices.extend(events::validated(
-        verdict,
-        result,
-        &fp,
-        was.as_ref(),
-        &settings.secret_name,
-    ));
-    Ok(match verdict {
-        Validation::Accepted => {
-            out.probe = Some(step);
-            Some(candidate)
+/// The per-probe status fields of a decision not worth a write, kept for the next reconcile
+/// (`None`: the persisted status says the same, or was just written).
+fn keep_live(ctx: &Context, meta: &ObjectMeta, live: Option<Volatile>) {
+    let mut map = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
+    match live {
+        Some(v) => {
+            map.insert(live_key(meta), v);
         }
-        Validation::Refused => current,
-        Validation::Undecided => {
-            out.wake(rotation::retry_at(&step, now, Jitter::random()));
-            current
-        }
-    })
-}
-
-fn requeue(decision: &Decision, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
-    match [decision.requeue_at, wake_at].into_iter().flatten().min() {
-        // A second late, so the instant has surely passed when we look.
-        Some(at) => Action::requeue(schedule::until(now, at) + Duration::from_secs(1)),
-        None => Action::await_change(),
+        None => drop_entry(&mut map, &live_key(meta)),
     }
 }
 
@@ -479,22 +297,4 @@ async fn probe_once(
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
     Ok(ProbeStep::Sent(Box::new(outcome)))
-}
-
-/// How often a Secret the API server refused is tried again while nothing changed.
-const REJECTED_RETRY: Duration = Duration::from_secs(300);
-
-/// The API server's reason for refusing the Secret, bounded (it names fields, never values).
-fn rejected(ns: &str, name: &str, message: &str) -> String {
-    let mut m: String = message.chars().take(512).collect();
-    if m.len() < message.len() {
-        m.push('…');
-    }
-    format!("the API server refused Secret {ns}/{name} as invalid: {m}; the Secret keeps its last good content")
-}
-
-fn conflict(ns: &str, name: &str) -> Problem {
-    Problem::SecretConflict(format!(
-        "Secret {ns}/{name} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name"
-    ))
 }

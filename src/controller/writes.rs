@@ -1,11 +1,8 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
 use super::cached::CachedCredential;
-use super::context::{Context, live_key};
-use super::keys::{drop_entry, stable_offset};
-use std::sync::PoisonError;
+use super::context::Context;
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -14,8 +11,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::Request;
 use tracing::info;
 
-use crate::crd::{LEGACY_FINALIZER, TenantApiCredential, TenantApiCredentialStatus};
-use crate::decide::publish::{self, Volatile};
+use crate::crd::{LEGACY_FINALIZER, TenantApiCredential};
 use crate::decide::secret::{self, FIELD_MANAGER, Observed, Ownership};
 use crate::{Error, Result};
 
@@ -124,29 +120,9 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
     }
 }
 
-/// Writes the status (a merge patch from what we know is there) when a reader would act on the difference, or for the
-/// hourly heartbeat (`publish`); otherwise keeps the per-probe fields in memory.
-pub(super) async fn write_status(
-    ctx: &Context,
-    meta: &ObjectMeta,
-    ns: &str,
-    observed: &TenantApiCredentialStatus,
-    desired: &TenantApiCredentialStatus,
-    now: Timestamp,
-) -> Result<()> {
-    if !publish::needs_write(observed, desired, now, stable_offset(meta)) {
-        // Kept in memory: the schedule goes on from the newest probe, not the last write.
-        let volatile = Volatile::of(desired);
-        let mut live = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if volatile == Volatile::of(observed) {
-            drop_entry(&mut live, &live_key(meta));
-        } else {
-            live.insert(live_key(meta), volatile);
-        }
-        return Ok(());
-    }
+/// Sends a status merge patch (`decide::step` chose to write, and what).
+pub(super) async fn write_status(ctx: &Context, meta: &ObjectMeta, ns: &str, status: serde_json::Value) -> Result<()> {
     let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    let status = publish::merge_patch(&serde_json::to_value(observed)?, &serde_json::to_value(desired)?);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
@@ -161,10 +137,5 @@ pub(super) async fn write_status(
         .map_err(kube::Error::BuildRequest)?;
     // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
     let _: serde::de::IgnoredAny = ctx.client.request(request).await?;
-    ctx.credentials.wrote(meta, desired);
-    drop_entry(
-        &mut ctx.live.lock().unwrap_or_else(PoisonError::into_inner),
-        &live_key(meta),
-    );
     Ok(())
 }

@@ -17,5 +17,6 @@ pub mod rotation;
 pub mod schedule;
 pub mod secret;
 pub mod sharing;
+pub mod step;
 pub mod token;
 pub mod verdict;

@@ -364,5 +364,7 @@ pub fn next(
     }
 }
 
+pub mod problems;
+
 #[cfg(test)]
 mod tests;

@@ -61,6 +61,25 @@ impl Problem {
         }
     }
 
+    /// The Secret at the target name is someone else's.
+    pub fn secret_conflict(ns: &str, name: &str) -> Self {
+        Self::SecretConflict(format!(
+            "Secret {ns}/{name} exists and is not managed by this TenantApiCredential; tenantcred never overwrites it: delete it or choose another spec.target.name"
+        ))
+    }
+
+    /// The API server refused the managed Secret as invalid: its reason, bounded (it names
+    /// fields, never values).
+    pub fn secret_rejected(ns: &str, name: &str, message: &str) -> Self {
+        let mut m: String = message.chars().take(512).collect();
+        if m.len() < message.len() {
+            m.push('…');
+        }
+        Self::SecretRejected(format!(
+            "the API server refused Secret {ns}/{name} as invalid: {m}; the Secret keeps its last good content"
+        ))
+    }
+
     /// A missing source or provider recovers by itself when it appears; the rest need a person.
     pub fn stalls(&self) -> bool {
         !matches!(self, Self::SourceNotFound(_) | Self::ProviderNotFound(_))

@@ -1,0 +1,45 @@
+//! The input problems an OAuth sign-in can end in, with the messages that tell a person what to
+//! fix in the login Secret.
+
+use super::{Grant, Unusable};
+use crate::decide::plan::Problem;
+
+/// The login Secret does not exist.
+pub fn login_missing(ns: &str, login: &str) -> Problem {
+    Problem::SourceNotFound(format!(
+        "oauth.secretRef: Secret {ns}/{login} not found; create it with keys username and password"
+    ))
+}
+
+/// No grant can be tried with what the login Secret holds.
+pub fn unusable(why: Unusable, ns: &str, login: &str) -> Problem {
+    match why {
+        Unusable::NoUsername => {
+            Problem::SourceNotFound(format!("oauth.secretRef: Secret {ns}/{login} has no key \"username\""))
+        }
+        Unusable::NoCredentials => Problem::InvalidGrant(format!(
+            "Virtuous refused the refresh token and Secret {ns}/{login} has no password to sign in again"
+        )),
+    }
+}
+
+/// The token endpoint asked for a two-factor code.
+pub fn otp_required(ns: &str, login: &str) -> Problem {
+    Problem::OtpRequired(format!(
+        "the Virtuous account uses two-factor authentication and a code was sent by SMS: add it as key \"otp\" to Secret {ns}/{login}"
+    ))
+}
+
+/// The token endpoint refused the grant, and no other grant is possible.
+pub fn refused(grant: Grant, why: &str) -> Problem {
+    let name = match grant {
+        Grant::Refresh => "refresh_token",
+        Grant::Password { .. } => "password",
+    };
+    Problem::InvalidGrant(format!("Virtuous refused the {name} grant: {why}"))
+}
+
+/// The egress rules refused the token endpoint's address at connect time.
+pub fn not_allowed(why: String) -> Problem {
+    Problem::BaseUrlNotAllowed(why)
+}
