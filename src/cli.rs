@@ -17,7 +17,7 @@ use crate::decide::provider::{self, Profile};
 use crate::decide::secret::FIELD_MANAGER;
 use crate::decide::token;
 use crate::decide::verdict::{self, ProbeOutcome};
-use crate::outbound::Prober;
+use crate::outbound::ProviderClient;
 
 /// Exit codes of `tenantcred check`, one per verdict, so scripts can branch on them.
 pub fn exit_code(result: ProbeResult) -> i32 {
@@ -168,7 +168,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         };
     }
     let unfenced = std::sync::Arc::new(crate::fence::Fence::unfenced());
-    let prober = match Prober::new(std::sync::Arc::new(req.egress.clone()), unfenced) {
+    let prober = match ProviderClient::new(std::sync::Arc::new(req.egress.clone()), unfenced) {
         Ok(p) => p,
         Err(_) => {
             return CheckReport {

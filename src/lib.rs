@@ -1,8 +1,9 @@
 //! tenantcred: per-customer API tokens as Kubernetes resources, kept valid, probed and mounted.
 //!
-//! The functional core decides, in `decide/` (no I/O, an injected clock): `plan` is the entry
-//! point, from spec, observed state, probe outcome and clock to the status and the next wake-up,
-//! with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
+//! The functional core decides, in `decide/` (no I/O, an injected clock). A reconcile is a step
+//! machine (`decide::step`): the shell gathers a read-only world, asks for one action at a time,
+//! performs it and records the result. `plan` decides the status, from spec, observed state,
+//! probe outcome and clock to the status and the next wake-up, with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
 //! `conditions`, `events`, `secret`, `token`, `provider`, `egress`). The shell does the I/O: `controller`
 //! against the Kubernetes API (start at `controller::run`), `outbound` against the providers, `cli`,
 //! `server`, `metrics`, `client`, `budget` (shared probe caps).

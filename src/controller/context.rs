@@ -17,13 +17,13 @@ use crate::crd::TenantApiCredentialStatus;
 use crate::decide::publish::Volatile;
 use crate::decide::rollouts::Rollouts;
 use crate::metrics::Metrics;
-use crate::outbound::Prober;
+use crate::outbound::ProviderClient;
 
 /// Shared by every reconcile.
 pub struct Context {
     pub(super) client: Client,
     pub(super) notifier: notify::Notifier,
-    pub(super) prober: Prober,
+    pub(super) provider_client: ProviderClient,
     pub(super) budget: Arc<Budget>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) rollouts: Arc<Mutex<Rollouts>>,

@@ -5,15 +5,17 @@ mod backlog;
 mod cached;
 mod context;
 mod credentials;
-mod grant;
 mod keys;
 mod lists;
 mod managed_secrets;
 mod notify;
+mod oauth_renewal;
 pub mod providers;
 mod reconcile;
 mod restart;
 mod run;
+#[cfg(test)]
+mod scripted;
 mod source_index;
 mod sources;
 mod watches;
@@ -27,7 +29,7 @@ use crate::decide::egress::Egress;
 use crate::decide::rollouts::Rollouts;
 use crate::fence::Fence;
 use crate::metrics::Metrics;
-use crate::outbound::Prober;
+use crate::outbound::ProviderClient;
 use crate::server::Readiness;
 
 pub use cached::CachedCredential;
@@ -140,7 +142,7 @@ pub struct LeaseConfig {
 /// metrics, one rollout gate, one fence.
 #[derive(Clone)]
 pub struct Shared {
-    pub prober: Prober,
+    pub provider_client: ProviderClient,
     /// Open only while this replica leads (`fence`).
     pub fence: Arc<Fence>,
     /// Whether the watches stream their first list (decided by `run` at start-up).
@@ -157,7 +159,7 @@ impl Shared {
     pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Readiness>) -> anyhow::Result<Self> {
         let fence = Arc::new(Fence::default());
         Ok(Self {
-            prober: Prober::new(Arc::new(config.egress.clone()), fence.clone())?,
+            provider_client: ProviderClient::new(Arc::new(config.egress.clone()), fence.clone())?,
             fence,
             streaming_lists: false,
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),

@@ -35,7 +35,7 @@ impl Notifier {
     }
 
     /// Best effort: a failed event is logged, never a failed reconcile (status has the facts).
-    pub async fn publish<K: Resource<DynamicType = ()>>(&self, tac: &K, notices: Vec<Notice>) {
+    pub async fn record<K: Resource<DynamicType = ()>>(&self, tac: &K, notices: Vec<Notice>) {
         if notices.is_empty() {
             return;
         }
@@ -78,7 +78,7 @@ impl Notifier {
                 ..Event::default()
             };
             if let Err(e) = api.create(&PostParams::default(), &event).await {
-                tracing::warn!(error = %e, reason = n.reason, "could not publish event");
+                tracing::warn!(error = %e, reason = n.reason, "could not record event");
             }
         }
     }

@@ -6,7 +6,7 @@ use super::cached::CachedCredential;
 use super::context::{Context, live_key};
 use super::keys::{credential_key, drop_entry, stable_offset, tac_key};
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
-use super::{grant, restart, sources};
+use super::{oauth_renewal, restart, sources};
 use std::sync::{Arc, PoisonError};
 
 use jiff::Timestamp;
@@ -137,11 +137,13 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
         let outcome = match next {
             step::Action::ReadSource { which, name } => Outcome::SourceRead {
                 which,
-                secret: sources::read(ctx, ns, &name).await?.map(Box::new),
+                secret: sources::read(&ctx.client, ctx.sources.version(ns, &name), ns, &name)
+                    .await?
+                    .map(Box::new),
             },
             step::Action::RenewAccessToken { login, current } => {
                 let (tac, settings) = tac.zip(resolved).ok_or(Error::Step("a renewal without a spec"))?;
-                let renewal = grant::Renewal {
+                let renewal = oauth_renewal::Renewal {
                     tac,
                     settings,
                     ns,
@@ -150,7 +152,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                     observed: &observed,
                     now,
                 };
-                Outcome::Renewed(grant::access_token(ctx, &renewal).await?)
+                Outcome::Renewed(oauth_renewal::renew(ctx, &renewal).await?)
             }
             step::Action::RememberSourceVersion(version) => {
                 ctx.source_versions
@@ -202,7 +204,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             }
             step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(&host)),
             step::Action::WriteStatus { status, patch } => {
-                write_status(ctx, &cached.metadata, ns, patch).await?;
+                write_status(&ctx.client, &cached.metadata, ns, patch).await?;
                 ctx.credentials.wrote(&cached.metadata, &status);
                 keep_live(ctx, &cached.metadata, None);
                 if let Some(tac) = tac {
@@ -218,7 +220,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 Outcome::StatusHandled
             }
             step::Action::Finish { notices, requeue } => {
-                ctx.notifier.publish(cached, notices).await;
+                ctx.notifier.record(cached, notices).await;
                 return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
             }
         };
@@ -270,11 +272,11 @@ async fn probe_once(
     }
     let _permit = ctx.budget.acquire(&host).await;
     let mut outcome = ctx
-        .prober
+        .provider_client
         .probe(&url, token, settings.timeout, &settings.profile)
         .await?;
     if let Some(status) = outcome.http_status().filter(|s| sharing::worth_sharing(*s)) {
-        // Whole seconds, as status times are: the prober's own next probe never takes its own
+        // Whole seconds, as status times are: the credential's own next probe never takes its own
         // answer for another's.
         let at = crate::decide::conditions::truncate(now);
         ctx.budget.hear(probe_key, Heard { at, status });

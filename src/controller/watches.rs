@@ -243,7 +243,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
     let ctx = Arc::new(Context {
         client,
         notifier,
-        prober: shared.prober,
+        provider_client: shared.provider_client,
         budget: shared.budget,
         metrics: shared.metrics,
         rollouts: shared.rollouts,

@@ -5,10 +5,10 @@ use super::context::Context;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::Request;
+use kube::{Client, Resource};
 use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential};
@@ -121,7 +121,12 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
 }
 
 /// Sends a status merge patch (`decide::step` chose to write, and what).
-pub(super) async fn write_status(ctx: &Context, meta: &ObjectMeta, ns: &str, status: serde_json::Value) -> Result<()> {
+pub(super) async fn write_status(
+    client: &Client,
+    meta: &ObjectMeta,
+    ns: &str,
+    status: serde_json::Value,
+) -> Result<()> {
     let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -136,6 +141,169 @@ pub(super) async fn write_status(ctx: &Context, meta: &ObjectMeta, ns: &str, sta
         )
         .map_err(kube::Error::BuildRequest)?;
     // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
-    let _: serde::de::IgnoredAny = ctx.client.request(request).await?;
+    let _: serde::de::IgnoredAny = client.request(request).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::scripted::{Script, answer, failure};
+    use crate::decide::token::Token;
+
+    const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+
+    fn desired() -> Secret {
+        let tac = crate::testing::credential(
+            "c",
+            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "src"}}),
+        );
+        secret::desired(&tac, "c-token", "https://api.example", &Token::new("tok"), None)
+    }
+
+    fn as_json(s: &Secret) -> serde_json::Value {
+        let mut v = serde_json::to_value(s).expect("json");
+        v["apiVersion"] = "v1".into();
+        v["kind"] = "Secret".into();
+        v
+    }
+
+    fn api(script: &Script) -> Api<Secret> {
+        Api::namespaced(script.client(), "ns")
+    }
+
+    #[tokio::test]
+    async fn a_create_posts_the_secret_as_tenantcred() {
+        let script = Script::new(vec![answer(201, as_json(&desired()))]);
+        let written = create_secret(&api(&script), &desired(), "c").await.expect("created");
+        assert!(written.is_some());
+        script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
+        assert_eq!(script.sent()[0].body["data"]["token"], "dG9r");
+    }
+
+    #[tokio::test]
+    async fn a_create_that_finds_someone_elses_secret_writes_nothing_more() {
+        let mut foreign = desired();
+        foreign.metadata.labels = Some([("app".to_owned(), "theirs".to_owned())].into());
+        let script = Script::new(vec![
+            answer(409, failure(409, "AlreadyExists", "secrets \"c-token\" already exists")),
+            answer(200, as_json(&foreign)),
+        ]);
+        let written = create_secret(&api(&script), &desired(), "c").await.expect("an answer");
+        assert!(written.is_none(), "someone else's: a conflict, not an overwrite");
+        script.assert_sent(&[
+            &format!("POST {SECRETS}?&fieldManager=tenantcred"),
+            &format!("GET {SECRETS}/c-token"),
+        ]);
+    }
+
+    #[tokio::test]
+    async fn a_create_that_finds_our_own_secret_applies_only_what_differs() {
+        // Ours, and already what we want (a watch that lagged behind our own create).
+        let script = Script::new(vec![
+            answer(409, failure(409, "AlreadyExists", "exists")),
+            answer(200, as_json(&desired())),
+        ]);
+        let written = create_secret(&api(&script), &desired(), "c").await.expect("an answer");
+        assert!(written.is_some());
+        script.assert_sent(&[
+            &format!("POST {SECRETS}?&fieldManager=tenantcred"),
+            &format!("GET {SECRETS}/c-token"),
+        ]);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_secret_is_the_api_servers_422_unchanged() {
+        let script = Script::new(vec![answer(
+            422,
+            failure(422, "Invalid", "metadata.labels: Invalid value"),
+        )]);
+        let err = create_secret(&api(&script), &desired(), "c")
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+            "{err}"
+        );
+        script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
+    }
+
+    #[tokio::test]
+    async fn an_apply_is_not_forced_until_a_conflict_on_our_own_secret() {
+        let script = Script::new(vec![
+            answer(409, failure(409, "Conflict", "Apply failed with 1 conflict")),
+            answer(200, as_json(&desired())),
+        ]);
+        apply_secret(&api(&script), &desired()).await.expect("applied");
+        script.assert_sent(&[
+            &format!("PATCH {SECRETS}/c-token?&fieldManager=tenantcred"),
+            &format!("PATCH {SECRETS}/c-token?&force=true&fieldManager=tenantcred"),
+        ]);
+        assert_eq!(
+            script.sent()[0].content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_nulls_our_stale_keys_and_guards_an_owner_list_by_its_version() {
+        let script = Script::new(vec![answer(200, as_json(&desired()))]);
+        prune(&api(&script), "c-token", Some("uid-1"), &[("labels", "team".into())])
+            .await
+            .expect("pruned");
+        script.assert_sent(&[&format!("PATCH {SECRETS}/c-token?&fieldManager=tenantcred")]);
+        assert_eq!(
+            script.sent()[0].body,
+            serde_json::json!({"metadata": {"labels": {"team": null}}})
+        );
+
+        let mut current = desired();
+        current.metadata.resource_version = Some("9".into());
+        let script = Script::new(vec![answer(200, as_json(&current)), answer(200, as_json(&current))]);
+        prune(
+            &api(&script),
+            "c-token",
+            Some("uid-1"),
+            &[("ownerReferences", String::new())],
+        )
+        .await
+        .expect("pruned");
+        script.assert_sent(&[
+            &format!("GET {SECRETS}/c-token"),
+            &format!("PATCH {SECRETS}/c-token?&fieldManager=tenantcred"),
+        ]);
+        let body = &script.sent()[1].body["metadata"];
+        assert_eq!(body["resourceVersion"], "9");
+        assert_eq!(body["ownerReferences"], serde_json::json!([]), "ours dropped");
+    }
+
+    #[tokio::test]
+    async fn a_status_write_is_one_merge_patch_of_the_status_subresource() {
+        let script = Script::new(vec![answer(200, serde_json::json!({}))]);
+        let meta = ObjectMeta {
+            name: Some("c".into()),
+            ..ObjectMeta::default()
+        };
+        let patch = serde_json::json!({"lastProbeResult": "Valid"});
+        write_status(&script.client(), &meta, "ns", patch.clone())
+            .await
+            .expect("written");
+        script.assert_sent(&[
+            "PATCH /apis/tenantcred.dev/v1alpha1/namespaces/ns/tenantapicredentials/c/status?&fieldManager=tenantcred",
+        ]);
+        let sent = &script.sent()[0];
+        assert_eq!(sent.content_type.as_deref(), Some("application/merge-patch+json"));
+        assert_eq!(sent.body, serde_json::json!({ "status": patch }));
+
+        // Refused (a 429 from the API server's priority and fairness, a conflict): an error
+        // for the controller's backoff, never a silent success.
+        for code in [409, 429] {
+            let script = Script::new(vec![answer(code, failure(code, "Failure", "no"))]);
+            assert!(
+                write_status(&script.client(), &meta, "ns", serde_json::json!({}))
+                    .await
+                    .is_err()
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub enum Severity {
     Warning,
 }
 
-/// An event to publish. Its message is built from status fields, which never hold a token.
+/// An event to record. Its message is built from status fields, which never hold a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
     pub severity: Severity,

@@ -1,6 +1,6 @@
 //! Virtuous OAuth (PROVIDERS.md): which grant to use, how to read the token endpoint's answer, when
 //! to refresh, and the operator-owned state Secret that keeps the refresh token. Pure; the HTTP
-//! request is `outbound::Prober::post_form`.
+//! request is `outbound::ProviderClient::post_form`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -159,7 +159,7 @@ pub fn form(grant: Grant, login: &Login, state: &State) -> Vec<(&'static str, St
     }
 }
 
-/// The token endpoint's answer, as `outbound::Prober::post_form` saw it.
+/// The token endpoint's answer, as `outbound::ProviderClient::post_form` saw it.
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub transport: Transport,

@@ -35,13 +35,13 @@ pub fn install_crypto_provider() {
 
 /// The HTTP client for providers, shared by every reconcile.
 #[derive(Clone)]
-pub struct Prober {
+pub struct ProviderClient {
     client: reqwest::Client,
     /// Nothing is sent while it is closed (a standby, or a leader that lost its lease).
     fence: Arc<Fence>,
 }
 
-impl Prober {
+impl ProviderClient {
     pub fn new(egress: Arc<Egress>, fence: Arc<Fence>) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
         let client = reqwest::Client::builder()

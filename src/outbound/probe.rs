@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 
-use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
 use crate::decide::error_body::{self, Quoting};
 use crate::decide::provider::{ProbeMethod, Profile};
 use crate::decide::token::Token;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
-impl Prober {
+impl ProviderClient {
     /// The provider's probe request (`GET` or `HEAD url`, the token sent as its definition says);
     /// every failure of the request is an outcome. `Err`: nothing was sent, this replica does not
     /// lead.

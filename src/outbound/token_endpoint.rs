@@ -5,12 +5,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{BODY_LIMIT, NotLeading, Prober, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
 use crate::decide::oauth;
 use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
-impl Prober {
+impl ProviderClient {
     /// `POST url` with a form body; the answer's body is returned for `oauth::interpret` (bounded).
     /// `Err`: nothing was sent, this replica does not lead.
     pub async fn post_form(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tenantcred::crd::ProbeResult;
 use tenantcred::decide::token::Token;
 use tenantcred::decide::verdict::{Transport, classify};
-use tenantcred::outbound::Prober;
+use tenantcred::outbound::ProviderClient;
 
 use tenantcred_testkit::{Answer, Provider};
 
@@ -14,9 +14,9 @@ fn generic() -> std::sync::Arc<tenantcred::decide::provider::Profile> {
 }
 
 /// The operator's HTTP client, with the tests' egress rules (127.0.0.1 over plain http).
-fn prober() -> Prober {
+fn prober() -> ProviderClient {
     let unfenced = std::sync::Arc::new(tenantcred::fence::Fence::unfenced());
-    Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), unfenced).expect("client")
+    ProviderClient::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), unfenced).expect("client")
 }
 
 async fn probe(p: &Provider, token: &str, timeout: Duration) -> tenantcred::decide::verdict::ProbeOutcome {
@@ -202,7 +202,7 @@ async fn a_fenced_prober_sends_nothing() {
     let p = Provider::start().await;
     p.answer("t", Answer::Ok);
     let closed = std::sync::Arc::new(tenantcred::fence::Fence::default());
-    let prober = Prober::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), closed).expect("client");
+    let prober = ProviderClient::new(std::sync::Arc::new(tenantcred_testkit::local_egress()), closed).expect("client");
     let probe = prober
         .probe(
             &format!("{}/probe", p.base_url),

@@ -118,7 +118,7 @@ pub enum Action {
         status: Box<TenantApiCredentialStatus>,
         live: Option<Volatile>,
     },
-    /// Done: publish the events, and look again after `requeue` (or when something changes).
+    /// Done: record the events, and look again after `requeue` (or when something changes).
     Finish {
         notices: Vec<Notice>,
         requeue: Option<Duration>,
@@ -364,7 +364,7 @@ fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
 }
 
 /// The status step, then the end: write the status when a reader would act on the difference
-/// (or for the heartbeat), else keep what changed in memory; then publish and requeue.
+/// (or for the heartbeat), else keep what changed in memory; then record the events and requeue.
 fn settle(
     w: &World<'_>,
     d: &Done,

@@ -40,7 +40,7 @@ pub(super) struct Renewal<'a> {
 /// The access token to use: the current one until it is due for refresh, else a new one from the
 /// token endpoint (refresh grant, then the password grant, with a two-factor code when asked).
 /// The decisions are `oauth::renew` and `oauth::next`; this reads, calls and stores.
-pub(super) async fn access_token(ctx: &Context, r: &Renewal<'_>) -> Result<Renewed> {
+pub(super) async fn renew(ctx: &Context, r: &Renewal<'_>) -> Result<Renewed> {
     let mut out = Renewed::default();
     let (ns, login_name, now) = (r.ns, r.login, r.now);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -103,7 +103,7 @@ pub(super) async fn access_token(ctx: &Context, r: &Renewal<'_>) -> Result<Renew
         let form = oauth::form(grant, &login, &state);
         let answer = {
             let _permit = ctx.budget.acquire(&host).await;
-            ctx.prober
+            ctx.provider_client
                 .post_form(&r.settings.token_url(), &form, r.settings.timeout, &r.settings.profile)
                 .await?
         };
