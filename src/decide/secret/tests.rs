@@ -1,4 +1,10 @@
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+use super::observed::{Pairs, Paths};
 use super::*;
+use crate::decide::token::MAX_TOKEN_BYTES;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 
 fn tac(policy: DeletionPolicy) -> TenantApiCredential {
