@@ -2,6 +2,7 @@
 //! and every kind of bad input.
 
 use serde_json::json;
+use tenantcred::decide::conditions::{Reason, Status, Type};
 
 use tenantcred_testkit::{Answer, Backend, Harness, eventually, pair, scenarios, settle};
 
@@ -99,12 +100,12 @@ async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
 
 async fn a_malformed_token_is_stalled_and_never_written(h: Harness) {
     h.source_secret("cs-input", "not-a-charitystack-key").await;
-    h.credential("cs", "charitystack", json!({})).await;
+    h.create_credential(h.local("cs").provider("charitystack")).await;
     eventually(10, "InvalidToken", async || {
-        h.condition("cs", "Ready").await == pair("False", "InvalidToken")
+        h.seen("cs").await.is(Type::Ready, Status::False, Reason::InvalidToken)
     })
     .await;
-    assert_eq!(h.condition("cs", "Stalled").await, pair("True", "InvalidToken"));
+    assert!(h.seen("cs").await.is(Type::Stalled, Status::True, Reason::InvalidToken));
     assert!(h.get("secrets", "cs").await.is_none());
     let msg = h.tac("cs").await["status"]["conditions"].to_string();
     assert!(
@@ -125,12 +126,16 @@ async fn a_foreign_secret_is_a_conflict_and_left_untouched(h: Harness) {
         "metadata": {"name": "taken", "labels": {"owner": "someone"}}, "data": {"x": "eQ=="}}))
         .await;
     h.source_secret("c-input", TOKEN).await;
-    h.credential("c", "generic", json!({"target": {"name": "taken"}})).await;
+    h.create_credential(h.local("c").target("taken")).await;
     eventually(10, "SecretConflict", async || {
-        h.condition("c", "Ready").await == pair("False", "SecretConflict")
+        h.seen("c").await.is(Type::Ready, Status::False, Reason::SecretConflict)
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled").await, pair("True", "SecretConflict"));
+    assert!(
+        h.seen("c")
+            .await
+            .is(Type::Stalled, Status::True, Reason::SecretConflict)
+    );
     assert_eq!(
         h.get("secrets", "taken").await,
         Some(foreign),
@@ -143,10 +148,9 @@ async fn deletion_follows_the_deletion_policy(h: Harness) {
     h.ready_credential("gone", TOKEN, json!({})).await;
     h.provider.answer(TOKEN, Answer::Ok);
     h.source_secret("kept-input", TOKEN).await;
-    h.credential("kept", "generic", json!({"target": {"deletionPolicy": "Retain"}}))
-        .await;
+    h.create_credential(h.local("kept").retain()).await;
     eventually(10, "kept ready", async || {
-        h.condition("kept", "Ready").await == pair("True", "TokenValid")
+        h.seen("kept").await.ready_because(Reason::TokenValid)
     })
     .await;
     assert!(

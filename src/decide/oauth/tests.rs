@@ -1,3 +1,5 @@
+use k8s_openapi::api::core::v1::Secret;
+
 use super::*;
 
 use crate::testing::t;

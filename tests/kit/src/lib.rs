@@ -9,6 +9,7 @@
 //! with leader election, and any 403 it meets fails the test.
 
 pub mod apiserver;
+pub mod build;
 pub mod chart;
 pub mod envtest;
 pub mod fixtures;
@@ -28,6 +29,7 @@ use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tower::Layer;
 
 pub use apiserver::ApiServer;
+pub use build::{Credential, Seen, credential};
 pub use provider::{Account, Answer, Provider, Shape};
 pub use tap::Tap;
 
@@ -459,6 +461,25 @@ impl Harness {
                 "type": "Opaque", "data": data}))
                 .await;
         }
+    }
+
+    /// A credential of the local provider server (its base URL and probe path), to describe
+    /// further with the builder's methods.
+    pub fn local(&self, name: &str) -> Credential {
+        build::credential(name)
+            .base_url(&self.provider.base_url)
+            .probe_path("/probe")
+    }
+
+    /// Creates a credential described by a builder; answers it as stored.
+    pub async fn create_credential(&self, c: Credential) -> tenantcred::crd::TenantApiCredential {
+        let stored = self.create(c.to_json()).await;
+        serde_json::from_value(stored).expect("a stored credential reads as the type")
+    }
+
+    /// What the credential's status says, typed (empty while it has none).
+    pub async fn seen(&self, name: &str) -> Seen {
+        Seen::of(&self.tac(name).await)
     }
 
     /// A credential of a generic-style provider served by the local provider server.
