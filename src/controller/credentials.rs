@@ -7,6 +7,8 @@
 //! beside it was measured: the heap was smaller, the process larger; see BENCHMARKS.md.)
 
 use std::collections::{HashMap, HashSet};
+
+use super::relist::Relist;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -40,8 +42,8 @@ struct Feed {
     writer: Writer<CachedCredential>,
     /// The first list went through the reflector (which marks the store ready at its end).
     listed: bool,
-    /// During a later re-list: who it has delivered so far.
-    relisting: Option<HashSet<Key>>,
+    /// A later re-list, applied in place: what it does not deliver is gone.
+    relisting: Relist<Key>,
     /// Statuses we wrote, until the watch delivers a version after the one written over: a
     /// reconcile from the cache's older status would probe and write again.
     written: HashMap<Key, Written>,
@@ -61,7 +63,7 @@ impl Credentials {
             writer: Mutex::new(Feed {
                 writer,
                 listed: false,
-                relisting: None,
+                relisting: Relist::default(),
                 written: HashMap::new(),
             }),
             wakes: Mutex::default(),
@@ -98,20 +100,18 @@ impl Credentials {
             return Vec::new();
         }
         match event {
-            Event::Init => feed.relisting = Some(HashSet::new()),
+            Event::Init => feed.relisting.begin(),
             Event::InitApply(tac) => {
-                if let Some(seen) = feed.relisting.as_mut() {
-                    seen.insert(tac_key(tac));
-                }
+                feed.relisting.saw(tac_key(tac));
                 feed.writer.apply_watcher_event(&Event::Apply(tac.clone()));
             }
             Event::InitDone => {
-                let seen = feed.relisting.take().unwrap_or_default();
-                let gone: Vec<_> = self
-                    .store
-                    .state()
+                let held = self.store.state();
+                let keys: Vec<Key> = held.iter().map(|tac| tac_key(&**tac)).collect();
+                let gone_keys: HashSet<Key> = feed.relisting.end(&keys).unwrap_or_default().into_iter().collect();
+                let gone: Vec<_> = held
                     .into_iter()
-                    .filter(|tac| !seen.contains(&tac_key(&**tac)))
+                    .filter(|tac| gone_keys.contains(&tac_key(&**tac)))
                     .collect();
                 let mut wakes = self.wake_table();
                 for tac in &gone {

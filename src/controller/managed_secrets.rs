@@ -2,7 +2,7 @@
 //! label-selected watch delivers (never the whole object), and what this process wrote as soon as
 //! the API server answered (a reconcile that outruns the watch must not create or write again).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -10,6 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::keys::CredentialRef;
+use super::relist::Relist;
 use super::{Key, key};
 use crate::decide::secret::{self, Observed};
 
@@ -21,9 +22,8 @@ pub(super) struct ManagedSecrets {
 #[derive(Default)]
 struct Cache {
     live: HashMap<Key, Arc<Observed>>,
-    /// During a re-list (updated in place, not built beside the cache): who it has delivered so
-    /// far; what it has not delivered at its end is gone.
-    relisting: Option<HashSet<Key>>,
+    /// A re-list, applied in place: what it does not deliver is gone.
+    relisting: Relist<Key>,
 }
 
 impl ManagedSecrets {
@@ -62,12 +62,10 @@ impl ManagedSecrets {
         let mut cache = self.write();
         let cache = &mut *cache;
         match event {
-            watcher::Event::Init => cache.relisting = Some(HashSet::new()),
+            watcher::Event::Init => cache.relisting.begin(),
             watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
                 if let Some((key, owner, observed)) = project(s) {
-                    if let Some(seen) = cache.relisting.as_mut() {
-                        seen.insert(key.clone());
-                    }
+                    cache.relisting.saw(key.clone());
                     // Every delivery wakes the owner, our own writes included. Skipping versions
                     // the cache already held was tried: it saves reconciles that make no API
                     // call, but the process peaked at 115 MiB instead of 85 (10,000 credentials,
@@ -77,9 +75,7 @@ impl ManagedSecrets {
                 }
             }
             watcher::Event::InitDone => {
-                let seen = cache.relisting.take().unwrap_or_default();
-                let gone: Vec<Key> = cache.live.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-                for key in gone {
+                for key in cache.relisting.end(cache.live.keys()).unwrap_or_default() {
                     if let Some(s) = cache.live.remove(&key) {
                         woken.extend(owner_of(&key, &s));
                     }

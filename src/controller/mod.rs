@@ -12,6 +12,7 @@ mod notify;
 mod oauth_renewal;
 pub mod providers;
 mod reconcile;
+mod relist;
 mod restart;
 mod run;
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! its version moved. Who reads what is two allocations per credential: its name under each
 //! Secret it reads, and the hashes of those Secrets under its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -15,6 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::keys::CredentialRef;
+use super::relist::Relist;
 use super::{hash64, key, name_id};
 use crate::decide::secret;
 
@@ -38,7 +39,7 @@ struct Maps {
     /// Every Secret in scope is here, most of them read by nobody, so neither is a string.
     versions: HashMap<u64, Version>,
     /// During a re-list: what it has delivered so far (what is missing at its end was deleted).
-    relisting: Option<HashSet<u64>>,
+    relisting: Relist<u64>,
 }
 
 /// A resourceVersion as the index keeps it. The API server's are decimal numbers (etcd
@@ -134,17 +135,16 @@ impl SourceIndex {
     /// Takes one event of the Secret metadata watch; answers the credentials to reconcile.
     pub(super) fn absorb(&self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<CredentialRef> {
         let mut m = self.lock();
+        let m = &mut *m;
         let mut woken = Vec::new();
         match event {
-            watcher::Event::Init => m.relisting = Some(HashSet::new()),
+            watcher::Event::Init => m.relisting.begin(),
             watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
                 let Some((ns, name, version)) = identity(&s) else {
                     return woken;
                 };
                 let id = name_id(ns, name);
-                if let Some(seen) = m.relisting.as_mut() {
-                    seen.insert(id);
-                }
+                m.relisting.saw(id);
                 if m.versions.insert(id, version) != Some(version) {
                     m.wake(id, &mut woken);
                 }
@@ -157,9 +157,10 @@ impl SourceIndex {
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(seen) = m.relisting.take() {
-                    let gone: HashSet<u64> = m.versions.keys().filter(|id| !seen.contains(id)).copied().collect();
-                    m.versions.retain(|id, _| !gone.contains(id));
+                if let Some(gone) = m.relisting.end(m.versions.keys()) {
+                    for id in &gone {
+                        m.versions.remove(id);
+                    }
                     m.versions.shrink_to_fit();
                     // A read Secret that went while the watch was down wakes its readers.
                     for id in gone.iter().filter(|id| m.by_secret.contains_key(id)) {
