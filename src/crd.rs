@@ -254,8 +254,11 @@ impl Default for ExpirySpec {
     }
 }
 
+/// [`DEFAULT_WARN_BEFORE`] as the spec writes durations (`decide::duration` checks they agree).
+pub const DEFAULT_WARN_BEFORE_TEXT: &str = "336h";
+
 fn default_warn_before() -> String {
-    crate::decide::duration::format(DEFAULT_WARN_BEFORE)
+    DEFAULT_WARN_BEFORE_TEXT.into()
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

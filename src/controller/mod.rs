@@ -1,5 +1,6 @@
-//! The imperative shell: gathers what a decision needs from the Kubernetes API, asks `plan` what
-//! to do, and applies the answer (managed Secret, probe, status, events) — writing only what changed.
+//! The imperative shell: gathers what a reconcile needs from the Kubernetes API and the caches,
+//! asks the step machine (`decide::step`) for one action at a time and performs it (managed
+//! Secret, probe, status, events), writing only what changed.
 
 mod backlog;
 mod cached;

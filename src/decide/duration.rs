@@ -59,6 +59,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_crds_default_warning_window_is_written_as_this_module_writes_it() {
+        assert_eq!(
+            format(crate::crd::DEFAULT_WARN_BEFORE),
+            crate::crd::DEFAULT_WARN_BEFORE_TEXT
+        );
+    }
+
+    #[test]
     fn parses_go_durations() {
         assert_eq!(parse("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
