@@ -10,7 +10,6 @@ mod keys;
 mod lists;
 mod managed_secrets;
 mod notify;
-mod oauth_renewal;
 pub mod providers;
 mod reconcile;
 mod relist;

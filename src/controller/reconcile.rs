@@ -5,8 +5,8 @@
 use super::cached::CachedCredential;
 use super::context::{Context, live_key};
 use super::keys::{credential_key, drop_entry, stable_offset, tac_key};
-use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
-use super::{oauth_renewal, restart, sources};
+use super::writes::{apply_owned_state, apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
+use super::{restart, sources};
 use std::sync::{Arc, PoisonError};
 
 use jiff::Timestamp;
@@ -18,10 +18,11 @@ use kube::runtime::controller::Action;
 use tracing::{debug, warn};
 
 use crate::crd::LEGACY_FINALIZER;
+use crate::decide::oauth;
 use crate::decide::plan::{self, ProbeStep, Settings, TokenSource};
 use crate::decide::publish::Volatile;
 use crate::decide::schedule::{self, Jitter};
-use crate::decide::step::{self, Done, Outcome, Spec, World, Written};
+use crate::decide::step::{self, Call, Done, Outcome, Spec, World, Written};
 use crate::decide::token::Token;
 use crate::{Error, Result};
 
@@ -141,18 +142,30 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                     .await?
                     .map(Box::new),
             },
-            step::Action::RenewAccessToken { login, current } => {
-                let (tac, settings) = tac.zip(resolved).ok_or(Error::Step("a renewal without a spec"))?;
-                let renewal = oauth_renewal::Renewal {
-                    tac,
-                    settings,
-                    ns,
-                    login: &login,
-                    current: current.as_ref(),
-                    observed: &observed,
-                    now,
-                };
-                Outcome::Renewed(oauth_renewal::renew(ctx, &renewal).await?)
+            step::Action::ReadLogin { name } => {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                Outcome::LoginRead(secrets.get_opt(&name).await?.map(Box::new))
+            }
+            step::Action::ReadOAuthState { name } => {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                Outcome::OAuthStateRead(secrets.get_opt(&name).await?.map(Box::new))
+            }
+            step::Action::CallTokenEndpoint { url, form, budget_key } => {
+                let settings = resolved.ok_or(Error::Step("a token-endpoint call without settings"))?;
+                Outcome::TokenEndpoint(call_token_endpoint(ctx, settings, &url, &form, &budget_key, now).await?)
+            }
+            step::Action::WriteOAuthState { name, state } => {
+                let tac = tac.ok_or(Error::Step("an OAuth state without a spec"))?;
+                let secret = oauth::state_secret(tac, &name, &state).ok_or(Error::MissingMetadata("uid"))?;
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                apply_owned_state(&secrets, &secret).await?;
+                Outcome::OAuthStateWritten
+            }
+            step::Action::BackOff { budget_key, until } => {
+                let settings = resolved.ok_or(Error::Step("a back-off without settings"))?;
+                ctx.budget
+                    .back_off(&settings.host(), &budget_key, settings.profile.limit_scope, until, now);
+                Outcome::BackedOff
             }
             step::Action::RememberSourceVersion(version) => {
                 ctx.source_versions
@@ -239,6 +252,30 @@ fn keep_live(ctx: &Context, meta: &ObjectMeta, live: Option<Volatile>) {
         }
         None => drop_entry(&mut map, &live_key(meta)),
     }
+}
+
+/// POSTs a form to the token endpoint within the account's budget (token-endpoint calls spend
+/// the same per-account budget as probes), or says until when it must wait.
+async fn call_token_endpoint(
+    ctx: &Context,
+    settings: &Settings,
+    url: &str,
+    form: &[(&'static str, String)],
+    key: &crate::decide::token::Fingerprint,
+    now: Timestamp,
+) -> Result<Call> {
+    let host = settings.host();
+    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
+        debug!(%host, until = %held.until, "token-endpoint call held back");
+        return Ok(Call::Held(held.until));
+    }
+    let _permit = ctx.budget.acquire(&host).await;
+    let answer = ctx
+        .provider_client
+        .post_form(url, form, settings.timeout, &settings.profile)
+        .await?;
+    debug!(%host, transport = ?answer.transport, "token endpoint answered");
+    Ok(Call::Answered(answer))
 }
 
 /// Sends one probe within the budget, or says until when it must wait. With `share` (the

@@ -120,6 +120,18 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
     }
 }
 
+/// Applies a Secret tenantcred alone writes (the OAuth state), forced: nobody else owns its fields.
+pub(super) async fn apply_owned_state(secrets: &Api<Secret>, secret: &Secret) -> Result<()> {
+    let name = secret.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let mut body = serde_json::to_value(secret)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    secrets
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    Ok(())
+}
+
 /// Sends a status merge patch (`decide::step` chose to write, and what).
 pub(super) async fn write_status(
     client: &Client,

@@ -15,7 +15,9 @@ use crate::decide::verdict::{Transport, TransportFailure};
 pub mod problems;
 mod secrets;
 
-pub use secrets::{KEY_OTP, KEY_PASSWORD, KEY_REFRESH_TOKEN, KEY_USERNAME, Login, State};
+pub use secrets::{
+    KEY_OTP, KEY_PASSWORD, KEY_REFRESH_TOKEN, KEY_USERNAME, Login, State, state_secret, state_secret_name,
+};
 
 /// The grant to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,11 +83,22 @@ pub fn form(grant: Grant, login: &Login, state: &State) -> Vec<(&'static str, St
 }
 
 /// The token endpoint's answer, as `outbound::ProviderClient::post_form` saw it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Answer {
     pub transport: Transport,
+    /// Holds the access and refresh tokens when it succeeded: never in `Debug`.
     pub body: Vec<u8>,
     pub back_off_until: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("transport", &self.transport)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("back_off_until", &self.back_off_until)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 
-use crate::decide::secret;
+use crate::crd::TenantApiCredential;
+use crate::decide::secret::{self, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::decide::token::{Fingerprint, Token};
 
 pub const KEY_USERNAME: &str = "username";
@@ -88,4 +91,36 @@ impl State {
         }
         d
     }
+}
+
+/// The Secret where tenantcred keeps the refresh token: owned by the credential, never shown.
+pub fn state_secret_name(credential: &str) -> String {
+    format!("{credential}-tenantcred-oauth")
+}
+
+/// The state Secret as tenantcred applies it, owned by the credential (`None`: the credential
+/// has no uid yet to own it by).
+pub fn state_secret(owner: &TenantApiCredential, name: &str, state: &State) -> Option<Secret> {
+    let owner_ref = owner.controller_owner_ref(&())?;
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                    (
+                        CREDENTIAL_LABEL.to_owned(),
+                        owner.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    ("tenantcred.dev/purpose".to_owned(), "oauth-state".to_owned()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![owner_ref]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(state.to_data()),
+        ..Secret::default()
+    })
 }

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{PROBE_REQUESTED_ANNOTATION, RotationStatus, TenantApiCredential, TenantApiCredentialStatus};
 use crate::decide::events::{self, Notice};
+use crate::decide::oauth::State;
 use crate::decide::plan::{self, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
 use crate::decide::provider::TokenFormat;
 use crate::decide::publish::{self, Volatile};
@@ -24,9 +25,11 @@ use crate::decide::secret::{self, Observed, Ownership};
 use crate::decide::token::{self, Fingerprint, Lifetime, Token};
 
 mod cutover;
+mod renewal;
 pub mod source;
 mod sync;
 
+pub use renewal::Call;
 pub use source::{Source, Which};
 
 /// How often a Secret the API server refused is tried again while nothing changed.
@@ -72,13 +75,23 @@ pub enum Spec<'a> {
 pub enum Action {
     /// Read a source Secret (answer [`Outcome::SourceRead`]).
     ReadSource { which: Which, name: String },
-    /// Renew the OAuth access token with the token endpoint as needed (answer
-    /// [`Outcome::Renewed`]).
-    RenewAccessToken {
-        login: String,
-        /// The access token in the managed Secret, kept until it is due for refresh.
-        current: Option<(Token, Lifetime)>,
+    /// Read an OAuth credential's login Secret (answer [`Outcome::LoginRead`]).
+    ReadLogin { name: String },
+    /// Read the state Secret tenantcred keeps for an OAuth credential (answer
+    /// [`Outcome::OAuthStateRead`]).
+    ReadOAuthState { name: String },
+    /// POST this form to the token endpoint within the account's budget (answer
+    /// [`Outcome::TokenEndpoint`]). The form holds secrets: never logged.
+    CallTokenEndpoint {
+        url: String,
+        form: Vec<(&'static str, String)>,
+        budget_key: Fingerprint,
     },
+    /// Apply the OAuth state Secret (answer [`Outcome::OAuthStateWritten`]).
+    WriteOAuthState { name: String, state: Box<State> },
+    /// The token endpoint said 429: hold the account back until then (answer
+    /// [`Outcome::BackedOff`]).
+    BackOff { budget_key: Fingerprint, until: Timestamp },
     /// Remember that the managed Secret's token is the one in this source version, so an
     /// unrelated edit of the source costs one read, once (answer [`Outcome::Remembered`]).
     RememberSourceVersion(String),
@@ -134,19 +147,6 @@ pub enum Probing {
     InUse,
 }
 
-/// What an OAuth renewal came to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Renewed {
-    /// The access token to use: the current one, or one newly issued.
-    pub token: Option<(Token, Lifetime)>,
-    pub problem: Option<Problem>,
-    /// When to look again (the refresh time, a back-off, a retry).
-    pub wake: Option<Timestamp>,
-    /// The account's fingerprint: whose hourly budget probes spend (an access token changes at
-    /// every refresh).
-    pub budget_key: Option<Fingerprint>,
-}
-
 /// What became of a managed-Secret write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Written {
@@ -164,7 +164,13 @@ pub enum Outcome {
         which: Which,
         secret: Option<Box<Secret>>,
     },
-    Renewed(Renewed),
+    /// The login Secret as read; `None`: not found.
+    LoginRead(Option<Box<Secret>>),
+    /// The OAuth state Secret as read; `None`: none yet.
+    OAuthStateRead(Option<Box<Secret>>),
+    TokenEndpoint(Call),
+    OAuthStateWritten,
+    BackedOff,
     Remembered,
     Probed {
         probing: Probing,
@@ -185,7 +191,11 @@ pub enum Outcome {
 pub struct Done {
     pending: Option<Source>,
     current: Option<Source>,
-    renewed: Option<Renewed>,
+    login: Option<Option<Box<Secret>>>,
+    oauth_state: Option<Option<Box<Secret>>>,
+    calls: Vec<Call>,
+    oauth_state_written: bool,
+    backed_off: bool,
     remembered: bool,
     validated: Option<ProbeStep>,
     probed: Option<ProbeStep>,
@@ -228,7 +238,11 @@ impl Done {
                     Which::Pending => self.pending = Some(examined),
                 }
             }
-            Outcome::Renewed(r) => self.renewed = Some(r),
+            Outcome::LoginRead(s) => self.login = Some(s),
+            Outcome::OAuthStateRead(s) => self.oauth_state = Some(s),
+            Outcome::TokenEndpoint(call) => self.calls.push(call),
+            Outcome::OAuthStateWritten => self.oauth_state_written = true,
+            Outcome::BackedOff => self.backed_off = true,
             Outcome::Remembered => self.remembered = true,
             Outcome::Probed { probing, step } => match probing {
                 Probing::Candidate => self.validated = Some(step),
@@ -470,9 +484,11 @@ impl std::fmt::Debug for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::ReadSource { which, name } => write!(f, "ReadSource({which:?}, {name})"),
-            Self::RenewAccessToken { login, current } => {
-                write!(f, "RenewAccessToken({login}, current: {})", current.is_some())
-            }
+            Self::ReadLogin { name } => write!(f, "ReadLogin({name})"),
+            Self::ReadOAuthState { name } => write!(f, "ReadOAuthState({name})"),
+            Self::CallTokenEndpoint { url, .. } => write!(f, "CallTokenEndpoint({url})"),
+            Self::WriteOAuthState { name, .. } => write!(f, "WriteOAuthState({name})"),
+            Self::BackOff { until, .. } => write!(f, "BackOff(until {until})"),
             Self::RememberSourceVersion(v) => write!(f, "RememberSourceVersion({v})"),
             Self::Probe {
                 probing, token, share, ..

@@ -2,7 +2,7 @@
 //! announced replacement, an OAuth access token; a replacement validated first when the current
 //! one works), and the write when the Secret differs.
 
-use super::{Action, Done, Renewed, Source, Synced, Target, Which, World, Written};
+use super::{Action, Done, Source, Synced, Target, Which, World, Written};
 use crate::crd::{SecretKeyRef, TenantApiCredential};
 use crate::decide::events::{self, Notice};
 use crate::decide::plan::{Problem, Settings, TokenSource};
@@ -36,23 +36,7 @@ pub(super) fn sync(
 
     let mut candidate_version = None;
     let candidate = match &settings.source {
-        TokenSource::OAuth { login } => {
-            let Renewed {
-                token,
-                problem,
-                wake,
-                budget_key,
-            } = d.renewed.as_ref().ok_or_else(|| Action::RenewAccessToken {
-                login: login.clone(),
-                current: current.clone(),
-            })?;
-            out.problem = problem.clone();
-            out.budget_key = budget_key.clone();
-            if let Some(at) = wake {
-                out.wake(*at);
-            }
-            token.clone()
-        }
+        TokenSource::OAuth { login } => super::renewal::renew(w, settings, d, login, current.as_ref(), &mut out)?,
         TokenSource::Secret { current: from, pending } => {
             let known = current.as_ref().zip(current_version).map(|((t, _), v)| (t, v));
             match candidate(w, settings, from, pending.as_ref(), known, d, &mut out.notices)? {

@@ -180,7 +180,11 @@ fn kind(a: &Action) -> &'static str {
         Action::ReadSource {
             which: Which::Pending, ..
         } => "read pending",
-        Action::RenewAccessToken { .. } => "renew",
+        Action::ReadLogin { .. } => "read login",
+        Action::ReadOAuthState { .. } => "read oauth state",
+        Action::CallTokenEndpoint { .. } => "token endpoint",
+        Action::WriteOAuthState { .. } => "write oauth state",
+        Action::BackOff { .. } => "back off",
         Action::RememberSourceVersion(_) => "remember version",
         Action::Probe {
             probing: Probing::Candidate,
@@ -220,7 +224,14 @@ fn shell(source: String, probe_status: u16) -> impl FnMut(&Action) -> Outcome {
             wake: None,
         },
         Action::TakeCatchUpSlot { .. } => Outcome::CatchUpSlot(0),
-        Action::RenewAccessToken { .. } => Outcome::Renewed(Renewed::default()),
+        Action::ReadLogin { .. } => Outcome::LoginRead(Some(Box::new(login_secret()))),
+        Action::ReadOAuthState { .. } => Outcome::OAuthStateRead(None),
+        Action::CallTokenEndpoint { .. } => Outcome::TokenEndpoint(Call::Answered(endpoint(
+            200,
+            r#"{"access_token":"access-1","refresh_token":"refresh-1","expires_in":3600}"#,
+        ))),
+        Action::WriteOAuthState { .. } => Outcome::OAuthStateWritten,
+        Action::BackOff { .. } => Outcome::BackedOff,
         Action::WriteStatus { .. } | Action::KeepStatus { .. } => Outcome::StatusHandled,
         Action::Finish { .. } => unreachable!("never answered"),
     }
@@ -578,4 +589,153 @@ fn an_expired_token_fails_without_a_request() {
     let status = run.status.expect("status");
     assert_eq!(status.last_probe_result, Some(ProbeResult::Expired));
     assert_eq!(reason(&status, Type::Degraded), Some(Reason::Expired));
+}
+
+fn login_secret() -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some("login".into());
+    s.data = Some(BTreeMap::from([
+        ("username".to_owned(), ByteString(b"ops@acme.example".to_vec())),
+        ("password".to_owned(), ByteString(b"hunter2".to_vec())),
+    ]));
+    s
+}
+
+fn endpoint(code: u16, body: &str) -> crate::decide::oauth::Answer {
+    crate::decide::oauth::Answer {
+        transport: crate::decide::verdict::Transport::Answered(code),
+        body: body.as_bytes().to_vec(),
+        back_off_until: None,
+    }
+}
+
+fn oauth_case() -> Case {
+    Case::new(serde_json::json!({"tenant": "acme", "provider": "virtuous", "oauth": {"secretRef": {"name": "login"}}}))
+}
+
+#[test]
+fn an_oauth_credential_signs_in_stores_its_state_and_then_writes_the_secret() {
+    let case = oauth_case();
+    let mut forms = Vec::new();
+    let run = drive(&case.world(), |a| {
+        if let Action::CallTokenEndpoint { form, url, .. } = a {
+            assert!(url.ends_with("/Token"), "{url}");
+            forms.push(form.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+        }
+        shell(jwt("a"), 200)(a)
+    });
+    assert_eq!(
+        run.actions,
+        [
+            "read login",
+            "read oauth state",
+            "token endpoint",
+            "write oauth state",
+            "create secret",
+            "probe",
+            "write status",
+            "finish"
+        ]
+    );
+    assert_eq!(
+        forms,
+        [vec!["grant_type", "username", "password"]],
+        "the password grant"
+    );
+    assert_eq!(
+        reason(&run.status.expect("status"), Type::Ready),
+        Some(Reason::TokenValid)
+    );
+}
+
+#[test]
+fn a_refused_refresh_token_signs_in_again_in_the_same_reconcile() {
+    let case = oauth_case();
+    let state = crate::decide::oauth::State {
+        refresh_token: Some(Token::new("old-refresh")),
+        ..Default::default()
+    };
+    let state_secret =
+        crate::decide::oauth::state_secret(&case.tac, "c-tenantcred-oauth", &state).expect("the credential has a uid");
+    let mut grants = Vec::new();
+    let run = drive(&case.world(), |a| match a {
+        Action::ReadOAuthState { .. } => Outcome::OAuthStateRead(Some(Box::new(state_secret.clone()))),
+        Action::CallTokenEndpoint { form, .. } => {
+            grants.push(form[0].1.clone());
+            if grants.len() == 1 {
+                Outcome::TokenEndpoint(Call::Answered(endpoint(400, r#"{"error":"invalid_grant"}"#)))
+            } else {
+                shell(jwt("a"), 200)(a)
+            }
+        }
+        other => shell(jwt("a"), 200)(other),
+    });
+    assert_eq!(grants, ["refresh_token", "password"]);
+    assert_eq!(
+        &run.actions[..5],
+        [
+            "read login",
+            "read oauth state",
+            "token endpoint",
+            "token endpoint",
+            "write oauth state"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_login_is_said_and_nothing_is_sent() {
+    let case = oauth_case();
+    let run = drive(&case.world(), |a| match a {
+        Action::ReadLogin { .. } => Outcome::LoginRead(None),
+        other => shell(jwt("a"), 200)(other),
+    });
+    assert_eq!(run.actions, ["read login", "write status", "finish"]);
+    assert_eq!(
+        reason(&run.status.expect("status"), Type::Ready),
+        Some(Reason::SourceNotFound)
+    );
+}
+
+#[test]
+fn a_token_endpoint_429_holds_the_account_back_and_a_held_call_sends_nothing() {
+    let case = oauth_case();
+    let mut limited = endpoint(429, "{}");
+    limited.back_off_until = Some(t(120));
+    let run = drive(&case.world(), |a| match a {
+        Action::CallTokenEndpoint { .. } => Outcome::TokenEndpoint(Call::Answered(limited.clone())),
+        Action::BackOff { until, .. } => {
+            assert_eq!(*until, t(120));
+            Outcome::BackedOff
+        }
+        other => shell(jwt("a"), 200)(other),
+    });
+    assert_eq!(
+        run.actions,
+        [
+            "read login",
+            "read oauth state",
+            "token endpoint",
+            "back off",
+            "write status",
+            "finish"
+        ]
+    );
+    assert_eq!(run.requeue, Some(Duration::from_secs(121)));
+
+    let held = drive(&case.world(), |a| match a {
+        Action::CallTokenEndpoint { .. } => Outcome::TokenEndpoint(Call::Held(t(30))),
+        other => shell(jwt("a"), 200)(other),
+    });
+    assert_eq!(
+        held.actions,
+        [
+            "read login",
+            "read oauth state",
+            "token endpoint",
+            "write status",
+            "finish"
+        ]
+    );
+    assert_eq!(held.requeue, Some(Duration::from_secs(31)));
 }
