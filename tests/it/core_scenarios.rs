@@ -326,7 +326,7 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
     // A name no built-in or defined provider has: the operator says so, and recovers by itself
     // when a platform admin defines it (provider_scenarios), so it does not stall.
     h.source_secret("u-input", TOKEN).await;
-    h.credential("u", "salesforce", json!({})).await;
+    h.create_credential(h.local("u").provider("salesforce")).await;
     eventually(10, "ProviderNotFound", async || {
         h.condition("u", "Ready").await == pair("False", "ProviderNotFound")
     })

@@ -9,7 +9,7 @@ use tenantcred_testkit::{Account, Answer, Backend, Harness, eventually, pair, sc
 async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
     let huge = "x".repeat(700 * 1024);
     h.source_secret("big-input", &huge).await;
-    h.credential("big", "generic", json!({})).await;
+    h.create_credential(h.local("big")).await;
     eventually(10, "InvalidToken", async || {
         h.condition("big", "Ready").await == pair("False", "InvalidToken")
     })
@@ -29,7 +29,7 @@ async fn a_service_account_token_is_never_a_source(h: Harness) {
         "data": {"token": tenantcred_testkit::apiserver::b64(b"a-kubernetes-credential")}}),
     )
     .await;
-    h.credential("sa", "generic", json!({})).await;
+    h.create_credential(h.local("sa")).await;
     eventually(10, "SourceNotAllowed", async || {
         h.condition("sa", "Ready").await == pair("False", "SourceNotAllowed")
     })

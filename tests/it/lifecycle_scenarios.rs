@@ -152,7 +152,7 @@ async fn a_rate_limited_validation_waits_and_then_cuts_over(h: Harness) {
 async fn charitystack_style_revocation_on_first_use_of_the_new_key(h: Harness) {
     h.provider.answer("cs_live_old", Answer::Ok);
     h.source_secret("cs-input", "cs_live_old").await;
-    h.credential("cs", "charitystack", json!({})).await;
+    h.create_credential(h.local("cs").provider("charitystack")).await;
     eventually(10, "Ready", async || {
         h.condition("cs", "Ready").await == pair("True", "TokenValid")
     })

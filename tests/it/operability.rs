@@ -95,7 +95,7 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
     h.provider.answer("good", Answer::Ok);
     h.provider.answer("bad", Answer::UnauthorizedJson);
     h.source_secret("a-input", "good").await;
-    h.credential("a", "generic", json!({})).await;
+    h.create_credential(h.local("a")).await;
     h.source_secret("b-input", "bad").await;
     h.credential(
         "b",
@@ -349,7 +349,7 @@ async fn one_leader_at_a_time_and_the_standby_takes_over(mut h: Harness) {
     assert!(!is_leader(&h2));
     // Only the leader reconciles.
     h.source_secret("c-input", "t").await;
-    h.credential("c", "generic", json!({})).await;
+    h.create_credential(h.local("c")).await;
     eventually(10, "reconciled", async || {
         h.tac("c").await["status"]["conditions"].is_array()
     })
@@ -459,7 +459,7 @@ async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harn
     eventually(15, "one leads", async || is_leader(&one.health)).await;
     for (c, t) in [("c1", "t1"), ("c2", "t2"), ("c3", "t3")] {
         h.source_secret(&format!("{c}-input"), t).await;
-        h.credential(c, "generic", json!({})).await;
+        h.create_credential(h.local(c)).await;
     }
     eventually(15, "ready under one", async || h.all_ready(["c1", "c2", "c3"]).await).await;
     let two = Frozen::start(&h, "two");
@@ -485,7 +485,7 @@ async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harn
     // longer than its lease: when it thaws, that reconcile goes on from where it stood.
     h.provider.answer("t5", Answer::Slow(Duration::from_secs(3)));
     h.source_secret("c5-input", "t5").await;
-    h.credential("c5", "generic", json!({})).await;
+    h.create_credential(h.local("c5")).await;
     eventually(10, "one probes c5", async || h.provider.hits("t5") == 1).await;
     one.freeze.send(Duration::from_secs(8)).expect("freeze");
     let frozen_at = std::time::Instant::now();
@@ -497,7 +497,7 @@ async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harn
     }
     eventually(8, "two takes over while one is frozen", async || is_leader(&two.health)).await;
     h.source_secret("c4-input", "t4").await;
-    h.credential("c4", "generic", json!({})).await;
+    h.create_credential(h.local("c4")).await;
     h.edit_tac("c1", |o| {
         o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
     })
@@ -546,7 +546,7 @@ async fn credentials_listed_while_the_lease_is_taken_are_all_reconciled(mut h: H
         let tok = format!("early-{i}");
         h.provider.answer(&tok, Answer::Ok);
         h.source_secret(&format!("e{i}-input"), &tok).await;
-        h.credential(&format!("e{i}"), "generic", json!({})).await;
+        h.create_credential(h.local(&format!("e{i}"))).await;
     }
     let Some(api) = h.double.clone() else {
         h.skip("a list that lasts longer than taking the lease needs the double's lag");

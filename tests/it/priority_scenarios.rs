@@ -32,7 +32,7 @@ async fn a_persons_changes_go_ahead_of_the_backlog(mut h: Harness) {
         let tok = format!("{name}-tok");
         h.provider.answer(&tok, Answer::Slow(Duration::from_millis(400)));
         h.source_secret(&format!("{name}-input"), &tok).await;
-        h.credential(name, "generic", json!({})).await;
+        h.create_credential(h.local(name)).await;
     }
     h.restart_controller_tuned(|c| c.concurrency = 2);
     eventually(60, "the backlog under way", async || {
@@ -43,7 +43,7 @@ async fn a_persons_changes_go_ahead_of_the_backlog(mut h: Harness) {
     // A new credential.
     h.provider.answer("mine-tok", Answer::Ok);
     h.source_secret("mine-input", "mine-tok").await;
-    h.credential("mine", "generic", json!({})).await;
+    h.create_credential(h.local("mine")).await;
     eventually(60, "the new credential Ready", async || h.all_ready(["mine"]).await).await;
     let after_new = ready_among(&h, &backlog).await;
 

@@ -28,7 +28,7 @@ async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
     h.provider.answer("good", Answer::Ok);
     h.provider.send_rate_headers(true);
     h.source_secret("c-input", "good").await;
-    h.credential("c", "generic", json!({})).await;
+    h.create_credential(h.local("c")).await;
     eventually(10, "Ready", async || {
         h.condition("c", "Ready").await == pair("True", "TokenValid")
     })
@@ -49,7 +49,7 @@ async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
 async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
     h.provider.answer("revoked", Answer::UnauthorizedText);
     h.source_secret("c-input", "revoked").await;
-    h.credential("c", "generic", json!({})).await;
+    h.create_credential(h.local("c")).await;
     eventually(10, "first 401", async || {
         h.tac("c").await["status"]["consecutiveFailures"] == 1
     })
@@ -159,7 +159,7 @@ async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
     for name in ["a", "b", "c"] {
         h.provider.answer(name, Answer::Ok);
         h.source_secret(&format!("{name}-input"), name).await;
-        h.credential(name, "generic", json!({})).await;
+        h.create_credential(h.local(name)).await;
     }
     eventually(10, "all ready", async || h.all_ready(["a", "b", "c"]).await).await;
     h.provider.answer("a", Answer::RateLimited { retry_after: 3600 });
@@ -188,7 +188,7 @@ async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
 async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
     let token = jwt(json!({"sub": "acme", "exp": jiff::Timestamp::now().as_second() - 3600}));
     h.source_secret("r-input", &token).await;
-    h.credential("r", "raise", json!({})).await;
+    h.create_credential(h.local("r").provider("raise")).await;
     eventually(10, "Expired", async || {
         h.condition("r", "Ready").await == pair("False", "Expired")
     })
@@ -207,7 +207,7 @@ async fn a_jwt_expiring_in_three_days_warns(h: Harness) {
     for (name, tok) in [("soon", &soon), ("later", &later), ("never", &never)] {
         h.provider.answer(tok, Answer::Ok);
         h.source_secret(&format!("{name}-input"), tok).await;
-        h.credential(name, "raise", json!({})).await;
+        h.create_credential(h.local(name).provider("raise")).await;
     }
     eventually(10, "all ready", async || h.all_ready(["soon", "later", "never"]).await).await;
     assert_eq!(h.condition("soon", "ExpiringSoon").await, pair("True", "ExpiringSoon"));
@@ -257,7 +257,7 @@ async fn probing_resumes_after_a_restart_without_a_storm(mut h: Harness) {
         let tok = format!("tok-{i}");
         h.provider.answer(&tok, Answer::Ok);
         h.source_secret(&format!("c{i}-input"), &tok).await;
-        h.credential(&format!("c{i}"), "generic", json!({})).await;
+        h.create_credential(h.local(&format!("c{i}"))).await;
     }
     eventually(10, "all ready", async || {
         h.all_ready((0..5).map(|i| format!("c{i}"))).await
@@ -302,7 +302,7 @@ async fn a_mass_creation_probes_each_token_exactly_once(h: Harness) {
         h.source_secret(&format!("m{i}-input"), &tok).await;
     }
     for i in 0..n {
-        h.credential(&format!("m{i}"), "generic", json!({})).await;
+        h.create_credential(h.local(&format!("m{i}"))).await;
     }
     eventually(20, "all ready", async || {
         h.all_ready((0..n).map(|i| format!("m{i}"))).await

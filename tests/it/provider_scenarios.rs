@@ -241,12 +241,12 @@ async fn credentials_holding_the_same_token_share_one_probe(h: Harness) {
     h.provider.answer("shared-token", Answer::Ok);
     h.source_secret("a-input", "shared-token").await;
     h.source_secret("b-input", "shared-token").await;
-    h.credential("a", "generic", json!({})).await;
+    h.create_credential(h.local("a")).await;
     eventually(10, "a Ready", async || {
         h.condition("a", "Ready").await == pair("True", "TokenValid")
     })
     .await;
-    h.credential("b", "generic", json!({"tenant": "globex"})).await;
+    h.create_credential(h.local("b").tenant("globex")).await;
     eventually(10, "b Ready", async || {
         h.condition("b", "Ready").await == pair("True", "TokenValid")
     })
