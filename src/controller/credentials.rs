@@ -6,7 +6,7 @@
 //! watch was down. (Putting our own writes into the store instead of holding their statuses
 //! beside it was measured: the heap was smaller, the process larger; see BENCHMARKS.md.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::relist::Relist;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -106,13 +106,10 @@ impl Credentials {
                 feed.writer.apply_watcher_event(&Event::Apply(tac.clone()));
             }
             Event::InitDone => {
-                let held = self.store.state();
-                let keys: Vec<Key> = held.iter().map(|tac| tac_key(&**tac)).collect();
-                let gone_keys: HashSet<Key> = feed.relisting.end(&keys).unwrap_or_default().into_iter().collect();
-                let gone: Vec<_> = held
-                    .into_iter()
-                    .filter(|tac| gone_keys.contains(&tac_key(&**tac)))
-                    .collect();
+                let gone = feed
+                    .relisting
+                    .end_by(self.store.state(), |tac| tac_key(&**tac))
+                    .unwrap_or_default();
                 let mut wakes = self.wake_table();
                 for tac in &gone {
                     wakes.remove(&identity(tac));

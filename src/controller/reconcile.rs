@@ -94,14 +94,14 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
     });
     let spec = match (&expanded, &settings) {
         (Ok(credential), Some(settings)) => Spec::Readable { credential, settings },
-        _ => {
-            let why = expanded.as_ref().err().map_or("", |w| w.0.as_str());
-            warn!(error = %why, "the spec does not match the schema");
+        (Err(why), _) => {
+            warn!(error = %why.0, "the spec does not match the schema");
             // It reads nothing and is no longer counted as any provider's.
             ctx.sources.set(ns, &name, Vec::new());
             ctx.metrics.forget(ns, &name);
-            Spec::Unreadable(why)
+            Spec::Unreadable(&why.0)
         }
+        (Ok(_), None) => return Err(Error::Step("a readable spec without settings")),
     };
     let resolved = settings.as_ref().and_then(|s| s.as_ref().ok());
     let target = resolved.and_then(|s| ctx.managed.get(ns, &s.secret_name));

@@ -38,6 +38,12 @@ impl<K: Hash + Eq> Relist<K> {
         let seen = self.seen.take()?;
         Some(held.into_iter().filter(|k| !seen.contains(*k)).cloned().collect())
     }
+
+    /// As [`Relist::end`], for a cache that holds objects: those whose key it did not deliver.
+    pub(super) fn end_by<T>(&mut self, held: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Option<Vec<T>> {
+        let seen = self.seen.take()?;
+        Some(held.into_iter().filter(|t| !seen.contains(&key(t))).collect())
+    }
 }
 
 #[cfg(test)]

@@ -105,10 +105,7 @@ pub(super) async fn prune(
 /// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
 /// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
 pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret> {
-    let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    let mut body = serde_json::to_value(desired)?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
+    let (name, body) = apply_body(desired)?;
     let params = PatchParams::apply(FIELD_MANAGER);
     match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
         Ok(s) => Ok(s),
@@ -122,14 +119,20 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
 
 /// Applies a Secret tenantcred alone writes (the OAuth state), forced: nobody else owns its fields.
 pub(super) async fn apply_owned_state(secrets: &Api<Secret>, secret: &Secret) -> Result<()> {
-    let name = secret.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    let mut body = serde_json::to_value(secret)?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
+    let (name, body) = apply_body(secret)?;
     secrets
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
     Ok(())
+}
+
+/// A Secret's name and its server-side apply body (which names its kind).
+fn apply_body(secret: &Secret) -> Result<(String, serde_json::Value)> {
+    let name = secret.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let mut body = serde_json::to_value(secret)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    Ok((name, body))
 }
 
 /// Sends a status merge patch (`decide::step` chose to write, and what).

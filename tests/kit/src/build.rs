@@ -1,13 +1,10 @@
 //! Typed builders for what scenarios create, over the CRD types (`credential("a").provider("raise")
-//! .source("s")`), and typed reads of what the operator decided: a scenario states its inputs and
+//! .retain()`), and typed reads of what the operator decided: a scenario states its inputs and
 //! expectations in the operator's own vocabulary, and a misspelt field does not compile.
-
-use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tenantcred::crd::{
-    DeletionPolicy, ProviderName, SecretKeyRef, TenantApiCredential, TenantApiCredentialSpec,
-    TenantApiCredentialStatus, WorkloadKind, WorkloadRef,
+    DeletionPolicy, ProviderName, SecretKeyRef, TenantApiCredential, TenantApiCredentialSpec, TenantApiCredentialStatus,
 };
 use tenantcred::decide::conditions::{Reason, Status, Type};
 
@@ -52,18 +49,6 @@ impl Credential {
         self
     }
 
-    /// The token comes from Secret `secret`, key `token`.
-    pub fn source(mut self, secret: &str) -> Self {
-        self.0.spec.credential_ref = Some(key_ref(secret));
-        self
-    }
-
-    /// The token's replacement, announced in Secret `secret`.
-    pub fn pending(mut self, secret: &str) -> Self {
-        self.0.spec.pending_credential_ref = Some(key_ref(secret));
-        self
-    }
-
     pub fn base_url(mut self, url: &str) -> Self {
         self.0.spec.base_url = Some(url.into());
         self
@@ -71,12 +56,6 @@ impl Credential {
 
     pub fn probe_path(mut self, path: &str) -> Self {
         self.0.spec.probe.path = Some(path.into());
-        self
-    }
-
-    /// The probe interval, as the spec writes durations (`"30m"`).
-    pub fn interval(mut self, every: &str) -> Self {
-        self.0.spec.probe.interval = Some(every.into());
         self
     }
 
@@ -90,42 +69,6 @@ impl Credential {
     pub fn retain(mut self) -> Self {
         self.0.spec.target.deletion_policy = DeletionPolicy::Retain;
         self
-    }
-
-    pub fn target_label(mut self, key: &str, value: &str) -> Self {
-        self.0.spec.target.labels.insert(key.into(), value.into());
-        self
-    }
-
-    /// A workload restarted when the token changes.
-    pub fn restarts(mut self, kind: WorkloadKind, name: &str) -> Self {
-        self.0.spec.rollout_restart_targets.push(WorkloadRef {
-            kind,
-            name: name.into(),
-        });
-        self
-    }
-
-    pub fn suspended(mut self) -> Self {
-        self.0.spec.suspend = true;
-        self
-    }
-
-    pub fn annotation(mut self, key: &str, value: &str) -> Self {
-        self.0
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.into(), value.into());
-        self
-    }
-
-    pub fn name(&self) -> &str {
-        self.0.metadata.name.as_deref().unwrap_or_default()
-    }
-
-    pub fn build(self) -> TenantApiCredential {
-        self.0
     }
 
     /// The object as the API server takes it.
