@@ -11,27 +11,25 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::keys::CredentialRef;
-use super::{Key, key};
+use super::cache::{CredentialRef, Id};
 use crate::decide::priority;
 
 /// The changes the watches queued (ahead of the backlog) that have not started yet.
 #[derive(Default)]
 pub(super) struct Changes {
-    waiting: Mutex<HashSet<Key>>,
+    waiting: Mutex<HashSet<Id>>,
     none_waiting: Notify,
 }
 
 impl Changes {
     pub(super) fn queued(&self, r: &CredentialRef) {
-        self.lock()
-            .insert(key(r.namespace.as_deref().unwrap_or_default(), &r.name));
+        self.lock().insert(Id::of_ref(r));
     }
 
     /// A reconcile of the credential started (or its work ended without one: it was gone).
     pub(super) fn started(&self, ns: Option<&str>, name: &str) {
         let mut waiting = self.lock();
-        if waiting.remove(&*key(ns.unwrap_or_default(), name)) && waiting.is_empty() {
+        if waiting.remove(&Id::of(ns.unwrap_or_default(), name)) && waiting.is_empty() {
             self.none_waiting.notify_waiters();
         }
     }
@@ -61,7 +59,7 @@ impl Changes {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Id>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -69,7 +67,7 @@ impl Changes {
 pub(super) struct Backlog {
     window: Arc<Semaphore>,
     /// A place in the window per credential fed and not yet reconciled.
-    held: Mutex<HashMap<Key, OwnedSemaphorePermit>>,
+    held: Mutex<HashMap<Id, OwnedSemaphorePermit>>,
 }
 
 impl Backlog {
@@ -93,8 +91,7 @@ impl Backlog {
                 changes.make_way().await;
                 // The semaphore is never closed; without a permit the credential still goes.
                 if let Ok(place) = me.window.clone().acquire_owned().await {
-                    me.places()
-                        .insert(key(r.namespace.as_deref().unwrap_or_default(), &r.name), place);
+                    me.places().insert(Id::of_ref(&r), place);
                 }
                 r
             }
@@ -103,7 +100,7 @@ impl Backlog {
 
     /// A reconcile of the credential finished, or found it gone: its place is free.
     pub(super) fn finished(&self, ns: Option<&str>, name: &str) {
-        self.places().remove(&*key(ns.unwrap_or_default(), name));
+        self.places().remove(&Id::of(ns.unwrap_or_default(), name));
     }
 
     #[cfg(test)]
@@ -111,7 +108,7 @@ impl Backlog {
         self.places().len()
     }
 
-    fn places(&self) -> std::sync::MutexGuard<'_, HashMap<Key, OwnedSemaphorePermit>> {
+    fn places(&self) -> std::sync::MutexGuard<'_, HashMap<Id, OwnedSemaphorePermit>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -3,21 +3,17 @@
 //! Secret, probe, status, events), writing only what changed.
 
 mod backlog;
+mod cache;
 mod cached;
 mod context;
-mod credentials;
-mod keys;
 mod lists;
-mod managed_secrets;
 mod notify;
 pub mod providers;
 mod reconcile;
-mod relist;
 mod restart;
 mod run;
 #[cfg(test)]
 mod scripted;
-mod source_index;
 mod sources;
 mod watches;
 mod writes;
@@ -39,20 +35,6 @@ pub use lists::ListMode;
 pub use reconcile::{error_policy, reconcile};
 pub use run::run;
 pub use watches::{Scope, start as start_scope};
-
-/// `<namespace>/<name>`, the key of the operator's own Secret indexes: one allocation per key
-/// instead of two strings.
-type Key = Box<str>;
-
-fn key(ns: &str, name: &str) -> Key {
-    format!("{ns}/{name}").into_boxed_str()
-}
-
-/// A namespace and name as one 64-bit number: how the compact tables key a credential or a Secret
-/// without a string per entry.
-fn name_id(ns: &str, name: &str) -> u64 {
-    hash64((ns, name))
-}
 
 /// A 64-bit hash that is the same in every process (std's `DefaultHasher` with its fixed keys):
 /// what the operator's compact tables keep instead of strings, and the stable per-credential

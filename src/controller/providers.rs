@@ -14,7 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
-use super::credentials::Credentials;
+use super::cache::{Cache, CredentialRef, credential_key};
 use crate::crd::provider::{ApiProvider, ApiProviderStatus};
 use crate::decide::conditions::{self, Type};
 use crate::decide::provider::definition::{self, Refusal};
@@ -228,9 +228,9 @@ pub(super) async fn watch_providers(
 
 /// Wakes the credentials of a scope that name a provider whose definition changed.
 pub(super) async fn wake_on_change(
-    credentials: Arc<Credentials>,
+    cache: Arc<Cache>,
     mut changed: broadcast::Receiver<String>,
-    wake: impl Fn(super::keys::CredentialRef),
+    wake: impl Fn(CredentialRef),
 ) {
     loop {
         let name = match changed.recv().await {
@@ -239,7 +239,7 @@ pub(super) async fn wake_on_change(
             Err(broadcast::error::RecvError::Lagged(_)) => None,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        for tac in credentials.store().state() {
+        for tac in cache.store().state() {
             let names = tac.provider_name();
             let hit = match (&name, names.as_deref()) {
                 (Some(n), Some(p)) => n == p,
@@ -247,7 +247,7 @@ pub(super) async fn wake_on_change(
                 _ => false,
             };
             if hit {
-                wake(super::keys::credential_key(&*tac));
+                wake(credential_key(&*tac));
             }
         }
     }
@@ -258,7 +258,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(300);
 
 /// While leading: each provider's status, at once after a definition changes and every
 /// `REPORT_EVERY` (jittered), written only when it differs from what the object holds.
-pub(super) async fn report(client: Client, providers: Arc<Providers>, scopes: Vec<Arc<Credentials>>) {
+pub(super) async fn report(client: Client, providers: Arc<Providers>, scopes: Vec<Arc<Cache>>) {
     providers.listed().await;
     let mut changed = providers.subscribe();
     loop {
@@ -278,7 +278,7 @@ pub(super) async fn report(client: Client, providers: Arc<Providers>, scopes: Ve
 }
 
 /// Credentials and Ready credentials per defined provider, over every scope's cache.
-fn count(providers: &Providers, scopes: &[Arc<Credentials>]) -> HashMap<String, Counts> {
+fn count(providers: &Providers, scopes: &[Arc<Cache>]) -> HashMap<String, Counts> {
     let mut counts: HashMap<String, Counts> = providers
         .defined
         .read()
@@ -287,13 +287,13 @@ fn count(providers: &Providers, scopes: &[Arc<Credentials>]) -> HashMap<String, 
         .map(|k| (k.clone(), Counts::default()))
         .collect();
     let now = Timestamp::now();
-    for credentials in scopes {
-        for tac in credentials.store().state() {
+    for cache in scopes {
+        for tac in cache.store().state() {
             let Some(name) = tac.provider_name() else { continue };
             let Some(c) = counts.get_mut(&name) else { continue };
             c.credentials = c.credentials.saturating_add(1);
             let cached = tac.status().ok().flatten();
-            let current = credentials.status_of(&tac.metadata, cached.as_ref());
+            let current = cache.status_of(&tac.metadata, cached.as_ref());
             if conditions::is_true(&current.conditions, Type::Ready) {
                 c.ready = c.ready.saturating_add(1);
             }

@@ -2,12 +2,12 @@
 //! ask for one action at a time, perform it, hand back its result, until the machine finishes.
 //! Nothing here decides; it reads, writes, sends and remembers.
 
+use super::cache::credential_key;
 use super::cached::CachedCredential;
-use super::context::{Context, live_key};
-use super::keys::{credential_key, drop_entry, stable_offset, tac_key};
+use super::context::Context;
 use super::writes::{apply_owned_state, apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
 use super::{restart, sources};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -20,7 +20,6 @@ use tracing::{debug, warn};
 use crate::crd::LEGACY_FINALIZER;
 use crate::decide::oauth;
 use crate::decide::plan::{self, ProbeStep, Settings, TokenSource};
-use crate::decide::publish::Volatile;
 use crate::decide::schedule::{self, Jitter};
 use crate::decide::step::{self, Call, Done, Outcome, Spec, World, Written};
 use crate::decide::token::Token;
@@ -40,7 +39,7 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
     // on while it waited behind the previous one. Work from the newest version, and from none at
     // all when it is gone (a deleted credential's Secret is garbage collection's business).
     let key = credential_key(&*cached);
-    let Some(cached) = ctx.credentials.get(&key) else {
+    let Some(cached) = ctx.cache.credential(&key) else {
         return Ok(Action::await_change());
     };
     let ns = cached.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -53,26 +52,17 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
     }
     let action = run(&cached, &ctx, &ns).await?;
     ctx.metrics.reconciled();
-    drop_entry(
-        &mut ctx.errors.lock().unwrap_or_else(PoisonError::into_inner),
-        &*tac_key(&*cached),
-    );
+    ctx.cache.succeeded(&cached.metadata);
     Ok(action)
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
 pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = tac_key(&*tac);
-    let attempts = {
-        let mut errors = ctx.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = errors.entry(key.clone()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let attempts = ctx.cache.failed(&tac.metadata);
     let delay = schedule::error_backoff(attempts, Jitter::random());
     ctx.metrics.reconciled();
     ctx.metrics.reconcile_failed(err.metric_label());
-    warn!(credential = %key, error = %err, attempts, retry_in = ?delay, "reconcile failed");
+    warn!(credential = %credential_key(&*tac), error = %err, attempts, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -82,12 +72,12 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
     let name = cached.name_any();
     let expanded = cached.expand();
     let persisted = match &expanded {
-        Ok(tac) => ctx.credentials.status_of(&tac.metadata, tac.status.as_ref()),
+        Ok(tac) => ctx.cache.status_of(&tac.metadata, tac.status.as_ref()),
         Err(_) => ctx
-            .credentials
+            .cache
             .status_of(&cached.metadata, cached.status().ok().flatten().as_ref()),
     };
-    let observed = ctx.current_status(cached, &persisted);
+    let observed = ctx.cache.current_status(&cached.metadata, &persisted);
     let settings = expanded.as_ref().ok().map(|tac| {
         let provider = ctx.providers.find(tac.spec.provider.as_str());
         plan::resolve(tac, &ctx.config.egress, &provider)
@@ -97,23 +87,17 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
         (Err(why), _) => {
             warn!(error = %why.0, "the spec does not match the schema");
             // It reads nothing and is no longer counted as any provider's.
-            ctx.sources.set(ns, &name, Vec::new());
+            ctx.cache.reads_nothing(ns, &name);
             ctx.metrics.forget(ns, &name);
             Spec::Unreadable(&why.0)
         }
         (Ok(_), None) => return Err(Error::Step("a readable spec without settings")),
     };
     let resolved = settings.as_ref().and_then(|s| s.as_ref().ok());
-    let target = resolved.and_then(|s| ctx.managed.get(ns, &s.secret_name));
-    let key = tac_key(cached);
-    let remembered = ctx
-        .source_versions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-        .map(|v| v.to_string());
+    let target = resolved.and_then(|s| ctx.cache.managed_secret(ns, &s.secret_name));
+    let remembered = ctx.cache.remembered_source_version(&cached.metadata);
     let source_rv = resolved.and_then(|s| match &s.source {
-        TokenSource::Secret { current, .. } => ctx.sources.version(ns, &current.name),
+        TokenSource::Secret { current, .. } => ctx.cache.source_version(ns, &current.name),
         TokenSource::OAuth { .. } => None,
     });
     let world = World {
@@ -138,7 +122,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
         let outcome = match next {
             step::Action::ReadSource { which, name } => Outcome::SourceRead {
                 which,
-                secret: sources::read(&ctx.client, ctx.sources.version(ns, &name), ns, &name)
+                secret: sources::read(&ctx.client, ctx.cache.source_version(ns, &name), ns, &name)
                     .await?
                     .map(Box::new),
             },
@@ -168,10 +152,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 Outcome::BackedOff
             }
             step::Action::RememberSourceVersion(version) => {
-                ctx.source_versions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key.clone(), version.into());
+                ctx.cache.remember_source_version(&cached.metadata, &version);
                 Outcome::Remembered
             }
             step::Action::Probe {
@@ -192,23 +173,27 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             step::Action::WriteSecret { secret, create } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
                 let attempt = if create {
-                    create_secret(&secrets, &secret, &name).await
+                    create_secret(&secrets, &secret).await
                 } else {
-                    apply_secret(&secrets, &secret).await.map(Some)
+                    apply_secret(&secrets, &secret).await
                 };
                 let written = match attempt {
-                    Ok(Some(written)) => {
-                        ctx.managed.wrote(ns, target.as_deref(), written);
+                    Ok(written) => {
+                        ctx.cache.wrote_secret(ns, target.as_deref(), written);
                         Written::Stored
                     }
-                    Ok(None) => Written::Foreign,
-                    // Invalid (422): the machine says so in the status.
+                    // The API server's answers the machine decides on, as facts.
+                    Err(Error::Kube(kube::Error::Api(status))) if create && status.code == 409 => Written::Exists,
                     Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
                         Written::Refused(status.message)
                     }
                     Err(e) => return Err(e),
                 };
                 Outcome::SecretWritten(written)
+            }
+            step::Action::ReadManagedSecret { name } => {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+                Outcome::ManagedSecretRead(secrets.get_opt(&name).await?.map(Box::new))
             }
             step::Action::RestartWorkloads { changed } => {
                 let tac = tac.ok_or(Error::Step("a restart without a spec"))?;
@@ -218,15 +203,14 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(&host)),
             step::Action::WriteStatus { status, patch } => {
                 write_status(&ctx.client, &cached.metadata, ns, patch).await?;
-                ctx.credentials.wrote(&cached.metadata, &status);
-                keep_live(ctx, &cached.metadata, None);
+                ctx.cache.wrote_status(&cached.metadata, &status);
                 if let Some(tac) = tac {
                     ctx.metrics.observe(tac, &status);
                 }
                 Outcome::StatusHandled
             }
             step::Action::KeepStatus { status, live } => {
-                keep_live(ctx, &cached.metadata, live);
+                ctx.cache.keep_live(&cached.metadata, live);
                 if let Some(tac) = tac {
                     ctx.metrics.observe(tac, &status);
                 }
@@ -242,16 +226,10 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
     Err(Error::Step("more steps than a reconcile takes"))
 }
 
-/// The per-probe status fields of a decision not worth a write, kept for the next reconcile
-/// (`None`: the persisted status says the same, or was just written).
-fn keep_live(ctx: &Context, meta: &ObjectMeta, live: Option<Volatile>) {
-    let mut map = ctx.live.lock().unwrap_or_else(PoisonError::into_inner);
-    match live {
-        Some(v) => {
-            map.insert(live_key(meta), v);
-        }
-        None => drop_entry(&mut map, &live_key(meta)),
-    }
+/// A per-credential offset that stays the same across restarts (the catch-up spread).
+fn stable_offset(meta: &ObjectMeta) -> u64 {
+    // A tuple hashes its fields in order: the same offsets as before this helper moved.
+    super::hash64((&meta.uid, &meta.name))
 }
 
 /// POSTs a form to the token endpoint within the account's budget (token-endpoint calls spend

@@ -129,7 +129,7 @@ async fn lead(client: &Client, config: &Config, shared: &Shared, scopes: &[Scope
     // installations may share the cluster's providers, and would overwrite each other's counts.
     let report = if config.namespaces.is_empty() {
         let writes = fence::fenced(client.clone(), shared.fence.clone());
-        let caches = scopes.iter().map(|s| s.ctx.credentials.clone()).collect();
+        let caches = scopes.iter().map(|s| s.ctx.cache.clone()).collect();
         providers::report(writes, shared.providers.clone(), caches).boxed()
     } else {
         futures::future::pending().boxed()

@@ -2,31 +2,26 @@
 //! (into the source index, not a cache); what is forgotten on deletion.
 
 use super::backlog::{Backlog, Changes};
+use super::cache::{self, Cache, CredentialRef, credential_key};
 use super::cached::CachedCredential;
-use super::context::{Context, Live, live_key};
-use super::credentials::{self, Credentials};
-use super::keys::{CredentialRef, credential_key, drop_entry, tac_key};
+use super::context::Context;
 use super::lists::api_for;
-use super::managed_secrets::ManagedSecrets;
 use super::reconcile::{error_policy, reconcile};
-use super::source_index::SourceIndex;
-use super::{AbortOnDrop, Config, Key, Shared, abort_on_drop, notify};
-use std::collections::HashMap;
+use super::{AbortOnDrop, Config, Shared, abort_on_drop, notify};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
 
 use crate::decide::priority::{self, Delivery};
 use crate::decide::secret;
-use crate::metrics::Metrics;
 use crate::server::Readiness;
 
 /// One watched scope (a namespace, or all): its context and caches, the tasks that keep the
@@ -76,7 +71,7 @@ impl Scope {
         let everything = futures::stream::once(async move {
             ctx.caches_listed().await;
             let held: Vec<CredentialRef> = ctx
-                .credentials
+                .cache
                 .store()
                 .state()
                 .iter()
@@ -87,7 +82,7 @@ impl Scope {
         .flatten();
         let woken = futures::stream::select(everything, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let nothing = futures::stream::pending::<Result<CachedCredential, watcher::Error>>();
-        let controller = Controller::for_stream(nothing, self.ctx.credentials.store())
+        let controller = Controller::for_stream(nothing, self.ctx.cache.store())
             .with_config(ControllerConfig::default().concurrency(self.ctx.config.concurrency))
             .reconcile_on(woken);
         (controller, backlog)
@@ -151,80 +146,50 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         listed: listed_tx,
         started: std::time::Instant::now(),
     });
-    let sources: Arc<SourceIndex> = Arc::default();
-    let source_versions: Arc<Mutex<HashMap<Key, Box<str>>>> = Arc::default();
-    let live: Live = Arc::default();
-    let errors: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
-    let managed = Arc::new(ManagedSecrets::default());
-    let credentials = Arc::new(Credentials::new());
+    let cache: Arc<Cache> = Arc::default();
     let wake: Arc<Wake> = Arc::default();
     let changes = wake.changes.clone();
-    let forget = Forget {
-        live: live.clone(),
-        source_versions: source_versions.clone(),
-        sources: sources.clone(),
-        errors: errors.clone(),
-        metrics: shared.metrics.clone(),
-    };
-    let (cache, index) = (credentials.clone(), sources.clone());
+    let (credential_cache, metrics) = (cache.clone(), shared.metrics.clone());
     let mut listed_credentials = sync.clone().on_first_list("credentials");
     let credential_triggers = triggers(
         watcher(tacs, lists.clone().any_semantic())
-            .modify(credentials::slim)
+            .modify(cache::slim)
             .default_backoff(),
         "credential",
         move |event| {
-            for gone in cache.absorb(&event) {
-                forget.credential(&gone);
+            let absorbed = credential_cache.credential_event(&event);
+            // In-memory state needs no finalizer: the cache forgot the credential already.
+            for gone in &absorbed.gone {
+                metrics.forget(gone.namespace.as_deref().unwrap_or_default(), &gone.name);
             }
             // Counted once the store holds it: the store takes a first list whole at its end, and
             // a backlog read before would find it empty (seen at 100,000).
             listed_credentials(&event);
-            match event {
-                watcher::Event::Delete(tac) => {
-                    forget.credential(&tac);
-                    Vec::new()
-                }
-                // Our own status writes must not wake us: only spec, annotations (probe-now),
-                // deletion and the legacy finalizer (removed on upgrade) matter.
-                watcher::Event::Apply(tac) | watcher::Event::InitApply(tac) => {
-                    // Who reads which Secret is known from the watch (leader and standby alike),
-                    // so a source edited before the backlog reached its reader still wakes it.
-                    if let (Some(ns), Ok(spec)) = (tac.metadata.namespace.as_deref(), tac.spec()) {
-                        index.set(ns, &tac.name_any(), crate::decide::plan::reads(&spec));
-                    }
-                    if cache.wakes(&tac) {
-                        vec![credential_key(&tac)]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                _ => Vec::new(),
-            }
+            absorbed.wake
         },
     );
 
     // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
-    let cache = managed.clone();
+    let managed_cache = cache.clone();
     let managed_triggers = triggers(
         watcher(secrets, lists.clone().labels(secret::MANAGED_SELECTOR))
             .inspect_ok(sync.clone().on_first_list("managed Secrets"))
             .default_backoff(),
         "managed Secret",
-        move |event| cache.absorb(event),
+        move |event| managed_cache.managed_event(event),
     );
 
     // Every Secret but the managed ones as metadata only, into the source index (a version
     // each): a source change wakes the credentials that read it. Nothing else of these Secrets is
     // kept.
     let source_meta: Api<PartialObjectMeta<Secret>> = api_for(&client, ns);
-    let index = sources.clone();
+    let source_cache = cache.clone();
     let source_triggers = triggers(
         watcher(source_meta, lists.labels(secret::UNMANAGED_SELECTOR))
             .inspect_ok(sync.on_first_list("Secret metadata"))
             .default_backoff(),
         "Secret metadata",
-        move |event| index.absorb(event),
+        move |event| source_cache.source_event(event),
     );
     let drive = |woken: futures::stream::BoxStream<'static, CredentialRef>| {
         let to = wake.clone();
@@ -250,19 +215,14 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         config,
         leading_since: Mutex::new(Timestamp::now()),
         changes,
-        managed,
-        credentials,
-        sources,
+        cache,
         providers: shared.providers.clone(),
-        source_versions,
-        errors,
-        live,
         listed,
     });
     // An edited, created or deleted ApiProvider wakes the credentials that name it.
     let to = wake.clone();
     watches.push(abort_on_drop(super::providers::wake_on_change(
-        ctx.credentials.clone(),
+        ctx.cache.clone(),
         shared.providers.subscribe(),
         move |r| to.send(r),
     )));
@@ -301,34 +261,6 @@ fn triggers<K>(
             std::future::ready((!woken.is_empty()).then(|| futures::stream::iter(woken)))
         })
         .flatten()
-}
-
-/// What the operator remembers per credential, dropped when the watch reports it deleted: no
-/// finalizer is needed for in-memory state.
-struct Forget {
-    live: Live,
-    source_versions: Arc<Mutex<HashMap<Key, Box<str>>>>,
-    sources: Arc<SourceIndex>,
-    errors: Arc<Mutex<HashMap<Key, u32>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Forget {
-    fn credential(&self, tac: &CachedCredential) {
-        let key = tac_key(tac);
-        let (ns, name) = (tac.namespace().unwrap_or_default(), tac.name_any());
-        drop_entry(
-            &mut self.live.lock().unwrap_or_else(PoisonError::into_inner),
-            &live_key(tac.meta()),
-        );
-        drop_entry(
-            &mut self.source_versions.lock().unwrap_or_else(PoisonError::into_inner),
-            &key,
-        );
-        drop_entry(&mut self.errors.lock().unwrap_or_else(PoisonError::into_inner), &key);
-        self.sources.set(&ns, &name, Vec::new());
-        self.metrics.forget(&ns, &name);
-    }
 }
 
 /// Counts the caches of one scope that have completed their first list: then the scope is ready

@@ -12,7 +12,7 @@ use kube::{Client, Resource};
 use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential};
-use crate::decide::secret::{self, FIELD_MANAGER, Observed, Ownership};
+use crate::decide::secret::FIELD_MANAGER;
 use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
@@ -32,32 +32,14 @@ pub(super) async fn drop_legacy_finalizer(ctx: &Context, tac: &CachedCredential,
 }
 
 /// Creates the managed Secret where the caches saw none. A plain create, not an apply: it fails
-/// on a Secret that exists after all (a watch lagging behind someone else's create) instead of
-/// merging into it. Answers false when the Secret there is someone else's.
-pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret, credential: &str) -> Result<Option<Secret>> {
+/// (409) on a Secret that exists after all (a watch lagging behind someone else's create) instead
+/// of merging into it; the step machine reads that Secret and decides.
+pub(super) async fn create_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    match secrets.create(&params, desired).await {
-        Ok(s) => Ok(Some(s)),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let name = desired.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-            let Some(existing) = secrets.get_opt(&name).await? else {
-                // Gone again in between: create it after all.
-                return Ok(Some(secrets.create(&params, desired).await?));
-            };
-            let observed = Observed::of(existing.clone());
-            if secret::ownership(Some(&observed), credential) != Ownership::Ours {
-                return Ok(None);
-            }
-            if !secret::needs_apply(desired, &observed) {
-                return Ok(Some(existing));
-            }
-            Ok(Some(apply_secret(secrets, desired).await?))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(secrets.create(&params, desired).await?)
 }
 
 /// Removes labels or annotations tenantcred set at creation and no longer wants (a later apply
@@ -173,7 +155,7 @@ mod tests {
             "c",
             serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "src"}}),
         );
-        secret::desired(&tac, "c-token", "https://api.example", &Token::new("tok"), None)
+        crate::decide::secret::desired(&tac, "c-token", "https://api.example", &Token::new("tok"), None)
     }
 
     fn as_json(s: &Secret) -> serde_json::Value {
@@ -190,41 +172,24 @@ mod tests {
     #[tokio::test]
     async fn a_create_posts_the_secret_as_tenantcred() {
         let script = Script::new(vec![answer(201, as_json(&desired()))]);
-        let written = create_secret(&api(&script), &desired(), "c").await.expect("created");
-        assert!(written.is_some());
+        let written = create_secret(&api(&script), &desired()).await.expect("created");
+        assert_eq!(written.metadata.name.as_deref(), Some("c-token"));
         script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
         assert_eq!(script.sent()[0].body["data"]["token"], "dG9r");
     }
 
     #[tokio::test]
-    async fn a_create_that_finds_someone_elses_secret_writes_nothing_more() {
-        let mut foreign = desired();
-        foreign.metadata.labels = Some([("app".to_owned(), "theirs".to_owned())].into());
-        let script = Script::new(vec![
-            answer(409, failure(409, "AlreadyExists", "secrets \"c-token\" already exists")),
-            answer(200, as_json(&foreign)),
-        ]);
-        let written = create_secret(&api(&script), &desired(), "c").await.expect("an answer");
-        assert!(written.is_none(), "someone else's: a conflict, not an overwrite");
-        script.assert_sent(&[
-            &format!("POST {SECRETS}?&fieldManager=tenantcred"),
-            &format!("GET {SECRETS}/c-token"),
-        ]);
-    }
-
-    #[tokio::test]
-    async fn a_create_that_finds_our_own_secret_applies_only_what_differs() {
-        // Ours, and already what we want (a watch that lagged behind our own create).
-        let script = Script::new(vec![
-            answer(409, failure(409, "AlreadyExists", "exists")),
-            answer(200, as_json(&desired())),
-        ]);
-        let written = create_secret(&api(&script), &desired(), "c").await.expect("an answer");
-        assert!(written.is_some());
-        script.assert_sent(&[
-            &format!("POST {SECRETS}?&fieldManager=tenantcred"),
-            &format!("GET {SECRETS}/c-token"),
-        ]);
+    async fn a_create_that_finds_a_secret_is_the_api_servers_409_and_nothing_more() {
+        let script = Script::new(vec![answer(
+            409,
+            failure(409, "AlreadyExists", "secrets \"c-token\" already exists"),
+        )]);
+        let err = create_secret(&api(&script), &desired()).await.expect_err("exists");
+        assert!(
+            matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 409),
+            "{err}"
+        );
+        script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
     }
 
     #[tokio::test]
@@ -233,9 +198,7 @@ mod tests {
             422,
             failure(422, "Invalid", "metadata.labels: Invalid value"),
         )]);
-        let err = create_secret(&api(&script), &desired(), "c")
-            .await
-            .expect_err("refused");
+        let err = create_secret(&api(&script), &desired()).await.expect_err("refused");
         assert!(
             matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
             "{err}"

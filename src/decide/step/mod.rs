@@ -35,6 +35,10 @@ pub use source::{Source, Which};
 /// How often a Secret the API server refused is tried again while nothing changed.
 pub const REJECTED_RETRY: Duration = Duration::from_secs(300);
 
+/// When a create finds a Secret again after a read found none (someone creates and deletes it
+/// as we go), how soon the reconcile tries again.
+pub const RACE_RETRY: Duration = Duration::from_secs(10);
+
 /// Everything a reconcile's decisions read, gathered once by the shell before the first step.
 pub struct World<'a> {
     pub meta: &'a ObjectMeta,
@@ -113,6 +117,9 @@ pub enum Action {
     /// Create (where the cache saw none) or apply the managed Secret (answer
     /// [`Outcome::SecretWritten`]).
     WriteSecret { secret: Box<Secret>, create: bool },
+    /// Read the managed Secret a create found although the cache had none (answer
+    /// [`Outcome::ManagedSecretRead`]): whose it is, and what it holds, decide what comes next.
+    ReadManagedSecret { name: String },
     /// Stamp the token's fingerprint on the workloads to restart, as the rollout gate allows:
     /// `changed` when the Secret's token changed now (answer [`Outcome::Restarted`]).
     RestartWorkloads { changed: Option<Fingerprint> },
@@ -151,8 +158,8 @@ pub enum Probing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Written {
     Stored,
-    /// A Secret of that name exists and is someone else's.
-    Foreign,
+    /// The create found a Secret of that name (409 AlreadyExists) that the cache had not seen.
+    Exists,
     /// The API server refused it as invalid (422), with its message.
     Refused(String),
 }
@@ -178,6 +185,8 @@ pub enum Outcome {
     },
     Pruned,
     SecretWritten(Written),
+    /// The managed Secret as read after a create found it; `None`: gone again.
+    ManagedSecretRead(Option<Box<Secret>>),
     Restarted {
         notices: Vec<Notice>,
         wake: Option<Timestamp>,
@@ -201,6 +210,8 @@ pub struct Done {
     probed: Option<ProbeStep>,
     pruned: bool,
     written: Option<Written>,
+    /// The managed Secret as read after a create found it (outer `None`: not read).
+    reread: Option<Option<Observed>>,
     restarted: Option<(Vec<Notice>, Option<Timestamp>)>,
     slot: Option<u64>,
     status: bool,
@@ -250,6 +261,11 @@ impl Done {
             },
             Outcome::Pruned => self.pruned = true,
             Outcome::SecretWritten(w) => self.written = Some(w),
+            // Decided again from the Secret as read: a write may follow.
+            Outcome::ManagedSecretRead(s) => {
+                self.reread = Some(s.map(|s| Observed::of(*s)));
+                self.written = None;
+            }
             Outcome::Restarted { notices, wake } => self.restarted = Some((notices, wake)),
             Outcome::CatchUpSlot(slot) => self.slot = Some(slot),
             Outcome::StatusHandled => self.status = true,
@@ -460,8 +476,8 @@ enum Target<'a> {
     Foreign,
 }
 
-fn target<'a>(w: &World<'a>, credential: &str) -> Target<'a> {
-    match w.target {
+fn target<'a>(seen: Option<&'a Observed>, credential: &str) -> Target<'a> {
+    match seen {
         None => Target::Absent,
         Some(s) => match secret::ownership(Some(s), credential) {
             Ownership::Ours => Target::Ours(s),
@@ -505,6 +521,7 @@ impl std::fmt::Debug for Action {
                 secret.metadata.name.as_deref().unwrap_or_default(),
                 if *create { "create" } else { "apply" }
             ),
+            Self::ReadManagedSecret { name } => write!(f, "ReadManagedSecret({name})"),
             Self::RestartWorkloads { changed } => write!(f, "RestartWorkloads({changed:?})"),
             Self::TakeCatchUpSlot { host } => write!(f, "TakeCatchUpSlot({host})"),
             Self::WriteStatus { .. } => write!(f, "WriteStatus"),

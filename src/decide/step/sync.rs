@@ -20,7 +20,12 @@ pub(super) fn sync(
     let ns = super::namespace(w);
     let name = w.meta.name.as_deref().unwrap_or_default();
     let mut out = Synced::default();
-    let target = match super::target(w, name) {
+    // After a create found a Secret the cache had not seen, decided from the Secret as read.
+    let seen = match &d.reread {
+        Some(read) => read.as_ref(),
+        None => w.target,
+    };
+    let target = match super::target(seen, name) {
         Target::Foreign => {
             out.problem = Some(Problem::secret_conflict(ns, &settings.secret_name));
             return Ok(out);
@@ -102,8 +107,15 @@ pub(super) fn sync(
                     out.wake(schedule::add(w.now, super::REJECTED_RETRY));
                     return Ok(out);
                 }
-                Some(Written::Foreign) => {
-                    out.problem = Some(Problem::secret_conflict(ns, &settings.secret_name));
+                Some(Written::Exists) if d.reread.is_none() => {
+                    return Err(Action::ReadManagedSecret {
+                        name: settings.secret_name.clone(),
+                    });
+                }
+                // Found again after a read found none: someone creates and deletes it as we go.
+                // Not a problem of the credential; looked at again shortly.
+                Some(Written::Exists) => {
+                    out.wake(schedule::add(w.now, super::RACE_RETRY));
                     return Ok(out);
                 }
                 Some(Written::Stored) => {

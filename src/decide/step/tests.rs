@@ -197,6 +197,7 @@ fn kind(a: &Action) -> &'static str {
         Action::PruneSecret { .. } => "prune",
         Action::WriteSecret { create: true, .. } => "create secret",
         Action::WriteSecret { create: false, .. } => "apply secret",
+        Action::ReadManagedSecret { .. } => "read managed secret",
         Action::RestartWorkloads { .. } => "restart",
         Action::TakeCatchUpSlot { .. } => "catch-up slot",
         Action::WriteStatus { .. } => "write status",
@@ -233,6 +234,7 @@ fn shell(source: String, probe_status: u16) -> impl FnMut(&Action) -> Outcome {
         Action::WriteOAuthState { .. } => Outcome::OAuthStateWritten,
         Action::BackOff { .. } => Outcome::BackedOff,
         Action::WriteStatus { .. } | Action::KeepStatus { .. } => Outcome::StatusHandled,
+        Action::ReadManagedSecret { .. } => unreachable!("asked only after a create found a Secret"),
         Action::Finish { .. } => unreachable!("never answered"),
     }
 }
@@ -371,17 +373,94 @@ fn a_secret_the_api_server_refuses_is_said_and_tried_again_in_minutes() {
     assert_eq!(run.requeue, Some(REJECTED_RETRY + Duration::from_secs(1)));
 }
 
+/// The managed Secret as credential `owner` would write it, holding `token` read from `src` at 5.
+fn managed_secret_of(owner: &str, token: &str) -> Secret {
+    let case = Case::secret_sourced();
+    let settings = case.settings.as_ref().expect("resolves");
+    let version = source::version("src", "5");
+    let mut s = secret::desired(
+        &case.tac,
+        &settings.secret_name,
+        &settings.base_url,
+        &Token::new(token),
+        Some(&version),
+    );
+    if let Some(labels) = s.metadata.labels.as_mut() {
+        labels.insert(secret::CREDENTIAL_LABEL.to_owned(), owner.to_owned());
+    }
+    s.metadata.resource_version = Some("100".into());
+    s
+}
+
+/// The create finds a Secret the cache had not seen (409), and the read answers `found`.
+fn create_finds(found: Option<Secret>) -> impl FnMut(&Action) -> Outcome {
+    move |a| match a {
+        Action::WriteSecret { create: true, .. } => Outcome::SecretWritten(Written::Exists),
+        Action::ReadManagedSecret { .. } => Outcome::ManagedSecretRead(found.clone().map(Box::new)),
+        other => shell(jwt("a"), 200)(other),
+    }
+}
+
 #[test]
 fn a_create_that_finds_someone_elses_secret_is_a_conflict() {
     let case = Case::secret_sourced();
-    let run = drive(&case.world(), |a| match a {
-        Action::WriteSecret { .. } => Outcome::SecretWritten(Written::Foreign),
-        other => shell(jwt("a"), 200)(other),
-    });
-    assert_eq!(run.actions, ["read source", "create secret", "write status", "finish"]);
+    let run = drive(&case.world(), create_finds(Some(managed_secret_of("other", &jwt("x")))));
+    assert_eq!(
+        run.actions,
+        [
+            "read source",
+            "create secret",
+            "read managed secret",
+            "write status",
+            "finish"
+        ]
+    );
     assert_eq!(
         reason(&run.status.expect("status"), Type::Ready),
         Some(Reason::SecretConflict)
+    );
+}
+
+#[test]
+fn a_create_that_finds_our_own_secret_writes_only_what_differs() {
+    let case = Case::secret_sourced();
+    // What we would have created (a watch that lagged behind our own create): nothing to write.
+    let same = managed_secret_of("c", &jwt("a"));
+    let run = drive(&case.world(), create_finds(Some(same)));
+    assert_eq!(
+        &run.actions[..4],
+        ["read source", "create secret", "read managed secret", "probe"]
+    );
+    assert_eq!(run.written.len(), 1, "the create only");
+    // Ours with another token: applied.
+    let run = drive(&case.world(), create_finds(Some(managed_secret_of("c", &jwt("old")))));
+    assert_eq!(
+        &run.actions[..4],
+        ["read source", "create secret", "read managed secret", "apply secret"]
+    );
+}
+
+#[test]
+fn a_create_that_finds_a_secret_gone_again_creates_once_more_then_waits() {
+    let case = Case::secret_sourced();
+    let run = drive(&case.world(), create_finds(None));
+    assert_eq!(
+        run.actions,
+        [
+            "read source",
+            "create secret",
+            "read managed secret",
+            "create secret",
+            "write status",
+            "finish"
+        ]
+    );
+    assert_eq!(run.requeue, Some(RACE_RETRY + Duration::from_secs(1)));
+    let status = run.status.expect("status");
+    assert_ne!(
+        reason(&status, Type::Ready),
+        Some(Reason::SecretConflict),
+        "not a conflict"
     );
 }
 

@@ -5,7 +5,7 @@
 //! its version moved. Who reads what is two allocations per credential: its name under each
 //! Secret it reads, and the hashes of those Secrets under its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -14,32 +14,33 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::keys::CredentialRef;
-use super::relist::Relist;
-use super::{hash64, key, name_id};
+use super::super::hash64;
+use super::keys::{CredentialRef, Id};
+use super::mirror::{Mirror, Table};
 use crate::decide::secret;
 
-#[derive(Default)]
 pub(super) struct SourceIndex {
-    inner: Mutex<Maps>,
+    inner: Mutex<Mirror<Maps>>,
 }
 
-/// Secrets and credentials are keyed by [`name_id`]. (Two Secrets' 64-bit hashes collide with a
-/// chance of about one in 4·10^7 at a million Secrets. That costs needless wakes, and reads of one
-/// at the other's version, which the API server answers with the current object or a 504 that is
-/// retried as a plain read: nothing incorrect. Two credentials that collide would share a list of
-/// sources until either is reconciled again, which each reconcile records anew.)
+impl Default for SourceIndex {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Mirror::new(Maps::default())),
+        }
+    }
+}
+
+/// Secrets and credentials are keyed by [`Id`] (on collisions, see there).
 #[derive(Default)]
 struct Maps {
-    /// Secret ([`name_id`]) → the credentials that read it.
-    by_secret: HashMap<u64, Readers>,
-    /// Credential ([`name_id`] of its namespace and name) → the Secrets it reads.
-    by_credential: HashMap<u64, Box<[u64]>>,
-    /// Per Secret that is not a managed one ([`name_id`]), its resourceVersion ([`Version`]).
-    /// Every Secret in scope is here, most of them read by nobody, so neither is a string.
-    versions: HashMap<u64, Version>,
-    /// During a re-list: what it has delivered so far (what is missing at its end was deleted).
-    relisting: Relist<u64>,
+    /// Secret → the credentials that read it.
+    by_secret: HashMap<Id, Readers>,
+    /// Credential → the Secrets it reads.
+    by_credential: HashMap<Id, Box<[Id]>>,
+    /// Per Secret that is not a managed one, its resourceVersion ([`Version`]). Every Secret in
+    /// scope is here, most of them read by nobody, so neither is a string.
+    versions: HashMap<Id, Version>,
 }
 
 /// A resourceVersion as the index keeps it. The API server's are decimal numbers (etcd
@@ -101,13 +102,14 @@ impl SourceIndex {
     /// Records the Secrets a credential reads (empty: it reads none, or is gone).
     pub(super) fn set(&self, ns: &str, credential: &str, secrets: Vec<String>) {
         let mut m = self.lock();
-        let cred = name_id(ns, credential);
-        let ids: Box<[u64]> = secrets.iter().map(|s| name_id(ns, s)).collect();
+        let m = &mut m.table;
+        let cred = Id::of(ns, credential);
+        let ids: Box<[Id]> = secrets.iter().map(|s| Id::of(ns, s)).collect();
         let same = m.by_credential.get(&cred).is_some_and(|old| *old == ids);
         if same || (ids.is_empty() && !m.by_credential.contains_key(&cred)) {
             return;
         }
-        let reader = key(ns, credential);
+        let reader = format!("{ns}/{credential}");
         for old in m.by_credential.remove(&cred).unwrap_or_default() {
             if let Some(readers) = m.by_secret.get_mut(&old) {
                 readers.remove(&reader);
@@ -126,7 +128,7 @@ impl SourceIndex {
 
     /// The Secret's resourceVersion as the watch last saw it (when it is a number).
     pub(super) fn version(&self, ns: &str, secret: &str) -> Option<String> {
-        match self.lock().versions.get(&name_id(ns, secret))? {
+        match self.lock().table.versions.get(&Id::of(ns, secret))? {
             Version::Number(n) => Some(n.to_string()),
             Version::Opaque(_) => None,
         }
@@ -134,51 +136,48 @@ impl SourceIndex {
 
     /// Takes one event of the Secret metadata watch; answers the credentials to reconcile.
     pub(super) fn absorb(&self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<CredentialRef> {
-        let mut m = self.lock();
-        let m = &mut *m;
-        let mut woken = Vec::new();
-        match event {
-            watcher::Event::Init => m.relisting.begin(),
-            watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                let Some((ns, name, version)) = identity(&s) else {
-                    return woken;
-                };
-                let id = name_id(ns, name);
-                m.relisting.saw(id);
-                if m.versions.insert(id, version) != Some(version) {
-                    m.wake(id, &mut woken);
-                }
-            }
-            watcher::Event::Delete(s) => {
-                if let Some((ns, name, _)) = identity(&s) {
-                    let id = name_id(ns, name);
-                    m.versions.remove(&id);
-                    m.wake(id, &mut woken);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(gone) = m.relisting.end(m.versions.keys()) {
-                    for id in &gone {
-                        m.versions.remove(id);
-                    }
-                    m.versions.shrink_to_fit();
-                    // A read Secret that went while the watch was down wakes its readers.
-                    for id in gone.iter().filter(|id| m.by_secret.contains_key(id)) {
-                        m.wake(*id, &mut woken);
-                    }
-                }
-            }
-        }
-        woken
+        self.lock().absorb(event)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mirror<Maps>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+impl Table<PartialObjectMeta<Secret>> for Maps {
+    fn put(&mut self, s: PartialObjectMeta<Secret>, woken: &mut Vec<CredentialRef>) -> Option<Id> {
+        let (id, version) = identity(&s)?;
+        if self.versions.insert(id, version) != Some(version) {
+            self.wake(id, woken);
+        }
+        Some(id)
+    }
+
+    fn delete(&mut self, s: PartialObjectMeta<Secret>, woken: &mut Vec<CredentialRef>) {
+        if let Some((id, _)) = identity(&s) {
+            self.versions.remove(&id);
+            self.wake(id, woken);
+        }
+    }
+
+    /// A read Secret that went while the watch was down wakes its readers.
+    fn sweep(&mut self, delivered: &HashSet<Id>, woken: &mut Vec<CredentialRef>) {
+        let gone: Vec<Id> = self
+            .versions
+            .keys()
+            .filter(|id| !delivered.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.versions.remove(&id);
+            self.wake(id, woken);
+        }
+        self.versions.shrink_to_fit();
+    }
+}
+
 impl Maps {
-    fn wake(&self, secret: u64, into: &mut Vec<CredentialRef>) {
+    fn wake(&self, secret: Id, into: &mut Vec<CredentialRef>) {
         let Some(readers) = self.by_secret.get(&secret) else {
             return;
         };
@@ -191,19 +190,17 @@ impl Maps {
     }
 }
 
-/// Namespace, name and version of a Secret that can be a source (managed Secrets are ours).
-fn identity(s: &PartialObjectMeta<Secret>) -> Option<(&str, &str, Version)> {
+/// The id and version of a Secret that can be a source (managed Secrets are ours).
+fn identity(s: &PartialObjectMeta<Secret>) -> Option<(Id, Version)> {
     if s.labels().get(secret::MANAGED_BY_LABEL).map(String::as_str) == Some(secret::MANAGED_BY_VALUE) {
         return None;
     }
     let meta = &s.metadata;
     Some((
-        meta.namespace.as_deref()?,
-        meta.name.as_deref()?,
+        Id::of(meta.namespace.as_deref()?, meta.name.as_deref()?),
         Version::of(meta.resource_version.as_deref()?),
     ))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +303,7 @@ mod tests {
         index.set("ns", "b", Vec::new());
         assert!(index.absorb(watcher::Event::Apply(meta("shared", "3"))).is_empty());
         assert!(
-            index.lock().by_secret.values().all(|r| !r.is_empty()),
+            index.lock().table.by_secret.values().all(|r| !r.is_empty()),
             "no empty entry is kept"
         );
     }

@@ -2,35 +2,46 @@
 //! label-selected watch delivers (never the whole object), and what this process wrote as soon as
 //! the API server answered (a reconcile that outruns the watch must not create or write again).
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::keys::CredentialRef;
-use super::relist::Relist;
-use super::{Key, key};
+use super::keys::{CredentialRef, Id};
+use super::mirror::{Mirror, Table};
 use crate::decide::secret::{self, Observed};
 
-#[derive(Default)]
 pub(super) struct ManagedSecrets {
-    cache: RwLock<Cache>,
+    cache: RwLock<Mirror<Projections>>,
+}
+
+impl Default for ManagedSecrets {
+    fn default() -> Self {
+        Self {
+            cache: RwLock::new(Mirror::new(Projections::default())),
+        }
+    }
 }
 
 #[derive(Default)]
-struct Cache {
-    live: HashMap<Key, Arc<Observed>>,
-    /// A re-list, applied in place: what it does not deliver is gone.
-    relisting: Relist<Key>,
+struct Projections {
+    live: HashMap<Id, Entry>,
+    /// Every namespace a managed Secret lives in, once (an entry shares its namespace's text).
+    namespaces: HashSet<Arc<str>>,
+}
+
+struct Entry {
+    namespace: Arc<str>,
+    secret: Arc<Observed>,
 }
 
 impl ManagedSecrets {
     /// The managed Secret at `ns/name` as the watch has it, or as we last wrote it when the watch
     /// has not caught up with that write yet.
     pub(super) fn get(&self, ns: &str, name: &str) -> Option<Arc<Observed>> {
-        self.read().live.get(&*key(ns, name)).cloned()
+        Some(self.read().table.live.get(&Id::of(ns, name))?.secret.clone())
     }
 
     /// Takes in a Secret we wrote over `before` (what `get` answered), unless the watch has already
@@ -39,78 +50,96 @@ impl ManagedSecrets {
         let Some(name) = secret.metadata.name.as_deref() else {
             return;
         };
-        let key = key(ns, name);
+        let id = Id::of(ns, name);
         let over = before.and_then(Observed::resource_version);
         let mut cache = self.write();
-        if cache.live.get(&key).and_then(|s| s.resource_version()) == over {
-            cache.live.insert(key, Arc::new(Observed::of(secret)));
+        let t = &mut cache.table;
+        if t.live.get(&id).and_then(|e| e.secret.resource_version()) == over {
+            let namespace = t.namespace(ns);
+            t.live.insert(
+                id,
+                Entry {
+                    namespace,
+                    secret: Arc::new(Observed::of(secret)),
+                },
+            );
         }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
-        self.cache.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
-        self.cache.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies one watch event; answers the credentials whose Secret it touched, including those
     /// whose Secret a re-list no longer shows (deleted while the watch was down).
     pub(super) fn absorb(&self, event: watcher::Event<Secret>) -> Vec<CredentialRef> {
-        let mut woken = Vec::new();
-        let mut cache = self.write();
-        let cache = &mut *cache;
-        match event {
-            watcher::Event::Init => cache.relisting.begin(),
-            watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                if let Some((key, owner, observed)) = project(s) {
-                    cache.relisting.saw(key.clone());
-                    // Every delivery wakes the owner, our own writes included. Skipping versions
-                    // the cache already held was tried: it saves reconciles that make no API
-                    // call, but the process peaked at 115 MiB instead of 85 (10,000 credentials,
-                    // API server double; not explained, likely the allocator), so it is not done.
-                    woken.extend(owner);
-                    cache.live.insert(key, observed);
-                }
-            }
-            watcher::Event::InitDone => {
-                for key in cache.relisting.end(cache.live.keys()).unwrap_or_default() {
-                    if let Some(s) = cache.live.remove(&key) {
-                        woken.extend(owner_of(&key, &s));
-                    }
-                }
-                cache.live.shrink_to_fit();
-            }
-            watcher::Event::Delete(s) => {
-                if let Some((key, owner, _)) = project(s) {
-                    woken.extend(owner);
-                    cache.live.remove(&key);
-                }
-            }
-        }
-        woken
+        self.write().absorb(event)
     }
+
+    fn read(&self) -> RwLockReadGuard<'_, Mirror<Projections>> {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Mirror<Projections>> {
+        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.read().live.len()
+        self.read().table.live.len()
     }
 }
 
-type Projected = (Key, Option<CredentialRef>, Arc<Observed>);
-
-fn project(s: Secret) -> Option<Projected> {
-    let ns = s.metadata.namespace.clone()?;
-    let key = key(&ns, s.metadata.name.as_deref()?);
-    let observed = Arc::new(Observed::of(s));
-    let owner = owner_of(&key, &observed);
-    Some((key, owner, observed))
+impl Projections {
+    fn namespace(&mut self, ns: &str) -> Arc<str> {
+        if let Some(n) = self.namespaces.get(ns) {
+            return n.clone();
+        }
+        let n: Arc<str> = ns.into();
+        self.namespaces.insert(n.clone());
+        n
+    }
 }
 
-/// The credential a managed Secret belongs to, per its label.
-fn owner_of(key: &str, s: &Observed) -> Option<CredentialRef> {
-    let (ns, _) = key.split_once('/')?;
-    Some(ObjectRef::new(s.label(secret::CREDENTIAL_LABEL)?).within(ns))
+impl Table<Secret> for Projections {
+    fn put(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) -> Option<Id> {
+        let id = Id::of(s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?);
+        let namespace = self.namespace(s.metadata.namespace.as_deref()?);
+        let entry = Entry {
+            namespace,
+            secret: Arc::new(Observed::of(s)),
+        };
+        // Every delivery wakes the owner, our own writes included. Skipping versions the cache
+        // already held was tried: it saves reconciles that make no API call, but the process
+        // peaked at 115 MiB instead of 85 (10,000 credentials, API server double; not
+        // explained, likely the allocator), so it is not done.
+        woken.extend(entry.owner());
+        self.live.insert(id, entry);
+        Some(id)
+    }
+
+    fn delete(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) {
+        let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) else {
+            return;
+        };
+        if let Some(entry) = self.live.remove(&Id::of(ns, name)) {
+            woken.extend(entry.owner());
+        }
+    }
+
+    fn sweep(&mut self, delivered: &HashSet<Id>, woken: &mut Vec<CredentialRef>) {
+        self.live.retain(|id, entry| {
+            let keep = delivered.contains(id);
+            if !keep {
+                woken.extend(entry.owner());
+            }
+            keep
+        });
+        self.live.shrink_to_fit();
+    }
+}
+
+impl Entry {
+    /// The credential a managed Secret belongs to, per its label.
+    fn owner(&self) -> Option<CredentialRef> {
+        Some(ObjectRef::new(self.secret.label(secret::CREDENTIAL_LABEL)?).within(&self.namespace))
+    }
 }
 
 #[cfg(test)]
