@@ -4,15 +4,15 @@
 use serde_json::json;
 use tenantcred::decide::conditions::{Reason, Status, Type};
 
-use tenantcred_testkit::{Answer, Backend, Harness, eventually, pair, scenarios, settle};
+use tenantcred_testkit::holds;
+use tenantcred_testkit::{Answer, Backend, Harness, eventually, scenarios, settle};
 
 const TOKEN: &str = "tok-one";
 
 async fn create_yields_the_managed_secret_and_status(h: Harness) {
     h.ready_credential(
-        "acme-raise",
+        h.local("acme-raise").target("acme-raise-api").label("team", "sync"),
         TOKEN,
-        json!({"target": {"name": "acme-raise-api", "labels": {"team": "sync"}}}),
     )
     .await;
     let s = h.get("secrets", "acme-raise-api").await.expect("managed secret");
@@ -51,7 +51,7 @@ async fn create_yields_the_managed_secret_and_status(h: Harness) {
 }
 
 async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     let before = h.tac("c").await["status"]["tokenFingerprint"].clone();
     h.provider.answer("tok-two", Answer::Ok);
     h.source_secret("c-input", "tok-two").await;
@@ -64,7 +64,7 @@ async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness
     })
     .await;
     eventually(10, "probed and ready", async || {
-        h.provider.hits("tok-two") == 1 && h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.provider.hits("tok-two") == 1 && h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     h.expect_events("TokenRotated", 1).await;
@@ -72,14 +72,14 @@ async fn a_new_token_in_the_source_updates_the_secret_and_fingerprint(h: Harness
 }
 
 async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     h.delete("secrets", "c-input").await;
     eventually(10, "SourceNotFound", async || {
-        h.condition("c", "Ready").await == pair("False", "SourceNotFound")
+        h.seen("c").await.is(Type::Ready, Status::False, Reason::SourceNotFound)
     })
     .await;
     assert_eq!(
-        h.condition("c", "Stalled").await,
+        h.seen("c").await.condition(Type::Stalled),
         None,
         "recovers by itself: not Stalled"
     );
@@ -93,7 +93,7 @@ async fn a_deleted_source_is_reported_and_the_secret_kept(h: Harness) {
     eventually(
         10,
         "recovers when the source returns (probed again at once)",
-        async || h.condition("c", "Ready").await == pair("True", "TokenValid"),
+        async || h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid),
     )
     .await;
 }
@@ -117,7 +117,10 @@ async fn a_malformed_token_is_stalled_and_never_written(h: Harness) {
     // Whitespace too.
     h.source_secret("cs-input", "cs_live_abc\n").await;
     settle(300).await;
-    assert_eq!(h.condition("cs", "Ready").await, pair("False", "InvalidToken"));
+    assert_eq!(
+        h.seen("cs").await.condition(Type::Ready),
+        holds(Status::False, Reason::InvalidToken)
+    );
 }
 
 async fn a_foreign_secret_is_a_conflict_and_left_untouched(h: Harness) {
@@ -145,7 +148,7 @@ async fn a_foreign_secret_is_a_conflict_and_left_untouched(h: Harness) {
 }
 
 async fn deletion_follows_the_deletion_policy(h: Harness) {
-    h.ready_credential("gone", TOKEN, json!({})).await;
+    h.ready_credential(h.local("gone"), TOKEN).await;
     h.provider.answer(TOKEN, Answer::Ok);
     h.source_secret("kept-input", TOKEN).await;
     h.create_credential(h.local("kept").retain()).await;
@@ -182,7 +185,7 @@ async fn deletion_follows_the_deletion_policy(h: Harness) {
 }
 
 async fn retain_set_after_creation_drops_the_owner_reference_on_delete(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     assert!(!h.get("secrets", "c").await.expect("secret")["metadata"]["ownerReferences"].is_null());
     h.edit_tac("c", |o| o["spec"]["target"] = json!({"deletionPolicy": "Retain"}))
         .await;
@@ -216,7 +219,7 @@ async fn the_finalizer_of_earlier_releases_is_removed(h: Harness) {
     })
     .await;
     eventually(10, "Ready", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 }
@@ -224,7 +227,7 @@ async fn the_finalizer_of_earlier_releases_is_removed(h: Harness) {
 /// What a new credential costs the API server: the source read, the Secret create and one status
 /// write carrying the first verdict. No event, no finalizer, no other read.
 async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     settle(500).await;
     let requests = h.tap.requests();
     let non_watch: std::collections::BTreeMap<_, _> = requests
@@ -256,7 +259,7 @@ async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
 }
 
 async fn steady_state_makes_no_writes(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     settle(500).await;
     h.tap.reset();
     // Poke it: unrelated changes to the source Secret and the credential's labels wake the controller.
@@ -282,7 +285,7 @@ async fn steady_state_makes_no_writes(h: Harness) {
 }
 
 async fn suspend_keeps_the_secret_and_stops_work(h: Harness) {
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     h.edit_tac("c", |o| o["spec"]["suspend"] = json!(true)).await;
     eventually(10, "observedGeneration follows", async || {
         h.tac("c").await["status"]["observedGeneration"] == 2
@@ -328,7 +331,9 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
     h.source_secret("u-input", TOKEN).await;
     h.create_credential(h.local("u").provider("salesforce")).await;
     eventually(10, "ProviderNotFound", async || {
-        h.condition("u", "Ready").await == pair("False", "ProviderNotFound")
+        h.seen("u")
+            .await
+            .is(Type::Ready, Status::False, Reason::ProviderNotFound)
     })
     .await;
     assert!(
@@ -336,7 +341,7 @@ async fn unknown_provider_and_insecure_urls_get_precise_reasons(h: Harness) {
             .to_string()
             .contains("salesforce")
     );
-    assert_eq!(h.condition("u", "Stalled").await, None);
+    assert_eq!(h.seen("u").await.condition(Type::Stalled), None);
 }
 
 async fn a_spec_the_types_cannot_read_is_reported_and_others_go_on(h: Harness) {
@@ -348,12 +353,15 @@ async fn a_spec_the_types_cannot_read_is_reported_and_others_go_on(h: Harness) {
     // number. Before, one such object failed the whole credential watch's list.
     h.source_secret("w-input", TOKEN).await;
     h.credential("w", "generic", json!({"tenant": 5})).await;
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     eventually(10, "InvalidSpec", async || {
-        h.condition("w", "Ready").await == pair("False", "InvalidSpec")
+        h.seen("w").await.is(Type::Ready, Status::False, Reason::InvalidSpec)
     })
     .await;
-    assert_eq!(h.condition("w", "Stalled").await, pair("True", "InvalidSpec"));
+    assert_eq!(
+        h.seen("w").await.condition(Type::Stalled),
+        holds(Status::True, Reason::InvalidSpec)
+    );
     let conditions = h.tac("w").await["status"]["conditions"].to_string();
     assert!(
         conditions.contains("does not match the TenantApiCredential schema"),
@@ -364,7 +372,7 @@ async fn a_spec_the_types_cannot_read_is_reported_and_others_go_on(h: Harness) {
 
 async fn api_errors_are_retried(h: Harness) {
     h.tap.fail_next("create", "secrets", 500);
-    h.ready_credential("c", TOKEN, json!({})).await;
+    h.ready_credential(h.local("c"), TOKEN).await;
     assert!(h.tap.count("create", "secrets") >= 2, "{:?}", h.tap.requests());
 }
 

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use tenantcred_testkit::{Account, Answer, Backend, Harness, eventually, pair, scenarios};
+use tenantcred_testkit::{Account, Answer, Backend, Harness, eventually, scenarios};
+use tenantcred_testkit::{Reason, Status, Type, holds};
 
 /// A 700 KB "token" would make a Secret over the API server's 1 MiB (it is stored twice).
 async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
@@ -11,12 +12,15 @@ async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
     h.source_secret("big-input", &huge).await;
     h.create_credential(h.local("big")).await;
     eventually(10, "InvalidToken", async || {
-        h.condition("big", "Ready").await == pair("False", "InvalidToken")
+        h.seen("big").await.is(Type::Ready, Status::False, Reason::InvalidToken)
     })
     .await;
     let msg = h.tac("big").await["status"]["conditions"].to_string();
     assert!(msg.contains("716800 bytes") && msg.contains("8192"), "{msg}");
-    assert_eq!(h.condition("big", "Stalled").await, pair("True", "InvalidToken"));
+    assert_eq!(
+        h.seen("big").await.condition(Type::Stalled),
+        holds(Status::True, Reason::InvalidToken)
+    );
     assert!(h.get("secrets", "big").await.is_none(), "never written");
     assert!(h.provider.seen().is_empty(), "never sent");
 }
@@ -31,10 +35,15 @@ async fn a_service_account_token_is_never_a_source(h: Harness) {
     .await;
     h.create_credential(h.local("sa")).await;
     eventually(10, "SourceNotAllowed", async || {
-        h.condition("sa", "Ready").await == pair("False", "SourceNotAllowed")
+        h.seen("sa")
+            .await
+            .is(Type::Ready, Status::False, Reason::SourceNotAllowed)
     })
     .await;
-    assert_eq!(h.condition("sa", "Stalled").await, pair("True", "SourceNotAllowed"));
+    assert_eq!(
+        h.seen("sa").await.condition(Type::Stalled),
+        holds(Status::True, Reason::SourceNotAllowed)
+    );
     assert!(h.provider.seen().is_empty(), "nothing sent anywhere");
     assert!(h.get("secrets", "sa").await.is_none());
 }
@@ -42,18 +51,21 @@ async fn a_service_account_token_is_never_a_source(h: Harness) {
 /// A write the API server refuses (422) is a condition with the server's reason, and the Secret
 /// keeps its last good content.
 async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
-    h.ready_credential("c", "good", json!({})).await;
+    h.ready_credential(h.local("c"), "good").await;
     h.edit_tac("c", |o| {
         o["spec"]["target"] = json!({"labels": {"team": "not a label value!"}})
     })
     .await;
     eventually(10, "SecretRejected", async || {
-        h.condition("c", "Ready").await == pair("False", "SecretRejected")
+        h.seen("c").await.is(Type::Ready, Status::False, Reason::SecretRejected)
     })
     .await;
     let msg = h.tac("c").await["status"]["conditions"].to_string();
     assert!(msg.contains("Invalid value"), "the server's reason: {msg}");
-    assert_eq!(h.condition("c", "Stalled").await, pair("True", "SecretRejected"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Stalled),
+        holds(Status::True, Reason::SecretRejected)
+    );
     assert_eq!(
         h.managed_token("c").await.as_deref(),
         Some("good"),
@@ -67,7 +79,7 @@ async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
     h.edit_tac("c", |o| o["spec"]["target"] = json!({"labels": {"team": "sync"}}))
         .await;
     eventually(10, "Ready again", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 }
@@ -77,27 +89,33 @@ async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
 async fn a_base_url_outside_the_allowlist_gets_no_request(h: Harness) {
     h.provider.default_answer(Answer::Ok);
     h.source_secret("elsewhere-input", "good").await;
-    h.credential(
-        "elsewhere",
-        "generic",
-        json!({"baseUrl": "https://api.tenant-chosen.example"}),
+    h.create_credential(h.local("elsewhere").base_url("https://api.tenant-chosen.example"))
+        .await;
+    h.source_secret("metadata-input", "good").await;
+    h.create_credential(
+        h.local("metadata")
+            .provider("virtuous")
+            .base_url("https://169.254.169.254"),
     )
     .await;
-    h.source_secret("metadata-input", "good").await;
-    h.credential("metadata", "virtuous", json!({"baseUrl": "https://169.254.169.254"}))
-        .await;
-    h.credential(
-        "login",
-        "virtuous",
-        json!({"baseUrl": "https://10.0.0.1", "credentialRef": null, "oauth": {"secretRef": {"name": "login-secret"}}}),
+    h.create_credential(
+        h.local("login")
+            .provider("virtuous")
+            .base_url("https://10.0.0.1")
+            .oauth("login-secret"),
     )
     .await;
     for name in ["elsewhere", "metadata", "login"] {
         eventually(10, &format!("{name} BaseUrlNotAllowed"), async || {
-            h.condition(name, "Ready").await == pair("False", "BaseUrlNotAllowed")
+            h.seen(name)
+                .await
+                .is(Type::Ready, Status::False, Reason::BaseUrlNotAllowed)
         })
         .await;
-        assert_eq!(h.condition(name, "Stalled").await, pair("True", "BaseUrlNotAllowed"));
+        assert_eq!(
+            h.seen(name).await.condition(Type::Stalled),
+            holds(Status::True, Reason::BaseUrlNotAllowed)
+        );
         let msg = h.tac(name).await["status"]["conditions"].to_string();
         assert!(
             msg.contains("--allowed-host") && msg.contains("nothing was sent"),
@@ -114,7 +132,9 @@ async fn a_base_url_outside_the_allowlist_gets_no_request(h: Harness) {
     let allowed = h.provider.base_url.clone();
     h.edit_tac("elsewhere", |o| o["spec"]["baseUrl"] = json!(allowed)).await;
     eventually(10, "Ready once allowed", async || {
-        h.condition("elsewhere", "Ready").await == pair("True", "TokenValid")
+        h.seen("elsewhere")
+            .await
+            .is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 }
@@ -128,9 +148,11 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mu
     h.provider.default_answer(Answer::Ok);
     let by_name = h.provider.base_url.replace("127.0.0.1", "localhost");
     h.source_secret("local-input", "good").await;
-    h.credential("local", "generic", json!({"baseUrl": by_name})).await;
+    h.create_credential(h.local("local").base_url(&by_name)).await;
     eventually(15, "refused at connect time", async || {
-        h.condition("local", "Ready").await == pair("False", "BaseUrlNotAllowed")
+        h.seen("local")
+            .await
+            .is(Type::Ready, Status::False, Reason::BaseUrlNotAllowed)
     })
     .await;
     let msg = h.tac("local").await["status"]["conditions"].to_string();
@@ -141,7 +163,7 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mu
     assert!(h.provider.seen().is_empty(), "nothing sent");
     h.restart_controller_with(Egress::new(vec![pattern("localhost"), pattern("127.0.0.1")], true));
     eventually(20, "Ready once the address is allowed", async || {
-        h.condition("local", "Ready").await == pair("True", "TokenValid")
+        h.seen("local").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 }
@@ -179,12 +201,15 @@ async fn a_base_url_with_a_user_name_or_password_is_refused_and_never_shown(h: H
         h.skip("user info cannot slip past the real server's schema: the operator's refusal is the double's");
         return;
     }
-    h.credential("ui", "generic", json!({"baseUrl": with_userinfo})).await;
+    h.create_credential(h.local("ui").base_url(&with_userinfo)).await;
     eventually(10, "InvalidSpec", async || {
-        h.condition("ui", "Ready").await == pair("False", "InvalidSpec")
+        h.seen("ui").await.is(Type::Ready, Status::False, Reason::InvalidSpec)
     })
     .await;
-    assert_eq!(h.condition("ui", "Stalled").await, pair("True", "InvalidSpec"));
+    assert_eq!(
+        h.seen("ui").await.condition(Type::Stalled),
+        holds(Status::True, Reason::InvalidSpec)
+    );
     let tac = h.tac("ui").await.to_string();
     assert!(tac.matches("hunter2").count() == 1, "only in the spec itself: {tac}");
     let msg = h.tac("ui").await["status"]["conditions"].to_string();
@@ -222,7 +247,7 @@ async fn a_token_endpoint_that_echoes_its_form_is_quoted_masked(h: Harness) {
     )
     .await;
     eventually(10, "InvalidGrant", async || {
-        h.condition("v", "Ready").await == pair("False", "InvalidGrant")
+        h.seen("v").await.is(Type::Ready, Status::False, Reason::InvalidGrant)
     })
     .await;
     let grants = h.provider.account().map(|a| a.grants).unwrap_or_default();

@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use tenantcred_testkit::provider::Account;
-use tenantcred_testkit::{Answer, Harness, eventually, fixtures, pair, scenarios, settle};
+use tenantcred_testkit::{Answer, Harness, eventually, fixtures, scenarios, settle};
+use tenantcred_testkit::{Reason, Status, Type, WorkloadKind, credential, holds};
 
 async fn deployment(h: &Harness, name: &str) {
     h.create(fixtures::deployment(name)).await;
@@ -25,12 +26,8 @@ async fn generation(h: &Harness, kind: &str, name: &str) -> i64 {
 
 async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: Harness) {
     deployment(&h, "donor-sync").await;
-    h.ready_credential(
-        "c",
-        "old",
-        json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]}),
-    )
-    .await;
+    h.ready_credential(h.local("c").restart(WorkloadKind::Deployment, "donor-sync"), "old")
+        .await;
     assert_eq!(
         restart_annotation(&h, "donor-sync").await,
         None,
@@ -53,7 +50,10 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
     let st = h.tac("c").await["status"].clone();
     assert_eq!(st["rotation"]["pendingFingerprint"], st["tokenFingerprint"]);
     assert!(st["rotation"]["completedAt"].is_string());
-    assert_eq!(h.condition("c", "Ready").await, pair("True", "TokenValid"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid)
+    );
     assert_eq!(
         h.provider.hits("new"),
         1,
@@ -87,12 +87,8 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
 
 async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
     deployment(&h, "donor-sync").await;
-    h.ready_credential(
-        "c",
-        "old",
-        json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]}),
-    )
-    .await;
+    h.ready_credential(h.local("c").restart(WorkloadKind::Deployment, "donor-sync"), "old")
+        .await;
     h.provider.answer("bad", Answer::UnauthorizedJson);
     h.source_secret("c-next", "bad").await;
     h.edit_tac("c", |o| o["spec"]["pendingCredentialRef"] = json!({"name": "c-next"}))
@@ -107,8 +103,8 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
         "pods keep the working token"
     );
     assert_eq!(
-        h.condition("c", "Ready").await,
-        pair("True", "TokenValid"),
+        h.seen("c").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid),
         "Ready describes the token in use"
     );
     h.expect_events("RotationFailed", 1).await;
@@ -127,14 +123,17 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
 }
 
 async fn a_rate_limited_validation_waits_and_then_cuts_over(h: Harness) {
-    h.ready_credential("c", "old", json!({})).await;
+    h.ready_credential(h.local("c"), "old").await;
     h.provider.answer("new", Answer::RateLimited { retry_after: 1 });
     h.source_secret("c-input", "new").await;
     eventually(10, "pending", async || {
         h.tac("c").await["status"]["rotation"]["phase"] == "Pending"
     })
     .await;
-    assert_eq!(h.condition("c", "Reconciling").await, pair("True", "Rotating"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Reconciling),
+        holds(Status::True, Reason::Rotating)
+    );
     assert_eq!(
         h.managed_token("c").await.as_deref(),
         Some("old"),
@@ -146,7 +145,7 @@ async fn a_rate_limited_validation_waits_and_then_cuts_over(h: Harness) {
     })
     .await;
     assert_eq!(h.managed_token("c").await.as_deref(), Some("new"));
-    assert_eq!(h.condition("c", "Reconciling").await, None);
+    assert_eq!(h.seen("c").await.condition(Type::Reconciling), None);
 }
 
 async fn charitystack_style_revocation_on_first_use_of_the_new_key(h: Harness) {
@@ -154,7 +153,7 @@ async fn charitystack_style_revocation_on_first_use_of_the_new_key(h: Harness) {
     h.source_secret("cs-input", "cs_live_old").await;
     h.create_credential(h.local("cs").provider("charitystack")).await;
     eventually(10, "Ready", async || {
-        h.condition("cs", "Ready").await == pair("True", "TokenValid")
+        h.seen("cs").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     h.provider.answer("cs_live_new", Answer::Ok);
@@ -169,21 +168,22 @@ async fn charitystack_style_revocation_on_first_use_of_the_new_key(h: Harness) {
     })
     .await;
     eventually(10, "probed again", async || h.provider.hits("cs_live_new") == 2).await;
-    assert_eq!(h.condition("cs", "Ready").await, pair("True", "TokenValid"));
-    assert_eq!(h.condition("cs", "Degraded").await, pair("False", "AsExpected"));
+    assert_eq!(
+        h.seen("cs").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid)
+    );
+    assert_eq!(
+        h.seen("cs").await.condition(Type::Degraded),
+        holds(Status::False, Reason::AsExpected)
+    );
 }
 
 async fn a_degraded_token_is_replaced_at_once(h: Harness) {
     h.provider.answer("revoked", Answer::UnauthorizedJson);
     h.source_secret("c-input", "revoked").await;
-    h.credential(
-        "c",
-        "generic",
-        json!({"probe": {"path": "/probe", "failureThreshold": 1}}),
-    )
-    .await;
+    h.create_credential(h.local("c").failure_threshold(1)).await;
     eventually(10, "Degraded", async || {
-        h.condition("c", "Degraded").await == pair("True", "Unauthorized")
+        h.seen("c").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
     })
     .await;
     h.provider.answer("next", Answer::Status(503));
@@ -194,7 +194,7 @@ async fn a_degraded_token_is_replaced_at_once(h: Harness) {
     .await;
     // The Secret is written before the status that describes it.
     eventually(10, "the new token is judged on its own", async || {
-        h.condition("c", "Degraded").await == pair("False", "AsExpected")
+        h.seen("c").await.is(Type::Degraded, Status::False, Reason::AsExpected)
     })
     .await;
 }
@@ -204,10 +204,11 @@ async fn a_degraded_token_is_replaced_at_once(h: Harness) {
 async fn a_bulk_rotation_restarts_a_shared_workload_at_most_twice(h: Harness) {
     deployment(&h, "donor-sync").await;
     let n = 8;
-    let target = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "donor-sync"}]});
     for i in 0..n {
-        h.ready_credential(&format!("c{i}"), &format!("old-{i}"), target.clone())
-            .await;
+        let c = h
+            .local(&format!("c{i}"))
+            .restart(WorkloadKind::Deployment, "donor-sync");
+        h.ready_credential(c, &format!("old-{i}")).await;
     }
     let gen0 = generation(&h, "deployments", "donor-sync").await;
     for i in 0..n {
@@ -242,12 +243,8 @@ async fn a_bulk_rotation_restarts_a_shared_workload_at_most_twice(h: Harness) {
 }
 
 async fn a_missing_restart_target_is_a_warning_not_a_failure(h: Harness) {
-    h.ready_credential(
-        "c",
-        "old",
-        json!({"rolloutRestartTargets": [{"kind": "StatefulSet", "name": "nowhere"}]}),
-    )
-    .await;
+    h.ready_credential(h.local("c").restart(WorkloadKind::StatefulSet, "nowhere"), "old")
+        .await;
     h.provider.answer("new", Answer::Ok);
     h.source_secret("c-input", "new").await;
     eventually(10, "rotated", async || {
@@ -255,7 +252,10 @@ async fn a_missing_restart_target_is_a_warning_not_a_failure(h: Harness) {
     })
     .await;
     eventually(10, "warned", async || h.events("RestartTargetNotFound").await == 1).await;
-    assert_eq!(h.condition("c", "Ready").await, pair("True", "TokenValid"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid)
+    );
 }
 
 async fn login(h: &Harness, data: serde_json::Value) {
@@ -263,11 +263,11 @@ async fn login(h: &Harness, data: serde_json::Value) {
 }
 
 async fn oauth_credential(h: &Harness) {
-    h.create(
-        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
-        "metadata": {"name": "v"},
-        "spec": {"tenant": "acme", "provider": "virtuous", "baseUrl": h.provider.base_url,
-                 "oauth": {"secretRef": {"name": "login"}}}}),
+    h.create_credential(
+        credential("v")
+            .provider("virtuous")
+            .base_url(&h.provider.base_url)
+            .oauth("login"),
     )
     .await;
 }
@@ -301,7 +301,7 @@ async fn oauth_keeps_a_fresh_access_token_across_refreshes(h: Harness) {
     )
     .await;
     eventually(10, "Ready on the first access token", async || {
-        h.condition("v", "Ready").await == pair("True", "TokenValid")
+        h.seen("v").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     eventually(20, "three refreshes", async || {
@@ -327,7 +327,10 @@ async fn oauth_keeps_a_fresh_access_token_across_refreshes(h: Harness) {
     .await;
     let tac = h.tac("v").await;
     assert!(tac["status"]["expiresAt"].is_string(), "{}", tac["status"]);
-    assert_eq!(h.condition("v", "ExpiringSoon").await, pair("False", "AsExpected"));
+    assert_eq!(
+        h.seen("v").await.condition(Type::ExpiringSoon),
+        holds(Status::False, Reason::AsExpected)
+    );
     // What a reader sees: the status and the events' texts (not their metadata, whose random
     // uids can hold "acc-" by chance).
     let texts: Vec<String> = h
@@ -357,11 +360,17 @@ async fn oauth_two_factor_waits_for_the_code(h: Harness) {
     )
     .await;
     eventually(10, "OtpRequired", async || {
-        h.condition("v", "Ready").await == pair("False", "OtpRequired")
+        h.seen("v").await.is(Type::Ready, Status::False, Reason::OtpRequired)
     })
     .await;
-    assert_eq!(h.condition("v", "Stalled").await, pair("True", "OtpRequired"));
-    assert_eq!(h.condition("v", "Degraded").await, pair("True", "OtpRequired"));
+    assert_eq!(
+        h.seen("v").await.condition(Type::Stalled),
+        holds(Status::True, Reason::OtpRequired)
+    );
+    assert_eq!(
+        h.seen("v").await.condition(Type::Degraded),
+        holds(Status::True, Reason::OtpRequired)
+    );
     settle(300).await;
     assert_eq!(
         h.provider.account().map(|a| a.grants.len()),
@@ -374,7 +383,7 @@ async fn oauth_two_factor_waits_for_the_code(h: Harness) {
     )
     .await;
     eventually(10, "Ready with the code", async || {
-        h.condition("v", "Ready").await == pair("True", "TokenValid")
+        h.seen("v").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     assert_eq!(
@@ -396,7 +405,7 @@ async fn oauth_rejected_refresh_falls_back_to_the_password(h: Harness) {
     )
     .await;
     eventually(10, "Ready", async || {
-        h.condition("v", "Ready").await == pair("True", "TokenValid")
+        h.seen("v").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     h.provider.revoke_refresh_tokens();
@@ -408,7 +417,7 @@ async fn oauth_rejected_refresh_falls_back_to_the_password(h: Harness) {
     })
     .await;
     eventually(10, "still ready", async || {
-        h.condition("v", "Ready").await == pair("True", "TokenValid")
+        h.seen("v").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 }
@@ -426,11 +435,17 @@ async fn oauth_invalid_grant_without_password_degrades(h: Harness) {
     )
     .await;
     eventually(10, "InvalidGrant", async || {
-        h.condition("v", "Degraded").await == pair("True", "InvalidGrant")
+        h.seen("v").await.is(Type::Degraded, Status::True, Reason::InvalidGrant)
     })
     .await;
-    assert_eq!(h.condition("v", "Ready").await, pair("False", "InvalidGrant"));
-    assert_eq!(h.condition("v", "Stalled").await, pair("True", "InvalidGrant"));
+    assert_eq!(
+        h.seen("v").await.condition(Type::Ready),
+        holds(Status::False, Reason::InvalidGrant)
+    );
+    assert_eq!(
+        h.seen("v").await.condition(Type::Stalled),
+        holds(Status::True, Reason::InvalidGrant)
+    );
 }
 
 scenarios!(

@@ -12,7 +12,8 @@ use tenantcred::server::Readiness;
 use tower::ServiceExt;
 
 use tenantcred_testkit::chart::RELEASE_NAMESPACE;
-use tenantcred_testkit::{Answer, Harness, Provider, eventually, pair, scenarios};
+use tenantcred_testkit::{Answer, Harness, Provider, eventually, scenarios};
+use tenantcred_testkit::{Reason, Status, Type};
 
 /// Runs `tenantcred check` off the async runtime (the provider server lives on it).
 async fn check(
@@ -97,18 +98,14 @@ async fn status_and_probe_now_through_the_api(h: Harness) {
     h.source_secret("a-input", "good").await;
     h.create_credential(h.local("a")).await;
     h.source_secret("b-input", "bad").await;
-    h.credential(
-        "b",
-        "generic",
-        json!({"tenant": "globex", "probe": {"path": "/probe", "failureThreshold": 1}}),
-    )
-    .await;
+    h.create_credential(h.local("b").tenant("globex").failure_threshold(1))
+        .await;
     eventually(10, "a ready", async || {
-        h.condition("a", "Ready").await == pair("True", "TokenValid")
+        h.seen("a").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     eventually(10, "b degraded", async || {
-        h.condition("b", "Degraded").await == pair("True", "Unauthorized")
+        h.seen("b").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
     })
     .await;
     let all = tenantcred::cli::StatusFilter::default();
@@ -238,7 +235,7 @@ async fn scrape(h: &Harness) -> String {
 }
 
 async fn metrics_follow_live_credentials_and_drop_deleted_ones(h: Harness) {
-    h.ready_credential("m", "good", json!({})).await;
+    h.ready_credential(h.local("m"), "good").await;
     let series = format!(r#"{{namespace="{}",name="m",tenant="acme",provider="generic"}}"#, h.ns);
     // The series follow the status write within the same reconcile, a moment after the API has it.
     eventually(10, "the credential's series", async || {

@@ -23,7 +23,7 @@ async fn ready_among(h: &Harness, names: &[String]) -> usize {
 
 async fn a_persons_changes_go_ahead_of_the_backlog(mut h: Harness) {
     // One credential Ready before the restart, to be changed by hand during the backlog.
-    h.ready_credential("early", "early-tok", json!({})).await;
+    h.ready_credential(h.local("early"), "early-tok").await;
     h.stop_controller();
     // The backlog: credentials created while no operator runs, each a slow probe.
     let n = 60;
@@ -82,7 +82,7 @@ async fn overdue_probes_queue_at_the_catch_up_rate(mut h: Harness) {
     let n = 6;
     let names: Vec<String> = (0..n).map(|i| format!("o{i}")).collect();
     for name in &names {
-        h.ready_credential(name, &format!("{name}-tok"), json!({})).await;
+        h.ready_credential(h.local(name), &format!("{name}-tok")).await;
     }
     h.stop_controller();
     // The probes fell due while no operator ran.

@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use tenantcred_testkit::fixtures::jwt;
-use tenantcred_testkit::{Answer, Harness, eventually, pair, scenarios, settle};
+use tenantcred_testkit::{Answer, Harness, eventually, scenarios, settle};
+use tenantcred_testkit::{Reason, Status, Type, holds};
 
 fn ts(v: &serde_json::Value) -> Option<jiff::Timestamp> {
     v.as_str()?.parse().ok()
@@ -30,7 +31,7 @@ async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
     h.source_secret("c-input", "good").await;
     h.create_credential(h.local("c")).await;
     eventually(10, "Ready", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     let st = &h.tac("c").await["status"];
@@ -42,7 +43,7 @@ async fn a_valid_token_is_ready_with_probe_fields(h: Harness) {
     );
     assert_eq!(st["rateLimit"]["limit"], 1000);
     assert_eq!(st["rateLimit"]["remaining"], 987);
-    assert_eq!(h.condition("c", "Reconciling").await, None);
+    assert_eq!(h.seen("c").await.condition(Type::Reconciling), None);
     h.expect_events("TokenValid", 0).await;
 }
 
@@ -55,8 +56,8 @@ async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
     })
     .await;
     assert_eq!(
-        h.condition("c", "Degraded").await,
-        pair("False", "AsExpected"),
+        h.seen("c").await.condition(Type::Degraded),
+        holds(Status::False, Reason::AsExpected),
         "one 401 is not persistent"
     );
     assert!(
@@ -68,36 +69,48 @@ async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
     probe_now(&h, "c", "2026-11-22T10:01:00Z").await;
     handled(&h, "c", "2026-11-22T10:01:00Z").await;
     eventually(10, "Degraded", async || {
-        h.condition("c", "Degraded").await == pair("True", "Unauthorized")
+        h.seen("c").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled").await, pair("True", "Unauthorized"));
-    assert_eq!(h.condition("c", "Ready").await, pair("False", "Unauthorized"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Stalled),
+        holds(Status::True, Reason::Unauthorized)
+    );
+    assert_eq!(
+        h.seen("c").await.condition(Type::Ready),
+        holds(Status::False, Reason::Unauthorized)
+    );
     h.expect_events("Unauthorized", 1).await;
     assert_eq!(h.provider.hits("revoked"), 3);
     h.provider.answer("fresh", Answer::Ok);
     h.source_secret("c-input", "fresh").await;
     eventually(10, "Ready again", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled").await, None);
-    assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
+    assert_eq!(h.seen("c").await.condition(Type::Stalled), None);
+    assert_eq!(
+        h.seen("c").await.condition(Type::Degraded),
+        holds(Status::False, Reason::AsExpected)
+    );
 }
 
 async fn storms_of_503_and_429_never_degrade(h: Harness) {
-    h.ready_credential("c", "t", json!({})).await;
+    h.ready_credential(h.local("c"), "t").await;
     h.provider.answer("t", Answer::Status(503));
     for i in 0..4 {
         let stamp = format!("2026-11-22T10:0{i}:00Z");
         probe_now(&h, "c", &stamp).await;
         handled(&h, "c", &stamp).await;
         assert_eq!(
-            h.condition("c", "Ready").await,
-            pair("True", "TokenValid"),
+            h.seen("c").await.condition(Type::Ready),
+            holds(Status::True, Reason::TokenValid),
             "never flips Ready"
         );
-        assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
+        assert_eq!(
+            h.seen("c").await.condition(Type::Degraded),
+            holds(Status::False, Reason::AsExpected)
+        );
     }
     let st = &h.tac("c").await["status"];
     assert_eq!(st["lastProbeResult"], "Unavailable");
@@ -127,13 +140,19 @@ async fn storms_of_503_and_429_never_degrade(h: Harness) {
         next >= jiff::Timestamp::now().as_second() + 3500,
         "next probe after Retry-After"
     );
-    assert_eq!(h.condition("c", "Degraded").await, pair("False", "AsExpected"));
-    assert_eq!(h.condition("c", "Ready").await, pair("True", "TokenValid"));
+    assert_eq!(
+        h.seen("c").await.condition(Type::Degraded),
+        holds(Status::False, Reason::AsExpected)
+    );
+    assert_eq!(
+        h.seen("c").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid)
+    );
 }
 
 /// Probes that change nothing a reader acts on write nothing: the schedule goes on in memory.
 async fn probes_that_change_nothing_write_nothing(h: Harness) {
-    h.ready_credential("c", "t", json!({})).await;
+    h.ready_credential(h.local("c"), "t").await;
     // Rate limited again and again: each retry (after 15-30 s of backoff) is a probe whose
     // verdict, RateLimited, is the one already written.
     h.provider.answer("t", Answer::RateLimited { retry_after: 1 });
@@ -182,7 +201,10 @@ async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
     probe_now(&h, "b", "2026-11-22T10:03:00Z").await;
     handled(&h, "b", "2026-11-22T10:03:00Z").await;
     assert_eq!(h.provider.hits("b"), 2, "now b waits too");
-    assert_eq!(h.condition("b", "Ready").await, pair("True", "TokenValid"));
+    assert_eq!(
+        h.seen("b").await.condition(Type::Ready),
+        holds(Status::True, Reason::TokenValid)
+    );
 }
 
 async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
@@ -190,11 +212,17 @@ async fn an_expired_jwt_is_expired_without_a_request(h: Harness) {
     h.source_secret("r-input", &token).await;
     h.create_credential(h.local("r").provider("raise")).await;
     eventually(10, "Expired", async || {
-        h.condition("r", "Ready").await == pair("False", "Expired")
+        h.seen("r").await.is(Type::Ready, Status::False, Reason::Expired)
     })
     .await;
-    assert_eq!(h.condition("r", "Degraded").await, pair("True", "Expired"));
-    assert_eq!(h.condition("r", "Stalled").await, pair("True", "Expired"));
+    assert_eq!(
+        h.seen("r").await.condition(Type::Degraded),
+        holds(Status::True, Reason::Expired)
+    );
+    assert_eq!(
+        h.seen("r").await.condition(Type::Stalled),
+        holds(Status::True, Reason::Expired)
+    );
     assert_eq!(h.tac("r").await["status"]["lastProbeResult"], "Expired");
     assert!(h.tac("r").await["status"]["expiresAt"].is_string());
     assert!(h.provider.seen().is_empty(), "not a single request");
@@ -210,9 +238,18 @@ async fn a_jwt_expiring_in_three_days_warns(h: Harness) {
         h.create_credential(h.local(name).provider("raise")).await;
     }
     eventually(10, "all ready", async || h.all_ready(["soon", "later", "never"]).await).await;
-    assert_eq!(h.condition("soon", "ExpiringSoon").await, pair("True", "ExpiringSoon"));
-    assert_eq!(h.condition("later", "ExpiringSoon").await, pair("False", "AsExpected"));
-    assert_eq!(h.condition("never", "ExpiringSoon").await, pair("False", "AsExpected"));
+    assert_eq!(
+        h.seen("soon").await.condition(Type::ExpiringSoon),
+        holds(Status::True, Reason::ExpiringSoon)
+    );
+    assert_eq!(
+        h.seen("later").await.condition(Type::ExpiringSoon),
+        holds(Status::False, Reason::AsExpected)
+    );
+    assert_eq!(
+        h.seen("never").await.condition(Type::ExpiringSoon),
+        holds(Status::False, Reason::AsExpected)
+    );
     assert!(h.tac("never").await["status"]["expiresAt"].is_null());
     assert!(h.tac("later").await["status"]["expiresAt"].is_string());
     h.expect_events("ExpiringSoon", 1).await;
@@ -225,17 +262,20 @@ async fn a_jwt_expiring_in_three_days_warns(h: Harness) {
         h.tac("soon").await["status"]["expiresAt"].is_null()
     })
     .await;
-    assert_eq!(h.condition("soon", "ExpiringSoon").await, pair("False", "AsExpected"));
+    assert_eq!(
+        h.seen("soon").await.condition(Type::ExpiringSoon),
+        holds(Status::False, Reason::AsExpected)
+    );
 }
 
 async fn the_budget_caps_probes_per_key_whatever_is_asked(h: Harness) {
     let key = "cs_live_budgetcheck";
     h.provider.answer(key, Answer::Ok);
     h.source_secret("cs-input", key).await;
-    h.credential("cs", "charitystack", json!({"probe": {"interval": "1m"}}))
+    h.create_credential(h.local("cs").provider("charitystack").interval("1m"))
         .await;
     eventually(10, "Ready", async || {
-        h.condition("cs", "Ready").await == pair("True", "TokenValid")
+        h.seen("cs").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     let msg = h.tac("cs").await["status"]["conditions"].to_string();

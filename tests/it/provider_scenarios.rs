@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use tenantcred_testkit::{Answer, Backend, Harness, Shape, eventually, pair, scenarios};
+use tenantcred_testkit::{Reason, Status, Type};
 
 /// A provider name of this test's own: ApiProviders are cluster-scoped, and the real server is
 /// shared by every test.
@@ -76,7 +77,7 @@ async fn a_defined_provider_drives_a_credential_like_a_built_in_one(h: Harness) 
     h.source_secret("c-input", "acme_good0001").await;
     h.create(credential(&h, "c")).await;
     eventually(15, "Ready through the defined provider", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     let seen = h.provider.seen();
@@ -96,7 +97,7 @@ async fn a_defined_provider_drives_a_credential_like_a_built_in_one(h: Harness) 
     let before = h.provider.seen().len();
     h.source_secret("c-input", "not-an-acme-key").await;
     eventually(10, "InvalidToken", async || {
-        h.condition("c", "Ready").await == pair("False", "InvalidToken")
+        h.seen("c").await.is(Type::Ready, Status::False, Reason::InvalidToken)
     })
     .await;
     assert_eq!(h.provider.seen().len(), before, "nothing sent for a malformed token");
@@ -109,15 +110,15 @@ async fn a_defined_provider_drives_a_credential_like_a_built_in_one(h: Harness) 
     // Revoked: 401 by the definition's rules, Degraded at the threshold.
     h.source_secret("c-input", "acme_revoked01").await;
     eventually(15, "Degraded", async || {
-        h.condition("c", "Degraded").await == pair("True", "Unauthorized")
+        h.seen("c").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
     })
     .await;
     // A new good token recovers it.
     h.provider.answer("acme_good0002", Answer::Ok);
     h.source_secret("c-input", "acme_good0002").await;
     eventually(15, "recovered", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
-            && h.condition("c", "Degraded").await == pair("False", "AsExpected")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
+            && h.seen("c").await.is(Type::Degraded, Status::False, Reason::AsExpected)
     })
     .await;
     // Within its budget: 300 probes an hour per key; each token here was probed once or twice.
@@ -135,7 +136,7 @@ async fn editing_and_deleting_a_provider_act_on_live_credentials(h: Harness) {
     h.source_secret("c-input", "acme_good0001").await;
     h.create(credential(&h, "c")).await;
     eventually(15, "Ready", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
 
@@ -155,7 +156,9 @@ async fn editing_and_deleting_a_provider_act_on_live_credentials(h: Harness) {
     broken["spec"]["token"]["pattern"] = json!("(unclosed");
     apply_provider(&h, &broken).await;
     eventually(15, "ProviderNotAccepted", async || {
-        h.condition("c", "Ready").await == pair("False", "ProviderNotAccepted")
+        h.seen("c")
+            .await
+            .is(Type::Ready, Status::False, Reason::ProviderNotAccepted)
     })
     .await;
     let msg = h.tac("c").await["status"]["conditions"].to_string();
@@ -164,16 +167,22 @@ async fn editing_and_deleting_a_provider_act_on_live_credentials(h: Harness) {
     // Deleted: a named reason, the managed Secret intact, nothing probed.
     delete_provider(&h, &name).await;
     eventually(15, "ProviderNotFound", async || {
-        h.condition("c", "Ready").await == pair("False", "ProviderNotFound")
+        h.seen("c")
+            .await
+            .is(Type::Ready, Status::False, Reason::ProviderNotFound)
     })
     .await;
-    assert_eq!(h.condition("c", "Stalled").await, None, "it recovers by itself");
+    assert_eq!(
+        h.seen("c").await.condition(Type::Stalled),
+        None,
+        "it recovers by itself"
+    );
     assert_eq!(h.managed_token("c").await.as_deref(), Some("acme_good0001"));
 
     // Defined again: the credential recovers by itself.
     apply_provider(&h, &definition(&name, "/v2/me")).await;
     eventually(15, "Ready again", async || {
-        h.condition("c", "Ready").await == pair("True", "TokenValid")
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     delete_provider(&h, &name).await;
@@ -243,12 +252,12 @@ async fn credentials_holding_the_same_token_share_one_probe(h: Harness) {
     h.source_secret("b-input", "shared-token").await;
     h.create_credential(h.local("a")).await;
     eventually(10, "a Ready", async || {
-        h.condition("a", "Ready").await == pair("True", "TokenValid")
+        h.seen("a").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     h.create_credential(h.local("b").tenant("globex")).await;
     eventually(10, "b Ready", async || {
-        h.condition("b", "Ready").await == pair("True", "TokenValid")
+        h.seen("b").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     assert_eq!(h.provider.hits("shared-token"), 1, "one probe for two holders");

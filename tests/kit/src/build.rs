@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 use tenantcred::crd::{
-    DeletionPolicy, ProviderName, SecretKeyRef, TenantApiCredential, TenantApiCredentialSpec, TenantApiCredentialStatus,
+    DeletionPolicy, OAuthSpec, ProviderName, SecretKeyRef, SecretNameRef, TenantApiCredential, TenantApiCredentialSpec,
+    TenantApiCredentialStatus, WorkloadKind, WorkloadRef,
 };
 use tenantcred::decide::conditions::{Reason, Status, Type};
 
@@ -65,10 +66,50 @@ impl Credential {
         self
     }
 
+    /// A label on the managed Secret.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.spec.target.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// How often the token is probed (a Go duration).
+    pub fn interval(mut self, interval: &str) -> Self {
+        self.0.spec.probe.interval = Some(interval.into());
+        self
+    }
+
+    /// Credential-side failures in a row before the credential is Degraded.
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.0.spec.probe.failure_threshold = n;
+        self
+    }
+
+    /// A workload to restart when the token changes.
+    pub fn restart(mut self, kind: WorkloadKind, name: &str) -> Self {
+        self.0.spec.rollout_restart_targets.push(WorkloadRef {
+            kind,
+            name: name.into(),
+        });
+        self
+    }
+
+    /// Signs in with OAuth from the login Secret `login` instead of reading a token.
+    pub fn oauth(mut self, login: &str) -> Self {
+        self.0.spec.credential_ref = None;
+        self.0.spec.oauth = Some(OAuthSpec {
+            secret_ref: SecretNameRef { name: login.into() },
+        });
+        self
+    }
+
     /// The managed Secret outlives the credential.
     pub fn retain(mut self) -> Self {
         self.0.spec.target.deletion_policy = DeletionPolicy::Retain;
         self
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.metadata.name.as_deref().unwrap_or_default()
     }
 
     /// The object as the API server takes it.
@@ -78,6 +119,11 @@ impl Credential {
         v["kind"] = "TenantApiCredential".into();
         v
     }
+}
+
+/// A condition's expected state, as [`Seen::condition`] answers it.
+pub fn holds(status: Status, reason: Reason) -> Option<(Status, Option<Reason>)> {
+    Some((status, Some(reason)))
 }
 
 /// What a credential's status says, read typed.

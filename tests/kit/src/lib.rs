@@ -29,9 +29,11 @@ use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tower::Layer;
 
 pub use apiserver::ApiServer;
-pub use build::{Credential, Seen, credential};
+pub use build::{Credential, Seen, credential, holds};
 pub use provider::{Account, Answer, Provider, Shape};
 pub use tap::Tap;
+pub use tenantcred::crd::WorkloadKind;
+pub use tenantcred::decide::conditions::{Reason, Status, Type};
 
 /// Serves `app` on a free port of 127.0.0.1 until the test ends.
 pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
@@ -499,14 +501,15 @@ impl Harness {
         .await
     }
 
-    /// A generic credential `name` whose source holds `token`, which the provider accepts; waits
-    /// until it is Ready.
-    pub async fn ready_credential(&self, name: &str, token: &str, extra: Value) {
+    /// Creates the credential `c` with its source holding `token`, which the provider accepts;
+    /// waits until it is Ready.
+    pub async fn ready_credential(&self, c: Credential, token: &str) {
+        let name = c.name().to_owned();
         self.provider.answer(token, Answer::Ok);
         self.source_secret(&format!("{name}-input"), token).await;
-        self.credential(name, "generic", extra).await;
+        self.create_credential(c).await;
         eventually(10, &format!("{name} Ready"), async || {
-            self.condition(name, "Ready").await == pair("True", "TokenValid")
+            self.seen(&name).await.ready_because(Reason::TokenValid)
         })
         .await;
     }
@@ -532,7 +535,7 @@ impl Harness {
     /// Whether every one of these credentials is `Ready=True TokenValid`.
     pub async fn all_ready<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) -> bool {
         for name in names {
-            if self.condition(name.as_ref(), "Ready").await != pair("True", "TokenValid") {
+            if !self.seen(name.as_ref()).await.ready_because(Reason::TokenValid) {
                 return false;
             }
         }
