@@ -4,8 +4,8 @@
 use serde_json::json;
 use tenantcred::decide::conditions::{Reason, Status, Type};
 
-use tenantcred_testkit::holds;
 use tenantcred_testkit::{Answer, Backend, Harness, eventually, scenarios, settle};
+use tenantcred_testkit::{DeletionPolicy, holds};
 
 const TOKEN: &str = "tok-one";
 
@@ -187,7 +187,7 @@ async fn deletion_follows_the_deletion_policy(h: Harness) {
 async fn retain_set_after_creation_drops_the_owner_reference_on_delete(h: Harness) {
     h.ready_credential(h.local("c"), TOKEN).await;
     assert!(!h.get("secrets", "c").await.expect("secret")["metadata"]["ownerReferences"].is_null());
-    h.edit_tac("c", |o| o["spec"]["target"] = json!({"deletionPolicy": "Retain"}))
+    h.edit_spec("c", |s| s.target.deletion_policy = DeletionPolicy::Retain)
         .await;
     // Retain takes effect when reconciled, not at deletion: the owner reference goes at once.
     eventually(10, "owner reference dropped", async || {
@@ -249,10 +249,7 @@ async fn a_new_credential_costs_two_writes_and_one_read(h: Harness) {
     );
     // And a probe asked for later costs the status write only: the token comes from the caches.
     h.tap.reset();
-    h.edit_tac("c", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-11-22T10:00:00Z"})
-    })
-    .await;
+    h.request_probe("c", "2026-11-22T10:00:00Z").await;
     eventually(10, "probed again", async || h.provider.hits(TOKEN) == 2).await;
     settle(300).await;
     assert_eq!(h.tap.count("get", "secrets"), 0, "{:?}", h.tap.requests());
@@ -286,7 +283,7 @@ async fn steady_state_makes_no_writes(h: Harness) {
 
 async fn suspend_keeps_the_secret_and_stops_work(h: Harness) {
     h.ready_credential(h.local("c"), TOKEN).await;
-    h.edit_tac("c", |o| o["spec"]["suspend"] = json!(true)).await;
+    h.edit_spec("c", |s| s.suspend = true).await;
     eventually(10, "observedGeneration follows", async || {
         h.tac("c").await["status"]["observedGeneration"] == 2
     })

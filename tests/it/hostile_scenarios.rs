@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use tenantcred_testkit::{Account, Answer, Backend, Harness, eventually, scenarios};
-use tenantcred_testkit::{Reason, Status, Type, holds};
+use tenantcred_testkit::{Reason, Status, Type, credential, holds};
 
 /// A 700 KB "token" would make a Secret over the API server's 1 MiB (it is stored twice).
 async fn an_oversized_token_is_refused_and_never_sent_or_written(h: Harness) {
@@ -52,8 +52,8 @@ async fn a_service_account_token_is_never_a_source(h: Harness) {
 /// keeps its last good content.
 async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
     h.ready_credential(h.local("c"), "good").await;
-    h.edit_tac("c", |o| {
-        o["spec"]["target"] = json!({"labels": {"team": "not a label value!"}})
+    h.edit_spec("c", |s| {
+        s.target.labels = [("team".into(), "not a label value!".into())].into()
     })
     .await;
     eventually(10, "SecretRejected", async || {
@@ -76,7 +76,7 @@ async fn a_secret_the_api_server_refuses_is_a_condition_not_a_loop(h: Harness) {
     tenantcred_testkit::settle(1500).await;
     assert_eq!(h.tap.writes(), 0, "{:?}", h.tap.requests());
     // Fixing the spec recovers.
-    h.edit_tac("c", |o| o["spec"]["target"] = json!({"labels": {"team": "sync"}}))
+    h.edit_spec("c", |s| s.target.labels = [("team".into(), "sync".into())].into())
         .await;
     eventually(10, "Ready again", async || {
         h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
@@ -130,7 +130,7 @@ async fn a_base_url_outside_the_allowlist_gets_no_request(h: Harness) {
     assert!(h.provider.seen().is_empty(), "nothing sent anywhere");
     // Pointing it where the owner allows recovers.
     let allowed = h.provider.base_url.clone();
-    h.edit_tac("elsewhere", |o| o["spec"]["baseUrl"] = json!(allowed)).await;
+    h.edit_spec("elsewhere", |s| s.base_url = Some(allowed.clone())).await;
     eventually(10, "Ready once allowed", async || {
         h.seen("elsewhere")
             .await
@@ -234,16 +234,18 @@ async fn a_token_endpoint_that_echoes_its_form_is_quoted_masked(h: Harness) {
         echo_form: true,
         ..Account::default()
     });
-    h.secret(
-        "login",
-        json!({"username": "dev@example.org", "password": password, "otp": code, "refresh_token": refresh}),
-    )
-    .await;
-    h.create(
-        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
-        "metadata": {"name": "v"},
-        "spec": {"tenant": "acme", "provider": "virtuous", "baseUrl": h.provider.base_url,
-                 "oauth": {"secretRef": {"name": "login"}}}}),
+    let login = [
+        ("username", "dev@example.org"),
+        ("password", password),
+        ("otp", code),
+        ("refresh_token", refresh),
+    ];
+    h.secret("login", &login).await;
+    h.create_credential(
+        credential("v")
+            .provider("virtuous")
+            .base_url(&h.provider.base_url)
+            .oauth("login"),
     )
     .await;
     eventually(10, "InvalidGrant", async || {

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use tenantcred_testkit::provider::Account;
 use tenantcred_testkit::{Answer, Harness, eventually, fixtures, scenarios, settle};
-use tenantcred_testkit::{Reason, Status, Type, WorkloadKind, credential, holds};
+use tenantcred_testkit::{Reason, Status, Type, WorkloadKind, credential, holds, secret_key};
 
 async fn deployment(h: &Harness, name: &str) {
     h.create(fixtures::deployment(name)).await;
@@ -37,7 +37,7 @@ async fn a_good_pending_token_replaces_the_old_in_one_step_and_restarts_once(h: 
 
     h.provider.answer("new", Answer::Ok);
     h.source_secret("c-next", "new").await;
-    h.edit_tac("c", |o| o["spec"]["pendingCredentialRef"] = json!({"name": "c-next"}))
+    h.edit_spec("c", |s| s.pending_credential_ref = Some(secret_key("c-next")))
         .await;
     eventually(10, "cut over", async || {
         h.managed_token("c").await.as_deref() == Some("new")
@@ -91,7 +91,7 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
         .await;
     h.provider.answer("bad", Answer::UnauthorizedJson);
     h.source_secret("c-next", "bad").await;
-    h.edit_tac("c", |o| o["spec"]["pendingCredentialRef"] = json!({"name": "c-next"}))
+    h.edit_spec("c", |s| s.pending_credential_ref = Some(secret_key("c-next")))
         .await;
     eventually(10, "rotation failed", async || {
         h.tac("c").await["status"]["rotation"]["phase"] == "Failed"
@@ -114,10 +114,7 @@ async fn a_bad_pending_token_never_reaches_the_secret(h: Harness) {
         .await;
     settle(500).await;
     assert_eq!(h.provider.hits("bad"), 1);
-    h.edit_tac("c", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-11-22T10:00:00Z"})
-    })
-    .await;
+    h.request_probe("c", "2026-11-22T10:00:00Z").await;
     eventually(10, "retried on request", async || h.provider.hits("bad") == 2).await;
     assert_eq!(h.managed_token("c").await.as_deref(), Some("old"));
 }
@@ -163,10 +160,7 @@ async fn charitystack_style_revocation_on_first_use_of_the_new_key(h: Harness) {
         h.managed_token("cs").await.as_deref() == Some("cs_live_new")
     })
     .await;
-    h.edit_tac("cs", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-11-22T10:00:00Z"})
-    })
-    .await;
+    h.request_probe("cs", "2026-11-22T10:00:00Z").await;
     eventually(10, "probed again", async || h.provider.hits("cs_live_new") == 2).await;
     assert_eq!(
         h.seen("cs").await.condition(Type::Ready),
@@ -258,7 +252,7 @@ async fn a_missing_restart_target_is_a_warning_not_a_failure(h: Harness) {
     );
 }
 
-async fn login(h: &Harness, data: serde_json::Value) {
+async fn login(h: &Harness, data: &[(&str, &str)]) {
     h.secret("login", data).await;
 }
 
@@ -273,7 +267,7 @@ async fn oauth_credential(h: &Harness) {
 }
 
 /// A harness whose provider has this Virtuous account, and a credential signing in with `login`.
-async fn virtuous(h: Harness, account: Account, login_data: serde_json::Value) -> Harness {
+async fn virtuous(h: Harness, account: Account, login_data: &[(&str, &str)]) -> Harness {
     h.provider.set_account(account);
     login(&h, login_data).await;
     oauth_credential(&h).await;
@@ -297,7 +291,7 @@ async fn oauth_keeps_a_fresh_access_token_across_refreshes(h: Harness) {
             expires_in: 2,
             ..Account::default()
         },
-        json!({"username": "dev@example.org", "password": "p&ss=w0rd"}),
+        &[("username", "dev@example.org"), ("password", "p&ss=w0rd")],
     )
     .await;
     eventually(10, "Ready on the first access token", async || {
@@ -356,7 +350,7 @@ async fn oauth_two_factor_waits_for_the_code(h: Harness) {
             expires_in: 3600,
             ..Account::default()
         },
-        json!({"username": "dev@example.org", "password": "pw"}),
+        &[("username", "dev@example.org"), ("password", "pw")],
     )
     .await;
     eventually(10, "OtpRequired", async || {
@@ -379,7 +373,7 @@ async fn oauth_two_factor_waits_for_the_code(h: Harness) {
     );
     login(
         &h,
-        json!({"username": "dev@example.org", "password": "pw", "otp": "123456"}),
+        &[("username", "dev@example.org"), ("password", "pw"), ("otp", "123456")],
     )
     .await;
     eventually(10, "Ready with the code", async || {
@@ -401,7 +395,7 @@ async fn oauth_rejected_refresh_falls_back_to_the_password(h: Harness) {
             expires_in: 2,
             ..Account::default()
         },
-        json!({"username": "u", "password": "pw"}),
+        &[("username", "u"), ("password", "pw")],
     )
     .await;
     eventually(10, "Ready", async || {
@@ -431,7 +425,7 @@ async fn oauth_invalid_grant_without_password_degrades(h: Harness) {
             expires_in: 3600,
             ..Account::default()
         },
-        json!({"username": "u", "refresh_token": "stale"}),
+        &[("username", "u"), ("refresh_token", "stale")],
     )
     .await;
     eventually(10, "InvalidGrant", async || {

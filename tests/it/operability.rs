@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tenantcred::cli::Output;
 use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tenantcred::server::Readiness;
@@ -495,10 +494,7 @@ async fn a_warm_standby_takes_over_and_a_thawed_leader_sends_nothing(mut h: Harn
     eventually(8, "two takes over while one is frozen", async || is_leader(&two.health)).await;
     h.source_secret("c4-input", "t4").await;
     h.create_credential(h.local("c4")).await;
-    h.edit_tac("c1", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
-    })
-    .await;
+    h.request_probe("c1", "2026-12-03T00:00:00Z").await;
     eventually(8, "new credentials ready under two", async || {
         h.all_ready(["c4", "c5"]).await
     })

@@ -58,10 +58,7 @@ async fn a_persons_changes_go_ahead_of_the_backlog(mut h: Harness) {
 
     // A probe-now request.
     let stamp = "2026-12-03T12:00:00Z";
-    h.edit_tac("early", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": stamp})
-    })
-    .await;
+    h.request_probe("early", stamp).await;
     eventually(60, "the probe request honoured", async || {
         h.tac("early").await["status"]["lastHandledProbeRequest"] == stamp
     })

@@ -10,14 +10,6 @@ fn ts(v: &serde_json::Value) -> Option<jiff::Timestamp> {
     v.as_str()?.parse().ok()
 }
 
-/// `tenantcred probe-now`: the annotation the controller honours and echoes.
-async fn probe_now(h: &Harness, name: &str, stamp: &str) {
-    h.edit_tac(name, |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": stamp})
-    })
-    .await;
-}
-
 async fn handled(h: &Harness, name: &str, stamp: &str) {
     eventually(10, "probe request honoured", async || {
         h.tac(name).await["status"]["lastHandledProbeRequest"] == stamp
@@ -64,9 +56,9 @@ async fn persistent_401_degrades_and_a_new_token_recovers(h: Harness) {
         h.tac("c").await["status"]["nextProbeTime"].is_string(),
         "a confirmation is scheduled"
     );
-    probe_now(&h, "c", "2026-11-22T10:00:00Z").await;
+    h.request_probe("c", "2026-11-22T10:00:00Z").await;
     handled(&h, "c", "2026-11-22T10:00:00Z").await;
-    probe_now(&h, "c", "2026-11-22T10:01:00Z").await;
+    h.request_probe("c", "2026-11-22T10:01:00Z").await;
     handled(&h, "c", "2026-11-22T10:01:00Z").await;
     eventually(10, "Degraded", async || {
         h.seen("c").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
@@ -100,7 +92,7 @@ async fn storms_of_503_and_429_never_degrade(h: Harness) {
     h.provider.answer("t", Answer::Status(503));
     for i in 0..4 {
         let stamp = format!("2026-11-22T10:0{i}:00Z");
-        probe_now(&h, "c", &stamp).await;
+        h.request_probe("c", &stamp).await;
         handled(&h, "c", &stamp).await;
         assert_eq!(
             h.seen("c").await.condition(Type::Ready),
@@ -125,11 +117,11 @@ async fn storms_of_503_and_429_never_degrade(h: Harness) {
 
     // A 429 with Retry-After holds back every later probe of that host until then.
     h.provider.answer("t", Answer::RateLimited { retry_after: 3600 });
-    probe_now(&h, "c", "2026-11-22T11:00:00Z").await;
+    h.request_probe("c", "2026-11-22T11:00:00Z").await;
     handled(&h, "c", "2026-11-22T11:00:00Z").await;
     assert_eq!(h.tac("c").await["status"]["lastProbeResult"], "RateLimited");
     let hits = h.provider.hits("t");
-    probe_now(&h, "c", "2026-11-22T11:01:00Z").await;
+    h.request_probe("c", "2026-11-22T11:01:00Z").await;
     handled(&h, "c", "2026-11-22T11:01:00Z").await;
     settle(200).await;
     assert_eq!(h.provider.hits("t"), hits, "Retry-After honoured: no request before it");
@@ -156,7 +148,7 @@ async fn probes_that_change_nothing_write_nothing(h: Harness) {
     // Rate limited again and again: each retry (after 15-30 s of backoff) is a probe whose
     // verdict, RateLimited, is the one already written.
     h.provider.answer("t", Answer::RateLimited { retry_after: 1 });
-    probe_now(&h, "c", "2026-11-22T10:00:00Z").await;
+    h.request_probe("c", "2026-11-22T10:00:00Z").await;
     handled(&h, "c", "2026-11-22T10:00:00Z").await;
     assert_eq!(h.tac("c").await["status"]["lastProbeResult"], "RateLimited");
     settle(300).await;
@@ -182,23 +174,23 @@ async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
     }
     eventually(10, "all ready", async || h.all_ready(["a", "b", "c"]).await).await;
     h.provider.answer("a", Answer::RateLimited { retry_after: 3600 });
-    probe_now(&h, "a", "2026-11-22T10:00:00Z").await;
+    h.request_probe("a", "2026-11-22T10:00:00Z").await;
     handled(&h, "a", "2026-11-22T10:00:00Z").await;
     let msg = h.tac("a").await["status"]["conditions"].to_string();
     assert!(msg.contains("of this token"), "{msg}");
     assert_eq!(h.tac("a").await["status"]["rateLimit"]["heldBack"], "Key");
     // The other keys of the same host go on.
-    probe_now(&h, "b", "2026-11-22T10:01:00Z").await;
+    h.request_probe("b", "2026-11-22T10:01:00Z").await;
     handled(&h, "b", "2026-11-22T10:01:00Z").await;
     assert_eq!(h.provider.hits("b"), 2, "b probed despite a's 429");
     // A second key rate-limited while the first still is: the host is held back.
     h.provider.answer("c", Answer::RateLimited { retry_after: 3600 });
-    probe_now(&h, "c", "2026-11-22T10:02:00Z").await;
+    h.request_probe("c", "2026-11-22T10:02:00Z").await;
     handled(&h, "c", "2026-11-22T10:02:00Z").await;
     assert_eq!(h.tac("c").await["status"]["rateLimit"]["heldBack"], "Host");
     let msg = h.tac("c").await["status"]["conditions"].to_string();
     assert!(msg.contains("other tokens of the same provider host"), "{msg}");
-    probe_now(&h, "b", "2026-11-22T10:03:00Z").await;
+    h.request_probe("b", "2026-11-22T10:03:00Z").await;
     handled(&h, "b", "2026-11-22T10:03:00Z").await;
     assert_eq!(h.provider.hits("b"), 2, "now b waits too");
     assert_eq!(
@@ -282,7 +274,7 @@ async fn the_budget_caps_probes_per_key_whatever_is_asked(h: Harness) {
     assert!(msg.contains("stretched from 1m to 6m40s"), "{msg}");
     for i in 0..14 {
         let stamp = format!("2026-11-22T12:{i:02}:00Z");
-        probe_now(&h, "cs", &stamp).await;
+        h.request_probe("cs", &stamp).await;
         handled(&h, "cs", &stamp).await;
     }
     assert_eq!(

@@ -142,10 +142,7 @@ async fn editing_and_deleting_a_provider_act_on_live_credentials(h: Harness) {
 
     // A new probe path, and a probe-now request: the next probe uses it, without a restart.
     apply_provider(&h, &definition(&name, "/v3/whoami")).await;
-    h.edit_tac("c", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
-    })
-    .await;
+    h.request_probe("c", "2026-12-03T00:00:00Z").await;
     eventually(15, "probed at the new path", async || {
         h.provider.seen().iter().any(|s| s.path == "/v3/whoami")
     })
@@ -262,10 +259,7 @@ async fn credentials_holding_the_same_token_share_one_probe(h: Harness) {
     .await;
     assert_eq!(h.provider.hits("shared-token"), 1, "one probe for two holders");
     assert_eq!(h.tac("b").await["status"]["lastProbeResult"], "Valid");
-    h.edit_tac("b", |o| {
-        o["metadata"]["annotations"] = json!({"tenantcred.dev/probe-requested-at": "2026-12-03T00:00:00Z"})
-    })
-    .await;
+    h.request_probe("b", "2026-12-03T00:00:00Z").await;
     eventually(10, "probe-now sends", async || h.provider.hits("shared-token") == 2).await;
 }
 

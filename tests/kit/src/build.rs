@@ -20,7 +20,7 @@ pub fn credential(name: &str) -> Credential {
         tenant: "acme".into(),
         provider: ProviderName("generic".into()),
         base_url: None,
-        credential_ref: Some(key_ref(&format!("{name}-input"))),
+        credential_ref: Some(secret_key(&format!("{name}-input"))),
         pending_credential_ref: None,
         oauth: None,
         probe: Default::default(),
@@ -32,7 +32,8 @@ pub fn credential(name: &str) -> Credential {
     Credential(TenantApiCredential::new(name, spec))
 }
 
-fn key_ref(secret: &str) -> SecretKeyRef {
+/// The key `token` of Secret `secret`.
+pub fn secret_key(secret: &str) -> SecretKeyRef {
     SecretKeyRef {
         name: secret.into(),
         key: "token".into(),

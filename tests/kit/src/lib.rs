@@ -29,9 +29,10 @@ use tenantcred::controller::{self, Config, LeaseConfig, Shared};
 use tower::Layer;
 
 pub use apiserver::ApiServer;
-pub use build::{Credential, Seen, credential, holds};
+pub use build::{Credential, Seen, credential, holds, secret_key};
 pub use provider::{Account, Answer, Provider, Shape};
 pub use tap::Tap;
+pub use tenantcred::crd::DeletionPolicy;
 pub use tenantcred::crd::WorkloadKind;
 pub use tenantcred::decide::conditions::{Reason, Status, Type};
 
@@ -439,21 +440,14 @@ impl Harness {
 
     /// Creates or updates a source Secret holding `token` under the key `token`.
     pub async fn source_secret(&self, name: &str, token: &str) {
-        self.secret(name, json!({"token": token})).await;
+        self.secret(name, &[("token", token)]).await;
     }
 
     /// Creates or updates an Opaque Secret with these string values.
-    pub async fn secret(&self, name: &str, values: Value) {
+    pub async fn secret(&self, name: &str, values: &[(&str, &str)]) {
         let data: serde_json::Map<String, Value> = values
-            .as_object()
-            .expect("string values")
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    json!(apiserver::b64(v.as_str().unwrap_or_default().as_bytes())),
-                )
-            })
+            .map(|(k, v)| ((*k).to_owned(), json!(apiserver::b64(v.as_bytes()))))
             .collect();
         if self.get("secrets", name).await.is_some() {
             self.edit("secrets", name, |s| s["data"] = Value::Object(data.clone()))
@@ -517,6 +511,24 @@ impl Harness {
     /// The credential as stored, or `Null` when it does not exist.
     pub async fn tac(&self, name: &str) -> Value {
         self.get("tenantapicredentials", name).await.unwrap_or(Value::Null)
+    }
+
+    /// Edits a credential's spec through its type (what a person's `kubectl edit` changes).
+    pub async fn edit_spec(&self, name: &str, f: impl Fn(&mut tenantcred::crd::TenantApiCredentialSpec)) {
+        self.edit("tenantapicredentials", name, |o| {
+            let mut spec = serde_json::from_value(o["spec"].clone()).expect("a stored spec reads as the type");
+            f(&mut spec);
+            o["spec"] = serde_json::to_value(spec).expect("a spec serializes");
+        })
+        .await;
+    }
+
+    /// Asks for a probe now, as `tenantcred probe-now` does: the request annotation, stamped `at`.
+    pub async fn request_probe(&self, name: &str, at: &str) {
+        self.edit("tenantapicredentials", name, |o| {
+            o["metadata"]["annotations"][tenantcred::crd::PROBE_REQUESTED_ANNOTATION] = json!(at);
+        })
+        .await;
     }
 
     pub async fn edit_tac(&self, name: &str, f: impl Fn(&mut Value)) {
