@@ -148,26 +148,8 @@ impl Credentials {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::tac;
     use super::*;
-    use crate::crd::{TenantApiCredential, TenantApiCredentialSpec};
-
-    fn tac(name: &str, rv: &str, generation: i64) -> CachedCredential {
-        CachedCredential::from_credential(&TenantApiCredential {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                uid: Some(format!("uid-{name}")),
-                resource_version: Some(rv.into()),
-                generation: Some(generation),
-                ..ObjectMeta::default()
-            },
-            spec: serde_json::from_value::<TenantApiCredentialSpec>(
-                serde_json::json!({"tenant": "t", "provider": "raise", "credentialRef": {"name": "s", "key": "token"}}),
-            )
-            .expect("spec"),
-            status: None,
-        })
-    }
 
     fn rv(c: &Credentials, name: &str) -> Option<String> {
         c.get(&CredentialRef::new(name).within("ns"))

@@ -185,19 +185,19 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
     use super::*;
     use crate::crd::{TenantApiCredential, TenantApiCredentialSpec};
-    use std::collections::BTreeMap;
 
-    fn tac(name: &str, rv: &str) -> CachedCredential {
+    /// A credential `ns/name` at resourceVersion `rv` that reads Secret `src`.
+    pub(in crate::controller) fn tac(name: &str, rv: &str, generation: i64) -> CachedCredential {
         CachedCredential::from_credential(&TenantApiCredential {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
                 uid: Some(format!("uid-{name}")),
                 resource_version: Some(rv.into()),
-                generation: Some(1),
+                generation: Some(generation),
                 ..ObjectMeta::default()
             },
             spec: serde_json::from_value::<TenantApiCredentialSpec>(
@@ -206,6 +206,16 @@ mod tests {
             .expect("spec"),
             status: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn tac(name: &str, rv: &str) -> CachedCredential {
+        super::fixtures::tac(name, rv, 1)
     }
 
     fn source(rv: &str) -> PartialObjectMeta<Secret> {
