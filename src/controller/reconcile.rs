@@ -127,12 +127,10 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                     .map(Box::new),
             },
             step::Action::ReadLogin { name } => {
-                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                Outcome::LoginRead(secrets.get_opt(&name).await?.map(Box::new))
+                Outcome::LoginRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
             }
             step::Action::ReadOAuthState { name } => {
-                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                Outcome::OAuthStateRead(secrets.get_opt(&name).await?.map(Box::new))
+                Outcome::OAuthStateRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
             }
             step::Action::CallTokenEndpoint { url, form, budget_key } => {
                 let settings = resolved.ok_or(Error::Step("a token-endpoint call without settings"))?;
@@ -192,8 +190,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 Outcome::SecretWritten(written)
             }
             step::Action::ReadManagedSecret { name } => {
-                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                Outcome::ManagedSecretRead(secrets.get_opt(&name).await?.map(Box::new))
+                Outcome::ManagedSecretRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
             }
             step::Action::RestartWorkloads { changed } => {
                 let tac = tac.ok_or(Error::Step("a restart without a spec"))?;

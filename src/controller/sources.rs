@@ -1,4 +1,5 @@
-//! Reading a source Secret the user supplied. What it yields is `decide::step::source`'s call.
+//! Reading a Secret: a source the user supplied, the OAuth login and state, a managed Secret a
+//! create found. What each yields is the step machine's call (`decide::step`).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -9,7 +10,7 @@ use crate::Result;
 /// Reads a source Secret at no older than `seen`, the resourceVersion the metadata watch last
 /// delivered for it: the API server answers that from its watch cache instead of a quorum read of
 /// etcd, and the answer is never older than the version that woke us. (Unknown to the index: a
-/// plain read.) `None`: not found.
+/// plain read, as every read of a Secret that is not a source.) `None`: not found.
 pub(super) async fn read(client: &Client, seen: Option<String>, ns: &str, name: &str) -> Result<Option<Secret>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let seen = GetParams { resource_version: seen };
