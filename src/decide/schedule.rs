@@ -95,7 +95,7 @@ pub fn next_probe(f: Finished, interval: Duration, now: Timestamp, jitter: Jitte
         }
         ProbeResult::Unauthorized | ProbeResult::Forbidden => jitter.scale(interval, 0.9, 1.1),
         ProbeResult::RateLimited | ProbeResult::Unavailable => {
-            // The previous delay was drawn from [base/2, base]: recover that base (the smallest
+            // The previous delay was drawn from (base/2, base]: recover that base (the smallest
             // 30s·2^k not below it) and double it, so growth does not depend on jitter luck.
             let base = f
                 .previous_transient_delay
@@ -108,7 +108,11 @@ pub fn next_probe(f: Finished, interval: Duration, now: Timestamp, jitter: Jitte
                 })
                 .clamp(TRANSIENT_FIRST, interval.max(TRANSIENT_FIRST));
             // "Equal jitter": never less than half the backoff, so a storm still spreads out.
-            let mut next = add(now, jitter.scale(base, 0.5, 1.0));
+            // At least a second more than half: the delay is read back in whole seconds (as the
+            // status holds times), and exactly half would read as the base below (the backoff
+            // then stopped growing at 60 s for one draw in thirty).
+            let half = base / 2 + Duration::from_secs(1);
+            let mut next = add(now, half + jitter.scale(base.saturating_sub(half), 0.0, 1.0));
             if let Some(back_off) = f.provider_back_off {
                 // The provider's word wins, plus a little jitter so every key does not return at once.
                 next = next.max(add(back_off, jitter.scale(Duration::from_secs(10), 0.0, 1.0)));
@@ -264,6 +268,36 @@ mod tests {
         };
         let next = next_probe(limited, i, t(0), Jitter::new(0.0)).expect("scheduled");
         assert_eq!(next, t(3000));
+    }
+
+    /// As the plan reads it back: both instants in whole seconds.
+    fn delay_read_back(now: Timestamp, next: Timestamp) -> Duration {
+        let whole = |t: Timestamp| crate::decide::conditions::truncate(t);
+        until(whole(now), whole(next))
+    }
+
+    #[test]
+    fn transient_backoff_doubles_whatever_the_jitter_and_whole_seconds() {
+        let interval = 15 * MIN;
+        for j in 0..=200 {
+            let jitter = Jitter::new(f64::from(j) / 200.0);
+            let mut previous = None;
+            let mut base = TRANSIENT_FIRST;
+            for n in 0..8 {
+                let f = Finished {
+                    previous_transient_delay: previous,
+                    ..finished(ProbeResult::Unavailable)
+                };
+                let next = next_probe(f, interval, t(0), jitter).expect("scheduled");
+                let delay = delay_read_back(t(0), next);
+                assert!(
+                    delay > base / 2 && delay <= base,
+                    "jitter {j}/200, failure {n}: {delay:?} outside (base/2, base] of {base:?}"
+                );
+                previous = Some(delay);
+                base = base.saturating_mul(2).min(interval);
+            }
+        }
     }
 
     #[test]
