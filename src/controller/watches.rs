@@ -1,5 +1,5 @@
 //! The watches: credentials, managed Secrets by label, and every other Secret as metadata only
-//! (into the source index, not a cache); what is forgotten on deletion.
+//! (into the source index, not a cache), each into the scope's cache component (`cache`).
 
 use super::backlog::{Backlog, Changes};
 use super::cache::{self, Cache, CredentialRef, credential_key};
@@ -169,7 +169,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         },
     );
 
-    // Managed Secrets by label, into projections (`ManagedSecrets`): a change wakes the owner.
+    // Managed Secrets by label, into projections: a change wakes the owner.
     let managed_cache = cache.clone();
     let managed_triggers = triggers(
         watcher(secrets, lists.clone().labels(secret::MANAGED_SELECTOR))

@@ -179,31 +179,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_create_that_finds_a_secret_is_the_api_servers_409_and_nothing_more() {
-        let script = Script::new(vec![answer(
-            409,
-            failure(409, "AlreadyExists", "secrets \"c-token\" already exists"),
-        )]);
-        let err = create_secret(&api(&script), &desired()).await.expect_err("exists");
-        assert!(
-            matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 409),
-            "{err}"
-        );
-        script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
-    }
-
-    #[tokio::test]
-    async fn an_invalid_secret_is_the_api_servers_422_unchanged() {
-        let script = Script::new(vec![answer(
-            422,
-            failure(422, "Invalid", "metadata.labels: Invalid value"),
-        )]);
-        let err = create_secret(&api(&script), &desired()).await.expect_err("refused");
-        assert!(
-            matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
-            "{err}"
-        );
-        script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
+    async fn a_create_the_api_server_refuses_is_its_answer_unchanged_and_nothing_more() {
+        // 409: a Secret of that name exists (the step machine reads it next); 422: invalid.
+        for (code, reason, message) in [
+            (409, "AlreadyExists", "secrets \"c-token\" already exists"),
+            (422, "Invalid", "metadata.labels: Invalid value"),
+        ] {
+            let script = Script::new(vec![answer(code, failure(code, reason, message))]);
+            let err = create_secret(&api(&script), &desired()).await.expect_err("refused");
+            assert!(
+                matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == code),
+                "{err}"
+            );
+            script.assert_sent(&[&format!("POST {SECRETS}?&fieldManager=tenantcred")]);
+        }
     }
 
     #[tokio::test]

@@ -13,16 +13,9 @@ use super::keys::{CredentialRef, Id};
 use super::mirror::{Mirror, Table};
 use crate::decide::secret::{self, Observed};
 
+#[derive(Default)]
 pub(super) struct ManagedSecrets {
     cache: RwLock<Mirror<Projections>>,
-}
-
-impl Default for ManagedSecrets {
-    fn default() -> Self {
-        Self {
-            cache: RwLock::new(Mirror::new(Projections::default())),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -99,8 +92,9 @@ impl Projections {
 
 impl Table<Secret> for Projections {
     fn put(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) -> Option<Id> {
-        let id = Id::of(s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?);
-        let namespace = self.namespace(s.metadata.namespace.as_deref()?);
+        let ns = s.metadata.namespace.as_deref()?;
+        let id = Id::of(ns, s.metadata.name.as_deref()?);
+        let namespace = self.namespace(ns);
         let entry = Entry {
             namespace,
             secret: Arc::new(Observed::of(s)),

@@ -143,20 +143,43 @@ impl Memory {
     }
 }
 
-/// Changes a credential's entry; one that holds nothing any more is removed.
+/// Changes a credential's entry; one that holds nothing any more is removed, and none is made
+/// for a change that leaves nothing to hold (a successful reconcile, a status written: the
+/// common case, which must not insert and remove an entry each time).
 fn update(held: &mut HashMap<Id, Held>, id: Id, f: impl FnOnce(&mut Held)) {
-    let h = held.entry(id).or_default();
-    f(h);
-    if h.is_empty() {
-        drop_entry(held, &id);
+    match held.get_mut(&id) {
+        Some(h) => {
+            f(h);
+            if h.is_empty() {
+                drop_entry(held, &id);
+            }
+        }
+        None => {
+            let mut h = Held::default();
+            f(&mut h);
+            if !h.is_empty() {
+                held.insert(id, h);
+            }
+        }
     }
 }
 
+/// As [`update`], for the boxed part of an entry: boxed only while it holds something.
 fn rare(h: &mut Held, f: impl FnOnce(&mut Rare)) {
-    let r = h.rare.get_or_insert_default();
-    f(r);
-    if r.is_empty() {
-        h.rare = None;
+    match h.rare.as_deref_mut() {
+        Some(r) => {
+            f(r);
+            if r.is_empty() {
+                h.rare = None;
+            }
+        }
+        None => {
+            let mut r = Rare::default();
+            f(&mut r);
+            if !r.is_empty() {
+                h.rare = Some(Box::new(r));
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub(super) trait Table<O> {
 }
 
 /// A table, and who the re-list under way has delivered so far (`None`: none under way).
+#[derive(Default)]
 pub(super) struct Mirror<T> {
     pub(super) table: T,
     relisting: Option<HashSet<Id>>,

@@ -19,16 +19,9 @@ use super::keys::{CredentialRef, Id};
 use super::mirror::{Mirror, Table};
 use crate::decide::secret;
 
+#[derive(Default)]
 pub(super) struct SourceIndex {
     inner: Mutex<Mirror<Maps>>,
-}
-
-impl Default for SourceIndex {
-    fn default() -> Self {
-        Self {
-            inner: Mutex::new(Mirror::new(Maps::default())),
-        }
-    }
 }
 
 /// Secrets and credentials are keyed by [`Id`] (on collisions, see there).
