@@ -1,6 +1,6 @@
-//! The probe budget shared by every reconcile: a global cap on probes in flight, a cap per
-//! provider host, the provider's back-off (Retry-After / rate-limit reset) and the per-key hourly
-//! ledger that keeps each key under 1% of its documented limit.
+//! The probe budget shared by every reconcile: the fair share of request slots between tenants
+//! and hosts (`decide::fair_share`), the provider's back-off (Retry-After / rate-limit reset) and
+//! the per-key hourly ledger that keeps each key under 1% of its documented limit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,22 +8,46 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::collections::VecDeque;
 
 use jiff::Timestamp;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::crd::RateLimitScope;
+use crate::decide::fair_share::{self, Admission, FairShare, Ticket};
 use crate::decide::provider::{LimitScope, Profile};
 use crate::decide::sharing::{Heard, ProbeKey};
 use crate::decide::token::Fingerprint;
 
 pub struct Budget {
-    global: Arc<Semaphore>,
-    per_host: usize,
+    slots: Arc<Mutex<Slots>>,
     state: Mutex<State>,
+}
+
+/// The scheduler's decisions, and the waiters they wake.
+struct Slots {
+    fair: FairShare,
+    waiters: HashMap<Ticket, oneshot::Sender<()>>,
+}
+
+impl Slots {
+    /// Gives `ticket` back (held or waiting) and wakes whoever the scheduler grants instead. A
+    /// waiter that is gone (its reconcile ended) gives its slot back at once.
+    fn finish(&mut self, ticket: Ticket) {
+        self.waiters.remove(&ticket);
+        let mut granted = self.fair.finish(ticket);
+        while let Some(t) = granted.pop() {
+            let woken = self.waiters.remove(&t).is_some_and(|w| w.send(()).is_ok());
+            if !woken {
+                granted.extend(self.fair.finish(t));
+            }
+        }
+    }
+}
+
+fn lock_slots(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Default)]
 struct State {
-    hosts: HashMap<String, Arc<Semaphore>>,
     /// Until when the provider asked a key to stay away (its 429's Retry-After or reset).
     key_back_off: HashMap<(String, Fingerprint), Timestamp>,
     /// Until when every key of a host is held back.
@@ -55,17 +79,41 @@ pub enum Hold {
     Host,
 }
 
-/// Held while a probe is in flight.
+/// A request slot, held while a probe or token-endpoint call is in flight; given back on drop.
 pub struct Permit {
-    _global: OwnedSemaphorePermit,
-    _host: OwnedSemaphorePermit,
+    slots: Arc<Mutex<Slots>>,
+    ticket: Ticket,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        lock_slots(&self.slots).finish(self.ticket);
+    }
+}
+
+/// A place in the queue, given up on drop unless it became a permit (a reconcile that ends
+/// while it waits leaves nothing behind).
+struct Waiting {
+    slots: Arc<Mutex<Slots>>,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            lock_slots(&self.slots).finish(ticket);
+        }
+    }
 }
 
 impl Budget {
     pub fn new(max_concurrent: usize, max_per_host: usize) -> Self {
+        let limits = fair_share::Limits::new(max_concurrent, max_per_host);
         Self {
-            global: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            per_host: max_per_host.max(1),
+            slots: Arc::new(Mutex::new(Slots {
+                fair: FairShare::new(limits),
+                waiters: HashMap::new(),
+            })),
             state: Mutex::new(State::default()),
         }
     }
@@ -136,30 +184,46 @@ impl Budget {
         self.lock().catch_up = HashMap::new();
     }
 
-    /// Waits for a slot under the global and the per-host caps.
-    pub async fn acquire(&self, host: &str) -> Permit {
-        let host_sem = {
-            let mut st = self.lock();
-            let per_host = self.per_host;
-            st.hosts
-                .entry(host.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(per_host)))
-                .clone()
+    /// A request slot for `tenant` at `host`, as the fair share grants it, waiting at most
+    /// `patience`; `None` when none came (the caller comes back later, `fair_share::retry_after_busy`).
+    pub async fn acquire(&self, tenant: &str, host: &str, patience: std::time::Duration) -> Option<Permit> {
+        let (ticket, granted) = {
+            let mut slots = lock_slots(&self.slots);
+            match slots.fair.request(tenant, host) {
+                Admission::Granted(ticket) => return Some(self.permit(ticket)),
+                Admission::Refused => return None,
+                Admission::Queued(ticket) => {
+                    let (tx, rx) = oneshot::channel();
+                    slots.waiters.insert(ticket, tx);
+                    (ticket, rx)
+                }
+            }
         };
-        // Acquiring fails only on a closed semaphore, and these are never closed.
-        let host = host_sem
-            .acquire_owned()
-            .await
-            .expect("probe semaphores are never closed");
-        let global = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("probe semaphores are never closed");
+        let mut waiting = Waiting {
+            slots: self.slots.clone(),
+            ticket: Some(ticket),
+        };
+        match tokio::time::timeout(patience, granted).await {
+            Ok(Ok(())) => {
+                waiting.ticket = None;
+                Some(self.permit(ticket))
+            }
+            // Out of patience: `waiting` gives the place (or a slot granted just now) back.
+            _ => None,
+        }
+    }
+
+    fn permit(&self, ticket: Ticket) -> Permit {
         Permit {
-            _global: global,
-            _host: host,
+            slots: self.slots.clone(),
+            ticket,
+        }
+    }
+
+    /// Gives back the ledger entry of a probe admitted but never sent (no slot came for it).
+    pub fn refund(&self, key: &Fingerprint) {
+        if let Some(l) = self.lock().ledgers.get_mut(&key.bits()) {
+            l.sent.pop_back();
         }
     }
 
@@ -322,15 +386,63 @@ mod tests {
         assert_eq!(b.spent(&k1, t(60)), 10);
     }
 
-    #[tokio::test]
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
     async fn host_cap_limits_probes_in_flight() {
         let b = Budget::new(10, 1);
-        let first = b.acquire("h").await;
-        let second = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("h")).await;
-        assert!(second.is_err(), "the host's only slot is taken");
-        let other = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire("other")).await;
-        assert!(other.is_ok(), "other hosts are not held up");
+        let first = b.acquire("t", "h", PATIENCE).await;
+        assert!(first.is_some());
+        assert!(
+            b.acquire("u", "h", PATIENCE).await.is_none(),
+            "the host's only slot is taken"
+        );
+        assert!(
+            b.acquire("u", "other", PATIENCE).await.is_some(),
+            "other hosts are not held up"
+        );
         drop(first);
+        assert!(b.acquire("u", "h", PATIENCE).await.is_some(), "given back on drop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_given_back_wakes_the_waiter_the_fair_share_chose() {
+        let b = Arc::new(Budget::new(1, 1));
+        let held = b.acquire("a", "h", PATIENCE).await.expect("free");
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire("b", "h", PATIENCE).await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(waiter.await.expect("joined"), "woken with the slot");
+        assert_eq!(lock_slots(&b.slots).fair.in_flight(), 0, "and gave it back on drop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ended_early_leaves_no_place_or_slot_behind() {
+        let b = Arc::new(Budget::new(1, 1));
+        let held = b.acquire("a", "h", PATIENCE).await.expect("free");
+        // A waiter whose reconcile is dropped mid-wait.
+        let dropped = {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire("b", "h", PATIENCE).await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        dropped.abort();
+        let _ = dropped.await;
+        assert_eq!(lock_slots(&b.slots).fair.waiting(), 0);
+        drop(held);
+        assert_eq!(
+            lock_slots(&b.slots).fair.in_flight(),
+            0,
+            "no slot granted to the gone waiter"
+        );
+        // A waiter out of patience leaves nothing either.
+        let held = b.acquire("a", "h", PATIENCE).await.expect("free");
+        assert!(b.acquire("b", "h", PATIENCE).await.is_none());
+        assert_eq!(lock_slots(&b.slots).fair.waiting(), 0);
+        drop(held);
     }
 
     #[test]

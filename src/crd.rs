@@ -185,6 +185,7 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
     /// Path of the authenticated GET request that tells whether the token works, appended to
@@ -198,8 +199,9 @@ pub struct ProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: Option<String>,
-    /// Timeout of one probe request: a Go duration. Default: the provider's, else 10s. A timeout
-    /// never counts against the token.
+    /// Timeout of one probe request, from connecting to the last byte of the answer: a Go
+    /// duration, at most 60s. Default: the provider's, else 10s. A timeout never counts against
+    /// the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,

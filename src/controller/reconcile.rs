@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use tracing::{debug, warn};
 
 use crate::crd::LEGACY_FINALIZER;
+use crate::decide::fair_share;
 use crate::decide::oauth;
 use crate::decide::plan::{self, ProbeStep, Settings, TokenSource};
 use crate::decide::schedule::{self, Jitter};
@@ -134,7 +135,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             }
             step::Action::CallTokenEndpoint { url, form, budget_key } => {
                 let settings = resolved.ok_or(Error::Step("a token-endpoint call without settings"))?;
-                Outcome::TokenEndpoint(call_token_endpoint(ctx, settings, &url, &form, &budget_key, now).await?)
+                Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &form, &budget_key, now).await?)
             }
             step::Action::WriteOAuthState { name, state } => {
                 let tac = tac.ok_or(Error::Step("an OAuth state without a spec"))?;
@@ -160,7 +161,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 share,
             } => {
                 let settings = resolved.ok_or(Error::Step("a probe without settings"))?;
-                let step = probe_once(ctx, settings, &token, &budget_key, share, now).await?;
+                let step = probe_once(ctx, ns, settings, &token, &budget_key, share, now).await?;
                 Outcome::Probed { probing, step }
             }
             step::Action::PruneSecret { name, stale } => {
@@ -223,6 +224,13 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
     Err(Error::Step("more steps than a reconcile takes"))
 }
 
+/// When a request that found no slot (`decide::fair_share`) comes back.
+fn busy_until(now: Timestamp) -> Timestamp {
+    let wait = fair_share::retry_after_busy(Jitter::random());
+    now.checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+        .unwrap_or(now)
+}
+
 /// A per-credential offset that stays the same across restarts (the catch-up spread).
 fn stable_offset(meta: &ObjectMeta) -> u64 {
     // A tuple hashes its fields in order: the same offsets as before this helper moved.
@@ -233,6 +241,7 @@ fn stable_offset(meta: &ObjectMeta) -> u64 {
 /// the same per-account budget as probes), or says until when it must wait.
 async fn call_token_endpoint(
     ctx: &Context,
+    ns: &str,
     settings: &Settings,
     url: &str,
     form: &[(&'static str, String)],
@@ -244,7 +253,11 @@ async fn call_token_endpoint(
         debug!(%host, until = %held.until, "token-endpoint call held back");
         return Ok(Call::Held(held.until));
     }
-    let _permit = ctx.budget.acquire(&host).await;
+    let Some(_permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
+        ctx.budget.refund(key);
+        debug!(%host, "no request slot within its patience: the token-endpoint call comes back later");
+        return Ok(Call::Held(busy_until(now)));
+    };
     let answer = ctx
         .provider_client
         .post_form(url, form, settings.timeout, &settings.profile)
@@ -258,6 +271,7 @@ async fn call_token_endpoint(
 /// credential's probe of the same request, answers instead (`decide::sharing`).
 async fn probe_once(
     ctx: &Context,
+    ns: &str,
     settings: &Settings,
     token: &Token,
     key: &crate::decide::token::Fingerprint,
@@ -282,7 +296,11 @@ async fn probe_once(
         debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
         return Ok(ProbeStep::Deferred(held.until));
     }
-    let _permit = ctx.budget.acquire(&host).await;
+    let Some(_permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
+        ctx.budget.refund(key);
+        debug!(%host, %key, "no request slot within its patience: the probe comes back later");
+        return Ok(ProbeStep::Deferred(busy_until(now)));
+    };
     let mut outcome = ctx
         .provider_client
         .probe(&url, token, settings.timeout, &settings.profile)

@@ -78,6 +78,7 @@ pub struct ApiProviderSpec {
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"))]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderProbe {
     /// GET (default) or HEAD. HEAD reads no body: use it where the API answers HEAD.
@@ -100,7 +101,8 @@ pub struct ProviderProbe {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(range(min = 100, max = 599)))]
     pub forbidden_statuses: Vec<u16>,
-    /// Timeout of one probe for credentials that set none: a Go duration. Default 10s.
+    /// Timeout of one probe for credentials that set none, from connecting to the last byte of
+    /// the answer: a Go duration, at most 60s. Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,

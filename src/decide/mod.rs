@@ -6,6 +6,7 @@ pub mod duration;
 pub mod egress;
 pub mod error_body;
 pub mod events;
+pub mod fair_share;
 pub mod leadership;
 pub mod oauth;
 pub mod plan;

@@ -56,6 +56,12 @@ impl ProviderClient {
     }
 }
 
+/// The whole exchange's deadline: the timeout asked for, never above what a request may hold a
+/// slot for (`fair_share::MAX_REQUEST_TIMEOUT`; `tenantcred check` takes its timeout from a flag).
+fn deadline(timeout: Duration) -> Duration {
+    timeout.min(crate::decide::fair_share::MAX_REQUEST_TIMEOUT)
+}
+
 /// Resolves names like the system does, then keeps only the addresses the egress rules allow.
 struct GuardedResolver {
     egress: Arc<Egress>,

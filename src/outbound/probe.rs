@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, read_bounded, read_headers};
 use crate::decide::error_body::{self, Quoting};
 use crate::decide::provider::{ProbeMethod, Profile};
 use crate::decide::token::Token;
@@ -46,20 +46,28 @@ impl ProviderClient {
         let request = request
             .header(name, auth)
             .header(ACCEPT, "application/json")
-            .timeout(timeout);
+            .timeout(deadline(timeout));
         // Checked last, right before sending: a reconcile may have waited for a permit.
         self.fence.check()?;
-        match request.send().await {
-            Ok(mut resp) => {
-                read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
-                outcome.transport = answered(&resp);
-                // A success body is not needed; an error body is summarized.
-                if !resp.status().is_success() {
-                    let body = read_bounded(&mut resp, BODY_LIMIT).await;
-                    outcome.detail = error_body::quote(&body, Quoting::Probe, &[token.expose()]);
+        // One deadline for all of it (connection, TLS, headers, body), whatever the client does
+        // with its own: a host that accepts and never answers holds the slot this long at most.
+        let exchange = async {
+            match request.send().await {
+                Ok(mut resp) => {
+                    read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
+                    outcome.transport = answered(&resp);
+                    // A success body is not needed; an error body is summarized.
+                    if !resp.status().is_success() {
+                        let body = read_bounded(&mut resp, BODY_LIMIT).await;
+                        outcome.detail = error_body::quote(&body, Quoting::Probe, &[token.expose()]);
+                    }
                 }
+                Err(e) => outcome.transport = failed(&e),
             }
-            Err(e) => outcome.transport = failed(&e),
+        };
+        if tokio::time::timeout(deadline(timeout), exchange).await.is_err() {
+            outcome.transport = Transport::Timeout;
+            outcome.detail = None;
         }
         outcome.elapsed = started.elapsed();
         Ok(outcome)

@@ -5,7 +5,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, read_bounded, read_headers};
 use crate::decide::oauth;
 use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
@@ -29,22 +29,32 @@ impl ProviderClient {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(body)
-            .timeout(timeout);
+            .timeout(deadline(timeout));
         let mut answer = oauth::Answer {
             transport: Transport::Failed(TransportFailure::Other),
             body: Vec::new(),
             back_off_until: None,
         };
         self.fence.check()?;
-        match request.send().await {
-            Ok(mut resp) => {
-                let mut headers = ProbeOutcome::answered(resp.status().as_u16());
-                read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
-                answer.back_off_until = headers.back_off_until();
-                answer.transport = answered(&resp);
-                answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
+        let exchange = async {
+            match request.send().await {
+                Ok(mut resp) => {
+                    let mut headers = ProbeOutcome::answered(resp.status().as_u16());
+                    read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
+                    answer.back_off_until = headers.back_off_until();
+                    answer.transport = answered(&resp);
+                    answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
+                }
+                Err(e) => answer.transport = failed(&e),
             }
-            Err(e) => answer.transport = failed(&e),
+        };
+        // One deadline for the whole exchange, body included (as for probes).
+        if tokio::time::timeout(deadline(timeout), exchange).await.is_err() {
+            answer = oauth::Answer {
+                transport: Transport::Timeout,
+                body: Vec::new(),
+                back_off_until: None,
+            };
         }
         Ok(answer)
     }

@@ -43,6 +43,31 @@ fn cel_rules_accept_good_specs_and_refuse_bad_ones() {
     assert!(check(fast).is_err_and(|e| e.contains("1m")));
 }
 
+/// A request holds a probe slot until its timeout: the schema bounds it (issue 36).
+#[test]
+fn a_probe_timeout_is_bounded_by_the_schema() {
+    let with_timeout = |t: &str| {
+        check(
+            json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"},
+            "probe": {"timeout": t, "failureThreshold": 3}}),
+        )
+    };
+    assert_eq!(with_timeout("60s"), Ok(()));
+    assert_eq!(with_timeout("1m"), Ok(()));
+    assert_eq!(with_timeout("500ms"), Ok(()));
+    for refused in ["876000h", "61s", "1m0.5s", "0s"] {
+        assert!(
+            with_timeout(refused).is_err_and(|e| e.contains("at most 60s")),
+            "{refused}"
+        );
+    }
+    // The schema's figure is the operator's.
+    assert_eq!(
+        tenantcred::decide::duration::parse("60s"),
+        Ok(tenantcred::decide::fair_share::MAX_REQUEST_TIMEOUT)
+    );
+}
+
 #[test]
 fn schema_constrains_tenant_provider_and_threshold() {
     let crd = serde_json::to_value(TenantApiCredential::crd()).expect("json");

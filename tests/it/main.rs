@@ -10,6 +10,7 @@ mod e2e;
 mod egress_policy;
 mod examples;
 mod hostile_scenarios;
+mod isolation_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
 mod operability;

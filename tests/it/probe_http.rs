@@ -223,3 +223,50 @@ async fn a_fenced_prober_sends_nothing() {
     assert!(grant.is_err());
     assert!(p.seen().is_empty(), "{:?}", p.seen());
 }
+
+/// A host that answers its headers at once and then trickles the body: the deadline covers the
+/// whole exchange, body included, not only the wait for headers (issue 36).
+#[tokio::test]
+async fn the_deadline_covers_a_body_that_never_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request first, as a server reads it.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // One byte every 100 ms, for far longer than the test waits.
+                for _ in 0..100_000 {
+                    if conn.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    // The body would take 10,000 s; a deadline of 1 s ends it (the 30 s bound is liveness only:
+    // without the deadline this waits for the whole body).
+    let prober = prober();
+    let (url, token, profile) = (format!("http://{addr}/probe"), Token::new("slow-body"), generic());
+    let probe = prober.probe(&url, &token, Duration::from_secs(1), &profile);
+    let o = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("the deadline ended the exchange")
+        .expect("an unfenced prober sends");
+    // The status line came in time; what of the body came is all that is read.
+    assert_eq!(o.transport, Transport::Answered(401), "{o:?}");
+    server.abort();
+}

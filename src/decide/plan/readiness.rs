@@ -30,7 +30,18 @@ pub(super) fn desired_conditions(
                 )
             })
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &settings
+            .and_then(|st| {
+                st.timeout_capped_from.map(|from| {
+                    format!(
+                        "; probe timeout {} capped at {}, the most a request may take",
+                        duration::format(from),
+                        duration::format(st.timeout)
+                    )
+                })
+            })
+            .unwrap_or_default();
     // What the latest non-decisive probe said, appended so Ready's message explains the wait.
     // Messages are functions of status fields a reader acts on only (never an instant that moves
     // at every probe), so a probe that changes nothing renders the same text and writes nothing.

@@ -10,6 +10,7 @@ use super::Problem;
 use crate::crd::{SecretKeyRef, TenantApiCredential};
 use crate::decide::duration;
 use crate::decide::egress::{Egress, Refusal};
+use crate::decide::fair_share;
 use crate::decide::provider::{Found, Profile, builtin};
 use crate::decide::schedule::{self, Interval};
 
@@ -20,7 +21,11 @@ pub struct Settings {
     pub base_url: String,
     pub probe_path: String,
     pub interval: Interval,
+    /// At most `fair_share::MAX_REQUEST_TIMEOUT`: a request never holds a slot longer.
     pub timeout: Duration,
+    /// The spec's (or the provider's) timeout when it was above that maximum (an object written
+    /// before the schema said so).
+    pub timeout_capped_from: Option<Duration>,
     pub failure_threshold: u32,
     pub warn_before: Duration,
     pub not_after: Option<Timestamp>,
@@ -144,6 +149,8 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
     if timeout.is_zero() {
         return invalid("spec.probe.timeout must be positive".into());
     }
+    let timeout_capped_from = (timeout > fair_share::MAX_REQUEST_TIMEOUT).then_some(timeout);
+    let timeout = timeout.min(fair_share::MAX_REQUEST_TIMEOUT);
     let warn_before = dur("spec.expiry.warnBefore", &spec.expiry.warn_before)?;
     if spec.probe.failure_threshold == 0 {
         return invalid("spec.probe.failureThreshold must be at least 1".into());
@@ -157,6 +164,7 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
         base_url,
         probe_path,
         timeout,
+        timeout_capped_from,
         failure_threshold: spec.probe.failure_threshold,
         warn_before,
         not_after: spec.expiry.not_after.as_ref().map(|t| t.0),

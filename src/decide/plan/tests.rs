@@ -377,3 +377,19 @@ fn an_unreadable_spec_stalls_without_a_schedule_and_keeps_what_was_learnt() {
     // Decided again: the same status, so no second write.
     assert_eq!(unreadable_spec(&s, &long, Some(2), t(200)), s);
 }
+
+/// Objects written before the schema bounded the timeout: the operator caps it and says so.
+#[test]
+fn a_timeout_above_the_maximum_is_capped_and_said() {
+    let long = crate::testing::resolve_builtin(
+        &tac(
+            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"},
+            "probe": {"timeout": "876000h", "failureThreshold": 3}}),
+        ),
+        &Egress::default(),
+    )
+    .expect("resolves");
+    assert_eq!(long.timeout, crate::decide::fair_share::MAX_REQUEST_TIMEOUT);
+    assert_eq!(long.timeout_capped_from, Some(Duration::from_secs(876_000 * 3600)));
+    assert_eq!(settings().timeout_capped_from, None, "the default is within");
+}

@@ -80,6 +80,12 @@ impl Credential {
     }
 
     /// Credential-side failures in a row before the credential is Degraded.
+    /// How long one probe may take (a Go duration, at most 60s).
+    pub fn timeout(mut self, timeout: &str) -> Self {
+        self.0.spec.probe.timeout = Some(timeout.into());
+        self
+    }
+
     pub fn failure_threshold(mut self, n: u32) -> Self {
         self.0.spec.probe.failure_threshold = n;
         self

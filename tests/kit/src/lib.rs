@@ -97,8 +97,11 @@ pub const RESTART_DEBOUNCE: Duration = Duration::from_secs(2);
 /// The real controller between an API server (double or real) and a provider on 127.0.0.1.
 pub struct Harness {
     pub backend: Backend,
-    /// This test's own namespace (the operator watches only it).
+    /// The namespace the harness acts in: this test's own, or another tenant's
+    /// ([`Harness::add_tenants`], [`Harness::act_in`]). The operator watches only these.
     pub ns: String,
+    /// Namespaces of other tenants the operator watches too.
+    tenants: Vec<String>,
     /// The tests' own client: set-up and observation (admin on the real server).
     pub client: kube::Client,
     /// The double itself, on [`Backend::Double`].
@@ -176,6 +179,7 @@ impl Harness {
         let mut h = Self {
             backend,
             ns,
+            tenants: Vec::new(),
             client,
             double,
             provider,
@@ -245,7 +249,9 @@ impl Harness {
     ) -> tokio::task::JoinHandle<()> {
         let client = self.operator_client();
         let mut config = Config {
-            namespaces: vec![self.ns.clone()],
+            namespaces: std::iter::once(self.ns.clone())
+                .chain(self.tenants.iter().cloned())
+                .collect(),
             egress: self.egress.clone(),
             instance: self.ns.clone(),
             // Short, so a gathered restart is seen within a test.
@@ -290,6 +296,36 @@ impl Harness {
     pub fn restart_controller_tuned(&mut self, tune: fn(&mut Config)) {
         self.tune = tune;
         self.restart_controller();
+    }
+
+    /// Namespaces for other tenants (`{ns}-{name}`), watched by a restarted operator; waits until
+    /// it leads with every cache listed. Call before [`Harness::act_in`] moves away from the
+    /// test's own namespace.
+    pub async fn add_tenants(&mut self, names: &[&str]) -> Vec<String> {
+        let added: Vec<String> = names.iter().map(|n| format!("{}-{n}", self.ns)).collect();
+        if self.backend == Backend::Real {
+            for ns in &added {
+                chart::ensure_namespace(&self.client, ns)
+                    .await
+                    .expect("tenant namespace");
+            }
+        }
+        self.tenants.extend(added.iter().cloned());
+        self.task.abort();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        self._stop = stop_tx;
+        let health = Arc::new(tenantcred::server::Readiness::default());
+        self.task = self.spawn_operator(stop, health.clone());
+        eventually(60, "the operator ready for every tenant", async || {
+            health.ready().is_ok_and(|m| m.starts_with("leader"))
+        })
+        .await;
+        added
+    }
+
+    /// Acts in `ns` from now on (creating, reading, editing): as that namespace's tenant would.
+    pub fn act_in(&mut self, ns: &str) {
+        self.ns = ns.to_owned();
     }
 
     /// Stops the controller, for scenarios that run operators of their own.

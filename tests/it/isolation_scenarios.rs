@@ -1,0 +1,68 @@
+//! Issue 36, item 1: what one tenant writes cannot slow another. One namespace's credentials
+//! hang on hosts that accept a request and never answer; other namespaces' credentials go on.
+
+use std::time::Duration;
+
+use tenantcred_testkit::{Answer, Harness, Provider, Reason, build, eventually, scenarios};
+
+/// A host that takes the request and never answers (for a day: longer than any test).
+async fn hung_host() -> Provider {
+    let p = Provider::start().await;
+    p.default_answer(Answer::Slow(Duration::from_secs(24 * 3600)));
+    p
+}
+
+async fn hung_hosts_of_one_tenant_slow_no_other(mut h: Harness) {
+    let tenants = h.add_tenants(&["hostile", "newcomer", "person"]).await;
+    let [hostile, newcomer, person] = [&tenants[0], &tenants[1], &tenants[2]];
+    // A person's credential, Ready before anything hangs.
+    h.act_in(person);
+    h.ready_credential(h.local("mine"), "person-tok").await;
+
+    // The hostile tenant: 24 credentials on two hung hosts, each asking for the longest timeout.
+    let hung = [hung_host().await, hung_host().await];
+    h.act_in(hostile);
+    for i in 0..24 {
+        let name = format!("hang{i}");
+        h.source_secret(&format!("{name}-input"), &format!("hostile-tok-{i}"))
+            .await;
+        let c = build::credential(&name)
+            .base_url(&hung[i % 2].base_url)
+            .probe_path("/probe")
+            .timeout("60s");
+        h.create_credential(c).await;
+    }
+    let in_flight = || hung.iter().map(|p| p.seen().len()).sum::<usize>();
+    eventually(30, "the hostile tenant's probes hanging", async || in_flight() >= 12).await;
+
+    // Another tenant's new credential on a healthy host.
+    h.act_in(newcomer);
+    h.provider.answer("fresh-tok", Answer::Ok);
+    h.source_secret("fresh-input", "fresh-tok").await;
+    h.create_credential(h.local("fresh")).await;
+    eventually(
+        15,
+        "the newcomer Ready while another tenant's probes hang",
+        async || h.seen("fresh").await.ready_because(Reason::TokenValid),
+    )
+    .await;
+
+    // A person's change on a third tenant.
+    h.act_in(person);
+    h.edit_spec("mine", |s| {
+        s.target.labels = [("team".to_owned(), "payments".to_owned())].into();
+    })
+    .await;
+    eventually(5, "the person's change in the managed Secret", async || {
+        h.get("secrets", "mine")
+            .await
+            .is_some_and(|s| s["metadata"]["labels"]["team"] == "payments")
+    })
+    .await;
+
+    // The hostile tenant never held more than all slots but the reserve (16 - 4): its other
+    // probes waited for its own, and no request reached a hung host beyond those.
+    assert_eq!(in_flight(), 12, "requests that reached the hung hosts");
+}
+
+scenarios!(hung_hosts_of_one_tenant_slow_no_other);
