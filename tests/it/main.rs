@@ -13,6 +13,7 @@ mod hostile_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
 mod operability;
+mod port_scenarios;
 mod priority_scenarios;
 mod probe_http;
 mod probing_scenarios;
