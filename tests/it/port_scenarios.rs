@@ -82,3 +82,51 @@ async fn a_port_the_owner_did_not_name_gets_nothing_whatever_resolves_to_it(mut 
 }
 
 scenarios!(a_port_the_owner_did_not_name_gets_nothing_whatever_resolves_to_it);
+
+/// One `ProviderClient` for every port: each request goes through the client of its URL's port,
+/// whose resolver judges `localhost`'s addresses for that port, the probe and the token
+/// endpoint's POST alike, in any order.
+#[tokio::test]
+async fn the_provider_client_judges_each_address_for_the_port_it_connects_to() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tenantcred::decide::token::Token;
+    use tenantcred::decide::verdict::Transport;
+
+    let (a, b) = (Provider::start().await, Provider::start().await);
+    a.default_answer(Answer::Ok);
+    b.default_answer(Answer::Ok);
+    let (port_a, port_b) = (port_of(&a), port_of(&b));
+    let client = tenantcred::outbound::ProviderClient::new(
+        Arc::new(egress(&[format!("[::ffff:127.0.0.1]:{port_a}")])),
+        Arc::new(tenantcred::fence::Fence::unfenced()),
+    )
+    .expect("client");
+    let generic = tenantcred::decide::provider::builtin::get("generic").expect("generic");
+    let token = Token::new("good");
+    for port in [port_a, port_b, port_a, port_b] {
+        let url = format!("http://localhost:{port}/probe");
+        let probed = client
+            .probe(&url, &token, Duration::from_secs(5), &generic)
+            .await
+            .expect("unfenced");
+        let posted = client
+            .post_form(&url, &[("grant_type", "x".into())], Duration::from_secs(5), &generic)
+            .await
+            .expect("unfenced");
+        for transport in [probed.transport, posted.transport] {
+            match transport {
+                Transport::Answered(200) if port == port_a => {}
+                Transport::NotAllowed(m) if port == port_b => {
+                    assert!(
+                        m.contains(&format!("localhost:{port_b}")) && m.contains("127.0.0.1"),
+                        "{m}"
+                    );
+                }
+                other => panic!("port {port}: {other:?}"),
+            }
+        }
+    }
+    assert!(b.seen().is_empty(), "nothing reached port B");
+    assert_eq!(a.seen().len(), 4, "port A answered every request");
+}
