@@ -120,7 +120,8 @@ cluster = render({"prometheusRule": {"enabled": True}, "metrics": {"serviceMonit
 
 def check_network_policy(docs, label):
     """Egress: DNS, the API server, providers on public addresses (443 + allowedHosts ports), and
-    each address pattern of allowedHosts as its own ipBlock; nothing else."""
+    each address pattern of allowedHosts as its own ipBlock on its port (443 when none is written);
+    nothing else."""
     nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
     if len(nps) != 1:
         fail(f"[{label}] expected one NetworkPolicy, got {len(nps)}")
@@ -140,7 +141,7 @@ def check_network_policy(docs, label):
     if v6["cidr"] != "2000::/3" or "2002::/16" not in v6["except"]:
         fail(f"[{label}] IPv6 providers must be global unicast, less 6to4 and the special blocks: {v6}")
     nets = {(r["to"][0]["ipBlock"]["cidr"], tuple(ports(r))) for r in egress[3:]}
-    if nets != {("10.20.0.0/16", ()), ("192.168.1.5/32", (9000,))}:
+    if nets != {("10.20.0.0/16", (443,)), ("192.168.1.5/32", (9000,))}:
         fail(f"[{label}] allowedHosts addresses must be ipBlocks of their own: {nets}")
 
 

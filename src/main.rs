@@ -73,7 +73,9 @@ struct RunArgs {
     allow_insecure_http: bool,
     /// A host tokens may be sent to besides each provider's documented one (repeatable):
     /// `api.example.com`, `*.example.com`, an address or network (`10.0.0.0/8`), each with an
-    /// optional `:port`. Addresses that are not public are reachable only when named as addresses.
+    /// optional `:port` (`10.0.0.0/8:8443`, `[::1]:8443`); without one, port 443 only; `:*` for
+    /// every port. Addresses that are not public are reachable only when named as addresses, and
+    /// only on the pattern's port.
     #[arg(long = "allowed-host", env = "TENANTCRED_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<HostPattern>,
     /// Probes in flight at once, across all providers.
@@ -149,7 +151,8 @@ struct CheckArgs {
     /// Allow plain http:// base URLs.
     #[arg(long, env = "TENANTCRED_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
-    /// Further hosts (as for `run`); the host of --base-url is allowed already.
+    /// Further hosts (as for `run`; without a port, 443 only); the host of --base-url is allowed
+    /// already, on its port.
     #[arg(long = "allowed-host", value_delimiter = ',')]
     allowed_hosts: Vec<HostPattern>,
 }

@@ -26,7 +26,7 @@ const OPERATOR_ARGS: [&str; 6] = [
     "run",
     "--allow-insecure-http",
     "--allowed-host",
-    "127.0.0.1",
+    "127.0.0.1:*",
     "--log-level",
     "warn",
 ];

@@ -4,14 +4,18 @@
 //!
 //! The client never follows a redirect (it could carry the token to another host), never uses a
 //! proxy (name resolution would happen out of our sight), and resolves names itself so that the
-//! owner's egress rules (`egress`) apply to the addresses actually connected to.
+//! owner's egress rules (`egress`) apply to the addresses actually connected to. reqwest hands a
+//! resolver the name alone, not the port, so there is one reqwest client per destination port,
+//! its resolver holding that port: a request goes through the client of its URL's port, which
+//! connects only there and judges each address by the rules for that port.
 
 mod probe;
 mod token_endpoint;
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -36,23 +40,47 @@ pub fn install_crypto_provider() {
 /// The HTTP client for providers, shared by every reconcile.
 #[derive(Clone)]
 pub struct ProviderClient {
-    client: reqwest::Client,
+    egress: Arc<Egress>,
+    /// One reqwest client per destination port, built when first needed (ports are few).
+    clients: Arc<Mutex<HashMap<u16, reqwest::Client>>>,
     /// Nothing is sent while it is closed (a standby, or a leader that lost its lease).
     fence: Arc<Fence>,
 }
 
+/// Clients kept at once; past it one is dropped (its requests in flight keep their own handle),
+/// so tenants naming many ports under a `:*` pattern cannot grow the map without bound.
+const CLIENTS_KEPT: usize = 32;
+
 impl ProviderClient {
     pub fn new(egress: Arc<Egress>, fence: Arc<Fence>) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { egress }))
-            .user_agent(USER_AGENT_VALUE)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
-        Ok(Self { client, fence })
+        // The https port's client now, so a client that cannot be built fails at start.
+        let https = client_for_port(&egress, 443)?;
+        Ok(Self {
+            egress,
+            clients: Arc::new(Mutex::new(HashMap::from([(443, https)]))),
+            fence,
+        })
+    }
+
+    /// The client that may carry a request to `url`: the one of its port. `None`: the URL has no
+    /// port (it could not be sent), or no client could be built.
+    fn client(&self, url: &str) -> Option<reqwest::Client> {
+        let port = url::Url::parse(url).ok()?.port_or_known_default()?;
+        // A panic elsewhere while holding the lock leaves a map that is still whole.
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&port) {
+            return Some(client.clone());
+        }
+        if clients.len() >= CLIENTS_KEPT {
+            let evicted = clients.keys().copied().find(|&p| p != 443);
+            if let Some(p) = evicted {
+                clients.remove(&p);
+            }
+        }
+        let client = client_for_port(&self.egress, port).ok()?;
+        clients.insert(port, client.clone());
+        Some(client)
     }
 }
 
@@ -62,34 +90,55 @@ fn deadline(timeout: Duration) -> Duration {
     timeout.min(crate::decide::fair_share::MAX_REQUEST_TIMEOUT)
 }
 
-/// Resolves names like the system does, then keeps only the addresses the egress rules allow.
-struct GuardedResolver {
-    egress: Arc<Egress>,
+/// A client whose connections go only to `port`, each resolved address judged for that port.
+fn client_for_port(egress: &Arc<Egress>, port: u16) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            egress: egress.clone(),
+            port,
+        }))
+        .user_agent(USER_AGENT_VALUE)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
 }
 
-/// Every address of a name was outside the egress rules.
+/// Resolves names like the system does, then keeps only the addresses the egress rules allow on
+/// the one port its client connects to.
+struct GuardedResolver {
+    egress: Arc<Egress>,
+    port: u16,
+}
+
+/// Every address of a name was outside the egress rules for the port.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{name} resolves only to addresses that are not public ({addresses}); the operator connects to those only when its owner allows them by address with --allowed-host (Helm value allowedHosts); nothing was sent"
+    "{name}:{port} resolves only to addresses that are not public and not allowed on port {port} ({addresses}); the operator connects to those only when its owner allows them by address and port with --allowed-host (Helm value allowedHosts; a pattern without a port allows 443 only); nothing was sent"
 )]
 struct AddressNotAllowed {
     name: String,
+    port: u16,
     addresses: String,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let egress = self.egress.clone();
+        let port = self.port;
         let name = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let (allowed, refused): (Vec<_>, Vec<_>) = found.into_iter().partition(|a| egress.allows_address(a.ip()));
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port)).await?.collect();
+            let (allowed, refused): (Vec<_>, Vec<_>) =
+                found.into_iter().partition(|a| egress.allows_socket(a.ip(), port));
             if allowed.is_empty() && !refused.is_empty() {
                 let mut addresses: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
                 addresses.dedup();
                 addresses.truncate(4);
                 return Err(Box::new(AddressNotAllowed {
                     name,
+                    port,
                     addresses: addresses.join(", "),
                 }) as Box<dyn StdError + Send + Sync>);
             }

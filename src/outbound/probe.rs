@@ -39,9 +39,13 @@ impl ProviderClient {
             return Ok(outcome);
         };
         auth.set_sensitive(true);
+        let Some(client) = self.client(url) else {
+            outcome.detail = Some("no HTTP client for the URL's port".into());
+            return Ok(outcome);
+        };
         let request = match profile.probe.method {
-            ProbeMethod::Get => self.client.get(url),
-            ProbeMethod::Head => self.client.head(url),
+            ProbeMethod::Get => client.get(url),
+            ProbeMethod::Head => client.head(url),
         };
         let request = request
             .header(name, auth)

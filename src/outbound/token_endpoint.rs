@@ -23,18 +23,20 @@ impl ProviderClient {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
-        let request = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json")
-            .body(body)
-            .timeout(deadline(timeout));
         let mut answer = oauth::Answer {
             transport: Transport::Failed(TransportFailure::Other),
             body: Vec::new(),
             back_off_until: None,
         };
+        let Some(client) = self.client(url) else {
+            return Ok(answer);
+        };
+        let request = client
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(body)
+            .timeout(deadline(timeout));
         self.fence.check()?;
         let exchange = async {
             match request.send().await {

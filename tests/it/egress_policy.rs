@@ -66,10 +66,13 @@ fn the_default_network_policy_sends_providers_only_public_addresses() {
     assert_eq!(strings(&api[0]["ipBlock"]["except"]), ["169.254.0.0/16"]);
 }
 
+/// Each address pattern's port as the operator reads it: the one written, 443 when none is, every
+/// port (no `ports`) for `:*`.
 #[test]
 fn address_patterns_become_ip_blocks_of_their_own() {
     let Some(np) = policy(json!({"operator": {"allowedHosts":
-        ["10.20.0.0/16", "192.168.1.5:9000", "[fd00::1]:7443", "fd00::/8", "::1", "api.example.com:8443"]},
+        ["10.20.0.0/16", "192.168.1.5:9000", "[fd00::1]:7443", "fd00::/8", "::1", "api.example.com:8443",
+         "10.30.0.0/16:8443", "[fd01::]/16:*", "127.0.0.1:*", "[::1]", "api.example.com"]},
         "networkPolicy": {"apiServerCidrs": ["10.96.0.1/32"], "allowNat64": false}}))
     else {
         return;
@@ -87,11 +90,15 @@ fn address_patterns_become_ip_blocks_of_their_own() {
     assert_eq!(
         blocks,
         [
-            ("10.20.0.0/16".to_owned(), Value::Null),
+            ("10.20.0.0/16".to_owned(), json!(443)),
             ("192.168.1.5/32".to_owned(), json!(9000)),
             ("fd00::1/128".to_owned(), json!(7443)),
-            ("fd00::/8".to_owned(), Value::Null),
-            ("::1/128".to_owned(), Value::Null),
+            ("fd00::/8".to_owned(), json!(443)),
+            ("::1/128".to_owned(), json!(443)),
+            ("10.30.0.0/16".to_owned(), json!(8443)),
+            ("fd01::/16".to_owned(), Value::Null),
+            ("127.0.0.1/32".to_owned(), Value::Null),
+            ("::1/128".to_owned(), json!(443)),
         ]
     );
     let ports: Vec<Value> = egress[2]["ports"].as_array().cloned().unwrap_or_default();
@@ -99,6 +106,28 @@ fn address_patterns_become_ip_blocks_of_their_own() {
     assert_eq!(ports, [&json!(443), &json!(9000), &json!(7443), &json!(8443)]);
     assert_eq!(egress[1]["to"], json!([{"ipBlock": {"cidr": "10.96.0.1/32"}}]));
     assert_eq!(egress[2]["to"].as_array().map(Vec::len), Some(2), "no NAT64 block");
+}
+
+/// A name pattern with `:*` lets the operator send to that name on every port: the providers'
+/// rule follows, still to public addresses only.
+#[test]
+fn a_name_on_every_port_opens_every_port_to_public_addresses() {
+    let Some(np) = policy(json!({"operator": {"allowedHosts": ["api.example.com:*", "10.0.0.0/8:8443"]}})) else {
+        return;
+    };
+    let providers = &np["spec"]["egress"][2];
+    assert!(providers.get("ports").is_none(), "{providers}");
+    assert_eq!(providers["to"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(np["spec"]["egress"][3]["ports"][0]["port"], 8443);
+    let Some(np) = policy(json!({"operator": {"allowedHosts": ["127.0.0.1:*"]}})) else {
+        return;
+    };
+    let ports: Vec<Value> = np["spec"]["egress"][2]["ports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        ports.len(),
+        1,
+        "an address on every port opens only its own block: {ports:?}"
+    );
 }
 
 #[test]

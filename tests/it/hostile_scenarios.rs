@@ -143,8 +143,12 @@ async fn a_base_url_outside_the_allowlist_gets_no_request(h: Harness) {
 /// the connection is made, until the owner allows the address itself.
 async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mut h: Harness) {
     use tenantcred::decide::egress::Egress;
-    let pattern = |p: &str| p.parse().expect("pattern");
-    h.restart_controller_with(Egress::new(vec![pattern("localhost")], true));
+    let pattern = |p: String| p.parse().expect("pattern");
+    let port = url::Url::parse(&h.provider.base_url)
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the simulator's port");
+    h.restart_controller_with(Egress::new(vec![pattern(format!("localhost:{port}"))], true));
     h.provider.default_answer(Answer::Ok);
     let by_name = h.provider.base_url.replace("127.0.0.1", "localhost");
     h.source_secret("local-input", "good").await;
@@ -157,11 +161,19 @@ async fn a_name_that_resolves_to_a_private_address_is_refused_at_connect_time(mu
     .await;
     let msg = h.tac("local").await["status"]["conditions"].to_string();
     assert!(
-        msg.contains("localhost resolves only to addresses that are not public") && msg.contains("127.0.0.1"),
+        msg.contains(&format!(
+            "localhost:{port} resolves only to addresses that are not public"
+        )) && msg.contains("127.0.0.1"),
         "{msg}"
     );
     assert!(h.provider.seen().is_empty(), "nothing sent");
-    h.restart_controller_with(Egress::new(vec![pattern("localhost"), pattern("127.0.0.1")], true));
+    h.restart_controller_with(Egress::new(
+        vec![
+            pattern(format!("localhost:{port}")),
+            pattern(format!("127.0.0.1:{port}")),
+        ],
+        true,
+    ));
     eventually(20, "Ready once the address is allowed", async || {
         h.seen("local").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })

@@ -14,6 +14,7 @@ mod isolation_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
 mod operability;
+mod port_scenarios;
 mod priority_scenarios;
 mod probe_http;
 mod probing_scenarios;

@@ -2,14 +2,15 @@
 //! `baseUrl` is written by a tenant; without these rules the operator would carry a namespace's
 //! token (and its own network position) to any host the tenant names.
 //!
-//! A host is allowed when it is one of the provider's hosts (https; port 443 unless the
-//! definition names another), or when it
-//! matches an `--allowed-host` pattern (`pattern`). An address that is not public (`address`: the
-//! IANA special-purpose registries, IPv6 forms judged by the IPv4 address they carry) is allowed
-//! only when a pattern names it as an address (`127.0.0.1`, `10.0.0.0/8`, `[::1]`): a name
-//! pattern allows the name, never what it resolves to. The same rule is applied to IP literals
-//! here and to resolved addresses at connect time (`outbound`), so a public name that resolves to
-//! 169.254.169.254 is refused too.
+//! A host and port are allowed when they are one of the provider's hosts (https; port 443 unless
+//! the definition names another), or when they match an `--allowed-host` pattern (`pattern`: the
+//! port it names, `:*` for every port, 443 when it names none). An address that is not public
+//! (`address`: the IANA special-purpose registries, IPv6 forms judged by the IPv4 address they
+//! carry) is allowed only when a pattern names it as an address (`127.0.0.1:8443`, `10.0.0.0/8`,
+//! `[::1]:*`), with the port: a name pattern allows the name, never what it resolves to. The same
+//! rule is applied to IP literals here and to resolved addresses at connect time (`outbound`,
+//! `allows_socket`), so a public name that resolves to 169.254.169.254 is refused too, and so is
+//! a name resolving to an allowed address on a port its pattern does not name.
 
 pub mod address;
 mod pattern;
@@ -47,17 +48,20 @@ impl Egress {
         Self { allowed, insecure_http }
     }
 
-    /// These rules plus the host of `base_url` (name or address): for `tenantcred check`, where
-    /// the person who typed the URL is the owner.
+    /// These rules plus the host and port of `base_url` (name or address): for `tenantcred
+    /// check`, where the person who typed the URL is the owner.
     pub fn trusting(mut self, base_url: &str) -> Self {
         // `host_str` brackets IPv6 literals, which the pattern syntax reads as addresses.
-        let host = Url::parse(base_url).ok().and_then(|u| u.host_str()?.parse().ok());
-        self.allowed.extend(host);
+        let exactly = Url::parse(base_url).ok().and_then(|u| {
+            let port = u.port_or_known_default()?;
+            format!("{}:{port}", u.host_str()?).parse().ok()
+        });
+        self.allowed.extend(exactly);
         self
     }
 
     /// Whether a token for `profile` may be sent to `url`. Checked before any request; the
-    /// addresses a name resolves to are checked again at connect time (`allows_address`).
+    /// addresses a name resolves to are checked again at connect time (`allows_socket`).
     pub fn check(&self, url: &Url, profile: &Profile) -> Result<(), Refusal> {
         let shown = redacted(url.as_str());
         let shown = shown.trim_end_matches('/');
@@ -91,7 +95,7 @@ impl Egress {
             Host::Ipv4(a) => (self.allows_literal(IpAddr::V4(*a), port), Some(IpAddr::V4(*a))),
             Host::Ipv6(a) => (self.allows_literal(IpAddr::V6(*a), port), Some(IpAddr::V6(*a))),
         };
-        if name_ok && address.is_none_or(|a| self.allows_address(a)) {
+        if name_ok && address.is_none_or(|a| self.allows_socket(a, port)) {
             return Ok(());
         }
         let documented = match profile.hosts.as_slice() {
@@ -116,14 +120,17 @@ impl Egress {
                     format!(", which reaches {reached}")
                 };
                 format!(
-                    "{a} is not a public address{via} ({}: {}, {})",
-                    block.name, block.net, block.rfc
+                    "{} is not allowed: {a} is not a public address{via} ({}: {}, {}) and no --allowed-host address pattern names it with port {port}",
+                    host_port(&host, port),
+                    block.name,
+                    block.net,
+                    block.rfc
                 )
             }
-            _ => format!("{} is not an allowed host", host_port(&host, port)),
+            _ => format!("{} is not an allowed host and port", host_port(&host, port)),
         };
         Err(Refusal::HostNotAllowed(format!(
-            "baseUrl {shown}: {why}; {documented}, and the operator sends tokens only there and to hosts its owner allows with --allowed-host (Helm value allowedHosts); nothing was sent"
+            "baseUrl {shown}: {why}; {documented}, and the operator sends tokens only there and to hosts and ports its owner allows with --allowed-host (Helm value allowedHosts; a pattern without a port allows 443 only); nothing was sent"
         )))
     }
 
@@ -131,10 +138,10 @@ impl Egress {
         self.allowed.iter().any(|p| p.matches_port(port) && p.contains(ip))
     }
 
-    /// Whether a connection may be made to `ip`: any public address (the name was allowed), a
-    /// non-public one only when a pattern names it.
-    pub fn allows_address(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allowed.iter().any(|p| p.contains(ip))
+    /// Whether a connection may be made to `ip` on `port`: any public address (`check` allowed
+    /// the name on this port), a non-public one only when a pattern names it with this port.
+    pub fn allows_socket(&self, ip: IpAddr, port: u16) -> bool {
+        is_public(ip) || self.allows_literal(ip, port)
     }
 }
 

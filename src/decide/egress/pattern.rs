@@ -1,5 +1,6 @@
 //! One `--allowed-host` value, parsed once into one canonical form: a name, the names below one,
-//! or a network. An address or network written in an IPv6 form that carries an IPv4 address
+//! or a network, and the ports it allows: the one it names (`:8443`), every port (`:*`, written
+//! on purpose), or the https port 443 when it names none. An address or network written in an IPv6 form that carries an IPv4 address
 //! (`[::ffff:10.9.9.9]`, `64:ff9b::a09:900/120`, `2002:a09:900::/40`) is that IPv4 network, its
 //! prefix converted; one that spans such a form and other addresses is refused, so containment
 //! is always IPv4 in IPv4 or IPv6 in IPv6 (`ipnet`), never a mix of widths.
@@ -15,8 +16,35 @@ use super::address::{self, COMPATIBLE_EXCEPTION, EMBEDDINGS, NAT64_LOCAL, TEREDO
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPattern {
     host: HostMatch,
-    /// `None`: any port.
-    port: Option<u16>,
+    port: PortMatch,
+}
+
+/// The ports a pattern allows, as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortMatch {
+    /// No port written: the https port, 443, only.
+    Https,
+    /// `:8443`: that port only.
+    Only(u16),
+    /// `:*`: every port.
+    Any,
+}
+
+impl PortMatch {
+    /// The text after the host's `:`.
+    fn parse(text: &str) -> Result<Self, &'static str> {
+        match text {
+            "*" => Ok(Self::Any),
+            p => p
+                .parse()
+                .map(Self::Only)
+                .map_err(|_| "not a port (a number, or * for every port)"),
+        }
+    }
+
+    fn after(tail: Option<&str>) -> Result<Self, &'static str> {
+        tail.map_or(Ok(Self::Https), Self::parse)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +59,7 @@ enum HostMatch {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "--allowed-host {value:?}: {why} (use host, *.example.com or an address or network such as 10.0.0.0/8, each with an optional :port)"
+    "--allowed-host {value:?}: {why} (use host, *.example.com or an address or network such as 10.0.0.0/8, each with an optional :port or :* for every port; without one, only 443)"
 )]
 pub struct PatternError {
     value: String,
@@ -53,17 +81,21 @@ impl FromStr for HostPattern {
         if v.contains("://") {
             return Err(err("a pattern is a host, not a URL"));
         }
-        // A network: no port (a port after a prefix length reads ambiguously).
-        if let Some((addr, prefix)) = v.split_once('/') {
+        // A network, its port after the prefix length (which holds no `:`): `10.0.0.0/8:8443`.
+        if let Some((addr, rest)) = v.split_once('/') {
             let addr = match addr.strip_prefix('[') {
                 Some(inner) => inner.strip_suffix(']').ok_or_else(|| err("unclosed ["))?,
                 None => addr,
             };
             let addr: IpAddr = addr.parse().map_err(|_| err("not an address before the /"))?;
+            let (prefix, tail) = match rest.split_once(':') {
+                Some((prefix, port)) => (prefix, Some(port)),
+                None => (rest, None),
+            };
             let prefix: u8 = prefix.parse().map_err(|_| err("not a prefix length after the /"))?;
             return Ok(Self {
                 host: HostMatch::Net(network(addr, prefix).map_err(err)?),
-                port: None,
+                port: PortMatch::after(tail).map_err(err)?,
             });
         }
         // `[v6]` or `[v6]:port`, or a bare v6 address (no port possible).
@@ -71,18 +103,18 @@ impl FromStr for HostPattern {
             let (addr, tail) = rest.split_once(']').ok_or_else(|| err("unclosed ["))?;
             let addr: Ipv6Addr = addr.parse().map_err(|_| err("not an IPv6 address in [ ]"))?;
             let port = match tail.strip_prefix(':') {
-                Some(p) => Some(p.parse().map_err(|_| err("not a port"))?),
-                None if tail.is_empty() => None,
+                Some(p) => PortMatch::parse(p).map_err(err)?,
+                None if tail.is_empty() => PortMatch::Https,
                 None => return Err(err("unexpected text after ]")),
             };
             return Self::address(IpAddr::V6(addr), port).map_err(err);
         }
         if let Ok(addr) = v.parse::<IpAddr>() {
-            return Self::address(addr, None).map_err(err);
+            return Self::address(addr, PortMatch::Https).map_err(err);
         }
         let (host, port) = match v.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| err("not a port"))?)),
-            None => (v.as_str(), None),
+            Some((h, p)) => (h, PortMatch::parse(p).map_err(err)?),
+            None => (v.as_str(), PortMatch::Https),
         };
         if let Ok(addr) = host.parse::<std::net::Ipv4Addr>() {
             return Self::address(IpAddr::V4(addr), port).map_err(err);
@@ -173,20 +205,21 @@ impl fmt::Display for HostPattern {
             HostMatch::Name(n) => write!(f, "{n}")?,
             HostMatch::Below(n) => write!(f, "*.{n}")?,
             HostMatch::Net(net) if net.prefix_len() == net.max_prefix_len() => match net.addr() {
-                IpAddr::V6(a) if self.port.is_some() => write!(f, "[{a}]")?,
+                IpAddr::V6(a) if self.port != PortMatch::Https => write!(f, "[{a}]")?,
                 a => write!(f, "{a}")?,
             },
             HostMatch::Net(net) => write!(f, "{net}")?,
         }
         match self.port {
-            Some(p) => write!(f, ":{p}"),
-            None => Ok(()),
+            PortMatch::Https => Ok(()),
+            PortMatch::Only(p) => write!(f, ":{p}"),
+            PortMatch::Any => write!(f, ":*"),
         }
     }
 }
 
 impl HostPattern {
-    fn address(addr: IpAddr, port: Option<u16>) -> Result<Self, &'static str> {
+    fn address(addr: IpAddr, port: PortMatch) -> Result<Self, &'static str> {
         let max = match addr {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => 128,
@@ -198,7 +231,11 @@ impl HostPattern {
     }
 
     pub(super) fn matches_port(&self, port: u16) -> bool {
-        self.port.is_none_or(|p| p == port)
+        match self.port {
+            PortMatch::Https => port == 443,
+            PortMatch::Only(p) => p == port,
+            PortMatch::Any => true,
+        }
     }
 
     pub(super) fn matches_name(&self, name: &str) -> bool {

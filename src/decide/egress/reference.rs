@@ -2,7 +2,9 @@
 //! patterns and addresses. It shares nothing with `address` or `pattern`: the registry rows come
 //! from the transcript in `tests/data/iana-special-purpose.tsv`, an address is a string of bits,
 //! membership is comparing a prefix of them, and a pattern is judged by the network as written:
-//! it allows an address when some address of that network reaches the same destination.
+//! it allows an address when some address of that network reaches the same destination. Ports
+//! are held apart from the text: the generator says which port rule it wrote after the network
+//! (`Written port`), and the reference reads the rule from that, not from the text.
 
 use std::net::IpAddr;
 
@@ -311,6 +313,67 @@ fn written_v6(a: std::net::Ipv6Addr, style: u8) -> String {
     }
 }
 
+/// The port part of a pattern, as the generator wrote it.
+#[derive(Clone, Copy, Debug)]
+enum WrittenPort {
+    /// Nothing after the network: the https port.
+    None,
+    Number(u16),
+    /// `:*`.
+    Every,
+}
+
+impl WrittenPort {
+    fn suffix(self) -> String {
+        match self {
+            Self::None => String::new(),
+            Self::Number(p) => format!(":{p}"),
+            Self::Every => ":*".into(),
+        }
+    }
+
+    fn allows(self, port: u16) -> bool {
+        match self {
+            Self::None => port == 443,
+            Self::Number(p) => p == port,
+            Self::Every => true,
+        }
+    }
+}
+
+/// Ports that collide with each other and with the https and http defaults as often as not.
+fn any_port() -> impl Strategy<Value = u16> {
+    prop_oneof![Just(443u16), Just(80), Just(18443), Just(18444), any::<u16>()]
+}
+
+fn any_written_port() -> impl Strategy<Value = WrittenPort> {
+    prop_oneof![
+        Just(WrittenPort::None),
+        any_port().prop_map(WrittenPort::Number),
+        Just(WrittenPort::Every),
+    ]
+}
+
+/// A pattern: its network as written, the port rule written after it, and the whole text.
+#[derive(Clone, Debug)]
+struct PatternText {
+    network: String,
+    port: WrittenPort,
+    text: String,
+}
+
+/// Patterns in every written form (IPv4, IPv6, brackets, with and without a prefix length,
+/// lengths past the family's width) and every port form where one can be written (a bare IPv6
+/// address takes none: a `:` after it would be more address).
+fn any_pattern_with_port() -> impl Strategy<Value = PatternText> {
+    (any_pattern(), any_written_port()).prop_map(|(network, port)| {
+        let bare_v6 = !network.starts_with('[') && !network.contains('/') && network.contains(':');
+        let port = if bare_v6 { WrittenPort::None } else { port };
+        let text = format!("{network}{}", port.suffix());
+        PatternText { network, port, text }
+    })
+}
+
 /// Patterns in every written form: IPv4, IPv6, brackets, with and without a prefix length,
 /// including lengths past the family's width.
 fn any_pattern() -> impl Strategy<Value = String> {
@@ -344,14 +407,54 @@ proptest! {
     }
 
     #[test]
-    fn a_pattern_allows_exactly_what_its_network_reaches(text in any_pattern(), ips in prop::collection::vec(any_address(), 8)) {
-        let parsed = text.parse::<HostPattern>();
-        prop_assert_eq!(parsed.is_err(), reference_refuses(&text), "{}: {:?}", text, parsed);
-        if let Ok(p) = parsed {
+    fn a_pattern_allows_exactly_what_its_network_reaches(p in any_pattern_with_port(), ips in prop::collection::vec(any_address(), 8)) {
+        let parsed = p.text.parse::<HostPattern>();
+        prop_assert_eq!(parsed.is_err(), reference_refuses(&p.network), "{}: {:?}", p.text, parsed);
+        if let Ok(parsed) = parsed {
             for ip in ips {
-                prop_assert_eq!(p.contains(ip), reference_allows(&text, ip), "{} ~ {}", text, ip);
+                prop_assert_eq!(parsed.contains(ip), reference_allows(&p.network, ip), "{} ~ {}", p.text, ip);
             }
         }
+    }
+
+    /// Pattern × URL × resolved address × port: whether a token reaches `ip:port`. The URL names
+    /// the address itself (checked as a literal) or a name the owner allows on some ports, which
+    /// resolves to `ip` at connect time (`allows_socket`).
+    #[test]
+    fn a_token_reaches_an_address_only_on_a_port_its_pattern_names(
+        p in any_pattern_with_port(),
+        name_port in any_written_port(),
+        ip in any_address(),
+        port in any_port(),
+        by_name in any::<bool>(),
+        https in any::<bool>(),
+        style in any::<u8>(),
+    ) {
+        // A refused pattern (a third of them) leaves the owner's name pattern alone.
+        let refused = reference_refuses(&p.network);
+        let name = format!("svc.example{}", name_port.suffix());
+        let patterns = [name.as_str(), p.text.as_str()];
+        let patterns = if refused { &patterns[..1] } else { &patterns[..] };
+        let egress = super::Egress::new(
+            patterns.iter().map(|t| t.parse().expect("accepted")).collect(),
+            true,
+        );
+        let host = match (by_name, ip) {
+            (true, _) => "svc.example".to_owned(),
+            (false, IpAddr::V4(a)) => a.to_string(),
+            (false, IpAddr::V6(a)) => format!("[{}]", written_v6(a, style)),
+        };
+        let scheme = if https { "https" } else { "http" };
+        let url = url::Url::parse(&format!("{scheme}://{host}:{port}/v1")).expect("a URL");
+        let generic = crate::decide::provider::builtin::get("generic").expect("generic");
+        let address_allowed = !refused && reference_allows(&p.network, ip) && p.port.allows(port);
+        let reaches = egress.check(&url, &generic).is_ok() && (!by_name || egress.allows_socket(ip, port));
+        let expected = if by_name {
+            name_port.allows(port) && (reference_public(ip) || address_allowed)
+        } else {
+            address_allowed
+        };
+        prop_assert_eq!(reaches, expected, "{} and {} ~ {} ({}:{})", p.text, name, url, ip, port);
     }
 
     #[test]

@@ -710,8 +710,9 @@ pub fn list_mode() -> tenantcred::controller::ListMode {
 }
 
 /// The egress rules every test operator runs with: the test providers listen on plain http at
-/// 127.0.0.1, which is neither public nor https, so both are allowed explicitly (as an owner would).
+/// 127.0.0.1 on ports chosen when they start, which is neither public, nor https, nor 443, so all
+/// three are allowed explicitly (as an owner would; `:*` is every port).
 pub fn local_egress() -> tenantcred::decide::egress::Egress {
-    let loopback = "127.0.0.1".parse().expect("a valid pattern");
+    let loopback = "127.0.0.1:*".parse().expect("a valid pattern");
     tenantcred::decide::egress::Egress::new(vec![loopback], true)
 }
