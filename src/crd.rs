@@ -55,7 +55,8 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
     validation = Rule::new("self.provider != 'generic' || (has(self.baseUrl) && has(self.probe) && has(self.probe.path))").message("provider generic requires baseUrl and probe.path"),
     // Whatever stands before an `@` in the authority is a user name or password, to RFC 3986
     // and to WHATWG parsers alike (the WHATWG authority also ends at a backslash).
-    validation = Rule::new("!has(self.baseUrl) || !self.baseUrl.matches('^[^:/?#]*://[^/?#]*@')").message("baseUrl must not hold a user name or password (user:password@host): the token is the only credential tenantcred sends")
+    validation = Rule::new("!has(self.baseUrl) || !self.baseUrl.matches('^[^:/?#]*://[^/?#]*@')").message("baseUrl must not hold a user name or password (user:password@host): the token is the only credential tenantcred sends"),
+    validation = no_controls("has(self.baseUrl)", "self.baseUrl", "baseUrl")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialSpec {
@@ -181,16 +182,34 @@ pub struct SecretNameRef {
     pub name: String,
 }
 
+/// A CEL rule refusing, in the string `value` (when `present`), the characters
+/// `decide::text` refuses: line breaks and other controls would reach the request line, and
+/// invisible formatting would reach a terminal.
+pub(crate) fn no_controls(present: &str, value: &str, field: &str) -> kube::core::Rule {
+    // The class goes into a single-quoted CEL string, which reads each `\\` as one `\`.
+    let class = crate::decide::text::control_class().replace('\\', "\\\\");
+    kube::core::Rule::new(format!("!{present} || !{value}.matches('{class}')")).message(kube::core::Message::Message(
+        format!(
+            "{field} must not hold {}; percent-encode them",
+            crate::decide::text::CONTROLS_IN_WORDS
+        ),
+    ))
+}
+
 pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
+#[x_kube(
+    validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"),
+    validation = no_controls("has(self.path)", "self.path", "probe.path")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
     /// Path of the authenticated GET request that tells whether the token works, appended to
     /// baseUrl, e.g. /api/Organization/Current. Default: the provider's; required for generic.
+    /// At most 2048 characters, none of them a control character (percent-encode those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = r"^/"), length(max = 2048))]
     pub path: Option<String>,
     /// How often the token is probed: a Go duration (e.g. 15m, 1h30m), at least 1m. Default: the
     /// provider's, else 15m. Stretched when the provider's rate limit allows fewer probes (each
