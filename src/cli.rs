@@ -15,6 +15,7 @@ use crate::decide::egress::Egress;
 use crate::decide::plan;
 use crate::decide::provider::{self, Profile};
 use crate::decide::secret::FIELD_MANAGER;
+use crate::decide::text::escaped;
 use crate::decide::token;
 use crate::decide::verdict::{self, ProbeOutcome};
 use crate::outbound::ProviderClient;
@@ -101,8 +102,10 @@ pub fn read_definition(path: &std::path::Path) -> anyhow::Result<(String, Result
     if text.len() as u64 > DEFINITION_FILE_LIMIT {
         anyhow::bail!("{}: larger than {DEFINITION_FILE_LIMIT} bytes", path.display());
     }
-    let object: crate::crd::provider::ApiProvider =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an ApiProvider: {e}", path.display()))?;
+    let object: crate::crd::provider::ApiProvider = serde_yaml::from_str(&text).map_err(|e| {
+        let e = e.to_string();
+        anyhow::anyhow!("{}: not an ApiProvider: {}", path.display(), escaped(&e))
+    })?;
     let name = object.name_any();
     let profile = provider::definition::read(&name, &object.spec)
         .map(Arc::new)
@@ -110,6 +113,8 @@ pub fn read_definition(path: &std::path::Path) -> anyhow::Result<(String, Result
     Ok((name, profile))
 }
 
+/// Probes one token as the controller would. Whatever the command line, the definition file or
+/// the provider supplied is printed escaped (`decide::text`): never a raw control character.
 pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
     let spec = serde_json::json!({
         "tenant": "check", "provider": req.provider, "baseUrl": req.base_url,
@@ -119,7 +124,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         Ok(s) => s,
         Err(e) => {
             return CheckReport {
-                text: format!("error: {e}\n"),
+                text: format!("error: {}\n", escaped(&e.to_string())),
                 code: EXIT_USAGE,
             };
         }
@@ -130,7 +135,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         Ok(s) => s,
         Err(p) => {
             return CheckReport {
-                text: format!("error: {}\n", p.message()),
+                text: format!("error: {}\n", escaped(p.message())),
                 code: EXIT_USAGE,
             };
         }
@@ -139,13 +144,18 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
     let _ = writeln!(
         out,
         "provider:     {} ({})",
-        settings.profile.name,
-        settings.probe_url()
+        escaped(&settings.profile.name),
+        escaped(&settings.probe_url())
     );
     let (token, lifetime) = match token::check(raw_token, &settings.profile.token_format) {
         Ok(t) => t,
         Err(e) => {
-            let _ = writeln!(out, "verdict:      Invalid (no request sent)\ndetail:       {e}");
+            let e = e.to_string();
+            let _ = writeln!(
+                out,
+                "verdict:      Invalid (no request sent)\ndetail:       {}",
+                escaped(&e)
+            );
             return CheckReport {
                 text: out,
                 code: exit_code(ProbeResult::Invalid),
@@ -223,7 +233,7 @@ fn render_outcome(out: &mut String, result: ProbeResult, o: &ProbeOutcome) {
         let _ = writeln!(out, "expires:      {at} (stated by the provider's answer)");
     }
     if let Some(d) = &o.detail {
-        let _ = writeln!(out, "detail:       {d}");
+        let _ = writeln!(out, "detail:       {}", escaped(d));
     }
 }
 
@@ -335,6 +345,8 @@ impl Standing {
     }
 }
 
+/// One credential as `status` shows it; what came from the cluster is escaped, as a terminal
+/// must not act on a control character a status patch or an object carried.
 pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
     let status = tac.status.clone().unwrap_or_default();
     let c = &status.conditions;
@@ -360,14 +372,15 @@ pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
             s => format!("{} ago", human(s)),
         }
     };
+    let shown = |s: &str| escaped(s).into_owned();
     Row {
-        namespace: tac.namespace().unwrap_or_default(),
-        name: tac.name_any(),
-        tenant: tac.spec.tenant.clone(),
-        provider: tac.spec.provider.as_str().into(),
+        namespace: shown(&tac.namespace().unwrap_or_default()),
+        name: shown(&tac.name_any()),
+        tenant: shown(&tac.spec.tenant),
+        provider: shown(tac.spec.provider.as_str()),
         health,
-        reason: ready.map(|r| r.reason.clone()).unwrap_or_else(|| "-".into()),
-        message: ready.map(|r| r.message.clone()).unwrap_or_default(),
+        reason: ready.map_or_else(|| "-".into(), |r| shown(&r.reason)),
+        message: ready.map(|r| shown(&r.message)).unwrap_or_default(),
         expires_at: status.expires_at.as_ref().map(|t| t.0.to_string()),
         last_probe_time: status.last_probe_time.as_ref().map(|t| t.0.to_string()),
         expires: status.expires_at.map_or_else(|| "-".into(), |t| ago(t.0)),
@@ -499,99 +512,4 @@ pub async fn probe_now(client: Client, namespace: &str, name: &str) -> kube::Res
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stdin_is_read_within_the_token_bound_and_must_be_text() {
-        assert_eq!(read_token(&b"cs_live_abc\n"[..]), Ok("cs_live_abc\n".to_string()));
-        let huge = vec![b'a'; 1024 * 1024];
-        let err = read_token(&huge[..]).expect_err("too long");
-        assert!(err.contains("8192") && !err.contains("aaaa"), "{err}");
-        let err = read_token(&[0x63, 0x73, 0xff, 0xfe][..]).expect_err("binary");
-        assert!(err.contains("not UTF-8") && err.contains("offset 2"), "{err}");
-        assert_eq!(err.lines().count(), 1, "one line");
-    }
-    use crate::crd::TenantApiCredentialStatus;
-    use crate::decide::conditions::{Desired, Reason, Status, merge};
-
-    fn tac(name: &str, conds: &[(Type, Status, Reason)]) -> TenantApiCredential {
-        let mut t = crate::testing::credential(
-            name,
-            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}}),
-        );
-        let now = crate::testing::t(0);
-        let desired: Vec<_> = conds.iter().map(|(t, s, r)| Desired::new(*t, *s, *r, "m")).collect();
-        t.status = Some(TenantApiCredentialStatus {
-            conditions: merge(&[], &desired, Some(1), now),
-            ..Default::default()
-        });
-        t
-    }
-
-    #[test]
-    fn status_lists_the_worst_first() {
-        let now = crate::testing::t(0);
-        let rows = vec![
-            row(&tac("fine", &[(Type::Ready, Status::True, Reason::TokenValid)]), now),
-            row(
-                &tac(
-                    "revoked",
-                    &[
-                        (Type::Ready, Status::False, Reason::Unauthorized),
-                        (Type::Degraded, Status::True, Reason::Unauthorized),
-                    ],
-                ),
-                now,
-            ),
-            row(&tac("new", &[(Type::Ready, Status::Unknown, Reason::Probing)]), now),
-            row(
-                &tac(
-                    "soon",
-                    &[
-                        (Type::Ready, Status::True, Reason::TokenValid),
-                        (Type::ExpiringSoon, Status::True, Reason::ExpiringSoon),
-                    ],
-                ),
-                now,
-            ),
-            row(
-                &tac("missing", &[(Type::Ready, Status::False, Reason::SourceNotFound)]),
-                now,
-            ),
-        ];
-        let table = render_table(rows, false);
-        let names: Vec<&str> = table
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
-        assert_eq!(names, ["revoked", "missing", "new", "soon", "fine"]);
-        assert!(table.starts_with("NAME"));
-        assert!(table.contains("Degraded") && table.contains("Unauthorized"));
-    }
-
-    #[test]
-    fn stdin_loses_only_the_shell_line_ending() {
-        assert_eq!(token_from_stdin("abc\n"), "abc");
-        assert_eq!(token_from_stdin("abc\r\n"), "abc");
-        assert_eq!(token_from_stdin("abc"), "abc");
-        assert_eq!(token_from_stdin(" abc\n"), " abc", "real whitespace is still reported");
-    }
-
-    #[test]
-    fn exit_codes_are_distinct_and_zero_only_for_valid() {
-        let all = [
-            ProbeResult::Valid,
-            ProbeResult::Unauthorized,
-            ProbeResult::Forbidden,
-            ProbeResult::RateLimited,
-            ProbeResult::Unavailable,
-            ProbeResult::Expired,
-            ProbeResult::Invalid,
-        ];
-        let codes: std::collections::BTreeSet<_> = all.iter().map(|r| exit_code(*r)).collect();
-        assert_eq!(codes.len(), all.len());
-        assert_eq!(exit_code(ProbeResult::Valid), 0);
-    }
-}
+mod tests;

@@ -55,7 +55,8 @@ pub const PROBE_REQUESTED_ANNOTATION: &str = "tenantcred.dev/probe-requested-at"
     validation = Rule::new("self.provider != 'generic' || (has(self.baseUrl) && has(self.probe) && has(self.probe.path))").message("provider generic requires baseUrl and probe.path"),
     // Whatever stands before an `@` in the authority is a user name or password, to RFC 3986
     // and to WHATWG parsers alike (the WHATWG authority also ends at a backslash).
-    validation = Rule::new("!has(self.baseUrl) || !self.baseUrl.matches('^[^:/?#]*://[^/?#]*@')").message("baseUrl must not hold a user name or password (user:password@host): the token is the only credential tenantcred sends")
+    validation = Rule::new("!has(self.baseUrl) || !self.baseUrl.matches('^[^:/?#]*://[^/?#]*@')").message("baseUrl must not hold a user name or password (user:password@host): the token is the only credential tenantcred sends"),
+    validation = no_controls("has(self.baseUrl)", "self.baseUrl", "baseUrl")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantApiCredentialSpec {
@@ -181,17 +182,69 @@ pub struct SecretNameRef {
     pub name: String,
 }
 
+/// Characters refused in anything that becomes part of a request (a base URL, a path) and
+/// escaped in anything printed: C0 controls (CR, LF, NUL, ESC…), DEL, C1 controls (NEL…), and
+/// the invisible Unicode format characters that reorder or hide text on a terminal or in a
+/// review: the Arabic letter mark, zero-width characters and directional marks, the line and
+/// paragraph separators, the bidirectional embeddings, overrides and isolates, the invisible
+/// operators, the byte order mark and the interlinear annotation characters. A URL that needs
+/// any of them has them percent-encoded.
+pub const CONTROLS: &[(char, char)] = &[
+    ('\u{0}', '\u{1f}'),
+    ('\u{7f}', '\u{9f}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{2028}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+];
+
+/// What [`CONTROLS`] holds, in words, for messages.
+pub const CONTROLS_IN_WORDS: &str = "control characters (C0 such as CR, LF, NUL and ESC; DEL; C1 such as NEL) or invisible Unicode formatting (directional marks, embeddings, overrides and isolates; zero-width characters; line and paragraph separators; byte order mark)";
+
+/// A regular expression class matching exactly [`CONTROLS`], in the syntax RE2
+/// (the API server's CEL) and Rust's `regex` share: the CRDs' rules refuse what the operator
+/// refuses.
+pub fn control_class() -> String {
+    let mut class = String::from("[");
+    for (lo, hi) in CONTROLS {
+        class.push_str(&format!("\\x{{{:04X}}}", u32::from(*lo)));
+        if lo != hi {
+            class.push_str(&format!("-\\x{{{:04X}}}", u32::from(*hi)));
+        }
+    }
+    class.push(']');
+    class
+}
+
+/// A CEL rule refusing, in the string `value` (when `present`), the characters
+/// [`CONTROLS`] holds (the operator refuses them again in `decide::text`): line breaks and other controls would reach the request line, and
+/// invisible formatting would reach a terminal.
+pub(crate) fn no_controls(present: &str, value: &str, field: &str) -> kube::core::Rule {
+    // The class goes into a single-quoted CEL string, which reads each `\\` as one `\`.
+    let class = control_class().replace('\\', "\\\\");
+    kube::core::Rule::new(format!("!{present} || !{value}.matches('{class}')")).message(kube::core::Message::Message(
+        format!("{field} must not hold {}; percent-encode them", CONTROLS_IN_WORDS),
+    ))
+}
+
 pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
-#[x_kube(validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"))]
+#[x_kube(
+    validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"),
+    validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"),
+    validation = no_controls("has(self.path)", "self.path", "probe.path")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
     /// Path of the authenticated GET request that tells whether the token works, appended to
     /// baseUrl, e.g. /api/Organization/Current. Default: the provider's; required for generic.
+    /// At most 2048 characters, none of them a control character (percent-encode those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = r"^/"), length(max = 2048))]
     pub path: Option<String>,
     /// How often the token is probed: a Go duration (e.g. 15m, 1h30m), at least 1m. Default: the
     /// provider's, else 15m. Stretched when the provider's rate limit allows fewer probes (each

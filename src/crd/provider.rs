@@ -7,7 +7,67 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DURATION_PATTERN;
+use super::{DURATION_PATTERN, no_controls};
+
+/// Headers `auth.header` may not name (lower-case; compared case-insensitively), because the
+/// token sent in them would change how the request is framed, routed or understood, or would
+/// duplicate a header tenantcred sets itself. This schema's rule refuses them, and the operator again (`decide::provider::definition`, reason
+/// ForbiddenHeader) where no schema ran.
+/// `Authorization` is allowed: it is where Bearer and Scheme send the token, the Header type
+/// replaces that header rather than adding one, and it is the only way to send a bare token
+/// (`Authorization: <token>`, with no prefix).
+pub const FORBIDDEN_HEADERS: &[&str] = &[
+    // Hop-by-hop (RFC 9110 §7.6.1): they steer the connection, not the request.
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // Framing and message control: where the message ends, what it holds, what answer it asks for.
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "expect",
+    "max-forwards",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "x-http-method-override",
+    // Set by tenantcred's client itself: a second one would be sent beside it.
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "date",
+    // Credentials and routing that belong to a browser or to proxies on the way.
+    "cookie",
+    "proxy-authorization",
+    "forwarded",
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// The rule refusing an `auth.header` of [`FORBIDDEN_HEADERS`], in any case; the operator refuses the
+/// same list (reason ForbiddenHeader) where no schema ran.
+fn forbidden_header() -> kube::core::Rule {
+    let quoted: Vec<String> = FORBIDDEN_HEADERS.iter().map(|h| format!("'{h}'")).collect();
+    kube::core::Rule::new(format!(
+        "!has(self.auth.header) || !(self.auth.header.lowerAscii() in [{}])",
+        quoted.join(", ")
+    ))
+    .message(kube::core::Message::Message(format!(
+        "auth.header must not be a header that frames, routes or qualifies the request or that tenantcred sets itself (any case): {}",
+        FORBIDDEN_HEADERS.join(", ")
+    )))
+}
 
 /// An API whose tokens tenantcred probes: where tokens may be sent, how a token is probed and
 /// judged, what a token looks like, how much of its rate limit probes may spend.
@@ -31,7 +91,10 @@ use super::DURATION_PATTERN;
     validation = Rule::new("self.auth.type != 'Scheme' || has(self.auth.scheme)").message("auth.type Scheme needs auth.scheme"),
     validation = Rule::new("self.auth.type != 'Header' || has(self.auth.header)").message("auth.type Header needs auth.header"),
     validation = Rule::new("self.expiry.source != 'Header' || has(self.expiry.header)").message("expiry.source Header needs expiry.header"),
-    validation = Rule::new("!has(self.baseUrl) || self.baseUrl.startsWith('https://')").message("baseUrl must be https")
+    validation = Rule::new("!has(self.baseUrl) || self.baseUrl.startsWith('https://')").message("baseUrl must be https"),
+    validation = no_controls("has(self.baseUrl)", "self.baseUrl", "baseUrl"),
+    validation = no_controls("has(self.oauth)", "self.oauth.tokenPath", "oauth.tokenPath"),
+    validation = forbidden_header()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApiProviderSpec {
@@ -77,8 +140,11 @@ pub struct ApiProviderSpec {
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"))]
-#[x_kube(validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"))]
+#[x_kube(
+    validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('1m')").message("probe.interval must be at least 1m"),
+    validation = Rule::new("!has(self.timeout) || (duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('60s'))").message("probe.timeout must be more than 0s and at most 60s"),
+    validation = no_controls("has(self.path)", "self.path", "probe.path")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderProbe {
     /// GET (default) or HEAD. HEAD reads no body: use it where the API answers HEAD.
@@ -132,7 +198,10 @@ pub struct ProviderAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
     pub scheme: Option<String>,
-    /// For Header: the header's name, e.g. PRIVATE-TOKEN or X-Api-Key.
+    /// For Header: the header's name, e.g. PRIVATE-TOKEN or X-Api-Key. Not a header that frames,
+    /// routes or qualifies the request or that tenantcred sets itself (Host, Content-Length,
+    /// Transfer-Encoding, Connection, Accept, Cookie, Proxy-Authorization and others: the list
+    /// is in docs/providers.md); Authorization is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
     pub header: Option<String>,
@@ -340,7 +409,8 @@ pub struct ApiProviderStatus {
     /// budget counted together).
     #[serde(default)]
     pub probes_last_hour: u32,
-    /// Accepted: the definition is usable (reasons Accepted, InvalidDefinition, ReservedName).
+    /// Accepted: the definition is usable (reasons Accepted, InvalidDefinition, ReservedName,
+    /// ForbiddenHeader).
     /// Ready: credentials can be probed (reasons Ready, NotAccepted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

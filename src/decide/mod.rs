@@ -19,5 +19,6 @@ pub mod schedule;
 pub mod secret;
 pub mod sharing;
 pub mod step;
+pub mod text;
 pub mod token;
 pub mod verdict;

@@ -136,6 +136,19 @@ fn every_event_reason_is_documented() {
     assert!(missing.is_empty(), "events not in docs/conditions.md: {missing:?}");
 }
 
+/// Issue 36: every header an ApiProvider may not send its token in is listed where admins read.
+#[test]
+fn every_forbidden_auth_header_is_documented() {
+    let names = tenantcred::crd::provider::FORBIDDEN_HEADERS
+        .iter()
+        .map(|h| h.to_string());
+    let missing = missing_from("docs/providers.md", names);
+    assert!(
+        missing.is_empty(),
+        "refused auth.header names not in docs/providers.md: {missing:?}"
+    );
+}
+
 #[test]
 fn every_metric_and_alert_is_documented() {
     let m = crate::dashboard::populated();

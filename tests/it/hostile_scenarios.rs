@@ -285,7 +285,55 @@ async fn a_token_endpoint_that_echoes_its_form_is_quoted_masked(h: Harness) {
     }
 }
 
+/// Issue 36: a probe path with a line break, a terminal escape or a line separator would reach
+/// the request line and every terminal that shows the status. The real server's schema refuses
+/// it; where none ran (the double), the operator does (InvalidSpec), shows it escaped, and sends
+/// nothing.
+async fn a_probe_path_with_control_characters_is_refused_and_shown_escaped(h: Harness) {
+    h.provider.default_answer(Answer::Ok);
+    h.source_secret("cc-input", "good").await;
+    let path = "/probe\r\nX-Injected: 1\u{1b}[2J\u{85}\u{2028}";
+    if h.backend == Backend::Real {
+        let err = h
+            .apply(
+                json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+                "metadata": {"name": "cc"}, "spec": {"tenant": "acme", "provider": "generic",
+                "baseUrl": h.provider.base_url, "probe": {"path": path}, "credentialRef": {"name": "cc-input"}}}),
+            )
+            .await
+            .expect_err("the schema refuses control characters in probe.path");
+        assert!(err.contains("probe.path must not hold control characters"), "{err}");
+        assert!(!err.contains("X-Injected"), "the value is not echoed: {err}");
+        h.skip("control characters cannot slip past the real server's schema: the operator's refusal is the double's");
+        return;
+    }
+    h.create_credential(h.local("cc").probe_path(path)).await;
+    eventually(10, "InvalidSpec", async || {
+        h.seen("cc").await.is(Type::Ready, Status::False, Reason::InvalidSpec)
+    })
+    .await;
+    let conditions = &h.tac("cc").await["status"]["conditions"];
+    let ready = conditions
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .expect("Ready");
+    let msg = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("spec.probe.path \"/probe\\r\\nX-Injected: 1\\u{1b}[2J\\u{85}\\u{2028}\""),
+        "{msg}"
+    );
+    h.expect_events("InvalidSpec", 1).await;
+    let events = h.list("events").await;
+    let printed = events.iter().map(|e| e["message"].as_str().unwrap_or_default());
+    for shown in std::iter::once(msg).chain(printed) {
+        assert!(!tenantcred::decide::text::has_control(shown), "raw: {shown:?}");
+    }
+    assert!(h.get("secrets", "cc").await.is_none(), "no Secret");
+    assert!(h.provider.seen().is_empty(), "nothing sent");
+}
+
 scenarios!(
+    a_probe_path_with_control_characters_is_refused_and_shown_escaped,
     a_base_url_outside_the_allowlist_gets_no_request,
     a_name_that_resolves_to_a_private_address_is_refused_at_connect_time,
     an_oversized_token_is_refused_and_never_sent_or_written,

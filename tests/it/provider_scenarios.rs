@@ -263,7 +263,58 @@ async fn credentials_holding_the_same_token_share_one_probe(h: Harness) {
     eventually(10, "probe-now sends", async || h.provider.hits("shared-token") == 2).await;
 }
 
+/// Issue 36: a definition sending the token in a header that frames or routes the request is
+/// refused by the real server's schema; where no schema ran (the double), by the operator with
+/// reason ForbiddenHeader, and its credentials send nothing.
+async fn a_provider_cannot_send_the_token_in_a_framing_header(mut h: Harness) {
+    let name = provider_name(&h);
+    let mut accept = definition(&name, "/v2/me");
+    accept["spec"]["auth"]["header"] = json!("ACCEPT");
+    if h.backend == Backend::Real {
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(h.client.clone(), &tenantcred_testkit::resource("apiproviders"));
+        let obj: kube::api::DynamicObject = serde_json::from_value(accept).expect("object");
+        match api.create(&Default::default(), &obj).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{e:?}");
+                assert!(
+                    e.message.contains("auth.header must not be") && e.message.contains("accept"),
+                    "{e:?}"
+                );
+            }
+            other => panic!("the schema let auth.header ACCEPT through: {other:?}"),
+        }
+        h.skip("a forbidden header cannot slip past the real server's schema: the operator's refusal is the double's");
+        return;
+    }
+    h.restart_controller_tuned(|c| c.namespaces.clear());
+    h.provider.set_shape(shape());
+    h.provider.answer("acme_good0001", Answer::Ok);
+    apply_provider(&h, &accept).await;
+    h.source_secret("c-input", "acme_good0001").await;
+    h.create(credential(&h, "c")).await;
+    eventually(20, "ForbiddenHeader", async || {
+        let s = h.get_cluster("apiproviders", &name).await;
+        tenantcred_testkit::condition_of(&s, "Accepted") == pair("False", "ForbiddenHeader")
+    })
+    .await;
+    eventually(15, "ProviderNotAccepted", async || {
+        h.seen("c")
+            .await
+            .is(Type::Ready, Status::False, Reason::ProviderNotAccepted)
+    })
+    .await;
+    let msg = h.tac("c").await["status"]["conditions"].to_string();
+    assert!(
+        msg.contains("auth.header accept") && msg.contains("proxy-authorization"),
+        "{msg}"
+    );
+    assert!(h.provider.seen().is_empty(), "nothing sent");
+    delete_provider(&h, &name).await;
+}
+
 scenarios!(
+    a_provider_cannot_send_the_token_in_a_framing_header,
     credentials_holding_the_same_token_share_one_probe,
     a_defined_provider_drives_a_credential_like_a_built_in_one,
     editing_and_deleting_a_provider_act_on_live_credentials,

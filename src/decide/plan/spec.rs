@@ -114,6 +114,15 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
     let Some(probe_path) = spec.probe.path.clone().or(profile.probe.path.clone()) else {
         return invalid(format!("provider {} requires spec.probe.path", profile.name));
     };
+    // Refused before anything else reads them, and shown escaped: they reach the request line
+    // and whoever reads the status on a terminal.
+    if crate::decide::text::has_control(&probe_path) {
+        return invalid(crate::decide::text::holds_controls("spec.probe.path", &probe_path));
+    }
+    if crate::decide::text::has_control(&base_url) {
+        let shown = crate::decide::egress::redacted(&base_url);
+        return invalid(crate::decide::text::holds_controls("spec.baseUrl", &shown));
+    }
     if !probe_path.starts_with('/') {
         return invalid(format!("spec.probe.path {probe_path:?} must start with /"));
     }

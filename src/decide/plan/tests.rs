@@ -336,6 +336,44 @@ fn resolve_reports_unusable_specs() {
     assert_eq!(insecure_ok.probe_url(), "http://127.0.0.1:8080/me");
 }
 
+/// Issue 36: a path or base URL with control characters that slipped past the schema is an
+/// InvalidSpec whose message shows them escaped, never raw (nor a password in the URL).
+#[test]
+fn control_characters_in_the_request_line_are_invalid_and_shown_escaped() {
+    let hostile = [
+        ("\r\n", "\\r\\n"),
+        ("\0", "\\u{0}"),
+        ("\u{1b}", "\\u{1b}"),
+        ("\u{7f}", "\\u{7f}"),
+        ("\u{85}", "\\u{85}"),
+        ("\u{2028}", "\\u{2028}"),
+    ];
+    for (raw, shown) in hostile {
+        for (field, spec) in [
+            (
+                "spec.probe.path",
+                serde_json::json!({"probe": {"path": format!("/api/Donor{raw}Host: evil")}}),
+            ),
+            (
+                "spec.baseUrl",
+                serde_json::json!({"baseUrl": format!("https://u:hunter2@prod-api.raisedonors.com/{raw}")}),
+            ),
+        ] {
+            let mut v = serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}});
+            v.as_object_mut()
+                .expect("object")
+                .extend(spec.as_object().cloned().unwrap_or_default());
+            match crate::testing::resolve_builtin(&tac(v), &Egress::default()) {
+                Err(Problem::InvalidSpec(m)) => assert!(
+                    m.starts_with(field) && m.contains(shown) && !m.contains(raw) && !m.contains("hunter2"),
+                    "{field} {shown}: {m:?}"
+                ),
+                other => panic!("{field} {shown}: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn stretched_interval_is_explained() {
     let mut r = Run::new();

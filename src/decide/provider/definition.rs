@@ -1,6 +1,7 @@
 //! An `ApiProvider` object read into a `Profile`, or refused with a reason: each check a named
 //! function, run in order, the first refusal wins (cert-manager's policy chain).
 
+use crate::crd::provider::FORBIDDEN_HEADERS;
 use std::time::Duration;
 
 use super::{
@@ -10,14 +11,16 @@ use super::{
 use crate::crd::provider::{
     ApiProviderSpec, AuthKind, DateFormat, ExpirySource, LimitPer, ProviderAuth, ProviderExpiry, TokenKind,
 };
-use crate::decide::duration;
 use crate::decide::token::MAX_TOKEN_BYTES;
+use crate::decide::{duration, text};
 
 /// Why a definition is not used. Credentials naming it say so (reason ProviderNotAccepted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The name of a built-in provider: built-ins cannot be redefined.
     ReservedName,
+    /// `auth.header` names one of [`FORBIDDEN_HEADERS`] (held lower-case).
+    ForbiddenHeader(String),
     /// A field the schema could not rule out is unusable; the message names it.
     InvalidDefinition(String),
 }
@@ -26,6 +29,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::ReservedName => "ReservedName",
+            Self::ForbiddenHeader(_) => "ForbiddenHeader",
             Self::InvalidDefinition(_) => "InvalidDefinition",
         }
     }
@@ -35,6 +39,10 @@ impl Refusal {
             Self::ReservedName => format!(
                 "{name} is a built-in provider ({}); built-ins cannot be redefined: give this definition another name",
                 builtin::NAMES.join(", ")
+            ),
+            Self::ForbiddenHeader(header) => format!(
+                "auth.header {header} frames, routes or qualifies the request, or is a header tenantcred sets itself; the token is never sent in one of: {}; use the header the API documents for its token",
+                FORBIDDEN_HEADERS.join(", ")
             ),
             Self::InvalidDefinition(m) => m.clone(),
         }
@@ -59,7 +67,13 @@ pub fn read(name: &str, spec: &ApiProviderSpec) -> Result<Profile, Refusal> {
     };
     let probe = ProbeShape {
         method: spec.probe.method,
-        path: spec.probe.path.clone(),
+        path: spec
+            .probe
+            .path
+            .as_deref()
+            .map(|p| path("probe.path", p))
+            .transpose()
+            .map_err(invalid)?,
         statuses: statuses(&spec.probe).map_err(invalid)?,
         timeout: optional_duration("probe.timeout", spec.probe.timeout.as_deref(), Duration::from_millis(1))
             .map_err(invalid)?,
@@ -76,7 +90,7 @@ pub fn read(name: &str, spec: &ApiProviderSpec) -> Result<Profile, Refusal> {
         hosts,
         default_base_url,
         probe,
-        auth: auth(&spec.auth).map_err(invalid)?,
+        auth: auth(&spec.auth)?,
         token_format: token_format(name, spec).map_err(invalid)?,
         hourly_limit,
         limit_scope: match spec.rate_limit.per {
@@ -94,7 +108,12 @@ pub fn read(name: &str, spec: &ApiProviderSpec) -> Result<Profile, Refusal> {
             reset_unit: spec.rate_limit.reset_unit,
         },
         expiry: expiry(&spec.expiry).map_err(invalid)?,
-        oauth_token_path: spec.oauth.as_ref().map(|o| o.token_path.clone()),
+        oauth_token_path: spec
+            .oauth
+            .as_ref()
+            .map(|o| path("oauth.tokenPath", &o.token_path))
+            .transpose()
+            .map_err(invalid)?,
     })
 }
 
@@ -139,16 +158,23 @@ fn host(text: &str) -> Result<ProviderHost, String> {
     Ok(ProviderHost { name, port })
 }
 
-fn base_url(text: &str, hosts: &[ProviderHost]) -> Result<String, String> {
-    let url = url::Url::parse(text).map_err(|_| format!("baseUrl {text:?} is not a URL"))?;
+fn base_url(written: &str, hosts: &[ProviderHost]) -> Result<String, String> {
+    // The URL parser would drop tabs and line breaks and encode the rest: refused, not repaired.
+    if text::has_control(written) {
+        return Err(text::holds_controls(
+            "baseUrl",
+            &crate::decide::egress::redacted(written),
+        ));
+    }
+    let url = url::Url::parse(written).map_err(|_| format!("baseUrl {written:?} is not a URL"))?;
     if url.scheme() != "https" {
-        return Err(format!("baseUrl {text:?} must be https"));
+        return Err(format!("baseUrl {written:?} must be https"));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("baseUrl must not hold a user name or password".into());
     }
     let (Some(url::Host::Domain(name)), Some(port)) = (url.host(), url.port_or_known_default()) else {
-        return Err(format!("baseUrl {text:?} must name one of hosts"));
+        return Err(format!("baseUrl {written:?} must name one of hosts"));
     };
     let name = name.trim_end_matches('.');
     if !hosts
@@ -157,7 +183,19 @@ fn base_url(text: &str, hosts: &[ProviderHost]) -> Result<String, String> {
     {
         return Err(format!("baseUrl's host {name}:{port} is not one of hosts"));
     }
-    Ok(text.to_owned())
+    Ok(written.to_owned())
+}
+
+/// A path appended to the base URL: it starts with `/` and holds nothing that could end up raw
+/// in the request line or on a terminal.
+fn path(field: &str, p: &str) -> Result<String, String> {
+    if text::has_control(p) {
+        return Err(text::holds_controls(field, p));
+    }
+    if !p.starts_with('/') {
+        return Err(format!("{field} {p:?} must start with /"));
+    }
+    Ok(p.to_owned())
 }
 
 fn statuses(probe: &crate::crd::provider::ProviderProbe) -> Result<StatusRules, String> {
@@ -228,39 +266,41 @@ fn rate_limit(spec: &ApiProviderSpec) -> Result<(Option<u32>, f64), String> {
     Ok((hourly, share))
 }
 
-fn auth(a: &ProviderAuth) -> Result<Auth, String> {
+fn auth(a: &ProviderAuth) -> Result<Auth, Refusal> {
+    let invalid = |m: &str| Refusal::InvalidDefinition(m.into());
     Ok(match a.kind {
         AuthKind::Bearer => Auth::Bearer,
         AuthKind::Scheme => {
-            let scheme = a.scheme.as_deref().ok_or("auth.type Scheme needs auth.scheme")?;
-            Auth::Scheme(token_chars("auth.scheme", scheme)?.to_owned())
+            let scheme = a
+                .scheme
+                .as_deref()
+                .ok_or_else(|| invalid("auth.type Scheme needs auth.scheme"))?;
+            let scheme = token_chars("auth.scheme", scheme).map_err(Refusal::InvalidDefinition)?;
+            Auth::Scheme(scheme.to_owned())
         }
         AuthKind::Header => {
-            let name = a.header.as_deref().ok_or("auth.type Header needs auth.header")?;
+            let name = a
+                .header
+                .as_deref()
+                .ok_or_else(|| invalid("auth.type Header needs auth.header"))?;
             let prefix = a.prefix.clone().unwrap_or_default();
             if !prefix.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-                return Err("auth.prefix must be printable ASCII".into());
+                return Err(invalid("auth.prefix must be printable ASCII"));
             }
-            Auth::Header {
-                name: header_name("auth.header", name)?,
-                prefix,
+            let name = header_name("auth.header", name).map_err(Refusal::InvalidDefinition)?;
+            if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+                return Err(Refusal::ForbiddenHeader(name));
             }
+            Auth::Header { name, prefix }
         }
     })
 }
 
-/// An HTTP header name (RFC 9110 token characters), lower-cased.
+/// An HTTP header name (RFC 9110 token characters), lower-cased. The rate-limit and expiry
+/// headers are response headers, read and never sent: only `auth.header` is held to
+/// [`FORBIDDEN_HEADERS`].
 fn header_name(field: &str, name: &str) -> Result<String, String> {
-    let name = token_chars(field, name)?.to_ascii_lowercase();
-    // The operator sets these itself; a definition taking them over would change what is sent.
-    if matches!(
-        name.as_str(),
-        "host" | "content-length" | "transfer-encoding" | "connection" | "user-agent"
-    ) && field == "auth.header"
-    {
-        return Err(format!("auth.header {name} is a header tenantcred sets itself"));
-    }
-    Ok(name)
+    Ok(token_chars(field, name)?.to_ascii_lowercase())
 }
 
 fn token_chars<'a>(field: &str, s: &'a str) -> Result<&'a str, String> {

@@ -185,6 +185,105 @@ fn auth_headers_are_tokens_and_not_ours() {
     assert!(read("x", &s).is_err());
 }
 
+/// Issue 36: every name the issue lists, in any case, and every name of the list is refused with
+/// its own reason; `Authorization` (where Bearer and Scheme send the token) is not.
+#[test]
+fn auth_headers_that_frame_route_or_duplicate_the_request_are_refused() {
+    let issue = [
+        "Accept",
+        "TE",
+        "Upgrade",
+        "Expect",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Trailer",
+        "Proxy-Authorization",
+        "Cookie",
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+    ];
+    let listed = crate::crd::provider::FORBIDDEN_HEADERS.iter().map(|h| h.to_string());
+    let spelled = issue
+        .iter()
+        .flat_map(|h| [h.to_string(), h.to_lowercase(), h.to_uppercase()]);
+    for header in spelled.chain(listed) {
+        let mut s = github();
+        s.auth = serde_json::from_value(serde_json::json!({"type": "Header", "header": header})).expect("auth");
+        let refused = read("x", &s).expect_err(&header);
+        assert_eq!(refused, Refusal::ForbiddenHeader(header.to_ascii_lowercase()));
+        assert_eq!(refused.reason(), "ForbiddenHeader");
+        let msg = refused.message("x");
+        assert!(
+            msg.starts_with(&format!("auth.header {}", header.to_ascii_lowercase())),
+            "{msg}"
+        );
+        assert!(msg.contains("proxy-authorization, forwarded"), "the list: {msg}");
+    }
+    let mut s = github();
+    s.auth = serde_json::from_value(serde_json::json!({"type": "Header", "header": "Authorization"})).expect("auth");
+    assert_eq!(
+        read("x", &s).expect("accepted").auth.header(),
+        ("authorization", String::new())
+    );
+}
+
+/// Rate-limit and expiry headers are read from the answer, never sent: any token name will do.
+#[test]
+fn response_headers_may_be_any_name() {
+    let mut s = github();
+    s.rate_limit.headers.reset = "Date".into();
+    s.expiry.header = Some("Content-Type".into());
+    let p = read("x", &s).expect("accepted");
+    assert_eq!(p.headers.reset, "date");
+    assert!(matches!(p.expiry, ExpiryFrom::Header { name, .. } if name == "content-type"));
+}
+
+/// Paths and the base URL reach the request line: control characters are refused, and the
+/// message shows them escaped.
+#[test]
+fn control_characters_in_paths_and_the_base_url_are_refused_and_shown_escaped() {
+    let hostile = [
+        ("\r\n", "\\r\\n"),
+        ("\0", "\\u{0}"),
+        ("\u{1b}", "\\u{1b}"),
+        ("\u{7f}", "\\u{7f}"),
+        ("\u{85}", "\\u{85}"),
+        ("\u{2028}", "\\u{2028}"),
+        ("\u{202e}", "\\u{202e}"),
+    ];
+    type Set = fn(&mut ApiProviderSpec, &str);
+    let fields: [(&str, Set); 3] = [
+        ("probe.path", |s, v| s.probe.path = Some(format!("/rate_limit{v}"))),
+        ("oauth.tokenPath", |s, v| {
+            s.oauth = Some(crate::crd::provider::ProviderOAuth {
+                token_path: format!("/Token{v}"),
+            })
+        }),
+        ("baseUrl", |s, v| {
+            s.base_url = Some(format!("https://api.github.com/v3{v}"))
+        }),
+    ];
+    for (raw, shown) in hostile {
+        for (field, set) in fields {
+            let mut s = github();
+            set(&mut s, raw);
+            match read("x", &s) {
+                Err(Refusal::InvalidDefinition(m)) => assert!(
+                    m.starts_with(field) && m.contains(shown) && !m.contains(raw),
+                    "{field} {shown}: {m:?}"
+                ),
+                other => panic!("{field} {shown}: {other:?}"),
+            }
+        }
+    }
+    // Percent-encoded, they are ordinary text.
+    let mut s = github();
+    s.probe.path = Some("/rate_limit?x=%0D%0A".into());
+    assert!(read("x", &s).is_ok());
+}
+
 #[test]
 fn expiry_headers_parse_in_each_format() {
     let at = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
