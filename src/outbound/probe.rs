@@ -5,11 +5,21 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
-use crate::decide::error_body::{self, Quoting};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, media_type, read_bounded, read_headers};
+use crate::decide::error_body::BodySummary;
 use crate::decide::provider::{ProbeMethod, Profile};
 use crate::decide::token::Token;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
+
+/// An error answer's body as read (bounded): provider text that may echo the token, handed only to
+/// `tenantcred check --show-body`. Its `Debug` says only its length.
+pub struct RawBody(pub Vec<u8>);
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawBody(<{} bytes>)", self.0.len())
+    }
+}
 
 impl ProviderClient {
     /// The provider's probe request (`GET` or `HEAD url`, the token sent as its definition says);
@@ -22,6 +32,17 @@ impl ProviderClient {
         timeout: Duration,
         profile: &Profile,
     ) -> Result<ProbeOutcome, NotLeading> {
+        Ok(self.probe_keeping_body(url, token, timeout, profile).await?.0)
+    }
+
+    /// `probe`, with the error answer's body as read (for a person's own terminal only).
+    pub async fn probe_keeping_body(
+        &self,
+        url: &str,
+        token: &Token,
+        timeout: Duration,
+        profile: &Profile,
+    ) -> Result<(ProbeOutcome, Option<RawBody>), NotLeading> {
         let started = Instant::now();
         let mut outcome = ProbeOutcome {
             transport: Transport::Failed(TransportFailure::Other),
@@ -35,8 +56,8 @@ impl ProviderClient {
         ) else {
             // Format checks reject such tokens (and definitions such names) before we get here;
             // stay safe regardless.
-            outcome.detail = Some("the token cannot be sent as an HTTP header".into());
-            return Ok(outcome);
+            outcome.transport = Transport::Failed(TransportFailure::Unsendable);
+            return Ok((outcome, None));
         };
         auth.set_sensitive(true);
         let request = match profile.probe.method {
@@ -49,19 +70,23 @@ impl ProviderClient {
             .timeout(timeout);
         // Checked last, right before sending: a reconcile may have waited for a permit.
         self.fence.check()?;
+        let mut raw = None;
         match request.send().await {
             Ok(mut resp) => {
                 read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
                 outcome.transport = answered(&resp);
-                // A success body is not needed; an error body is summarized.
+                // A success body is not needed; an error body is summarized, never quoted.
                 if !resp.status().is_success() {
+                    let media = media_type(resp.headers());
+                    let status = resp.status().as_u16();
                     let body = read_bounded(&mut resp, BODY_LIMIT).await;
-                    outcome.detail = error_body::quote(&body, Quoting::Probe, &[token.expose()]);
+                    outcome.error_body = Some(BodySummary::of(status, media, &body));
+                    raw = Some(RawBody(body));
                 }
             }
             Err(e) => outcome.transport = failed(&e),
         }
         outcome.elapsed = started.elapsed();
-        Ok(outcome)
+        Ok((outcome, raw))
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, read_bounded, read_headers};
+use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, failed, media_type, read_bounded, read_headers};
 use crate::decide::oauth;
 use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
@@ -33,6 +33,7 @@ impl ProviderClient {
         let mut answer = oauth::Answer {
             transport: Transport::Failed(TransportFailure::Other),
             body: Vec::new(),
+            media_type: None,
             back_off_until: None,
         };
         self.fence.check()?;
@@ -42,6 +43,7 @@ impl ProviderClient {
                 read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
                 answer.back_off_until = headers.back_off_until();
                 answer.transport = answered(&resp);
+                answer.media_type = media_type(resp.headers());
                 answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
             }
             Err(e) => answer.transport = failed(&e),
