@@ -17,8 +17,11 @@ use crate::decide::provider::{self, Profile};
 use crate::decide::secret::FIELD_MANAGER;
 use crate::decide::text::escaped;
 use crate::decide::token;
-use crate::decide::verdict::{self, ProbeOutcome};
+use crate::decide::verdict;
 use crate::outbound::ProviderClient;
+
+mod render;
+pub use render::{BODY_WARNING, ShownBody};
 
 /// Exit codes of `tenantcred check`, one per verdict, so scripts can branch on them.
 pub fn exit_code(result: ProbeResult) -> i32 {
@@ -46,13 +49,17 @@ pub struct CheckRequest {
     /// The rules the operator would apply; `--base-url` given on the command line is allowed by
     /// whoever typed it (see `Egress::trusting`).
     pub egress: Egress,
+    /// `--show-body`: hand back the error body as read, for the person's own terminal.
+    pub show_body: bool,
 }
 
-/// What `check` found, ready to print.
+/// What `check` found, ready to print. `text` holds no provider text; `body` (only with
+/// `show_body`, and only for an error answer) is the provider's own.
 #[derive(Debug)]
 pub struct CheckReport {
     pub text: String,
     pub code: i32,
+    pub body: Option<ShownBody>,
 }
 
 /// Reads the token `tenantcred check` was given on stdin, within the operator's bound: at most
@@ -126,6 +133,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             return CheckReport {
                 text: format!("error: {}\n", escaped(&e.to_string())),
                 code: EXIT_USAGE,
+                body: None,
             };
         }
     };
@@ -137,6 +145,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             return CheckReport {
                 text: format!("error: {}\n", escaped(p.message())),
                 code: EXIT_USAGE,
+                body: None,
             };
         }
     };
@@ -159,6 +168,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             return CheckReport {
                 text: out,
                 code: exit_code(ProbeResult::Invalid),
+                body: None,
             };
         }
     };
@@ -175,6 +185,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         return CheckReport {
             text: out,
             code: exit_code(ProbeResult::Expired),
+            body: None,
         };
     }
     let unfenced = std::sync::Arc::new(crate::fence::Fence::unfenced());
@@ -184,56 +195,29 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             return CheckReport {
                 text: "error: could not build an HTTP client\n".into(),
                 code: EXIT_USAGE,
+                body: None,
             };
         }
     };
-    let outcome = match prober
-        .probe(&settings.probe_url(), &token, settings.timeout, &settings.profile)
+    let (outcome, raw) = match prober
+        .probe_keeping_body(&settings.probe_url(), &token, settings.timeout, &settings.profile)
         .await
     {
-        Ok(outcome) => outcome,
+        Ok(probed) => probed,
         Err(not_leading) => {
             return CheckReport {
                 text: format!("error: {not_leading}\n"),
                 code: EXIT_USAGE,
+                body: None,
             };
         }
     };
     let result = verdict::classify(&outcome);
-    render_outcome(&mut out, result, &outcome);
+    render::outcome(&mut out, result, &outcome);
     CheckReport {
         text: out,
         code: exit_code(result),
-    }
-}
-
-fn render_outcome(out: &mut String, result: ProbeResult, o: &ProbeOutcome) {
-    let _ = writeln!(out, "verdict:      {}", result.as_str());
-    let _ = writeln!(
-        out,
-        "http status:  {}",
-        o.http_status()
-            .map_or_else(|| format!("none ({:?})", o.transport), |s| s.to_string())
-    );
-    let _ = writeln!(out, "took:         {} ms", o.elapsed.as_millis());
-    let rl = &o.rate_limit;
-    if !rl.is_empty() {
-        let _ = writeln!(
-            out,
-            "rate limit:   {} of {} left{}",
-            rl.remaining.map_or("?".into(), |r| r.to_string()),
-            rl.limit.map_or("?".into(), |l| l.to_string()),
-            rl.reset_at.map(|r| format!(", window resets {r}")).unwrap_or_default()
-        );
-    }
-    if let Some(until) = o.back_off_until() {
-        let _ = writeln!(out, "retry after:  {until}");
-    }
-    if let Some(at) = o.stated_expiry {
-        let _ = writeln!(out, "expires:      {at} (stated by the provider's answer)");
-    }
-    if let Some(d) = &o.detail {
-        let _ = writeln!(out, "detail:       {}", escaped(d));
+        body: raw.filter(|_| req.show_body).map(|b| ShownBody::of(&b.0)),
     }
 }
 

@@ -155,6 +155,11 @@ struct CheckArgs {
     /// already, on its port.
     #[arg(long = "allowed-host", value_delimiter = ',')]
     allowed_hosts: Vec<HostPattern>,
+    /// Also print the provider's error answer as read (bounded, control characters escaped),
+    /// after a warning: it may repeat the token. By default only its status, error code, media
+    /// type, length and fingerprint are shown.
+    #[arg(long)]
+    show_body: bool,
 }
 
 #[tokio::main]
@@ -211,9 +216,22 @@ async fn main() -> anyhow::Result<()> {
                 probe_path: args.probe_path,
                 timeout: args.timeout,
                 egress,
+                show_body: args.show_body,
             };
             let report = cli::check(&req, &raw).await;
             print!("{}", report.text);
+            if args.show_body {
+                use std::io::Write as _;
+                // The report first, then the warning, then the body, in that order on a terminal.
+                let _ = std::io::stdout().flush();
+                match &report.body {
+                    Some(body) => {
+                        eprintln!("{}", cli::BODY_WARNING);
+                        println!("body:\n{}", body.as_str());
+                    }
+                    None => eprintln!("tenantcred check: no error answer to show"),
+                }
+            }
             std::process::exit(report.code);
         }
         Command::Status {

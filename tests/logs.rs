@@ -1,11 +1,12 @@
-//! Tokens never reach the logs, even at trace level with every dependency logging. A binary of
-//! its own: the subscriber is process-global, so no other test's threads can hide log lines.
+//! Tokens never reach the logs, even at trace level with every dependency logging, nor does any
+//! form of a secret an echoing provider repeats. A binary of its own: the subscriber is
+//! process-global, so no other test's threads can hide log lines.
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use tenantcred_testkit::{Answer, Backend, Harness, eventually, pair};
+use tenantcred_testkit::{Account, Answer, Backend, Harness, credential, echo, eventually, pair};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -63,6 +64,47 @@ async fn no_token_in_trace_logs() {
     .await;
     h.source_secret("a-input", secrets[2]).await;
     eventually(10, "a rotated", async || h.provider.hits(secrets[2]) == 1).await;
+
+    // A probe target and a token endpoint that repeat every secret sent, in every encoding.
+    let echoed = [
+        "echoed-token/EEEE+0123456789",
+        "Echoed p@ss wörd/+",
+        "otp-code-9876543",
+        "rt-echoed-0123456789",
+    ];
+    h.provider.answer(echoed[0], Answer::Echo);
+    h.source_secret("e-input", echoed[0]).await;
+    h.credential("e", "generic", json!({"probe": {"failureThreshold": 1}}))
+        .await;
+    h.provider.set_account(Account {
+        username: "ops@acme.example".into(),
+        password: "the-right-one".into(),
+        expires_in: 3600,
+        echo_form: true,
+        ..Account::default()
+    });
+    let login = [
+        ("username", "ops@acme.example"),
+        ("password", echoed[1]),
+        ("otp", echoed[2]),
+        ("refresh_token", echoed[3]),
+    ];
+    h.secret("login", &login).await;
+    h.create_credential(
+        credential("v")
+            .provider("virtuous")
+            .base_url(&h.provider.base_url)
+            .oauth("login"),
+    )
+    .await;
+    eventually(10, "e degraded", async || {
+        h.condition("e", "Degraded").await == pair("True", "Unauthorized")
+    })
+    .await;
+    eventually(10, "v refused", async || {
+        h.condition("v", "Ready").await == pair("False", "InvalidGrant")
+    })
+    .await;
     drop(h);
 
     let logs = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).to_string();
@@ -74,4 +116,6 @@ async fn no_token_in_trace_logs() {
     for s in secrets {
         assert!(!logs.contains(s), "token {s} leaked into the logs");
     }
+    let leaks = echo::leaks(&logs, &echoed);
+    assert!(leaks.is_empty(), "echoed secrets in the logs: {leaks:?}");
 }

@@ -130,6 +130,7 @@ async fn check_never_prints_a_raw_control_character() {
         probe_path: path.map(str::to_owned),
         timeout: None,
         egress: Egress::default(),
+        show_body: false,
     };
     let report = check(&req("raise", None, Some("/x\r\nHost: evil\u{1b}[2J")), "a.b.c").await;
     assert_eq!(report.code, EXIT_USAGE);

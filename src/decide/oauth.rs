@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::decide::error_body::{self, Quoting};
+use crate::decide::error_body::{BodySummary, MediaType};
 use crate::decide::schedule::{self, Jitter};
 use crate::decide::token::Token;
 use crate::decide::verdict::{Transport, TransportFailure};
@@ -86,8 +86,11 @@ pub fn form(grant: Grant, login: &Login, state: &State) -> Vec<(&'static str, St
 #[derive(Clone)]
 pub struct Answer {
     pub transport: Transport,
-    /// Holds the access and refresh tokens when it succeeded: never in `Debug`.
+    /// Holds the access and refresh tokens when it succeeded, and may echo the form when it
+    /// failed: never in `Debug`, never shown (only summarized, `error_body`).
     pub body: Vec<u8>,
+    /// The answer's `Content-Type`, from the allow-list.
+    pub media_type: Option<MediaType>,
     pub back_off_until: Option<Timestamp>,
 }
 
@@ -96,6 +99,7 @@ impl std::fmt::Debug for Answer {
         f.debug_struct("Answer")
             .field("transport", &self.transport)
             .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("media_type", &self.media_type)
             .field("back_off_until", &self.back_off_until)
             .finish()
     }
@@ -110,8 +114,9 @@ pub enum Outcome {
     },
     /// 202: two-factor authentication; a code was sent by SMS.
     OtpRequired,
-    /// The grant was refused (wrong password, revoked or expired refresh token).
-    Rejected(String),
+    /// The grant was refused (wrong password, revoked or expired refresh token): what may be
+    /// shown of the answer.
+    Rejected(BodySummary),
     /// 429: come back later.
     RateLimited(Option<Timestamp>),
     /// 5xx, timeouts, an unreadable answer.
@@ -129,18 +134,9 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
-/// The values of a grant's form that are never shown: all but the grant type. A quote of the
-/// endpoint's answer masks each of them.
-pub fn submitted<'a>(form: &'a [(&'static str, String)]) -> Vec<&'a str> {
-    form.iter()
-        .filter(|(k, _)| *k != "grant_type")
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-/// What the token endpoint's answer means. `submitted`: the secret values of the request
-/// (`submitted`), masked wherever the answer is quoted.
-pub fn interpret(a: &Answer, submitted: &[&str]) -> Outcome {
+/// What the token endpoint's answer means. A refusal keeps only a summary of the answer: the
+/// endpoint may echo the form it was sent.
+pub fn interpret(a: &Answer) -> Outcome {
     match a.transport {
         Transport::Answered(200) => match serde_json::from_slice::<TokenResponse>(&a.body) {
             // Bounded like every token: an oversized one is never stored or sent.
@@ -165,10 +161,9 @@ pub fn interpret(a: &Answer, submitted: &[&str]) -> Outcome {
             _ => Outcome::Unavailable("the token endpoint answered 200 without a readable access_token".into()),
         },
         Transport::Answered(202) => Outcome::OtpRequired,
-        Transport::Answered(400 | 401 | 403) => Outcome::Rejected(
-            error_body::quote(&a.body, Quoting::OAuth, submitted)
-                .unwrap_or_else(|| "the token endpoint refused the grant".into()),
-        ),
+        Transport::Answered(code @ (400 | 401 | 403)) => {
+            Outcome::Rejected(BodySummary::of(code, a.media_type, &a.body))
+        }
         Transport::Answered(429) => Outcome::RateLimited(a.back_off_until),
         Transport::Answered(code) => Outcome::Unavailable(format!("the token endpoint answered HTTP {code}")),
         Transport::Timeout => Outcome::Unavailable("the token endpoint timed out".into()),
@@ -251,8 +246,8 @@ pub enum Next {
     OtpRequired { spent: Option<State> },
     /// The refresh token was refused: sign in with the password grant in the same reconcile.
     SignInAgain,
-    /// Refused, and no other grant is left.
-    Refused(String),
+    /// Refused, and no other grant is left: what may be shown of the answer.
+    Refused(BodySummary),
     /// The egress rules refused the endpoint; nothing was sent.
     NotAllowed(String),
     /// 429: the account is held back until then; the current token keeps serving.

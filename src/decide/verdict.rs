@@ -26,6 +26,8 @@ pub enum Transport {
 pub enum TransportFailure {
     Connect,
     Redirect,
+    /// The token cannot be an HTTP header value; nothing was sent.
+    Unsendable,
     Other,
 }
 
@@ -50,8 +52,8 @@ pub struct ProbeOutcome {
     /// `Retry-After`, already turned into an instant.
     pub retry_after: Option<Timestamp>,
     pub rate_limit: RateLimit,
-    /// A safe, short summary of the error body (see `error_body::quote`).
-    pub detail: Option<String>,
+    /// What is shown of an error answer (see `decide::error_body`): shapes, never its text.
+    pub error_body: Option<crate::decide::error_body::BodySummary>,
     pub elapsed: Duration,
     /// For a 429: what the operator holds back because of it (set by the probe budget).
     pub held_back: Option<crate::crd::RateLimitScope>,
@@ -67,7 +69,7 @@ impl ProbeOutcome {
             transport: Transport::Answered(status),
             retry_after: None,
             rate_limit: RateLimit::default(),
-            detail: None,
+            error_body: None,
             elapsed: Duration::ZERO,
             held_back: None,
             rules: StatusRules::default(),

@@ -10,6 +10,7 @@
 //! connects only there and judges each address by the rules for that port.
 
 mod probe;
+pub use probe::RawBody;
 mod token_endpoint;
 
 use std::collections::HashMap;
@@ -173,6 +174,14 @@ fn answered(resp: &reqwest::Response) -> Transport {
     } else {
         Transport::Answered(resp.status().as_u16())
     }
+}
+
+/// The answer's media type, from the allow-list only: the header's text is the provider's.
+fn media_type(headers: &reqwest::header::HeaderMap) -> Option<crate::decide::error_body::MediaType> {
+    let value = headers.get(reqwest::header::CONTENT_TYPE)?;
+    Some(crate::decide::error_body::MediaType::parse(
+        value.to_str().unwrap_or_default(),
+    ))
 }
 
 /// Reads at most `limit` bytes of the body and stops: the rest is never received into memory.

@@ -5,11 +5,23 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, read_bounded, read_headers};
-use crate::decide::error_body::{self, Quoting};
+use super::{
+    BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, media_type, read_bounded, read_headers,
+};
+use crate::decide::error_body::BodySummary;
 use crate::decide::provider::{ProbeMethod, Profile};
 use crate::decide::token::Token;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
+
+/// An error answer's body as read (bounded): provider text that may echo the token, handed only to
+/// `tenantcred check --show-body`. Its `Debug` says only its length.
+pub struct RawBody(pub Vec<u8>);
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawBody(<{} bytes>)", self.0.len())
+    }
+}
 
 impl ProviderClient {
     /// The provider's probe request (`GET` or `HEAD url`, the token sent as its definition says);
@@ -22,6 +34,17 @@ impl ProviderClient {
         timeout: Duration,
         profile: &Profile,
     ) -> Result<ProbeOutcome, NotLeading> {
+        Ok(self.probe_keeping_body(url, token, timeout, profile).await?.0)
+    }
+
+    /// `probe`, with the error answer's body as read (for a person's own terminal only).
+    pub async fn probe_keeping_body(
+        &self,
+        url: &str,
+        token: &Token,
+        timeout: Duration,
+        profile: &Profile,
+    ) -> Result<(ProbeOutcome, Option<RawBody>), NotLeading> {
         let started = Instant::now();
         let mut outcome = ProbeOutcome {
             transport: Transport::Failed(TransportFailure::Other),
@@ -35,13 +58,12 @@ impl ProviderClient {
         ) else {
             // Format checks reject such tokens (and definitions such names) before we get here;
             // stay safe regardless.
-            outcome.detail = Some("the token cannot be sent as an HTTP header".into());
-            return Ok(outcome);
+            outcome.transport = Transport::Failed(TransportFailure::Unsendable);
+            return Ok((outcome, None));
         };
         auth.set_sensitive(true);
         let Some(client) = self.client(url) else {
-            outcome.detail = Some("no HTTP client for the URL's port".into());
-            return Ok(outcome);
+            return Ok((outcome, None));
         };
         let request = match profile.probe.method {
             ProbeMethod::Get => client.get(url),
@@ -55,15 +77,19 @@ impl ProviderClient {
         self.fence.check()?;
         // One deadline for all of it (connection, TLS, headers, body), whatever the client does
         // with its own: a host that accepts and never answers holds the slot this long at most.
+        let mut raw = None;
         let exchange = async {
             match request.send().await {
                 Ok(mut resp) => {
                     read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
                     outcome.transport = answered(&resp);
-                    // A success body is not needed; an error body is summarized.
+                    // A success body is not needed; an error body is summarized, never quoted.
                     if !resp.status().is_success() {
+                        let media = media_type(resp.headers());
+                        let status = resp.status().as_u16();
                         let body = read_bounded(&mut resp, BODY_LIMIT).await;
-                        outcome.detail = error_body::quote(&body, Quoting::Probe, &[token.expose()]);
+                        outcome.error_body = Some(BodySummary::of(status, media, &body));
+                        raw = Some(RawBody(body));
                     }
                 }
                 Err(e) => outcome.transport = failed(&e),
@@ -71,9 +97,10 @@ impl ProviderClient {
         };
         if tokio::time::timeout(deadline(timeout), exchange).await.is_err() {
             outcome.transport = Transport::Timeout;
-            outcome.detail = None;
+            outcome.error_body = None;
+            raw = None;
         }
         outcome.elapsed = started.elapsed();
-        Ok(outcome)
+        Ok((outcome, raw))
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, read_bounded, read_headers};
+use super::{
+    BODY_LIMIT, NotLeading, ProviderClient, answered, deadline, failed, media_type, read_bounded, read_headers,
+};
 use crate::decide::oauth;
 use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
@@ -26,6 +28,7 @@ impl ProviderClient {
         let mut answer = oauth::Answer {
             transport: Transport::Failed(TransportFailure::Other),
             body: Vec::new(),
+            media_type: None,
             back_off_until: None,
         };
         let Some(client) = self.client(url) else {
@@ -45,6 +48,7 @@ impl ProviderClient {
                     read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
                     answer.back_off_until = headers.back_off_until();
                     answer.transport = answered(&resp);
+                    answer.media_type = media_type(resp.headers());
                     answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
                 }
                 Err(e) => answer.transport = failed(&e),
@@ -55,6 +59,7 @@ impl ProviderClient {
             answer = oauth::Answer {
                 transport: Transport::Timeout,
                 body: Vec::new(),
+                media_type: None,
                 back_off_until: None,
             };
         }

@@ -7,6 +7,7 @@ mod crd_validation;
 mod dashboard;
 mod docs;
 mod e2e;
+mod echoes;
 mod egress_policy;
 mod examples;
 mod hostile_scenarios;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tenantcred::crd::ProbeResult;
+use tenantcred::decide::error_body::{MediaType, OAuthError};
 use tenantcred::decide::token::Token;
 use tenantcred::decide::verdict::{Transport, classify};
 use tenantcred::outbound::ProviderClient;
@@ -60,13 +61,24 @@ async fn every_provider_answer_gets_its_verdict() {
         let o = probe(&p, token, Duration::from_secs(5)).await;
         assert_eq!(classify(&o), want, "{token}: {o:?}");
     }
+    // An error answer is summarized by its shapes; its words are never carried.
     let text = probe(&p, "text401", Duration::from_secs(5)).await;
+    let summary = text.error_body.expect("a 401 is summarized");
+    let denied = "Authorization has been denied for this request.";
     assert_eq!(
-        text.detail.as_deref(),
-        Some("Authorization has been denied for this request.")
+        (summary.status, summary.len, summary.oauth_error),
+        (401, denied.len(), None)
     );
+    assert_eq!(summary.media_type, Some(MediaType::Text));
+    assert!(!summary.to_string().contains("denied"), "{summary}");
     let json = probe(&p, "json401", Duration::from_secs(5)).await;
-    assert_eq!(json.detail.as_deref(), Some("Unauthorized"));
+    let summary = json.error_body.expect("a 401 is summarized");
+    assert_eq!(
+        summary.oauth_error,
+        Some(OAuthError::Other),
+        "\"Unauthorized\" is no RFC 6749 code"
+    );
+    assert!(probe(&p, "valid", Duration::from_secs(5)).await.error_body.is_none());
     let limited = probe(&p, "limited", Duration::from_secs(5)).await;
     let wait = limited.retry_after.expect("Retry-After read").as_second() - jiff::Timestamp::now().as_second();
     assert!((110..=121).contains(&wait), "{wait}");

@@ -86,6 +86,7 @@ async fn the_worked_definitions_are_accepted_and_probe_as_documented() {
             probe_path: None,
             timeout: None,
             egress: local_egress(),
+            show_body: false,
         };
         let report = check(&request, &good).await;
         assert_eq!(report.code, exit_code(ProbeResult::Valid), "{name}: {}", report.text);

@@ -17,6 +17,7 @@ fn answer(code: u16, body: &str) -> Answer {
     Answer {
         transport: Transport::Answered(code),
         body: body.as_bytes().to_vec(),
+        media_type: Some(crate::decide::error_body::MediaType::Json),
         back_off_until: None,
     }
 }
@@ -95,30 +96,27 @@ fn answers_are_interpreted() {
         r#"{"access_token":"a1","token_type":"bearer","expires_in":3599,"refresh_token":"r2"}"#,
     );
     assert_eq!(
-        interpret(&ok, &[]),
+        interpret(&ok),
         Outcome::Issued {
             access_token: Token::new("a1"),
             refresh_token: Some(Token::new("r2")),
             expires_in: Duration::from_secs(3599)
         }
     );
-    assert_eq!(interpret(&answer(202, ""), &[]), Outcome::OtpRequired);
+    assert_eq!(interpret(&answer(202, "")), Outcome::OtpRequired);
+    let refused = r#"{"error":"invalid_grant","error_description":"The user name or password is incorrect."}"#;
+    let Outcome::Rejected(summary) = interpret(&answer(400, refused)) else {
+        panic!("a 400 is a refusal");
+    };
     assert_eq!(
-        interpret(
-            &answer(
-                400,
-                r#"{"error":"invalid_grant","error_description":"The user name or password is incorrect."}"#
-            ),
-            &[]
-        ),
-        Outcome::Rejected("The user name or password is incorrect.".into())
+        summary.oauth_error,
+        Some(crate::decide::error_body::OAuthError::InvalidGrant)
     );
-    assert!(matches!(interpret(&answer(429, ""), &[]), Outcome::RateLimited(_)));
-    assert!(matches!(interpret(&answer(503, ""), &[]), Outcome::Unavailable(_)));
-    assert!(matches!(
-        interpret(&answer(200, "not json"), &[]),
-        Outcome::Unavailable(_)
-    ));
+    assert_eq!((summary.status, summary.len), (400, refused.len()));
+    assert!(!summary.to_string().contains("incorrect"), "{summary}");
+    assert!(matches!(interpret(&answer(429, "")), Outcome::RateLimited(_)));
+    assert!(matches!(interpret(&answer(503, "")), Outcome::Unavailable(_)));
+    assert!(matches!(interpret(&answer(200, "not json")), Outcome::Unavailable(_)));
 }
 
 #[test]
@@ -210,7 +208,8 @@ fn renews_when_due_or_when_a_fresh_code_answers_a_two_factor_request() {
 #[test]
 fn answers_become_next_steps() {
     let (l, s) = (login(Some("123456")), State::default());
-    let refused = || Outcome::Rejected("invalid_grant".into());
+    let summary = crate::decide::error_body::BodySummary::of(400, None, br#"{"error":"invalid_grant"}"#);
+    let refused = || Outcome::Rejected(summary);
     let j = Jitter::new(0.0);
     assert_eq!(
         next(Grant::Refresh, refused(), false, &l, &s, t(0), j),
@@ -218,7 +217,7 @@ fn answers_become_next_steps() {
     );
     assert_eq!(
         next(Grant::Refresh, refused(), true, &l, &s, t(0), j),
-        Next::Refused("invalid_grant".into())
+        Next::Refused(summary)
     );
     let Next::OtpRequired { spent: Some(spent) } = next(
         Grant::Password { with_otp: true },

@@ -32,6 +32,7 @@ pub(super) fn renew(
     out: &mut Synced,
 ) -> Result<Option<(Token, Lifetime)>, Action> {
     let ns = super::namespace(w);
+    let provider = settings.profile.name.as_str();
     let login_secret = d.login.as_ref().ok_or_else(|| Action::ReadLogin {
         name: login_name.to_owned(),
     })?;
@@ -73,7 +74,7 @@ pub(super) fn renew(
             return Ok(keep(&state));
         }
         Renew::AwaitOtp => {
-            out.problem = Some(problems::otp_required(ns, login_name));
+            out.problem = Some(problems::otp_required(provider, ns, login_name));
             return Ok(None);
         }
         Renew::Now => {}
@@ -84,7 +85,7 @@ pub(super) fn renew(
         let grant = match oauth::choose(&login, &state, refresh_rejected) {
             Ok(g) => g,
             Err(why) => {
-                out.problem = Some(problems::unusable(why, ns, login_name));
+                out.problem = Some(problems::unusable(why, provider, ns, login_name));
                 return Ok(None);
             }
         };
@@ -101,7 +102,7 @@ pub(super) fn renew(
             }
             Call::Answered(answer) => answer,
         };
-        let outcome = oauth::interpret(answer, &oauth::submitted(&form));
+        let outcome = oauth::interpret(answer);
         match oauth::next(grant, outcome, refresh_rejected, &login, &state, w.now, w.jitter) {
             Next::Issued {
                 access_token,
@@ -132,13 +133,13 @@ pub(super) fn renew(
                         state: Box::new(spent),
                     });
                 }
-                out.problem = Some(problems::otp_required(ns, login_name));
+                out.problem = Some(problems::otp_required(provider, ns, login_name));
                 return Ok(None);
             }
             // The refresh token was refused: sign in with the password in the same reconcile.
             Next::SignInAgain => refresh_rejected = true,
-            Next::Refused(why) => {
-                out.problem = Some(problems::refused(grant, &why));
+            Next::Refused(answer) => {
+                out.problem = Some(problems::refused(grant, provider, &answer));
                 return Ok(None);
             }
             Next::NotAllowed(why) => {

@@ -684,6 +684,7 @@ fn endpoint(code: u16, body: &str) -> crate::decide::oauth::Answer {
     crate::decide::oauth::Answer {
         transport: crate::decide::verdict::Transport::Answered(code),
         body: body.as_bytes().to_vec(),
+        media_type: Some(crate::decide::error_body::MediaType::Json),
         back_off_until: None,
     }
 }

@@ -11,6 +11,7 @@
 pub mod apiserver;
 pub mod build;
 pub mod chart;
+pub mod echo;
 pub mod envtest;
 pub mod fixtures;
 pub mod provider;

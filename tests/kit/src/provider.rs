@@ -31,6 +31,9 @@ pub enum Answer {
     Status(u16),
     /// Answers 200 after this long.
     Slow(Duration),
+    /// A careless API: a 401 whose body, `Content-Type` and `WWW-Authenticate` repeat the token
+    /// in every form of `echo::encodings`.
+    Echo,
 }
 
 #[derive(Clone, Debug)]
@@ -90,8 +93,8 @@ pub struct Account {
     pub current_refresh: Option<String>,
     /// Grant types received, in order ("password", "password+otp", "refresh_token", "refresh_token(rejected)").
     pub grants: Vec<String>,
-    /// A careless endpoint: every refusal quotes the whole form it was sent, raw and decoded, in
-    /// `error` and `error_description`.
+    /// A careless endpoint: every refusal repeats every value of the form it was sent (and the
+    /// raw form) in every form of `echo::encodings`, in its body and its `Content-Type`.
     pub echo_form: bool,
 }
 
@@ -199,24 +202,34 @@ impl Provider {
     }
 }
 
-fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
+/// The token endpoint's answer: status, body, and `Content-Type` when not JSON's.
+type Answered = (u16, String, Option<String>);
+
+fn token_endpoint(st: &mut Inner, body: &[u8]) -> Answered {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let Some(acct) = st.account.as_mut() else {
-        return (404, String::new());
+        return (404, String::new(), None);
     };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
     let echo = acct.echo_form.then(|| {
-        let decoded: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        (String::from_utf8_lossy(body).into_owned(), decoded.join(" "))
+        let mut sent: Vec<String> = form
+            .iter()
+            .filter(|(k, _)| *k != "grant_type")
+            .map(|(_, v)| v.clone())
+            .collect();
+        sent.push(String::from_utf8_lossy(body).into_owned());
+        sent
     });
-    let invalid = |d: &str| {
-        let body = match &echo {
-            Some((raw, decoded)) => {
-                serde_json::json!({"error": raw, "error_description": format!("{d} sent: {raw} {decoded}")})
-            }
-            None => serde_json::json!({"error": "invalid_grant", "error_description": d}),
-        };
-        (400, body.to_string())
+    let invalid = |d: &str| match &echo {
+        Some(sent) => {
+            let sent: Vec<&str> = sent.iter().map(String::as_str).collect();
+            (400, crate::echo::body(&sent), Some(crate::echo::content_type(&sent)))
+        }
+        None => (
+            400,
+            serde_json::json!({"error": "invalid_grant", "error_description": d}).to_string(),
+            None,
+        ),
     };
     match f("grant_type").as_str() {
         "password" => {
@@ -229,7 +242,7 @@ fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
                 return invalid("The user name or password is incorrect.");
             }
             if acct.otp.as_ref().is_some_and(|code| form.get("otp") != Some(code)) {
-                return (202, String::new());
+                return (202, String::new(), None);
             }
         }
         "refresh_token" => {
@@ -239,7 +252,7 @@ fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
             }
             acct.grants.push("refresh_token".into());
         }
-        _ => return (400, r#"{"error":"unsupported_grant_type"}"#.into()),
+        _ => return (400, r#"{"error":"unsupported_grant_type"}"#.into(), None),
     }
     acct.issued += 1;
     let (access, refresh) = (format!("acc-{}", acct.issued), format!("ref-{}", acct.issued));
@@ -249,7 +262,7 @@ fn token_endpoint(st: &mut Inner, body: &[u8]) -> (u16, String) {
         acct.expires_in, acct.username
     );
     st.answers.insert(access, Answer::Ok);
-    (200, body)
+    (200, body, None)
 }
 
 async fn handler(
@@ -261,7 +274,7 @@ async fn handler(
 ) -> Response<Body> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let auth = header("authorization");
-    let (answer, rate_headers, shape) = {
+    let (answer, rate_headers, shape, token) = {
         let mut st = inner.lock().unwrap_or_else(|e| e.into_inner());
         let token = header(&st.shape.auth_header)
             .and_then(|v| v.strip_prefix(st.shape.auth_prefix.as_str()).map(str::to_owned));
@@ -273,10 +286,11 @@ async fn handler(
             user_agent: header("user-agent"),
         });
         if method == axum::http::Method::POST && uri.path() == "/Token" {
-            let (status, body) = token_endpoint(&mut st, &body);
+            let (status, body, content_type) = token_endpoint(&mut st, &body);
+            let content_type = content_type.unwrap_or_else(|| "application/json".into());
             return Response::builder()
                 .status(status)
-                .header("content-type", "application/json")
+                .header("content-type", content_type)
                 .body(Body::from(body))
                 .unwrap_or_else(|_| Response::new(Body::empty()));
         }
@@ -291,6 +305,7 @@ async fn handler(
             st.answers.get(&token).cloned().or_else(|| st.default_answer.clone()),
             st.rate_headers,
             st.shape.clone(),
+            token,
         )
     };
     let [limit, remaining, reset] = &shape.rate_headers;
@@ -313,8 +328,19 @@ async fn handler(
             (200, "{}".to_owned())
         }
         None | Some(Answer::UnauthorizedJson) => (401, r#"{"error": "Unauthorized"}"#.to_owned()),
-        Some(Answer::UnauthorizedText) => (401, "Authorization has been denied for this request.".to_owned()),
+        Some(Answer::UnauthorizedText) => {
+            b = b.header("content-type", "text/plain; charset=utf-8");
+            (401, "Authorization has been denied for this request.".to_owned())
+        }
         Some(Answer::Forbidden) => (403, r#"{"message":"Forbidden"}"#.to_owned()),
+        Some(Answer::Echo) => {
+            let sent = [token.as_str(), auth.as_deref().unwrap_or_default()];
+            let forms = crate::echo::content_type(&sent);
+            b = b
+                .header("content-type", forms.as_str())
+                .header("www-authenticate", format!("Bearer error=\"invalid_token\", {forms}"));
+            (401, crate::echo::body(&sent))
+        }
         Some(Answer::RateLimited { retry_after }) => {
             b = b.header(&shape.retry_after_header, retry_after.to_string());
             (429, "Too Many Requests".to_owned())
