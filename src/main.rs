@@ -78,10 +78,12 @@ struct RunArgs {
     /// only on the pattern's port.
     #[arg(long = "allowed-host", env = "TENANTCRED_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<HostPattern>,
-    /// Probes in flight at once, across all providers.
+    /// Probes and token-endpoint calls in flight at once, across all providers, shared fairly
+    /// between namespaces: a quarter is kept for namespaces holding fewer than another.
     #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_PROBES)]
     max_concurrent_probes: usize,
-    /// Probes in flight at once against one provider host.
+    /// Probes and token-endpoint calls in flight at once against one provider host; also the
+    /// most requests one namespace may have waiting for a slot.
     #[arg(long, env = "TENANTCRED_MAX_PROBES_PER_HOST", default_value_t = controller::DEFAULT_MAX_PROBES_PER_HOST)]
     max_probes_per_host: usize,
     /// Reconciles in flight at once.
