@@ -63,6 +63,20 @@ async fn hung_hosts_of_one_tenant_slow_no_other(mut h: Harness) {
     // The hostile tenant never held more than all slots but the reserve (16 - 4): its other
     // probes waited for its own, and no request reached a hung host beyond those.
     assert_eq!(in_flight(), 12, "requests that reached the hung hosts");
+
+    // Its probes that found no slot come back later, quietly: once each has its first status
+    // (the 12 in flight have none until their timeout), turned away again and again, they cost
+    // the API server nothing.
+    h.act_in(hostile);
+    eventually(30, "a status on every hostile credential not in flight", async || {
+        let listed = h.list("tenantapicredentials").await;
+        listed.iter().filter(|t| !t["status"].is_null()).count() == 24 - 12
+    })
+    .await;
+    h.tap.reset();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(in_flight(), 12);
+    assert_eq!(h.tap.writes(), 0, "{:?}", h.tap.requests());
 }
 
 scenarios!(hung_hosts_of_one_tenant_slow_no_other);
