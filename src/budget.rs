@@ -445,6 +445,70 @@ mod tests {
         drop(held);
     }
 
+    /// attack: an OAuth account's budget key is `oauth:{username}` alone. A hostile tenant that
+    /// knows (or guesses) another tenant's Virtuous user name writes a login Secret with that
+    /// user name and any password: every token-endpoint call it makes spends the victim's hourly
+    /// budget, and the victim's refreshes and probes are held back for up to an hour. A plain
+    /// token whose text is `oauth:{username}` lands on the same ledger too.
+    #[test]
+    fn attack_a_login_with_another_tenants_user_name_spends_its_budget() {
+        use crate::decide::oauth::{self, Login};
+        use crate::decide::token::Token;
+        let b = Budget::new(16, 8);
+        let virtuous = crate::decide::provider::builtin::get("virtuous").expect("known");
+        let host = "api.virtuoussoftware.com:443";
+        let login = |user: &str, pw: &str| Login {
+            username: Some(Token::new(user)),
+            password: Some(Token::new(pw)),
+            ..Login::default()
+        };
+        let victim = login("finance@victim.example", "the-victims-password");
+        let hostile = login("finance@victim.example", "a-wrong-guess");
+        // The hostile tenant's password grants (all refused) ...
+        for i in 0..virtuous.hourly_probe_budget() {
+            let _ = b.admit(host, &oauth::account(&hostile), &virtuous, t(i64::from(i)));
+        }
+        // ... leave the victim's own account with nothing for the hour.
+        assert_eq!(
+            b.admit(host, &oauth::account(&victim), &virtuous, t(100)),
+            Ok(()),
+            "another tenant's login with a different password spent the victim's budget"
+        );
+        // A generic credential whose token is the text `oauth:{user}` shares the ledger as well.
+        let b = Budget::new(16, 8);
+        let generic = crate::decide::provider::builtin::get("generic").expect("known");
+        let spoof = Token::new("oauth:finance@victim.example").fingerprint();
+        for i in 0..generic.hourly_probe_budget() {
+            let _ = b.admit("attacker.example:443", &spoof, &generic, t(i64::from(i)));
+        }
+        assert_eq!(
+            b.admit(host, &oauth::account(&victim), &virtuous, t(100)),
+            Ok(()),
+            "a token chosen to fingerprint like an OAuth account key spent the victim's budget"
+        );
+    }
+
+    /// attack: the host-wide back-off needs only two keys held back at once, whoever holds them.
+    /// One tenant with two keys of a shared provider (each rate-limited because the tenant
+    /// exhausted it elsewhere, or each a 429 from an endpoint limiting failed logins) makes the
+    /// operator hold back every tenant's credentials at that host, for as long as the answers say.
+    #[test]
+    fn attack_one_tenants_two_rate_limited_keys_hold_back_every_tenant_at_the_host() {
+        let b = Budget::new(16, 8);
+        let raise = crate::decide::provider::builtin::get("raise").expect("known");
+        let host = "prod-api.raisedonors.com:443";
+        let hostile_1 = Fingerprint::of(b"hostile key 1");
+        let hostile_2 = Fingerprint::of(b"hostile key 2");
+        let victim = Fingerprint::of(b"another tenant's key");
+        b.back_off(host, &hostile_1, raise.limit_scope, t(86_400), t(0));
+        b.back_off(host, &hostile_2, raise.limit_scope, t(86_400), t(1));
+        assert_eq!(
+            b.admit(host, &victim, &raise, t(2)),
+            Ok(()),
+            "another tenant's key is held back for a day by one tenant's two keys"
+        );
+    }
+
     #[test]
     fn ledger_caps_probes_per_rolling_hour() {
         let mut l = Ledger::default();

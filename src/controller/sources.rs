@@ -75,6 +75,30 @@ mod tests {
         }
     }
 
+    /// attack: `spec.credentialRef.name` (and `pendingCredentialRef.name`, `oauth.secretRef.name`)
+    /// is any non-empty string by the CRD's schema, and kube puts a name into the path unencoded.
+    /// A tenant's `credentialRef: {name: "?watch=true"}` turns the operator's read of one Secret
+    /// into a WATCH of every Secret in the namespace: the API server streams it until its own
+    /// request timeout (30 to 60 minutes), the kube client has no read timeout, and the reconcile
+    /// worker waits for the whole body. Enough such credentials hold every worker of a
+    /// cluster-wide operator (`--concurrency`, shared by all tenants). `../` segments and `#`
+    /// reach the request line the same way.
+    #[tokio::test]
+    async fn attack_a_source_name_cannot_rewrite_the_request() {
+        for name in ["?watch=true", "../configmaps/x", "x#y"] {
+            let script = Script::new(vec![answer(404, failure(404, "NotFound", "NotFound"))]);
+            let _ = read(&script.client(), None, "ns", name).await;
+            let sent: Vec<String> = script.sent().into_iter().map(|s| s.line).collect();
+            assert!(
+                sent.iter()
+                    .all(|line| line.strip_prefix("GET /api/v1/namespaces/ns/secrets/").is_some_and(
+                        |rest| !rest.is_empty() && !rest.contains(['?', '/', '#'])
+                    )),
+                "name {name:?} sent {sent:?}"
+            );
+        }
+    }
+
     fn secret_json(rv: &str) -> serde_json::Value {
         serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "src", "namespace": "ns", "resourceVersion": rv}, "data": {"token": "dG9rZW4="}})
     }

@@ -165,6 +165,20 @@ mod tests {
         Timestamp::from_second(s).expect("valid")
     }
 
+    /// attack: docs/security.md (Bounded input) says a Retry-After is capped at a day. Only the
+    /// seconds form is; an HTTP date (and an epoch `reset`) holds a key, or with a second key the
+    /// whole host for every tenant, for decades (the back-off lives until a restart).
+    #[test]
+    fn attack_a_retry_after_date_or_epoch_reset_is_capped_at_a_day() {
+        let now = ts(1_800_000_000);
+        let day = ts(1_800_000_000 + 86_400);
+        let far = parse_retry_after("Sat, 01 Jan 2050 00:00:00 GMT", now).expect("a date");
+        assert!(far <= day, "Retry-After date held back until {far}");
+        let reset = parse_rate_limit(None, Some("0"), Some("253402300799"), ResetUnit::Auto, now);
+        let until = reset.reset_at.expect("an epoch");
+        assert!(until <= day, "reset held back until {until}");
+    }
+
     #[test]
     fn classification_matches_providers_md() {
         let cases = [

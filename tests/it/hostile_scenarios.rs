@@ -348,7 +348,23 @@ async fn a_probe_path_with_control_characters_is_refused_and_shown_escaped(h: Ha
     assert!(h.provider.seen().is_empty(), "nothing sent");
 }
 
+/// attack: a credential whose `credentialRef.name` is `?watch=true` (the schema asks only for one
+/// character) makes the operator's read of its source a WATCH of the namespace's Secrets, which
+/// the API server holds open for 30 to 60 minutes: the reconcile never ends and nothing is said.
+/// One tenant with `--concurrency` of these holds every worker of a cluster-wide operator.
+async fn attack_a_source_name_that_is_a_query_gets_an_answer(h: Harness) {
+    h.credential("watcher", "generic", json!({"credentialRef": {"name": "?watch=true"}}))
+        .await;
+    eventually(15, "an answer about the source (not a reconcile stuck in a watch)", async || {
+        let seen = h.seen("watcher").await;
+        seen.is(Type::Ready, Status::False, Reason::SourceNotFound)
+            || seen.is(Type::Ready, Status::False, Reason::InvalidSpec)
+    })
+    .await;
+}
+
 scenarios!(
+    attack_a_source_name_that_is_a_query_gets_an_answer,
     a_probe_path_with_control_characters_is_refused_and_shown_escaped,
     a_base_url_outside_the_allowlist_gets_no_request,
     a_name_that_resolves_to_a_private_address_is_refused_at_connect_time,

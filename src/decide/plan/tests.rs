@@ -431,3 +431,25 @@ fn a_timeout_above_the_maximum_is_capped_and_said() {
     assert_eq!(long.timeout_capped_from, Some(Duration::from_secs(876_000 * 3600)));
     assert_eq!(settings().timeout_capped_from, None, "the default is within");
 }
+
+/// attack: the unit of `--max-probes-per-host` (and of host-wide back-off) is the base URL's
+/// host as written, but the egress rules and DNS read `api.example.com.` (a trailing dot) as
+/// `api.example.com`: a tenant writing both forms holds twice the per-host cap of slots at one
+/// host (16 of 16 with the defaults' 8), and escapes a host-wide back-off of the host.
+#[test]
+fn attack_one_host_written_two_ways_is_one_host_for_the_per_host_cap() {
+    let egress = Egress::new(vec!["api.example.com".parse().expect("a pattern")], false);
+    let host_of = |base_url: &str| {
+        let c = tac(serde_json::json!({
+            "tenant": "acme", "provider": "generic", "baseUrl": base_url,
+            "probe": {"path": "/me"}, "credentialRef": {"name": "src"}
+        }));
+        crate::testing::resolve_builtin(&c, &egress)
+            .expect("allowed by the owner")
+            .host()
+    };
+    assert_eq!(
+        host_of("https://api.example.com./v1"),
+        host_of("https://api.example.com/v1")
+    );
+}
