@@ -46,10 +46,17 @@ fn lock_slots(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
     slots.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A key the provider asked to stay away, and the tenant (namespace) that holds it.
+struct KeyHeld {
+    until: Timestamp,
+    tenant: String,
+}
+
 #[derive(Default)]
 struct State {
-    /// Until when the provider asked a key to stay away (its 429's Retry-After or reset).
-    key_back_off: HashMap<(String, Fingerprint), Timestamp>,
+    /// Until when the provider asked a key to stay away (its 429's Retry-After or reset), and
+    /// whose key it is.
+    key_back_off: HashMap<(String, Fingerprint), KeyHeld>,
     /// Until when every key of a host is held back.
     host_back_off: HashMap<String, Timestamp>,
     /// Keyed by the fingerprint's 48 bits: one small entry per key, no string.
@@ -133,7 +140,7 @@ impl Budget {
             st.host_back_off.remove(host);
         }
         let gate = (host.to_owned(), key.clone());
-        if let Some(until) = st.key_back_off.get(&gate).copied() {
+        if let Some(until) = st.key_back_off.get(&gate).map(|k| k.until) {
             if until > now {
                 return Err(HeldBack { until, by: Hold::Key });
             }
@@ -227,11 +234,13 @@ impl Budget {
         }
     }
 
-    /// Records the provider's request (a 429) that `key` stay away until `until`, and answers
-    /// what it holds back: the key, or the whole host when another key of the host is still
-    /// held back too (or the provider documents a host-wide limit).
+    /// Records the provider's request (a 429) that `key`, held by `tenant`, stay away until
+    /// `until`, and answers what it holds back: the key, or the whole host when another tenant's
+    /// key of the host is still held back too (or the provider documents a host-wide limit).
+    /// One tenant's keys alone never hold back another tenant's.
     pub fn back_off(
         &self,
+        tenant: &str,
         host: &str,
         key: &Fingerprint,
         scope: LimitScope,
@@ -239,10 +248,20 @@ impl Budget {
         now: Timestamp,
     ) -> RateLimitScope {
         let mut st = self.lock();
-        st.key_back_off.retain(|_, u| *u > now);
-        let entry = st.key_back_off.entry((host.to_owned(), key.clone())).or_insert(until);
-        *entry = (*entry).max(until);
-        let others = st.key_back_off.keys().filter(|(h, k)| h == host && k != key).count();
+        st.key_back_off.retain(|_, k| k.until > now);
+        let entry = st
+            .key_back_off
+            .entry((host.to_owned(), key.clone()))
+            .or_insert_with(|| KeyHeld {
+                until,
+                tenant: tenant.to_owned(),
+            });
+        entry.until = entry.until.max(until);
+        let others = st
+            .key_back_off
+            .iter()
+            .filter(|((h, k), held)| h == host && k != key && held.tenant != tenant)
+            .count();
         if scope == LimitScope::Host || others > 0 {
             let entry = st.host_back_off.entry(host.to_owned()).or_insert(until);
             *entry = (*entry).max(until);
@@ -357,16 +376,16 @@ mod tests {
         let held = |until, by| Err(HeldBack { until: t(until), by });
         // A 429 holds back that key only ...
         assert_eq!(
-            b.back_off("cs:443", &k2, cs.limit_scope, t(500), t(30)),
+            b.back_off("a", "cs:443", &k2, cs.limit_scope, t(500), t(30)),
             RateLimitScope::Key
         );
         assert_eq!(b.admit("cs:443", &k2, &cs, t(30)), held(500, Hold::Key));
         assert_eq!(b.admit("raise:443", &k2, &raise, t(30)), Ok(()), "other hosts go on");
         let k3 = Fingerprint::of(b"three");
         assert_eq!(b.admit("cs:443", &k3, &cs, t(30)), Ok(()), "other keys go on");
-        // ... until a second key of the same host is rate-limited while the first still is.
+        // ... until another tenant's key of the same host is rate-limited while the first still is.
         assert_eq!(
-            b.back_off("cs:443", &k3, cs.limit_scope, t(400), t(40)),
+            b.back_off("b", "cs:443", &k3, cs.limit_scope, t(400), t(40)),
             RateLimitScope::Host
         );
         let k4 = Fingerprint::of(b"four");
@@ -375,11 +394,11 @@ mod tests {
         assert_eq!(b.admit("cs:443", &k2, &cs, t(400)), held(500, Hold::Key));
         // Two 429s far apart are two keys' own business.
         assert_eq!(
-            b.back_off("raise:443", &k1, raise.limit_scope, t(600), t(550)),
+            b.back_off("a", "raise:443", &k1, raise.limit_scope, t(600), t(550)),
             RateLimitScope::Key
         );
         assert_eq!(
-            b.back_off("raise:443", &k2, raise.limit_scope, t(800), t(700)),
+            b.back_off("b", "raise:443", &k2, raise.limit_scope, t(800), t(700)),
             RateLimitScope::Key
         );
         assert_eq!(b.admit("raise:443", &k3, &raise, t(700)), Ok(()));
@@ -445,13 +464,11 @@ mod tests {
         drop(held);
     }
 
-    /// attack: an OAuth account's budget key is `oauth:{username}` alone. A hostile tenant that
-    /// knows (or guesses) another tenant's Virtuous user name writes a login Secret with that
-    /// user name and any password: every token-endpoint call it makes spends the victim's hourly
-    /// budget, and the victim's refreshes and probes are held back for up to an hour. A plain
-    /// token whose text is `oauth:{username}` lands on the same ledger too.
+    /// Found by the hostile-tenant review: an OAuth account's budget key was `oauth:{username}`
+    /// alone, so another tenant writing the same user name (any password) spent the victim's
+    /// hourly budget, and a token whose text was `oauth:{username}` did too.
     #[test]
-    fn attack_a_login_with_another_tenants_user_name_spends_its_budget() {
+    fn a_login_with_another_tenants_user_name_spends_only_its_own_budget() {
         use crate::decide::oauth::{self, Login};
         use crate::decide::token::Token;
         let b = Budget::new(16, 8);
@@ -466,11 +483,11 @@ mod tests {
         let hostile = login("finance@victim.example", "a-wrong-guess");
         // The hostile tenant's password grants (all refused) ...
         for i in 0..virtuous.hourly_probe_budget() {
-            let _ = b.admit(host, &oauth::account(&hostile), &virtuous, t(i64::from(i)));
+            let _ = b.admit(host, &oauth::account("hostile", &hostile), &virtuous, t(i64::from(i)));
         }
         // ... leave the victim's own account with nothing for the hour.
         assert_eq!(
-            b.admit(host, &oauth::account(&victim), &virtuous, t(100)),
+            b.admit(host, &oauth::account("victim", &victim), &virtuous, t(100)),
             Ok(()),
             "another tenant's login with a different password spent the victim's budget"
         );
@@ -482,26 +499,25 @@ mod tests {
             let _ = b.admit("attacker.example:443", &spoof, &generic, t(i64::from(i)));
         }
         assert_eq!(
-            b.admit(host, &oauth::account(&victim), &virtuous, t(100)),
+            b.admit(host, &oauth::account("victim", &victim), &virtuous, t(100)),
             Ok(()),
             "a token chosen to fingerprint like an OAuth account key spent the victim's budget"
         );
     }
 
-    /// attack: the host-wide back-off needs only two keys held back at once, whoever holds them.
-    /// One tenant with two keys of a shared provider (each rate-limited because the tenant
-    /// exhausted it elsewhere, or each a 429 from an endpoint limiting failed logins) makes the
-    /// operator hold back every tenant's credentials at that host, for as long as the answers say.
+    /// Found by the hostile-tenant review: the host-wide back-off needed only two keys held back
+    /// at once, whoever held them, so one tenant's two exhausted keys held back every tenant at
+    /// a shared provider's host.
     #[test]
-    fn attack_one_tenants_two_rate_limited_keys_hold_back_every_tenant_at_the_host() {
+    fn one_tenants_rate_limited_keys_never_hold_back_another_tenant() {
         let b = Budget::new(16, 8);
         let raise = crate::decide::provider::builtin::get("raise").expect("known");
         let host = "prod-api.raisedonors.com:443";
         let hostile_1 = Fingerprint::of(b"hostile key 1");
         let hostile_2 = Fingerprint::of(b"hostile key 2");
         let victim = Fingerprint::of(b"another tenant's key");
-        b.back_off(host, &hostile_1, raise.limit_scope, t(86_400), t(0));
-        b.back_off(host, &hostile_2, raise.limit_scope, t(86_400), t(1));
+        b.back_off("hostile", host, &hostile_1, raise.limit_scope, t(86_400), t(0));
+        b.back_off("hostile", host, &hostile_2, raise.limit_scope, t(86_400), t(1));
         assert_eq!(
             b.admit(host, &victim, &raise, t(2)),
             Ok(()),

@@ -151,11 +151,15 @@ impl JsonSchema for ProviderName {
     }
 }
 
+/// An RFC 1123 subdomain: what a Secret or a workload is named (`decide::names` refuses the same
+/// where no schema ran). Anything else would reach the request's path as written.
+pub const OBJECT_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// A key of a Secret in the resource's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretKeyRef {
     /// Name of the Secret (same namespace as the credential).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
     /// Key in the Secret's data that holds the token. Default: token.
     #[serde(default = "default_token_key")]
@@ -178,7 +182,7 @@ pub struct OAuthSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretNameRef {
     /// Name of the Secret (same namespace as the credential).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
 }
 
@@ -322,7 +326,7 @@ pub struct TargetSpec {
     /// Name of the managed Secret. Default: the credential's own name. A Secret of that name
     /// that the operator does not manage is never overwritten (reason SecretConflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: Option<String>,
     /// What happens to the managed Secret when the credential is deleted: Delete (default; the
     /// Secret is owned by the credential and garbage-collected with it) or Retain (kept, with no
@@ -353,7 +357,7 @@ pub struct WorkloadRef {
     /// Deployment, StatefulSet or DaemonSet.
     pub kind: WorkloadKind,
     /// Name of the workload (same namespace as the credential).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
 }
 

@@ -146,8 +146,14 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             }
             step::Action::BackOff { budget_key, until } => {
                 let settings = resolved.ok_or(Error::Step("a back-off without settings"))?;
-                ctx.budget
-                    .back_off(&settings.host(), &budget_key, settings.profile.limit_scope, until, now);
+                ctx.budget.back_off(
+                    ns,
+                    &settings.host(),
+                    &budget_key,
+                    settings.profile.limit_scope,
+                    until,
+                    now,
+                );
                 Outcome::BackedOff
             }
             step::Action::RememberSourceVersion(version) => {
@@ -324,7 +330,7 @@ async fn probe_once(
         outcome.held_back =
             Some(
                 ctx.budget
-                    .back_off(&host, key, settings.profile.limit_scope, until, Timestamp::now()),
+                    .back_off(ns, &host, key, settings.profile.limit_scope, until, Timestamp::now()),
             );
     }
     debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");

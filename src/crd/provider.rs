@@ -25,6 +25,7 @@ pub const FORBIDDEN_HEADERS: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     // Framing and message control: where the message ends, what it holds, what answer it asks for.
     "host",
     "content-length",
@@ -40,6 +41,8 @@ pub const FORBIDDEN_HEADERS: &[&str] = &[
     "if-unmodified-since",
     "if-range",
     "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     // Set by tenantcred's client itself: a second one would be sent beside it.
     "accept",
     "accept-encoding",

@@ -8,6 +8,7 @@ pub mod error_body;
 pub mod events;
 pub mod fair_share;
 pub mod leadership;
+pub mod names;
 pub mod oauth;
 pub mod plan;
 pub mod priority;

@@ -204,10 +204,12 @@ pub fn after_issue(
 }
 
 /// The budget key of an account: probes and token-endpoint calls spend the same hourly budget,
-/// whatever the access token of the moment.
-pub fn account(login: &Login) -> crate::decide::token::Fingerprint {
+/// whatever the access token of the moment. The namespace is part of it: another tenant writing
+/// the same user name (with any password) spends its own budget, never this one's. NUL separates
+/// the parts, and no token holds one, so no token's fingerprint is an account's.
+pub fn account(namespace: &str, login: &Login) -> crate::decide::token::Fingerprint {
     let user = login.username.as_ref().map_or("", |u| u.expose());
-    crate::decide::token::Fingerprint::of(format!("oauth:{user}").as_bytes())
+    crate::decide::token::Fingerprint::of(format!("\0oauth\0{namespace}\0{user}").as_bytes())
 }
 
 /// Whether to call the token endpoint in this reconcile.

@@ -133,10 +133,14 @@ pub fn parse_rate_limit(
             ResetUnit::EpochSeconds => false,
         };
         if delay {
-            let n = n.min(86_400 * 366);
-            now.checked_add(jiff::SignedDuration::from_secs(n as i64)).ok()
+            now.checked_add(jiff::SignedDuration::from_secs(n.min(MAX_WAIT_SECS) as i64))
+                .ok()
         } else {
-            Timestamp::from_second(n as i64).ok()
+            let at = i64::try_from(n)
+                .ok()
+                .and_then(|n| Timestamp::from_second(n).ok())
+                .unwrap_or(Timestamp::MAX);
+            Some(at.min(within_a_day(now)))
         }
     });
     RateLimit {
@@ -146,15 +150,26 @@ pub fn parse_rate_limit(
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// The longest a provider's answer holds a key (or a host) back, in any of its forms: a day, then
+/// one probe asks again. A provider cannot park a key (or, with a second one, a host) for years.
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
+fn within_a_day(now: Timestamp) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::from_secs(MAX_WAIT_SECS as i64))
+        .unwrap_or(now)
+}
+
+/// `Retry-After` as seconds or an HTTP date, at most a day ahead.
 pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Timestamp> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return now
-            .checked_add(jiff::SignedDuration::from_secs(secs.min(86_400) as i64))
+            .checked_add(jiff::SignedDuration::from_secs(secs.min(MAX_WAIT_SECS) as i64))
             .ok();
     }
-    jiff::fmt::rfc2822::parse(v).ok().map(|z| z.timestamp())
+    jiff::fmt::rfc2822::parse(v)
+        .ok()
+        .map(|z| z.timestamp().min(within_a_day(now)))
 }
 
 #[cfg(test)]
@@ -165,11 +180,10 @@ mod tests {
         Timestamp::from_second(s).expect("valid")
     }
 
-    /// attack: docs/security.md (Bounded input) says a Retry-After is capped at a day. Only the
-    /// seconds form is; an HTTP date (and an epoch `reset`) holds a key, or with a second key the
-    /// whole host for every tenant, for decades (the back-off lives until a restart).
+    /// Found by the hostile-tenant review: only the seconds form was capped; an HTTP date (and an
+    /// epoch `reset`) held a key, or with a second key the whole host, for decades.
     #[test]
-    fn attack_a_retry_after_date_or_epoch_reset_is_capped_at_a_day() {
+    fn a_retry_after_date_or_epoch_reset_is_capped_at_a_day() {
         let now = ts(1_800_000_000);
         let day = ts(1_800_000_000 + 86_400);
         let far = parse_retry_after("Sat, 01 Jan 2050 00:00:00 GMT", now).expect("a date");
@@ -230,7 +244,7 @@ mod tests {
     fn a_definition_says_how_the_reset_counts() {
         let now = ts(1_800_000_000);
         let secs = parse_rate_limit(None, None, Some("1800000600"), ResetUnit::Seconds, now);
-        assert_eq!(secs.reset_at, Some(ts(1_800_000_000 + 86_400 * 366)), "capped delay");
+        assert_eq!(secs.reset_at, Some(ts(1_800_000_000 + 86_400)), "capped delay");
         let epoch = parse_rate_limit(None, None, Some("60"), ResetUnit::EpochSeconds, now);
         assert_eq!(epoch.reset_at, Some(ts(60)));
     }

@@ -64,11 +64,17 @@ impl Settings {
         format!("{}{}", self.base_url.trim_end_matches('/'), self.probe_path)
     }
 
-    /// `host:port` of the provider, the unit of concurrency caps and of host-wide back-off.
+    /// `host:port` of the provider, the unit of concurrency caps and of host-wide back-off. A
+    /// name with a trailing dot is the same host as without (DNS and the egress rules agree), so
+    /// writing it both ways does not make two.
     pub fn host(&self) -> String {
         url::Url::parse(&self.base_url)
             .ok()
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .and_then(|u| {
+                let host = u.host_str()?;
+                let host = host.strip_suffix('.').unwrap_or(host);
+                Some(format!("{host}:{}", u.port_or_known_default()?))
+            })
             .unwrap_or_else(|| self.base_url.clone())
     }
 }
@@ -108,6 +114,34 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
         }
         _ => return invalid("exactly one of credentialRef and oauth must be set".into()),
     };
+    // Names reach the API server's request path as written: one that no object can have would
+    // rewrite the request (`decide::names`).
+    let names = [
+        (
+            "spec.credentialRef.name",
+            spec.credential_ref.as_ref().map(|r| r.name.as_str()),
+        ),
+        (
+            "spec.pendingCredentialRef.name",
+            spec.pending_credential_ref.as_ref().map(|r| r.name.as_str()),
+        ),
+        (
+            "spec.oauth.secretRef.name",
+            spec.oauth.as_ref().map(|o| o.secret_ref.name.as_str()),
+        ),
+        ("spec.target.name", spec.target.name.as_deref()),
+    ]
+    .into_iter()
+    .chain(
+        spec.rollout_restart_targets
+            .iter()
+            .map(|w| ("spec.rolloutRestartTargets[].name", Some(w.name.as_str()))),
+    );
+    for (field, name) in names {
+        if let Some(name) = name.filter(|n| !crate::decide::names::is_object_name(n)) {
+            return invalid(crate::decide::names::not_an_object_name(field, name));
+        }
+    }
     let Some(base_url) = spec.base_url.clone().or(profile.default_base_url.clone()) else {
         return invalid(format!("provider {} requires spec.baseUrl", profile.name));
     };

@@ -432,12 +432,10 @@ fn a_timeout_above_the_maximum_is_capped_and_said() {
     assert_eq!(settings().timeout_capped_from, None, "the default is within");
 }
 
-/// attack: the unit of `--max-probes-per-host` (and of host-wide back-off) is the base URL's
-/// host as written, but the egress rules and DNS read `api.example.com.` (a trailing dot) as
-/// `api.example.com`: a tenant writing both forms holds twice the per-host cap of slots at one
-/// host (16 of 16 with the defaults' 8), and escapes a host-wide back-off of the host.
+/// Found by the hostile-tenant review: `api.example.com.` and `api.example.com` are one host to
+/// DNS and the egress rules, so they are one host for the per-host cap and host-wide back-off.
 #[test]
-fn attack_one_host_written_two_ways_is_one_host_for_the_per_host_cap() {
+fn one_host_written_two_ways_is_one_host_for_the_per_host_cap() {
     let egress = Egress::new(vec!["api.example.com".parse().expect("a pattern")], false);
     let host_of = |base_url: &str| {
         let c = tac(serde_json::json!({
@@ -452,4 +450,33 @@ fn attack_one_host_written_two_ways_is_one_host_for_the_per_host_cap() {
         host_of("https://api.example.com./v1"),
         host_of("https://api.example.com/v1")
     );
+}
+
+/// A name the client would put into the request's path as written is refused before anything
+/// is read or written with it (found by the hostile-tenant review: `?watch=true`).
+#[test]
+fn every_name_a_spec_gives_is_an_object_name() {
+    for (spec, field) in [
+        (
+            serde_json::json!({"credentialRef": {"name": "?watch=true"}}),
+            "spec.credentialRef.name",
+        ),
+        (
+            serde_json::json!({"pendingCredentialRef": {"name": "../x"}}),
+            "spec.pendingCredentialRef.name",
+        ),
+        (serde_json::json!({"target": {"name": "x#y"}}), "spec.target.name"),
+        (
+            serde_json::json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "a/b"}]}),
+            "spec.rolloutRestartTargets[].name",
+        ),
+    ] {
+        let mut full = serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "in"}});
+        json_patch::merge(&mut full, &spec);
+        let got = crate::testing::resolve_builtin(&tac(full), &Egress::default());
+        assert!(
+            matches!(&got, Err(Problem::InvalidSpec(m)) if m.starts_with(field) && m.contains("not an object name")),
+            "{field}: {got:?}"
+        );
+    }
 }

@@ -41,7 +41,7 @@ pub(super) fn renew(
         return Ok(None);
     };
     let login = Login::from_secret(login_secret);
-    let account = oauth::account(&login);
+    let account = oauth::account(ns, &login);
     out.budget_key = Some(account.clone());
     let state_name = oauth::state_secret_name(w.meta.name.as_deref().unwrap_or_default());
     let state = d
