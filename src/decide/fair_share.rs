@@ -170,26 +170,38 @@ impl FairShare {
 
     /// Whether `request` may take a slot now, by the rules above.
     fn may_take(&self, r: &Request) -> bool {
+        self.may_take_given(r, &self.largest_holders())
+    }
+
+    fn may_take_given(&self, r: &Request, largest: &Largest<'_>) -> bool {
         let tenant = self.tenants.get(&r.tenant).map_or(0, |l| l.held);
         let host = self.hosts.get(&r.host).map_or(0, |l| l.held);
         let free = self.limits.total - self.held.len();
-        let fewer_than_another = || {
-            self.tenants
-                .iter()
-                .any(|(name, l)| *name != r.tenant && l.held > tenant + 1)
-        };
-        free > 0 && host < self.limits.per_host && (free > self.limits.reserve || tenant == 0 || fewer_than_another())
+        let fewer_than_another = largest.besides(&r.tenant) > tenant + 1;
+        free > 0 && host < self.limits.per_host && (free > self.limits.reserve || tenant == 0 || fewer_than_another)
+    }
+
+    /// The two tenants holding the most (only holders count, so at most `total` are looked at,
+    /// however many tenants wait).
+    fn largest_holders(&self) -> Largest<'_> {
+        let mut largest = Largest::default();
+        for r in self.held.values() {
+            let held = self.tenants.get(&r.tenant).map_or(0, |l| l.held);
+            largest.offer(&r.tenant, held);
+        }
+        largest
     }
 
     /// Grants waiting requests, best first, while one may take a slot.
     fn settle(&mut self) -> Vec<Ticket> {
         let mut granted = Vec::new();
         loop {
+            let largest = self.largest_holders();
             let best = self
                 .waiting
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| self.may_take(r))
+                .filter(|(_, r)| self.may_take_given(r, &largest))
                 .min_by_key(|(_, r)| {
                     let tenant = self.tenants.get(&r.tenant).map_or(0, |l| l.held);
                     let host = self.hosts.get(&r.host).map_or(0, |l| l.held);
@@ -221,6 +233,36 @@ impl FairShare {
                     map.remove(key);
                 }
             }
+        }
+    }
+}
+
+/// The two largest holders, by tenant: enough to answer "the most any other tenant holds".
+#[derive(Default)]
+struct Largest<'a> {
+    first: Option<(&'a str, usize)>,
+    second: usize,
+}
+
+impl<'a> Largest<'a> {
+    fn offer(&mut self, tenant: &'a str, held: usize) {
+        match self.first {
+            Some((t, _)) if t == tenant => {}
+            Some((_, most)) if held <= most => self.second = self.second.max(held),
+            Some((_, most)) => {
+                self.second = most;
+                self.first = Some((tenant, held));
+            }
+            None => self.first = Some((tenant, held)),
+        }
+    }
+
+    /// The most a tenant other than `tenant` holds.
+    fn besides(&self, tenant: &str) -> usize {
+        match self.first {
+            Some((t, _)) if t == tenant => self.second,
+            Some((_, most)) => most,
+            None => 0,
         }
     }
 }

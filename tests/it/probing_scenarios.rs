@@ -164,15 +164,22 @@ async fn probes_that_change_nothing_write_nothing(h: Harness) {
     );
 }
 
-/// A 429 holds back the key that got it; the whole host only when several keys are rate-limited
-/// at once. One noisy customer must not blind the probing of every other.
-async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
-    for name in ["a", "b", "c"] {
+/// A 429 holds back the key that got it; the whole host only when keys of several tenants are
+/// rate-limited at once. One noisy customer must not blind the probing of every other, and one
+/// tenant's keys alone never hold back another tenant's.
+async fn a_429_holds_back_its_key_and_several_hold_back_the_host(mut h: Harness) {
+    let home = h.ns.clone();
+    let other = h.add_tenants(&["other"]).await.remove(0);
+    for (ns, name) in [(&home, "a"), (&home, "b"), (&other, "c")] {
+        h.act_in(ns);
         h.provider.answer(name, Answer::Ok);
         h.source_secret(&format!("{name}-input"), name).await;
         h.create_credential(h.local(name)).await;
     }
-    eventually(10, "all ready", async || h.all_ready(["a", "b", "c"]).await).await;
+    h.act_in(&other);
+    eventually(10, "c ready", async || h.all_ready(["c"]).await).await;
+    h.act_in(&home);
+    eventually(10, "a and b ready", async || h.all_ready(["a", "b"]).await).await;
     h.provider.answer("a", Answer::RateLimited { retry_after: 3600 });
     h.request_probe("a", "2026-11-22T10:00:00Z").await;
     handled(&h, "a", "2026-11-22T10:00:00Z").await;
@@ -183,13 +190,15 @@ async fn a_429_holds_back_its_key_and_several_hold_back_the_host(h: Harness) {
     h.request_probe("b", "2026-11-22T10:01:00Z").await;
     handled(&h, "b", "2026-11-22T10:01:00Z").await;
     assert_eq!(h.provider.hits("b"), 2, "b probed despite a's 429");
-    // A second key rate-limited while the first still is: the host is held back.
+    // Another tenant's key rate-limited while the first still is: the host is held back.
+    h.act_in(&other);
     h.provider.answer("c", Answer::RateLimited { retry_after: 3600 });
     h.request_probe("c", "2026-11-22T10:02:00Z").await;
     handled(&h, "c", "2026-11-22T10:02:00Z").await;
     assert_eq!(h.tac("c").await["status"]["rateLimit"]["heldBack"], "Host");
     let msg = h.tac("c").await["status"]["conditions"].to_string();
     assert!(msg.contains("other tokens of the same provider host"), "{msg}");
+    h.act_in(&home);
     h.request_probe("b", "2026-11-22T10:03:00Z").await;
     handled(&h, "b", "2026-11-22T10:03:00Z").await;
     assert_eq!(h.provider.hits("b"), 2, "now b waits too");
