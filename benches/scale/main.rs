@@ -10,6 +10,7 @@
 //!
 //! It prints figures; it asserts nothing about them (CI machines are noisy).
 mod costs;
+mod operator;
 mod real;
 
 use tenantcred_testkit as support;
