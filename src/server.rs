@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -20,8 +20,7 @@ const STANDBY: u8 = 2;
 #[derive(Default)]
 pub struct Readiness {
     leadership: AtomicU8,
-    scopes: AtomicUsize,
-    synced: AtomicUsize,
+    synced: AtomicBool,
 }
 
 impl Readiness {
@@ -31,18 +30,14 @@ impl Readiness {
     pub fn standby(&self) {
         self.leadership.store(STANDBY, Ordering::Release);
     }
-    /// Controllers (one per watched namespace, or one) that must sync before the leader is ready.
-    pub fn expect_scopes(&self, n: usize) {
-        self.scopes.store(n, Ordering::Release);
-        self.synced.store(0, Ordering::Release);
-    }
-    pub fn scope_synced(&self) {
-        self.synced.fetch_add(1, Ordering::AcqRel);
+    /// Every cache (each scope's, and the ApiProviders') holds a full list.
+    pub fn caches_synced(&self) {
+        self.synced.store(true, Ordering::Release);
     }
 
     /// `Ok(detail)` when ready.
     pub fn ready(&self) -> Result<&'static str, &'static str> {
-        let synced = self.synced.load(Ordering::Acquire) >= self.scopes.load(Ordering::Acquire);
+        let synced = self.synced.load(Ordering::Acquire);
         match self.leadership.load(Ordering::Acquire) {
             // A standby is ready either way (it takes nothing from the Service); what it says
             // tells whether a takeover would start from full caches.
@@ -107,13 +102,11 @@ mod tests {
     fn readiness_needs_synced_caches_or_a_known_standby() {
         let h = Readiness::default();
         assert!(h.ready().is_err());
-        h.expect_scopes(2);
         h.standby();
         assert_eq!(h.ready(), Ok("standby: listing; another replica holds the lease"));
         h.leader();
         assert!(h.ready().is_err());
-        h.scope_synced();
-        h.scope_synced();
+        h.caches_synced();
         assert!(h.ready().is_ok());
         h.standby();
         assert_eq!(h.ready(), Ok("standby: caches synced; another replica holds the lease"));

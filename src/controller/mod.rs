@@ -6,6 +6,7 @@ mod backlog;
 mod cache;
 mod cached;
 mod context;
+mod leadership;
 mod lists;
 mod notify;
 pub mod providers;

@@ -22,7 +22,6 @@ use crate::decide::provider::status::{self, Counts};
 use crate::decide::provider::{self as provider_core, Found, Profile};
 use crate::decide::schedule::Jitter;
 use crate::decide::secret::FIELD_MANAGER;
-use crate::server::Readiness;
 
 /// One definition as read.
 struct Defined {
@@ -195,13 +194,8 @@ impl Providers {
 }
 
 /// Keeps `providers` current from the API server, cluster-wide (an `ApiProvider` is
-/// cluster-scoped). Ready for `/readyz` once the first list is in.
-pub(super) async fn watch_providers(
-    client: Client,
-    providers: Arc<Providers>,
-    lists: watcher::Config,
-    health: Arc<Readiness>,
-) {
+/// cluster-scoped). `Providers::listed` answers once the first list is in.
+pub(super) async fn watch_providers(client: Client, providers: Arc<Providers>, lists: watcher::Config) {
     let api: Api<ApiProvider> = Api::all(client);
     let mut synced = false;
     watcher(api, lists.any_semantic())
@@ -213,7 +207,6 @@ pub(super) async fn watch_providers(
                     providers.absorb(event);
                     if done && !synced {
                         synced = true;
-                        health.scope_synced();
                         tracing::info!("listed ApiProviders");
                     }
                 }

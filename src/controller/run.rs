@@ -5,18 +5,15 @@
 //! again; losing it closes the fence first (no write or probe passes it after that), then drops
 //! the controllers and stands by again, caches still warm.
 
-use std::sync::Arc;
-
 use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::leadership::{Leadership, Term};
 use super::watches::{Scope, start};
 use super::{Config, LeaseConfig, Shared, abort_on_drop, lists, providers};
-use crate::decide::secret::FIELD_MANAGER;
-use crate::fence::{self, Fence};
+use crate::fence;
 
 type Stopped = SharedFuture<BoxFuture<'static, ()>>;
 
@@ -37,85 +34,84 @@ pub async fn run(
         .boxed()
         .shared()
     };
-    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
-    // Before anything says ready: a standby is "caches synced" only once its lists are in (each
-    // scope's, and the ApiProviders').
-    shared.health.expect_scopes(namespaces.len() + 1);
-    shared.streaming_lists = lists::stream(&client, namespaces[0].as_deref(), config.lists).await;
+    shared.streaming_lists = lists::stream(&client, config.namespaces.first().map(String::as_str), config.lists).await;
     let _providers = abort_on_drop(providers::watch_providers(
         client.clone(),
         shared.providers.clone(),
         lists::watcher_config(shared.streaming_lists),
-        shared.health.clone(),
     ));
-    let Some(lease) = lease else {
-        shared.fence.unfence();
-        let scopes = start_scopes(&client, &config, &shared, &namespaces);
-        shared.health.leader();
-        lead(&client, &config, &shared, &scopes, stopped).await;
-        return Ok(());
+    let mut leadership = Leadership::start(&client, lease, shared.fence.clone()).await?;
+    if leadership.elected() {
+        shared.health.standby();
+    }
+    let scopes = start_scopes(&client, &config, &shared);
+    // Ready to take over (a standby) or to act (a leader) once every scope's caches and the
+    // ApiProviders are listed.
+    let _synced = {
+        let listed = futures::future::join_all(scopes.iter().map(|s| {
+            let ctx = s.ctx.clone();
+            async move { ctx.caches_listed().await }
+        }));
+        let health = shared.health.clone();
+        abort_on_drop(async move {
+            listed.await;
+            health.caches_synced();
+        })
     };
-    // The lease is kept with the plain client; everything else goes through the fence.
-    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.identity)
-        .with_duration(lease.duration_seconds)
-        .with_grace(lease.grace_seconds)
-        .with_field_manager(FIELD_MANAGER)
-        .build()
-        .await?;
-    let (held, handle) = manager.watch().await;
-    let following = [
-        abort_on_drop(fence::follow_lease(
-            client.clone(),
-            lease.namespace.clone(),
-            lease.name.clone(),
-            lease.identity.clone(),
-            shared.fence.clone(),
-        )),
-        abort_on_drop(forward_held(held.clone(), shared.fence.clone())),
-    ];
-    shared.health.standby();
-    let scopes = start_scopes(&client, &config, &shared, &namespaces);
-    info!(lease = %lease.name, identity = %lease.identity, "standing by, caches warm, for the leader lease");
-    loop {
-        tokio::select! {
-            _ = stopped.clone() => break,
-            _ = shared.fence.until(true) => {}
-        }
-        info!(identity = %lease.identity, "acquired the leader lease; reconciling from the caches");
+    while let Some(term) = leadership.next_term(stopped.clone()).await {
         shared.health.leader();
-        let leading = lead(&client, &config, &shared, &scopes, stopped.clone()).boxed();
-        tokio::select! {
-            _ = leading => break,
-            _ = shared.fence.until(false) => {
-                // The fence is already closed: nothing in flight writes or probes any more.
+        match run_term(term, &client, &config, &shared, &scopes, stopped.clone()).await {
+            TermEnd::Stopped => break,
+            TermEnd::Lost => {
                 for scope in &scopes {
                     scope.stand_by();
                 }
                 shared.health.standby();
-                warn!(identity = %lease.identity, "lost the leader lease; standing by");
+                warn!("lost the leader lease; standing by");
             }
         }
     }
-    // Dropping the last receiver (the forwarder holds one too) makes the lease manager release
-    // the lease for the standby.
-    drop(following);
-    drop(held);
-    let _ = handle.await;
+    leadership.release().await;
     Ok(())
 }
 
-fn start_scopes(client: &Client, config: &Config, shared: &Shared, namespaces: &[Option<String>]) -> Vec<Scope> {
+/// How a term ended.
+enum TermEnd {
+    /// The operator is stopping (in-flight reconciles finished).
+    Stopped,
+    /// The lease was lost: the fence closed first, nothing in flight writes or probes any more.
+    Lost,
+}
+
+/// Everything a term does, stopped together when it ends: every scope's controller from its
+/// warm caches, and the ApiProviders' status reports.
+async fn run_term(
+    term: Term,
+    client: &Client,
+    config: &Config,
+    shared: &Shared,
+    scopes: &[Scope],
+    stopped: Stopped,
+) -> TermEnd {
+    tokio::select! {
+        _ = lead(client, config, shared, scopes, stopped) => TermEnd::Stopped,
+        _ = term.lost => TermEnd::Lost,
+    }
+}
+
+/// One scope per watched namespace, or one for all, each listing and watching into its caches
+/// from now on (leader and standby alike).
+fn start_scopes(client: &Client, config: &Config, shared: &Shared) -> Vec<Scope> {
     info!(namespaces = ?config.namespaces, "starting tenantcred's watches");
     let writes = fence::fenced(client.clone(), shared.fence.clone());
+    let namespaces: Vec<Option<&str>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
     namespaces
-        .iter()
-        .map(|ns| start(writes.clone(), config.clone(), shared.clone(), ns.as_deref()))
+        .into_iter()
+        .map(|ns| start(writes.clone(), config.clone(), shared.clone(), ns))
         .collect()
 }
 
@@ -137,15 +133,4 @@ async fn lead(client: &Client, config: &Config, shared: &Shared, scopes: &[Scope
     let runs = futures::future::join_all(scopes.iter().map(|scope| scope.lead(stopped.clone())));
     futures::future::select(runs.boxed(), report).await;
     info!("controllers stopped");
-}
-
-/// The lease manager's word, into the fence.
-async fn forward_held(mut held: watch::Receiver<bool>, fence: Arc<Fence>) {
-    loop {
-        fence.set_held(*held.borrow_and_update());
-        if held.changed().await.is_err() {
-            fence.set_held(false);
-            return;
-        }
-    }
 }

@@ -22,7 +22,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::decide::priority::{self, Delivery};
 use crate::decide::secret;
-use crate::server::Readiness;
 
 /// One watched scope (a namespace, or all): its context and caches, the tasks that keep the
 /// caches current (leader and standby alike: a standby is warm), and what wakes its reconciles
@@ -142,7 +141,6 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
     let (listed_tx, listed) = tokio::sync::watch::channel(None);
     let sync = Arc::new(ScopeSync {
         pending: AtomicUsize::new(3),
-        health: shared.health.clone(),
         listed: listed_tx,
         started: std::time::Instant::now(),
     });
@@ -267,7 +265,6 @@ fn triggers<K>(
 /// and its reconciles may decide.
 struct ScopeSync {
     pending: AtomicUsize,
-    health: Arc<Readiness>,
     /// When every cache of the scope held a full list.
     listed: tokio::sync::watch::Sender<Option<Timestamp>>,
     started: std::time::Instant,
@@ -285,7 +282,6 @@ impl ScopeSync {
                 tracing::info!(count = seen, seconds = format!("{secs:.1}"), "listed {what}");
                 if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                     self.listed.send_replace(Some(Timestamp::now()));
-                    self.health.scope_synced();
                 }
             }
             _ => {}
