@@ -662,4 +662,26 @@ mod tests {
             "another tenant's only overdue probe waits until {at} (leading began at {leading})"
         );
     }
+
+    /// attack: "keys of two namespaces" counts any other namespace, and the host is then held for
+    /// the latest answer's time. A hostile tenant keeps a few of its own keys exhausted (it spends
+    /// their quota with the provider directly; each 429 of them says "reset in a day"). The first
+    /// time any other tenant's key meets an ordinary short 429, the hostile tenant's next 429
+    /// holds back every tenant of the provider's host for a day.
+    #[test]
+    fn attack_a_hostile_429_turns_anothers_short_429_into_a_day_for_every_tenant() {
+        let b = Budget::new(16, 8);
+        let raise = crate::decide::provider::builtin::get("raise").expect("known");
+        let host = "prod-api.raisedonors.com:443";
+        let careless = Fingerprint::of(b"a tenant that spent its own quota");
+        let hostile = Fingerprint::of(b"hostile key, exhausted on purpose");
+        let bystander = Fingerprint::of(b"a third tenant's healthy key");
+        b.back_off("careless", host, &careless, raise.limit_scope, t(60), t(0));
+        b.back_off("hostile", host, &hostile, raise.limit_scope, t(86_400), t(10));
+        assert_eq!(
+            b.admit(host, &bystander, &raise, t(3_600)),
+            Ok(()),
+            "a third tenant's healthy key is held back for a day"
+        );
+    }
 }
