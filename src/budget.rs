@@ -561,4 +561,127 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert!(l.sent.capacity() <= 8, "capacity {}", l.sent.capacity());
     }
+
+    /// What `Fingerprint::of` returns for ANY token whose SHA-256 begins with the same 6 bytes as
+    /// the one `shown` (`sha256:` + 12 hex, as status, events, logs and the workloads' pod-template
+    /// annotation print it). Such a token is found by a 2^48 preimage search: about 2.8e14 SHA-256
+    /// evaluations, hours on one consumer GPU. No knowledge of the victim's token is needed.
+    fn colliding(shown: &Fingerprint) -> Fingerprint {
+        Fingerprint::parse(shown.as_str()).expect("a shown fingerprint")
+    }
+
+    /// attack: every cross-tenant identity of a token (the probe-sharing key, the hourly ledger,
+    /// the key back-off) is the 48-bit fingerprint that the operator prints everywhere and calls
+    /// "useless for recovering one". A hostile tenant that has seen a victim's fingerprint (or,
+    /// for an OAuth login, only knows its namespace and user name) mints a token with the same 48
+    /// bits and (1) has its own 401s shared into the victim's credential as answers about the
+    /// victim's token (Unauthorized, Degraded, a rotation refused), (2) spends the victim's hourly
+    /// budget at any host, (3) gets the victim's key held back by its own 429s.
+    #[test]
+    fn attack_a_token_with_the_victims_48_bit_fingerprint_is_the_victims_token() {
+        use crate::decide::sharing::{Heard, ProbeKey};
+        let b = Budget::new(16, 8);
+        let raise = crate::decide::provider::builtin::get("raise").expect("known");
+        let host = "prod-api.raisedonors.com:443";
+        let url = "https://prod-api.raisedonors.com/api/v1/me";
+        let victim = Fingerprint::of(b"the victim's real raise token");
+        let forged = colliding(&victim);
+        let mut broken = Vec::new();
+        // (1) The hostile credential's probe of its forged token hears a 401 ...
+        b.hear(
+            ProbeKey::new("raise", url, &forged),
+            Heard {
+                at: t(100),
+                status: 401,
+            },
+        );
+        if b.heard(&ProbeKey::new("raise", url, &victim)).is_some() {
+            broken.push("another token's 401 answers for the victim's token (probe sharing across tenants)");
+        }
+        // (2) ... its own probes (the same provider, any namespace) spend the victim's ledger ...
+        for i in 0..100 {
+            let _ = b.admit(host, &forged, &raise, t(i));
+        }
+        if b.admit(host, &victim, &raise, t(200)) != Ok(()) {
+            broken.push("another tenant's token spent the victim's hourly budget");
+        }
+        // (3) ... and its 429 holds the victim's key back.
+        let other = Budget::new(16, 8);
+        other.back_off("hostile", host, &forged, raise.limit_scope, t(86_400), t(0));
+        if other.admit(host, &victim, &raise, t(1)) != Ok(()) {
+            broken.push("another tenant's 429 held back the victim's key");
+        }
+        assert!(broken.is_empty(), "{broken:#?}");
+    }
+
+    /// attack: `oauth::account` says "no token's fingerprint is an account's", but an account key
+    /// is 48 bits of a string anyone can compute from a namespace and a user name: a plain token
+    /// found to match them spends that login's budget from another namespace.
+    #[test]
+    fn attack_an_oauth_account_key_is_48_bits_anyone_can_aim_at() {
+        use crate::decide::oauth::{self, Login};
+        use crate::decide::token::Token;
+        let b = Budget::new(16, 8);
+        let virtuous = crate::decide::provider::builtin::get("virtuous").expect("known");
+        let login = Login {
+            username: Some(Token::new("finance@victim.example")),
+            ..Login::default()
+        };
+        let account = oauth::account("victim", &login);
+        let forged = colliding(&account);
+        // A plain-token virtuous credential (credentialRef) holding the forged token: its budget
+        // key is the token's fingerprint, which is the account key.
+        for i in 0..100 {
+            let _ = b.admit("api.virtuoussoftware.com:443", &forged, &virtuous, t(i));
+        }
+        assert_eq!(
+            b.admit("api.virtuoussoftware.com:443", &account, &virtuous, t(200)),
+            Ok(()),
+            "a token aimed at the account key's 48 bits spent the victim's login budget"
+        );
+    }
+
+    /// attack: catch-up slots after a restart or failover are counted per host only, in the order
+    /// reconciles ask. A tenant with many credentials at a shared provider host (all overdue after
+    /// the gap) queues ahead of every other tenant there: 3,000 of them put another tenant's one
+    /// overdue probe five minutes (at the default 10/s) behind, 36,000 an hour.
+    #[test]
+    fn attack_one_tenants_overdue_credentials_delay_another_tenants_catch_up() {
+        use crate::decide::schedule::{self, DEFAULT_CATCH_UP_PER_SECOND, Jitter};
+        let b = Budget::new(16, 8);
+        let host = "prod-api.raisedonors.com:443";
+        b.begin_catch_up();
+        let leading = t(1_000);
+        for _ in 0..3_000 {
+            let _ = b.catch_up_slot(host); // the hostile tenant's overdue credentials
+        }
+        let victims = b.catch_up_slot(host);
+        let at = schedule::catch_up(leading, victims, DEFAULT_CATCH_UP_PER_SECOND, Jitter::new(0.0));
+        assert!(
+            at <= t(1_001),
+            "another tenant's only overdue probe waits until {at} (leading began at {leading})"
+        );
+    }
+
+    /// attack: "keys of two namespaces" counts any other namespace, and the host is then held for
+    /// the latest answer's time. A hostile tenant keeps a few of its own keys exhausted (it spends
+    /// their quota with the provider directly; each 429 of them says "reset in a day"). The first
+    /// time any other tenant's key meets an ordinary short 429, the hostile tenant's next 429
+    /// holds back every tenant of the provider's host for a day.
+    #[test]
+    fn attack_a_hostile_429_turns_anothers_short_429_into_a_day_for_every_tenant() {
+        let b = Budget::new(16, 8);
+        let raise = crate::decide::provider::builtin::get("raise").expect("known");
+        let host = "prod-api.raisedonors.com:443";
+        let careless = Fingerprint::of(b"a tenant that spent its own quota");
+        let hostile = Fingerprint::of(b"hostile key, exhausted on purpose");
+        let bystander = Fingerprint::of(b"a third tenant's healthy key");
+        b.back_off("careless", host, &careless, raise.limit_scope, t(60), t(0));
+        b.back_off("hostile", host, &hostile, raise.limit_scope, t(86_400), t(10));
+        assert_eq!(
+            b.admit(host, &bystander, &raise, t(3_600)),
+            Ok(()),
+            "a third tenant's healthy key is held back for a day"
+        );
+    }
 }

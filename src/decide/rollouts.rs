@@ -136,4 +136,37 @@ mod tests {
         assert_eq!(r.changed(&w("three"), &fp, t(2)), Gate::At(t(60)));
         assert_eq!(r.due(&w("three"), t(60)), Gate::Now(fp));
     }
+
+    /// attack: the per-minute cap is one queue for the whole cluster, first come first served,
+    /// and `rolloutRestartTargets` has no maxItems. One tenant lists 30 workloads (they need not
+    /// exist: a restart counts as started before its PATCH, and a 404 is only a notice) and changes
+    /// its own token every debounce window: every minute's 30 rollouts (the default cap) are its,
+    /// and another tenant's Deployment keeps running on the token its rotation just retired.
+    #[test]
+    fn attack_one_tenant_takes_every_rollout_of_the_minute() {
+        let mut r = Rollouts::new(Duration::from_secs(30), 30);
+        let hostile = |i: usize| -> Workload { ("hostile".into(), WorkloadKind::Deployment, format!("w{i}")) };
+        let victim: Workload = ("victim".into(), WorkloadKind::Deployment, "api".into());
+        let mut victim_waits = None;
+        for minute in 0..10_i64 {
+            let fp = Fingerprint::of(&minute.to_be_bytes());
+            let now = t(minute * 60);
+            // The hostile tenant's reconciles are woken at the same instant and ask first.
+            for i in 0..30 {
+                let _ = r.changed(&hostile(i), &fp, now);
+            }
+            if minute == 0 {
+                // The victim rotated its token a second later.
+                match r.changed(&victim, &Fingerprint::of(b"victim new token"), t(1)) {
+                    Gate::Now(_) => return,
+                    Gate::At(at) => victim_waits = Some(at),
+                    Gate::Idle => unreachable!(),
+                }
+            } else if let Gate::Now(_) = r.due(&victim, now) {
+                return;
+            }
+            victim_waits = Some(now);
+        }
+        panic!("another tenant's restart is still waiting at {victim_waits:?}, ten minutes on");
+    }
 }

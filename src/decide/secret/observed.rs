@@ -252,3 +252,43 @@ fn owned_paths(fields: &serde_json::Value) -> BTreeSet<String> {
     }
     f
 }
+
+#[cfg(test)]
+mod attack_tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// attack: the managed-Secret watch selects `app.kubernetes.io/managed-by=tenantcred`, a label
+    /// any tenant may put on any Secret of its own, and the cache keeps every such Secret's labels
+    /// and annotations whole (only kubectl's last-applied copy is dropped), whether or not a
+    /// credential owns it. The API server allows 256 KiB of annotations and labels up to the
+    /// object's ~1.5 MiB. About two hundred such Secrets in one namespace hold the chart's 256 MiB
+    /// memory limit: the operator is OOM-killed on every start (the list brings them all back),
+    /// and no tenant's tokens are probed or rotated. docs/security.md: "Everything read from
+    /// outside has a size bound".
+    #[test]
+    fn attack_a_tenants_labelled_secret_is_kept_whole_in_the_operators_memory() {
+        let labels: BTreeMap<String, String> =
+            std::iter::once(("app.kubernetes.io/managed-by".to_owned(), "tenantcred".to_owned()))
+                .chain((0..12_000).map(|i| (format!("l{i:05}.example.com/k"), "v".repeat(63))))
+                .collect();
+        let annotations: BTreeMap<String, String> = (0..250).map(|i| (format!("a{i}"), "x".repeat(1_000))).collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("not-any-credentials".into()),
+                namespace: Some("hostile".into()),
+                labels: Some(labels),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let kept = Observed::of(secret);
+        let bytes = kept.labels.text.len() + kept.annotations.text.len();
+        assert!(
+            bytes <= 16 * 1024,
+            "one Secret a tenant labelled costs the operator {bytes} bytes; {} of them fill 256 MiB",
+            (256 << 20) / bytes
+        );
+    }
+}
