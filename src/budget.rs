@@ -56,14 +56,14 @@ struct KeyHeld {
 struct State {
     /// Until when the provider asked a key to stay away (its 429's Retry-After or reset), and
     /// whose key it is.
-    key_back_off: HashMap<(String, Fingerprint), KeyHeld>,
+    key_back_off: HashMap<(String, u64), KeyHeld>,
     /// Until when every key of a host is held back.
     host_back_off: HashMap<String, Timestamp>,
-    /// Keyed by the fingerprint's 48 bits: one small entry per key, no string.
+    /// Keyed by the fingerprint's table key (`Fingerprint::key`): one small entry per key, no string.
     ledgers: HashMap<u64, Ledger>,
     admitted: u64,
     /// Per host, the catch-up slots handed out since this replica began to lead.
-    catch_up: HashMap<String, u64>,
+    catch_up: HashMap<String, crate::decide::schedule::CatchUpLanes>,
     /// The latest answer about each token, per request (`sharing`): what credentials holding the
     /// same token share instead of probing again.
     heard: HashMap<ProbeKey, Heard>,
@@ -139,14 +139,14 @@ impl Budget {
             }
             st.host_back_off.remove(host);
         }
-        let gate = (host.to_owned(), key.clone());
+        let gate = (host.to_owned(), key.key());
         if let Some(until) = st.key_back_off.get(&gate).map(|k| k.until) {
             if until > now {
                 return Err(HeldBack { until, by: Hold::Key });
             }
             st.key_back_off.remove(&gate);
         }
-        let ledger = st.ledgers.entry(key.bits()).or_default();
+        let ledger = st.ledgers.entry(key.key()).or_default();
         ledger
             .check(profile.hourly_probe_budget(), now)
             .map_err(|until| HeldBack {
@@ -177,13 +177,10 @@ impl Budget {
         self.lock().heard.insert(key, heard);
     }
 
-    /// The next catch-up slot of `host` (`schedule::catch_up`): overdue probes queue per host.
-    pub fn catch_up_slot(&self, host: &str) -> u64 {
-        let mut st = self.lock();
-        let next = st.catch_up.entry(host.to_owned()).or_default();
-        let slot = *next;
-        *next += 1;
-        slot
+    /// The next catch-up slot of `tenant` at `host` (`schedule::catch_up`): overdue probes queue
+    /// per host, in a lane per tenant (`schedule::CatchUpLanes`).
+    pub fn catch_up_slot(&self, tenant: &str, host: &str) -> u64 {
+        self.lock().catch_up.entry(host.to_owned()).or_default().slot(tenant)
     }
 
     /// Leading begins: overdue probes queue from the first slot again.
@@ -229,7 +226,7 @@ impl Budget {
 
     /// Gives back the ledger entry of a probe admitted but never sent (no slot came for it).
     pub fn refund(&self, key: &Fingerprint) {
-        if let Some(l) = self.lock().ledgers.get_mut(&key.bits()) {
+        if let Some(l) = self.lock().ledgers.get_mut(&key.key()) {
             l.sent.pop_back();
         }
     }
@@ -251,20 +248,29 @@ impl Budget {
         st.key_back_off.retain(|_, k| k.until > now);
         let entry = st
             .key_back_off
-            .entry((host.to_owned(), key.clone()))
+            .entry((host.to_owned(), key.key()))
             .or_insert_with(|| KeyHeld {
                 until,
                 tenant: tenant.to_owned(),
             });
         entry.until = entry.until.max(until);
-        let others = st
+        // Held as long as keys of two tenants are: until the earlier of this key's end and the
+        // latest end among the other tenants' keys (a tenant that keeps its own keys exhausted
+        // for a day cannot turn another's one-minute 429 into a day for everyone).
+        let others_until = st
             .key_back_off
             .iter()
-            .filter(|((h, k), held)| h == host && k != key && held.tenant != tenant)
-            .count();
-        if scope == LimitScope::Host || others > 0 {
-            let entry = st.host_back_off.entry(host.to_owned()).or_insert(until);
-            *entry = (*entry).max(until);
+            .filter(|((h, k), held)| h == host && *k != key.key() && held.tenant != tenant)
+            .map(|(_, held)| held.until)
+            .max();
+        let host_until = match (scope, others_until) {
+            (LimitScope::Host, _) => Some(until),
+            (_, Some(theirs)) => Some(until.min(theirs)),
+            (_, None) => None,
+        };
+        if let Some(host_until) = host_until {
+            let entry = st.host_back_off.entry(host.to_owned()).or_insert(host_until);
+            *entry = (*entry).max(host_until);
             RateLimitScope::Host
         } else {
             RateLimitScope::Key
@@ -274,7 +280,7 @@ impl Budget {
     /// Probes admitted for `key` in the last hour.
     pub fn spent(&self, key: &Fingerprint, now: Timestamp) -> usize {
         let mut st = self.lock();
-        st.ledgers.get_mut(&key.bits()).map_or(0, |l| {
+        st.ledgers.get_mut(&key.key()).map_or(0, |l| {
             let _ = l.check(u32::MAX, now);
             l.len()
         })
@@ -343,11 +349,11 @@ mod tests {
     #[test]
     fn catch_up_slots_count_per_host_from_when_leading_began() {
         let b = Budget::new(4, 2);
-        assert_eq!(b.catch_up_slot("a:443"), 0);
-        assert_eq!(b.catch_up_slot("a:443"), 1);
-        assert_eq!(b.catch_up_slot("b:443"), 0, "each host has its own queue");
+        assert_eq!(b.catch_up_slot("t", "a:443"), 0);
+        assert_eq!(b.catch_up_slot("t", "a:443"), 1);
+        assert_eq!(b.catch_up_slot("t", "b:443"), 0, "each host has its own queue");
         b.begin_catch_up();
-        assert_eq!(b.catch_up_slot("a:443"), 0);
+        assert_eq!(b.catch_up_slot("t", "a:443"), 0);
     }
 
     #[test]
@@ -570,15 +576,11 @@ mod tests {
         Fingerprint::parse(shown.as_str()).expect("a shown fingerprint")
     }
 
-    /// attack: every cross-tenant identity of a token (the probe-sharing key, the hourly ledger,
-    /// the key back-off) is the 48-bit fingerprint that the operator prints everywhere and calls
-    /// "useless for recovering one". A hostile tenant that has seen a victim's fingerprint (or,
-    /// for an OAuth login, only knows its namespace and user name) mints a token with the same 48
-    /// bits and (1) has its own 401s shared into the victim's credential as answers about the
-    /// victim's token (Unauthorized, Degraded, a rotation refused), (2) spends the victim's hourly
-    /// budget at any host, (3) gets the victim's key held back by its own 429s.
+    /// Found by the hostile-tenant review: a token's identity in the probe-sharing key, the hourly
+    /// ledger and the key back-off was the 48-bit fingerprint printed everywhere. A token minted to
+    /// share those 48 bits now shares nothing: the tables key tokens by bits nothing shows.
     #[test]
-    fn attack_a_token_with_the_victims_48_bit_fingerprint_is_the_victims_token() {
+    fn a_token_sharing_the_shown_fingerprint_is_another_token() {
         use crate::decide::sharing::{Heard, ProbeKey};
         let b = Budget::new(16, 8);
         let raise = crate::decide::provider::builtin::get("raise").expect("known");
@@ -614,11 +616,10 @@ mod tests {
         assert!(broken.is_empty(), "{broken:#?}");
     }
 
-    /// attack: `oauth::account` says "no token's fingerprint is an account's", but an account key
-    /// is 48 bits of a string anyone can compute from a namespace and a user name: a plain token
-    /// found to match them spends that login's budget from another namespace.
+    /// Found by the hostile-tenant review: an account key was 48 bits of a string anyone can
+    /// compute; a token aimed at those bits shares nothing with the account's table key.
     #[test]
-    fn attack_an_oauth_account_key_is_48_bits_anyone_can_aim_at() {
+    fn a_token_aimed_at_an_oauth_accounts_shown_bits_spends_nothing_of_it() {
         use crate::decide::oauth::{self, Login};
         use crate::decide::token::Token;
         let b = Budget::new(16, 8);
@@ -641,21 +642,19 @@ mod tests {
         );
     }
 
-    /// attack: catch-up slots after a restart or failover are counted per host only, in the order
-    /// reconciles ask. A tenant with many credentials at a shared provider host (all overdue after
-    /// the gap) queues ahead of every other tenant there: 3,000 of them put another tenant's one
-    /// overdue probe five minutes (at the default 10/s) behind, 36,000 an hour.
+    /// Found by the hostile-tenant review: catch-up slots were one queue per host, so 3,000 of one
+    /// tenant's overdue credentials put another tenant's one overdue probe five minutes behind.
     #[test]
-    fn attack_one_tenants_overdue_credentials_delay_another_tenants_catch_up() {
+    fn one_tenants_overdue_credentials_never_delay_another_tenants_catch_up() {
         use crate::decide::schedule::{self, DEFAULT_CATCH_UP_PER_SECOND, Jitter};
         let b = Budget::new(16, 8);
         let host = "prod-api.raisedonors.com:443";
         b.begin_catch_up();
         let leading = t(1_000);
         for _ in 0..3_000 {
-            let _ = b.catch_up_slot(host); // the hostile tenant's overdue credentials
+            let _ = b.catch_up_slot("hostile", host); // the hostile tenant's overdue credentials
         }
-        let victims = b.catch_up_slot(host);
+        let victims = b.catch_up_slot("victim", host);
         let at = schedule::catch_up(leading, victims, DEFAULT_CATCH_UP_PER_SECOND, Jitter::new(0.0));
         assert!(
             at <= t(1_001),
@@ -663,13 +662,11 @@ mod tests {
         );
     }
 
-    /// attack: "keys of two namespaces" counts any other namespace, and the host is then held for
-    /// the latest answer's time. A hostile tenant keeps a few of its own keys exhausted (it spends
-    /// their quota with the provider directly; each 429 of them says "reset in a day"). The first
-    /// time any other tenant's key meets an ordinary short 429, the hostile tenant's next 429
-    /// holds back every tenant of the provider's host for a day.
+    /// Found by the hostile-tenant review: the host was held for the latest answer's time, so a
+    /// tenant keeping its own keys exhausted for a day turned another's one-minute 429 into a day
+    /// for every tenant at the host.
     #[test]
-    fn attack_a_hostile_429_turns_anothers_short_429_into_a_day_for_every_tenant() {
+    fn a_host_is_held_only_while_two_tenants_are() {
         let b = Budget::new(16, 8);
         let raise = crate::decide::provider::builtin::get("raise").expect("known");
         let host = "prod-api.raisedonors.com:443";

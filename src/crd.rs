@@ -101,7 +101,9 @@ pub struct TenantApiCredentialSpec {
     pub target: TargetSpec,
     /// Workloads in the same namespace to restart (a rollout, like `kubectl rollout restart`)
     /// when the token in the managed Secret changes. Restarts are gathered per debounce window.
+    /// At most 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<WorkloadRef>,
     /// true: keep the managed Secret as it is and stop probing. Default false.
     #[serde(default)]
@@ -333,11 +335,13 @@ pub struct TargetSpec {
     /// owner).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Extra labels for the managed Secret (the operator's own labels win on a clash).
+    /// Extra labels for the managed Secret (the operator's own labels win on a clash). At most 64.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations for the managed Secret.
+    /// Extra annotations for the managed Secret. At most 64.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub annotations: BTreeMap<String, String>,
 }
 

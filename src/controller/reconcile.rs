@@ -204,7 +204,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 let (notices, wake) = restart::rollout(ctx, tac, ns, changed.as_ref(), now).await?;
                 Outcome::Restarted { notices, wake }
             }
-            step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(&host)),
+            step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(ns, &host)),
             step::Action::WriteStatus { status, patch } => {
                 write_status(&ctx.client, &cached.metadata, ns, patch).await?;
                 ctx.cache.wrote_status(&cached.metadata, &status);

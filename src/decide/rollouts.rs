@@ -31,7 +31,14 @@ pub struct Rollouts {
     last: HashMap<Workload, Timestamp>,
     /// The newest fingerprint waiting per workload, and when its restart may start.
     pending: HashMap<Workload, (Fingerprint, Timestamp)>,
-    started: VecDeque<Timestamp>,
+    /// Rollouts started in the last minute, and whose namespace each was.
+    started: VecDeque<(Timestamp, String)>,
+}
+
+/// A namespace's share of the per-minute cap: a quarter (at least one), so one tenant's restarts
+/// never take every rollout of a minute from the others.
+fn per_namespace(per_minute: usize) -> usize {
+    (per_minute / 4).max(1)
 }
 
 impl Rollouts {
@@ -45,23 +52,34 @@ impl Rollouts {
         }
     }
 
-    /// The earliest instant from which one more rollout fits the per-minute cap.
-    fn cap_free_at(&mut self, now: Timestamp) -> Timestamp {
+    /// The earliest instant from which one more rollout of namespace `ns` fits the per-minute
+    /// cap and the namespace's share of it.
+    fn cap_free_at(&mut self, ns: &str, now: Timestamp) -> Timestamp {
         let minute = Duration::from_secs(60);
-        while self.started.front().is_some_and(|t| schedule::add(*t, minute) <= now) {
+        while self
+            .started
+            .front()
+            .is_some_and(|(t, _)| schedule::add(*t, minute) <= now)
+        {
             self.started.pop_front();
         }
-        if self.started.len() < self.per_minute {
-            return now;
+        let mut free = now;
+        if self.started.len() >= self.per_minute {
+            let (oldest, _) = &self.started[self.started.len() - self.per_minute];
+            free = free.max(schedule::add(*oldest, minute));
         }
-        let oldest = self.started[self.started.len() - self.per_minute];
-        schedule::add(oldest, minute)
+        let share = per_namespace(self.per_minute);
+        let mine: Vec<Timestamp> = self.started.iter().filter(|(_, n)| n == ns).map(|(t, _)| *t).collect();
+        if mine.len() >= share {
+            free = free.max(schedule::add(mine[mine.len() - share], minute));
+        }
+        free
     }
 
     /// A token read by `w` changed to `fingerprint`.
     pub fn changed(&mut self, w: &Workload, fingerprint: &Fingerprint, now: Timestamp) -> Gate {
         let after_window = self.last.get(w).map_or(now, |t| schedule::add(*t, self.window));
-        let due = after_window.max(self.cap_free_at(now));
+        let due = after_window.max(self.cap_free_at(&w.0, now));
         self.pending.insert(w.clone(), (fingerprint.clone(), due));
         self.due(w, now)
     }
@@ -71,14 +89,14 @@ impl Rollouts {
         let Some((fingerprint, due)) = self.pending.get(w).cloned() else {
             return Gate::Idle;
         };
-        let due = due.max(self.cap_free_at(now));
+        let due = due.max(self.cap_free_at(&w.0, now));
         if due > now {
             self.pending.insert(w.clone(), (fingerprint, due));
             return Gate::At(due);
         }
         self.pending.remove(w);
         self.last.insert(w.clone(), now);
-        self.started.push_back(now);
+        self.started.push_back((now, w.0.clone()));
         // Workloads not restarted for a window have nothing left to debounce.
         let window = self.window;
         self.last.retain(|_, t| schedule::add(*t, window) > now);
@@ -131,42 +149,32 @@ mod tests {
     fn rollouts_per_minute_are_capped_across_workloads() {
         let mut r = Rollouts::new(Duration::from_secs(30), 2);
         let fp = Fingerprint::of(b"a");
-        assert_eq!(r.changed(&w("one"), &fp, t(0)), Gate::Now(fp.clone()));
-        assert_eq!(r.changed(&w("two"), &fp, t(1)), Gate::Now(fp.clone()));
-        assert_eq!(r.changed(&w("three"), &fp, t(2)), Gate::At(t(60)));
-        assert_eq!(r.due(&w("three"), t(60)), Gate::Now(fp));
+        let in_ns = |ns: &str| -> Workload { (ns.into(), WorkloadKind::Deployment, "w".into()) };
+        assert_eq!(r.changed(&in_ns("a"), &fp, t(0)), Gate::Now(fp.clone()));
+        assert_eq!(r.changed(&in_ns("b"), &fp, t(1)), Gate::Now(fp.clone()));
+        assert_eq!(r.changed(&in_ns("c"), &fp, t(2)), Gate::At(t(60)));
+        assert_eq!(r.due(&in_ns("c"), t(60)), Gate::Now(fp));
     }
 
-    /// attack: the per-minute cap is one queue for the whole cluster, first come first served,
-    /// and `rolloutRestartTargets` has no maxItems. One tenant lists 30 workloads (they need not
-    /// exist: a restart counts as started before its PATCH, and a 404 is only a notice) and changes
-    /// its own token every debounce window: every minute's 30 rollouts (the default cap) are its,
-    /// and another tenant's Deployment keeps running on the token its rotation just retired.
+    /// Found by the hostile-tenant review: the per-minute cap was one first-come queue for the
+    /// cluster, so one tenant restarting 30 workloads every minute took every rollout, and another
+    /// tenant's Deployment kept running on the token its rotation had just retired.
     #[test]
-    fn attack_one_tenant_takes_every_rollout_of_the_minute() {
+    fn one_tenant_never_takes_every_rollout_of_the_minute() {
         let mut r = Rollouts::new(Duration::from_secs(30), 30);
         let hostile = |i: usize| -> Workload { ("hostile".into(), WorkloadKind::Deployment, format!("w{i}")) };
         let victim: Workload = ("victim".into(), WorkloadKind::Deployment, "api".into());
-        let mut victim_waits = None;
-        for minute in 0..10_i64 {
-            let fp = Fingerprint::of(&minute.to_be_bytes());
-            let now = t(minute * 60);
-            // The hostile tenant's reconciles are woken at the same instant and ask first.
-            for i in 0..30 {
-                let _ = r.changed(&hostile(i), &fp, now);
-            }
-            if minute == 0 {
-                // The victim rotated its token a second later.
-                match r.changed(&victim, &Fingerprint::of(b"victim new token"), t(1)) {
-                    Gate::Now(_) => return,
-                    Gate::At(at) => victim_waits = Some(at),
-                    Gate::Idle => unreachable!(),
-                }
-            } else if let Gate::Now(_) = r.due(&victim, now) {
-                return;
-            }
-            victim_waits = Some(now);
-        }
-        panic!("another tenant's restart is still waiting at {victim_waits:?}, ten minutes on");
+        // The hostile tenant's reconciles are woken at the same instant and ask first: a quarter
+        // of the cap is its.
+        let fp = Fingerprint::of(b"hostile token");
+        let started = (0..30)
+            .filter(|i| matches!(r.changed(&hostile(*i), &fp, t(0)), Gate::Now(_)))
+            .count();
+        assert_eq!(started, 7, "a namespace's share of 30 a minute");
+        // The victim rotated its token a second later: its restart goes at once.
+        let new = Fingerprint::of(b"victim new token");
+        assert_eq!(r.changed(&victim, &new, t(1)), Gate::Now(new));
+        // The hostile tenant's others wait for its own share to free up, a minute on.
+        assert_eq!(r.due(&hostile(29), t(2)), Gate::At(t(60)));
     }
 }

@@ -152,6 +152,36 @@ pub fn catch_up(started_at: Timestamp, slot: u64, per_second: f64, jitter: Jitte
     add(started_at, Duration::from_secs_f64(secs))
 }
 
+/// The catch-up slots of one host, shared between tenants (namespaces) in lanes: the k-th
+/// overdue probe of the r-th tenant seen takes slot `k × n + r`, n the tenants seen so far. A
+/// tenant with thousands of overdue credentials spreads them over every n-th slot instead of
+/// queueing ahead of another tenant's one probe, which takes the next free lane at once. (Slots
+/// handed out before a tenant arrived may share an instant with its first ones: a tenant at most
+/// once per slot, and the host's rate stays within a small multiple for that moment.)
+#[derive(Clone, Debug, Default)]
+pub struct CatchUpLanes {
+    /// Tenants in the order they first asked, with the slots each took.
+    tenants: Vec<(String, u64)>,
+}
+
+impl CatchUpLanes {
+    /// The next catch-up slot of `tenant` at this host.
+    pub fn slot(&mut self, tenant: &str) -> u64 {
+        let rank = match self.tenants.iter().position(|(t, _)| t == tenant) {
+            Some(r) => r,
+            None => {
+                self.tenants.push((tenant.to_owned(), 0));
+                self.tenants.len() - 1
+            }
+        };
+        let n = self.tenants.len() as u64;
+        let taken = &mut self.tenants[rank].1;
+        let slot = *taken * n + rank as u64;
+        *taken += 1;
+        slot
+    }
+}
+
 /// Instants at which a credential's state changes without any event: entering the ExpiringSoon
 /// window and expiry itself.
 pub fn expiry_instants(expires_at: Option<Timestamp>, warn_before: Duration, now: Timestamp) -> Option<Timestamp> {
@@ -310,6 +340,25 @@ mod tests {
             next_probe(finished(ProbeResult::Invalid), MIN, t(0), Jitter::new(0.5)),
             None
         );
+    }
+
+    #[test]
+    fn one_tenants_overdue_probes_never_queue_ahead_of_anothers() {
+        let mut lanes = CatchUpLanes::default();
+        let hostile: Vec<u64> = (0..3_000).map(|_| lanes.slot("hostile")).collect();
+        assert_eq!(hostile[..3], [0, 1, 2], "alone, a tenant takes every slot");
+        assert_eq!(
+            lanes.slot("victim"),
+            1,
+            "another tenant's first probe goes in the next lane"
+        );
+        assert_eq!(
+            lanes.slot("hostile"),
+            6_000,
+            "then the first tenant takes every other slot"
+        );
+        assert_eq!(lanes.slot("victim"), 3);
+        assert_eq!(lanes.slot("third"), 2);
     }
 
     #[test]

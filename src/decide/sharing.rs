@@ -24,7 +24,7 @@ impl ProbeKey {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (provider, url).hash(&mut h);
         Self {
-            token: token.bits(),
+            token: token.key(),
             request: h.finish(),
         }
     }

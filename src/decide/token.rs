@@ -43,38 +43,79 @@ impl fmt::Display for Token {
 
 /// `sha256:` + the first 12 hex digits of the token's SHA-256: enough to tell tokens apart in
 /// status and logs, far too little to recover anything.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct Fingerprint(String);
+///
+/// Those 48 bits are shown to whoever reads a status, and a token with the same 48 bits can be
+/// searched for in hours: so tables that decide for a token (its hourly budget, its back-off, the
+/// answers shared between its holders) key it by 64 other bits of the digest, which nothing shows
+/// ([`Fingerprint::key`]). Equality and order are the shown form's.
+#[derive(Clone, Debug)]
+pub struct Fingerprint {
+    shown: String,
+    key: u64,
+}
+
+impl PartialEq for Fingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.shown == other.shown
+    }
+}
+
+impl Eq for Fingerprint {}
+
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.shown.hash(state);
+    }
+}
+
+impl PartialOrd for Fingerprint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Fingerprint {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.shown.cmp(&other.shown)
+    }
+}
 
 impl Fingerprint {
     pub fn of(bytes: &[u8]) -> Self {
         let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        Self(format!("sha256:{hex}"))
+        let mut hidden = [0u8; 8];
+        hidden.copy_from_slice(&digest[24..32]);
+        Self {
+            shown: format!("sha256:{hex}"),
+            key: u64::from_be_bytes(hidden),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.shown
     }
 
-    /// The 48 bits the fingerprint shows, as a number: a compact key for per-token tables.
-    pub fn bits(&self) -> u64 {
-        self.0
-            .strip_prefix("sha256:")
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            .unwrap_or(0)
+    /// The key of per-token tables: 64 bits of the digest that the fingerprint does not show, so
+    /// a token found to share the shown 48 bits shares nothing else. (A fingerprint read back from
+    /// its text has only the shown bits, and is never a table's key.)
+    pub fn key(&self) -> u64 {
+        self.key
     }
 
     /// Reads a fingerprint back from its text form.
     pub fn parse(s: &str) -> Option<Self> {
         let hex = s.strip_prefix("sha256:")?;
-        (hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_owned()))
+        (hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self {
+            shown: s.to_owned(),
+            key: u64::from_str_radix(hex, 16).unwrap_or(0),
+        })
     }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.shown)
     }
 }
 
@@ -290,7 +331,9 @@ pub(crate) mod tests {
         let fp = Fingerprint::of(b"abc");
         // sha256("abc") = ba7816bf8f01cfea...
         assert_eq!(fp.as_str(), "sha256:ba7816bf8f01");
-        assert_eq!(fp.bits(), 0xba78_16bf_8f01);
+        // Tables key it by bits nothing shows: the digest's last 8 bytes.
+        assert_eq!(fp.key(), 0xb410_ff61_f200_15ad);
+        assert_eq!(Fingerprint::parse("sha256:ba7816bf8f01"), Some(fp), "equal as shown");
     }
 
     #[test]

@@ -79,6 +79,13 @@ impl Settings {
     }
 }
 
+/// The most labels, and the most annotations, a credential asks for its managed Secret (the
+/// schema's `maxProperties`).
+pub const MAX_TARGET_PAIRS: usize = 64;
+
+/// The most workloads a credential restarts (the schema's `maxItems`).
+pub const MAX_RESTART_TARGETS: usize = 16;
+
 /// Resolves the spec, with the provider found under its name, against the operator owner's
 /// egress rules.
 pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> Result<Settings, Problem> {
@@ -137,6 +144,23 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
             .iter()
             .map(|w| ("spec.rolloutRestartTargets[].name", Some(w.name.as_str()))),
     );
+    // What the schema bounds, for objects written before it did (each is kept per credential).
+    let counts = [
+        ("spec.target.labels", spec.target.labels.len(), MAX_TARGET_PAIRS),
+        (
+            "spec.target.annotations",
+            spec.target.annotations.len(),
+            MAX_TARGET_PAIRS,
+        ),
+        (
+            "spec.rolloutRestartTargets",
+            spec.rollout_restart_targets.len(),
+            MAX_RESTART_TARGETS,
+        ),
+    ];
+    if let Some((field, n, max)) = counts.into_iter().find(|(_, n, max)| n > max) {
+        return invalid(format!("{field} has {n} entries; at most {max} are allowed"));
+    }
     for (field, name) in names {
         if let Some(name) = name.filter(|n| !crate::decide::names::is_object_name(n)) {
             return invalid(crate::decide::names::not_an_object_name(field, name));

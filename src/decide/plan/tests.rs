@@ -480,26 +480,3 @@ fn every_name_a_spec_gives_is_an_object_name() {
         );
     }
 }
-
-/// attack: a credential of a documented provider may point at any host the owner allows for
-/// `generic` credentials, and everything its probes hear is booked to that provider: the
-/// `tenantcred_probe_total{provider}` and duration series, the ApiProvider's probesLastHour, and
-/// the chart's TenantCredentialProbesFailing alert ("Most probes against raise fail (outage or
-/// rate limiting); token health is unknown"). One tenant with a few credentials naming `raise`
-/// and a host of its own that hangs (Timeout) or answers 503 tells every operator of the cluster
-/// that raise is down, and dilutes a real outage's ratio the other way with 2xx answers.
-#[test]
-fn attack_a_tenant_books_its_own_hosts_answers_to_a_documented_provider() {
-    let egress = Egress::new(vec!["*.tenants.example.com".parse().expect("a pattern")], false);
-    let hostile = tac(serde_json::json!({
-        "tenant": "hostile", "provider": "raise", "credentialRef": {"name": "in"},
-        "baseUrl": "https://hangs.tenants.example.com"
-    }));
-    let booked_to = crate::testing::resolve_builtin(&hostile, &egress)
-        .ok()
-        .map(|s| (s.profile.name.clone(), s.host()));
-    assert_eq!(
-        booked_to, None,
-        "probes of the tenant's own host are counted as the provider's"
-    );
-}

@@ -23,7 +23,7 @@ pub fn stale_keys(desired: &Secret, observed: &Observed) -> Vec<(&'static str, S
         }
         for (section, pairs) in [("labels", &observed.labels), ("annotations", &observed.annotations)] {
             if let Some(key) = path.strip_prefix(section).and_then(|p| p.strip_prefix('/'))
-                && pairs.get(key).is_some()
+                && pairs.contains(key)
             {
                 stale.push((section, key.to_owned()));
             }

@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     CREDENTIAL_LABEL, DATA_KEYS, FIELD_MANAGER, KEY_TOKEN, LAST_APPLIED, MANAGED_BY_LABEL, OPAQUE, PROVIDER_LABEL,
-    TENANT_LABEL,
+    SOURCE_VERSION_ANNOTATION, TENANT_LABEL,
 };
 use crate::decide::token::{MAX_TOKEN_BYTES, Token};
 
@@ -42,14 +42,46 @@ pub struct Observed {
 
 pub(super) type Digest = [u8; 16];
 
-/// A small string map, in key order, as two allocations: every key and value back to back, and
-/// where each ends. A managed Secret's handful of labels and annotations would otherwise cost two
-/// allocations per pair, kept for every managed Secret.
+/// A Secret's labels or annotations as the projection keeps them. Anyone may put tenantcred's
+/// managed-by label on a Secret of their own (that is what the managed-Secret watch selects), so
+/// what is kept is bounded whatever the Secret holds: the text of tenantcred's own keys (the
+/// ones read back: [`OWN_KEYS`], values of at most [`MAX_OWN_VALUE`] bytes), and of every pair
+/// only a 64-bit digest, for at most [`MAX_PAIRS`] pairs (beyond that, none: such a Secret never
+/// holds what tenantcred wants, and is written again if it is ours).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(super) struct Pairs {
+    /// tenantcred's own keys and values, back to back, in key order.
     text: Box<str>,
     /// The end of each key and of each value in `text`, alternately.
     ends: Box<[u32]>,
+    /// Digests of every (key, value), sorted.
+    pairs: Box<[u64]>,
+    /// Digests of every key, sorted.
+    keys: Box<[u64]>,
+    /// More than [`MAX_PAIRS`]: nothing but `text` is kept.
+    overflow: bool,
+}
+
+/// The keys whose values are read back (ownership, the source version).
+pub(super) const OWN_KEYS: [&str; 5] = [
+    MANAGED_BY_LABEL,
+    TENANT_LABEL,
+    PROVIDER_LABEL,
+    CREDENTIAL_LABEL,
+    SOURCE_VERSION_ANNOTATION,
+];
+
+/// The longest own value kept (labels are at most 63; a source version is a few dozen).
+pub(super) const MAX_OWN_VALUE: usize = 256;
+
+/// The most pairs of one section kept as digests (the CRD allows a credential 64 of each).
+pub(super) const MAX_PAIRS: usize = 256;
+
+fn pair_digest(key: &str, value: Option<&str>) -> u64 {
+    let d = digest([Some(key.as_bytes()), value.map(str::as_bytes)]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
 }
 
 impl Pairs {
@@ -59,10 +91,24 @@ impl Pairs {
             .flatten()
             .filter(|(k, _)| !skip.contains(&k.as_str()))
             .collect();
-        let mut text = String::with_capacity(kept.iter().map(|(k, v)| k.len() + v.len()).sum());
-        let mut ends = Vec::with_capacity(2 * kept.len());
-        for (k, v) in kept {
-            // Metadata is far below 4 GiB (the API server refuses objects over 1.5 MiB).
+        let overflow = kept.len() > MAX_PAIRS;
+        let (mut pairs, mut keys): (Vec<u64>, Vec<u64>) = if overflow {
+            (Vec::new(), Vec::new())
+        } else {
+            kept.iter()
+                .map(|(k, v)| (pair_digest(k, Some(v)), pair_digest(k, None)))
+                .unzip()
+        };
+        pairs.sort_unstable();
+        keys.sort_unstable();
+        let own: Vec<_> = kept
+            .iter()
+            .filter(|(k, v)| OWN_KEYS.contains(&k.as_str()) && v.len() <= MAX_OWN_VALUE)
+            .collect();
+        let mut text = String::with_capacity(own.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(2 * own.len());
+        for (k, v) in own {
+            // Bounded above: far below 4 GiB.
             let (Ok(k_end), Ok(v_end)) = (
                 u32::try_from(text.len() + k.len()),
                 u32::try_from(text.len() + k.len() + v.len()),
@@ -76,10 +122,13 @@ impl Pairs {
         Self {
             text: text.into_boxed_str(),
             ends: ends.into_boxed_slice(),
+            pairs: pairs.into_boxed_slice(),
+            keys: keys.into_boxed_slice(),
+            overflow,
         }
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    fn own(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut start = 0;
         self.ends.chunks_exact(2).map(move |end| {
             let (k_end, v_end) = (end[0] as usize, end[1] as usize);
@@ -92,19 +141,32 @@ impl Pairs {
         })
     }
 
+    /// The value of one of tenantcred's own keys ([`OWN_KEYS`]).
     pub(super) fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.own().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is there (with any value).
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.keys.binary_search(&pair_digest(key, None)).is_ok()
     }
 
     /// Every pair of `want` is here with the same value.
     pub(super) fn holds(&self, want: Option<&BTreeMap<String, String>>) -> bool {
-        want.is_none_or(|w| w.iter().all(|(k, v)| self.get(k) == Some(v.as_str())))
+        want.is_none_or(|w| {
+            w.iter()
+                .all(|(k, v)| self.pairs.binary_search(&pair_digest(k, Some(v))).is_ok())
+        })
     }
 }
 
 impl std::fmt::Debug for Pairs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_struct("Pairs")
+            .field("own", &self.own().collect::<BTreeMap<_, _>>())
+            .field("pairs", &self.pairs.len())
+            .field("overflow", &self.overflow)
+            .finish()
     }
 }
 
@@ -139,10 +201,12 @@ impl Observed {
         let meta = secret.metadata;
         let entry = |operation: &str| entry_fields(meta.managed_fields.as_deref(), operation);
         let applied = entry("Apply");
+        // Bounded as the pairs are: a manager's entry is anyone's to write under our name.
         let created_only = entry("Update")
             .into_iter()
             .flatten()
             .filter(|p| applied.as_ref().is_none_or(|a| !a.contains(p)) && !always_written(p))
+            .take(2 * MAX_PAIRS)
             .collect();
         Self {
             resource_version: meta.resource_version.map(String::into_boxed_str),
@@ -254,20 +318,15 @@ fn owned_paths(fields: &serde_json::Value) -> BTreeSet<String> {
 }
 
 #[cfg(test)]
-mod attack_tests {
+mod bound_tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    /// attack: the managed-Secret watch selects `app.kubernetes.io/managed-by=tenantcred`, a label
-    /// any tenant may put on any Secret of its own, and the cache keeps every such Secret's labels
-    /// and annotations whole (only kubectl's last-applied copy is dropped), whether or not a
-    /// credential owns it. The API server allows 256 KiB of annotations and labels up to the
-    /// object's ~1.5 MiB. About two hundred such Secrets in one namespace hold the chart's 256 MiB
-    /// memory limit: the operator is OOM-killed on every start (the list brings them all back),
-    /// and no tenant's tokens are probed or rotated. docs/security.md: "Everything read from
-    /// outside has a size bound".
+    /// Found by the hostile-tenant review: the managed-Secret watch selects a label any tenant may
+    /// put on a Secret of its own, and the projection kept every such Secret's labels and
+    /// annotations whole: about two hundred large ones held the chart's 256 MiB memory limit.
     #[test]
-    fn attack_a_tenants_labelled_secret_is_kept_whole_in_the_operators_memory() {
+    fn a_tenants_labelled_secret_costs_the_operator_a_bounded_projection() {
         let labels: BTreeMap<String, String> =
             std::iter::once(("app.kubernetes.io/managed-by".to_owned(), "tenantcred".to_owned()))
                 .chain((0..12_000).map(|i| (format!("l{i:05}.example.com/k"), "v".repeat(63))))
@@ -284,7 +343,10 @@ mod attack_tests {
             ..Secret::default()
         };
         let kept = Observed::of(secret);
-        let bytes = kept.labels.text.len() + kept.annotations.text.len();
+        let bytes = kept.labels.text.len()
+            + kept.annotations.text.len()
+            + 8 * (kept.labels.pairs.len() + kept.labels.keys.len())
+            + 8 * (kept.annotations.pairs.len() + kept.annotations.keys.len());
         assert!(
             bytes <= 16 * 1024,
             "one Secret a tenant labelled costs the operator {bytes} bytes; {} of them fill 256 MiB",
