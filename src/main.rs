@@ -114,7 +114,7 @@ struct RunArgs {
     /// into one restart at its end (e.g. 30s, 2m).
     #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value_t = FlagDuration(controller::DEFAULT_RESTART_DEBOUNCE))]
     restart_debounce: FlagDuration,
-    /// Rollouts started per minute, across all workloads.
+    /// Rollouts started per minute, across all workloads; a namespace starts at most a quarter.
     #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
     max_rollouts_per_minute: u32,
     /// Overdue probes sent per second to one provider host after a gap (a restart, a failover):
