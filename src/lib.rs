@@ -26,16 +26,28 @@ mod testing;
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[source] kube::Error),
     #[error("the resource has no {0}")]
     MissingMetadata(&'static str),
     #[error("serializing the status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A write or request the fence refused: this replica does not lead (not an API failure).
     #[error(transparent)]
     NotLeading(#[from] fence::NotLeading),
     /// The step machine asked for something it cannot (a bug, said instead of a panic).
     #[error("reconcile stopped: {0}")]
     Step(&'static str),
+}
+
+impl From<kube::Error> for Error {
+    /// A write the fenced client refused comes back as the client's service error; it is the
+    /// fence's refusal, not the API server's.
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Service(inner) if inner.is::<fence::NotLeading>() => Self::NotLeading(fence::NotLeading),
+            e => Self::Kube(e),
+        }
+    }
 }
 
 impl Error {
