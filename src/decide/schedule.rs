@@ -152,6 +152,28 @@ pub fn catch_up(started_at: Timestamp, slot: u64, per_second: f64, jitter: Jitte
     add(started_at, Duration::from_secs_f64(secs))
 }
 
+/// The catch-up queues (`catch_up`): per host, the slots handed out since this replica began to
+/// lead. Leading again starts every queue from its first slot.
+#[derive(Default)]
+pub struct CatchUpQueues {
+    next: std::collections::HashMap<String, u64>,
+}
+
+impl CatchUpQueues {
+    /// The next slot of `host`.
+    pub fn take(&mut self, host: &str) -> u64 {
+        let next = self.next.entry(host.to_owned()).or_default();
+        let slot = *next;
+        *next += 1;
+        slot
+    }
+
+    /// Leading begins: overdue probes queue from the first slot again.
+    pub fn restart(&mut self) {
+        self.next = std::collections::HashMap::new();
+    }
+}
+
 /// Instants at which a credential's state changes without any event: entering the ExpiringSoon
 /// window and expiry itself.
 pub fn expiry_instants(expires_at: Option<Timestamp>, warn_before: Duration, now: Timestamp) -> Option<Timestamp> {
@@ -310,6 +332,16 @@ mod tests {
             next_probe(finished(ProbeResult::Invalid), MIN, t(0), Jitter::new(0.5)),
             None
         );
+    }
+
+    #[test]
+    fn catch_up_slots_count_per_host_from_when_leading_began() {
+        let mut q = CatchUpQueues::default();
+        assert_eq!(q.take("a:443"), 0);
+        assert_eq!(q.take("a:443"), 1);
+        assert_eq!(q.take("b:443"), 0, "each host has its own queue");
+        q.restart();
+        assert_eq!(q.take("a:443"), 0);
     }
 
     #[test]
