@@ -6,7 +6,8 @@
 //! probe outcome and clock to the status and the next wake-up, with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
 //! `conditions`, `events`, `secret`, `token`, `provider`, `egress`). The shell does the I/O: `controller`
 //! against the Kubernetes API (start at `controller::run`), `outbound` against the providers, `cli`,
-//! `server`, `metrics`, `client`, `budget` (shared probe caps).
+//! `server`, `metrics`, `client`, `budget` (the shared probe budget: the decisions of
+//! `decide::fair_share`, `ledger` and `back_off`, behind locks).
 
 pub mod budget;
 pub mod cli;
