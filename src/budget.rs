@@ -1,19 +1,23 @@
 //! The probe budget shared by every reconcile: the fair share of request slots between tenants
-//! and hosts (`decide::fair_share`), the provider's back-off (Retry-After / rate-limit reset) and
-//! the per-key hourly ledger that keeps each key under 1% of its documented limit.
+//! and hosts (`decide::fair_share`), the provider's back-off (`decide::back_off`), the per-key
+//! hourly ledger that keeps each key under 1% of its documented limit (`decide::ledger`), the
+//! catch-up queues (`decide::schedule`) and the answers shared between holders of one token
+//! (`decide::sharing`). The decisions are theirs; this holds them behind locks and wakes the
+//! waiters the fair share grants.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use std::collections::VecDeque;
 
 use jiff::Timestamp;
 use tokio::sync::oneshot;
 
 use crate::crd::RateLimitScope;
+use crate::decide::back_off::{BackOffs, HeldBack, Hold};
 use crate::decide::fair_share::{self, Admission, FairShare, Ticket};
+use crate::decide::ledger::Ledgers;
 use crate::decide::provider::{LimitScope, Profile};
-use crate::decide::sharing::{Heard, ProbeKey};
+use crate::decide::schedule::CatchUpQueues;
+use crate::decide::sharing::{Answers, Heard, ProbeKey};
 use crate::decide::token::Fingerprint;
 
 pub struct Budget {
@@ -46,44 +50,13 @@ fn lock_slots(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
     slots.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A key the provider asked to stay away, and the tenant (namespace) that holds it.
-struct KeyHeld {
-    until: Timestamp,
-    tenant: String,
-}
-
+/// What the budget's decisions remember: one lock for all, taken briefly per probe.
 #[derive(Default)]
 struct State {
-    /// Until when the provider asked a key to stay away (its 429's Retry-After or reset), and
-    /// whose key it is.
-    key_back_off: HashMap<(String, u64), KeyHeld>,
-    /// Until when every key of a host is held back.
-    host_back_off: HashMap<String, Timestamp>,
-    /// Keyed by the fingerprint's table key (`Fingerprint::key`): one small entry per key, no string.
-    ledgers: HashMap<u64, Ledger>,
-    admitted: u64,
-    /// Per host, the catch-up slots handed out since this replica began to lead.
-    catch_up: HashMap<String, crate::decide::schedule::CatchUpLanes>,
-    /// The latest answer about each token, per request (`sharing`): what credentials holding the
-    /// same token share instead of probing again.
-    heard: HashMap<ProbeKey, Heard>,
-}
-
-/// Why a probe may not go yet, and until when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeldBack {
-    pub until: Timestamp,
-    pub by: Hold,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hold {
-    /// The key's own hourly probe budget is spent.
-    Budget,
-    /// The provider rate-limited this key.
-    Key,
-    /// The provider rate-limited several keys of the host (or documents a host-wide limit).
-    Host,
+    back_offs: BackOffs,
+    ledgers: Ledgers,
+    catch_up: CatchUpQueues,
+    answers: Answers,
 }
 
 /// A request slot, held while a probe or token-endpoint call is in flight; given back on drop.
@@ -129,63 +102,39 @@ impl Budget {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admits one probe of `key` against `host` at `now`, or says from when it may go. An admitted
-    /// probe is entered in the key's ledger at once, so concurrent reconciles cannot overspend.
+    /// Admits one probe of `key` against `host` at `now`, or says from when it may go: the
+    /// provider's back-off first (`decide::back_off`), then the key's hourly ledger
+    /// (`decide::ledger`), which enters an admitted probe at once.
     pub fn admit(&self, host: &str, key: &Fingerprint, profile: &Profile, now: Timestamp) -> Result<(), HeldBack> {
         let mut st = self.lock();
-        if let Some(until) = st.host_back_off.get(host).copied() {
-            if until > now {
-                return Err(HeldBack { until, by: Hold::Host });
-            }
-            st.host_back_off.remove(host);
-        }
-        let gate = (host.to_owned(), key.key());
-        if let Some(until) = st.key_back_off.get(&gate).map(|k| k.until) {
-            if until > now {
-                return Err(HeldBack { until, by: Hold::Key });
-            }
-            st.key_back_off.remove(&gate);
-        }
-        let ledger = st.ledgers.entry(key.key()).or_default();
-        ledger
-            .check(profile.hourly_probe_budget(), now)
+        st.back_offs.check(host, key, now)?;
+        st.ledgers
+            .admit(key, profile.hourly_probe_budget(), now)
             .map_err(|until| HeldBack {
                 until,
                 by: Hold::Budget,
-            })?;
-        ledger.record(now);
-        st.admitted += 1;
-        if st.admitted.is_multiple_of(4096) {
-            // Forget keys not probed for an hour (rotated or deleted credentials).
-            st.ledgers.retain(|_, l| {
-                let _ = l.check(u32::MAX, now);
-                !l.is_empty()
-            });
-            let hour_ago = now - jiff::SignedDuration::from_hours(1);
-            st.heard.retain(|_, h| h.at > hour_ago);
-        }
-        Ok(())
+            })
     }
 
     /// The latest answer a probe of this token, in this request, heard.
     pub fn heard(&self, key: &ProbeKey) -> Option<Heard> {
-        self.lock().heard.get(key).copied()
+        self.lock().answers.get(key)
     }
 
     /// Records what a probe heard, for the other holders of the same token.
     pub fn hear(&self, key: ProbeKey, heard: Heard) {
-        self.lock().heard.insert(key, heard);
+        self.lock().answers.hear(key, heard);
     }
 
     /// The next catch-up slot of `tenant` at `host` (`schedule::catch_up`): overdue probes queue
     /// per host, in a lane per tenant (`schedule::CatchUpLanes`).
     pub fn catch_up_slot(&self, tenant: &str, host: &str) -> u64 {
-        self.lock().catch_up.entry(host.to_owned()).or_default().slot(tenant)
+        self.lock().catch_up.take(tenant, host)
     }
 
     /// Leading begins: overdue probes queue from the first slot again.
     pub fn begin_catch_up(&self) {
-        self.lock().catch_up = HashMap::new();
+        self.lock().catch_up.restart();
     }
 
     /// A request slot for `tenant` at `host`, as the fair share grants it, waiting at most
@@ -226,15 +175,11 @@ impl Budget {
 
     /// Gives back the ledger entry of a probe admitted but never sent (no slot came for it).
     pub fn refund(&self, key: &Fingerprint) {
-        if let Some(l) = self.lock().ledgers.get_mut(&key.key()) {
-            l.sent.pop_back();
-        }
+        self.lock().ledgers.refund(key);
     }
 
     /// Records the provider's request (a 429) that `key`, held by `tenant`, stay away until
-    /// `until`, and answers what it holds back: the key, or the whole host when another tenant's
-    /// key of the host is still held back too (or the provider documents a host-wide limit).
-    /// One tenant's keys alone never hold back another tenant's.
+    /// `until`, and answers what it holds back (`decide::back_off`).
     pub fn back_off(
         &self,
         tenant: &str,
@@ -244,99 +189,12 @@ impl Budget {
         until: Timestamp,
         now: Timestamp,
     ) -> RateLimitScope {
-        let mut st = self.lock();
-        st.key_back_off.retain(|_, k| k.until > now);
-        let entry = st
-            .key_back_off
-            .entry((host.to_owned(), key.key()))
-            .or_insert_with(|| KeyHeld {
-                until,
-                tenant: tenant.to_owned(),
-            });
-        entry.until = entry.until.max(until);
-        // Held as long as keys of two tenants are: until the earlier of this key's end and the
-        // latest end among the other tenants' keys (a tenant that keeps its own keys exhausted
-        // for a day cannot turn another's one-minute 429 into a day for everyone).
-        let others_until = st
-            .key_back_off
-            .iter()
-            .filter(|((h, k), held)| h == host && *k != key.key() && held.tenant != tenant)
-            .map(|(_, held)| held.until)
-            .max();
-        let host_until = match (scope, others_until) {
-            (LimitScope::Host, _) => Some(until),
-            (_, Some(theirs)) => Some(until.min(theirs)),
-            (_, None) => None,
-        };
-        if let Some(host_until) = host_until {
-            let entry = st.host_back_off.entry(host.to_owned()).or_insert(host_until);
-            *entry = (*entry).max(host_until);
-            RateLimitScope::Host
-        } else {
-            RateLimitScope::Key
-        }
+        self.lock().back_offs.record(tenant, host, key, scope, until, now)
     }
 
     /// Probes admitted for `key` in the last hour.
     pub fn spent(&self, key: &Fingerprint, now: Timestamp) -> usize {
-        let mut st = self.lock();
-        st.ledgers.get_mut(&key.key()).map_or(0, |l| {
-            let _ = l.check(u32::MAX, now);
-            l.len()
-        })
-    }
-}
-
-/// Probes sent with one key during the last hour: the hard guarantee behind the 1% budget,
-/// whatever the spec, confirmations or probe-now requests ask.
-///
-/// Instants are kept as whole Unix seconds, rounded up, so an entry never leaves the window
-/// early: a long steady state holds one entry per probe of the last hour for every key, and four
-/// bytes each instead of a 16-byte `Timestamp` is what lets 100,000 keys fit the memory goal.
-#[derive(Clone, Debug, Default)]
-pub struct Ledger {
-    sent: VecDeque<u32>,
-}
-
-const HOUR: i64 = 3600;
-
-/// `now` in whole seconds, rounded up and clamped to what a `u32` holds (until 2106).
-fn ceil_seconds(now: Timestamp) -> u32 {
-    let secs = now.as_second() + i64::from(now.subsec_nanosecond() > 0);
-    u32::try_from(secs.max(0)).unwrap_or(u32::MAX)
-}
-
-impl Ledger {
-    fn prune(&mut self, now: Timestamp) {
-        let now = now.as_second();
-        while self.sent.front().is_some_and(|&t| i64::from(t) + HOUR <= now) {
-            self.sent.pop_front();
-        }
-        if self.sent.capacity() > 8 && self.sent.len() * 4 < self.sent.capacity() {
-            self.sent.shrink_to(self.sent.len() * 2);
-        }
-    }
-
-    /// `Ok` when a probe may go now, else the earliest instant it may.
-    pub fn check(&mut self, budget: u32, now: Timestamp) -> Result<(), Timestamp> {
-        self.prune(now);
-        if (self.sent.len() as u32) < budget.max(1) {
-            return Ok(());
-        }
-        let oldest = self.sent.front().map_or(now.as_second(), |&t| i64::from(t));
-        Err(Timestamp::from_second(oldest + HOUR).unwrap_or(Timestamp::MAX))
-    }
-
-    pub fn record(&mut self, now: Timestamp) {
-        self.sent.push_back(ceil_seconds(now));
-    }
-
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
+        self.lock().ledgers.spent(key, now)
     }
 }
 
@@ -345,16 +203,6 @@ mod tests {
     use super::*;
 
     use crate::testing::t;
-
-    #[test]
-    fn catch_up_slots_count_per_host_from_when_leading_began() {
-        let b = Budget::new(4, 2);
-        assert_eq!(b.catch_up_slot("t", "a:443"), 0);
-        assert_eq!(b.catch_up_slot("t", "a:443"), 1);
-        assert_eq!(b.catch_up_slot("t", "b:443"), 0, "each host has its own queue");
-        b.begin_catch_up();
-        assert_eq!(b.catch_up_slot("t", "a:443"), 0);
-    }
 
     #[test]
     fn per_key_budget_and_back_off_scopes() {
@@ -509,63 +357,6 @@ mod tests {
             Ok(()),
             "a token chosen to fingerprint like an OAuth account key spent the victim's budget"
         );
-    }
-
-    /// Found by the hostile-tenant review: the host-wide back-off needed only two keys held back
-    /// at once, whoever held them, so one tenant's two exhausted keys held back every tenant at
-    /// a shared provider's host.
-    #[test]
-    fn one_tenants_rate_limited_keys_never_hold_back_another_tenant() {
-        let b = Budget::new(16, 8);
-        let raise = crate::decide::provider::builtin::get("raise").expect("known");
-        let host = "prod-api.raisedonors.com:443";
-        let hostile_1 = Fingerprint::of(b"hostile key 1");
-        let hostile_2 = Fingerprint::of(b"hostile key 2");
-        let victim = Fingerprint::of(b"another tenant's key");
-        b.back_off("hostile", host, &hostile_1, raise.limit_scope, t(86_400), t(0));
-        b.back_off("hostile", host, &hostile_2, raise.limit_scope, t(86_400), t(1));
-        assert_eq!(
-            b.admit(host, &victim, &raise, t(2)),
-            Ok(()),
-            "another tenant's key is held back for a day by one tenant's two keys"
-        );
-    }
-
-    #[test]
-    fn ledger_caps_probes_per_rolling_hour() {
-        let mut l = Ledger::default();
-        for k in 0..10 {
-            assert_eq!(l.check(10, t(k * 60)), Ok(()));
-            l.record(t(k * 60));
-        }
-        assert_eq!(l.check(10, t(700)), Err(t(3600)));
-        assert_eq!(l.check(10, t(3600)), Ok(()), "the oldest left the window");
-    }
-
-    #[test]
-    fn a_fraction_of_a_second_never_lets_an_entry_leave_early() {
-        let mut l = Ledger::default();
-        let sent = t(10)
-            .checked_add(jiff::SignedDuration::from_millis(300))
-            .expect("in range");
-        l.record(sent);
-        assert_eq!(
-            l.check(1, t(3610)),
-            Err(t(3611)),
-            "a full hour after 10.3 s is 3610.3 s"
-        );
-        assert_eq!(l.check(1, t(3611)), Ok(()));
-    }
-
-    #[test]
-    fn a_ledger_gives_back_what_an_hour_no_longer_needs() {
-        let mut l = Ledger::default();
-        for k in 0..64 {
-            l.record(t(k));
-        }
-        assert_eq!(l.check(100, t(3661)), Ok(()));
-        assert_eq!(l.len(), 2);
-        assert!(l.sent.capacity() <= 8, "capacity {}", l.sent.capacity());
     }
 
     /// What `Fingerprint::of` returns for ANY token whose SHA-256 begins with the same 6 bytes as

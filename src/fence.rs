@@ -204,6 +204,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_the_fence_refused_is_its_own_error_not_an_api_failure() {
+        use k8s_openapi::api::core::v1::Secret;
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let client = fenced(counting_client(sent.clone()), Arc::new(Fence::default()));
+        let secrets: Api<Secret> = Api::namespaced(client, "ns");
+        let refused = secrets
+            .delete("s", &kube::api::DeleteParams::default())
+            .await
+            .expect_err("the fence is closed");
+        let err = crate::Error::from(refused);
+        assert!(matches!(err, crate::Error::NotLeading(_)), "{err:?}");
+        assert_eq!(err.metric_label(), "not_leading");
+        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // An answer of the API server stays an API error.
+        let api_error = kube::Error::Api(kube::core::Status::failure("conflict", "Conflict").boxed());
+        assert_eq!(crate::Error::from(api_error).metric_label(), "kube");
+    }
+
+    #[tokio::test]
     async fn waiting_for_the_fence_sees_the_clock_close_it() {
         let fence = Fence::default();
         fence.set_held(true);

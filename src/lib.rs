@@ -6,7 +6,8 @@
 //! probe outcome and clock to the status and the next wake-up, with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
 //! `conditions`, `events`, `secret`, `token`, `provider`, `egress`). The shell does the I/O: `controller`
 //! against the Kubernetes API (start at `controller::run`), `outbound` against the providers, `cli`,
-//! `server`, `metrics`, `client`, `budget` (shared probe caps).
+//! `server`, `metrics`, `client`, `budget` (the shared probe budget: the decisions of
+//! `decide::fair_share`, `ledger` and `back_off`, behind locks).
 
 pub mod budget;
 pub mod cli;
@@ -26,16 +27,28 @@ mod testing;
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[source] kube::Error),
     #[error("the resource has no {0}")]
     MissingMetadata(&'static str),
     #[error("serializing the status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A write or request the fence refused: this replica does not lead (not an API failure).
     #[error(transparent)]
     NotLeading(#[from] fence::NotLeading),
     /// The step machine asked for something it cannot (a bug, said instead of a panic).
     #[error("reconcile stopped: {0}")]
     Step(&'static str),
+}
+
+impl From<kube::Error> for Error {
+    /// A write the fenced client refused comes back as the client's service error; it is the
+    /// fence's refusal, not the API server's.
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Service(inner) if inner.is::<fence::NotLeading>() => Self::NotLeading(fence::NotLeading),
+            e => Self::Kube(e),
+        }
+    }
 }
 
 impl Error {

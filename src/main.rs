@@ -80,11 +80,11 @@ struct RunArgs {
     allowed_hosts: Vec<HostPattern>,
     /// Probes and token-endpoint calls in flight at once, across all providers, shared fairly
     /// between namespaces: a quarter is kept for namespaces holding fewer than another.
-    #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = controller::DEFAULT_MAX_CONCURRENT_PROBES)]
+    #[arg(long, env = "TENANTCRED_MAX_CONCURRENT_PROBES", default_value_t = tenantcred::decide::fair_share::DEFAULT_TOTAL)]
     max_concurrent_probes: usize,
     /// Probes and token-endpoint calls in flight at once against one provider host; also the
     /// most requests one namespace may have waiting for a slot.
-    #[arg(long, env = "TENANTCRED_MAX_PROBES_PER_HOST", default_value_t = controller::DEFAULT_MAX_PROBES_PER_HOST)]
+    #[arg(long, env = "TENANTCRED_MAX_PROBES_PER_HOST", default_value_t = tenantcred::decide::fair_share::DEFAULT_PER_HOST)]
     max_probes_per_host: usize,
     /// Reconciles in flight at once.
     #[arg(long, env = "TENANTCRED_CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY)]
@@ -112,10 +112,10 @@ struct RunArgs {
     kube_burst: u32,
     /// A workload is restarted at most once per this window; token changes within it are gathered
     /// into one restart at its end (e.g. 30s, 2m).
-    #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value_t = FlagDuration(controller::DEFAULT_RESTART_DEBOUNCE))]
+    #[arg(long, env = "TENANTCRED_RESTART_DEBOUNCE", default_value_t = FlagDuration(tenantcred::decide::rollouts::DEFAULT_DEBOUNCE))]
     restart_debounce: FlagDuration,
     /// Rollouts started per minute, across all workloads; a namespace starts at most a quarter.
-    #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = controller::DEFAULT_MAX_ROLLOUTS_PER_MINUTE)]
+    #[arg(long, env = "TENANTCRED_MAX_ROLLOUTS_PER_MINUTE", default_value_t = tenantcred::decide::rollouts::DEFAULT_PER_MINUTE)]
     max_rollouts_per_minute: u32,
     /// Overdue probes sent per second to one provider host after a gap (a restart, a failover):
     /// they queue at this rate, so the window grows with their number instead of the burst.

@@ -54,3 +54,36 @@ impl Context {
         self.providers.listed().await;
     }
 }
+
+#[cfg(test)]
+impl Context {
+    /// A context for the shell's unit tests: every Kubernetes request goes to `script` (the
+    /// scripted API server) and is recorded there; the caches are empty and fully listed, no
+    /// `ApiProvider` is defined, this replica leads, and the rest is `Config::default()`.
+    pub(super) fn test(script: &super::scripted::Script) -> Self {
+        let config = Config::default();
+        let client = script.client();
+        let provider_client = ProviderClient::new(
+            Arc::new(config.egress.clone()),
+            Arc::new(crate::fence::Fence::unfenced()),
+        )
+        .expect("a provider client");
+        Self {
+            notifier: notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone()),
+            client,
+            provider_client,
+            budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
+            metrics: Arc::default(),
+            rollouts: Arc::new(Mutex::new(Rollouts::new(
+                config.restart_debounce,
+                config.max_rollouts_per_minute,
+            ))),
+            leading_since: Mutex::new(Timestamp::now()),
+            changes: Arc::default(),
+            cache: Arc::default(),
+            providers: Arc::new(super::providers::Providers::listed_as(Vec::new())),
+            listed: tokio::sync::watch::channel(Some(Timestamp::now())).1,
+            config,
+        }
+    }
+}

@@ -37,9 +37,10 @@ pub use reconcile::{error_policy, reconcile};
 pub use run::run;
 pub use watches::{Scope, start as start_scope};
 
-/// A 64-bit hash that is the same in every process (std's `DefaultHasher` with its fixed keys):
-/// what the operator's compact tables keep instead of strings, and the stable per-credential
-/// offset that spreads catch-up probes.
+/// A 64-bit hash: what the operator's in-memory tables keep instead of strings. std's
+/// `DefaultHasher::new` has fixed keys, so a value hashes the same throughout one build, but its
+/// algorithm may change with any Rust release: nothing kept or compared across an upgrade may
+/// depend on it.
 fn hash64(v: impl std::hash::Hash) -> u64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
@@ -60,12 +61,9 @@ fn abort_on_drop(f: impl std::future::Future<Output = ()> + Send + 'static) -> A
     AbortOnDrop(tokio::spawn(f))
 }
 
-// The defaults of `tenantcred run`, defined once (the flags and `Config::default` use them).
-pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 16;
-pub const DEFAULT_MAX_PROBES_PER_HOST: usize = 8;
+/// Reconciles in flight at once by default (`--concurrency`); the policies' defaults live with
+/// their decisions (`decide::fair_share`, `decide::rollouts`).
 pub const DEFAULT_CONCURRENCY: u16 = 64;
-pub const DEFAULT_RESTART_DEBOUNCE: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_ROLLOUTS_PER_MINUTE: u32 = 30;
 
 /// How the operator runs; set from `tenantcred run` flags.
 #[derive(Clone, Debug)]
@@ -97,13 +95,13 @@ impl Default for Config {
         Self {
             namespaces: Vec::new(),
             egress: Egress::default(),
-            max_concurrent_probes: DEFAULT_MAX_CONCURRENT_PROBES,
-            max_probes_per_host: DEFAULT_MAX_PROBES_PER_HOST,
+            max_concurrent_probes: crate::decide::fair_share::DEFAULT_TOTAL,
+            max_probes_per_host: crate::decide::fair_share::DEFAULT_PER_HOST,
             concurrency: DEFAULT_CONCURRENCY,
             reporter: "tenantcred".into(),
             instance: "tenantcred".into(),
-            restart_debounce: DEFAULT_RESTART_DEBOUNCE,
-            max_rollouts_per_minute: DEFAULT_MAX_ROLLOUTS_PER_MINUTE,
+            restart_debounce: crate::decide::rollouts::DEFAULT_DEBOUNCE,
+            max_rollouts_per_minute: crate::decide::rollouts::DEFAULT_PER_MINUTE,
             lists: ListMode::Auto,
             catch_up_per_second: crate::decide::schedule::DEFAULT_CATCH_UP_PER_SECOND,
         }

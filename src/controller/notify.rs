@@ -83,3 +83,95 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::Context;
+    use crate::controller::scripted::{Script, answer, failure};
+    use crate::decide::events::{Action, Notice};
+
+    const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/ns/events?";
+
+    fn credential() -> crate::crd::TenantApiCredential {
+        crate::testing::credential(
+            "c",
+            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "src"}}),
+        )
+    }
+
+    fn created() -> (u16, serde_json::Value) {
+        answer(
+            201,
+            serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"}}),
+        )
+    }
+
+    fn notice(action: Action, message: &str) -> Notice {
+        action.notice(message.to_owned())
+    }
+
+    #[tokio::test]
+    async fn each_notice_is_one_event_about_the_credential_in_its_namespace() {
+        let script = Script::new(vec![created(), created()]);
+        let ctx = Context::test(&script);
+        let notices = vec![
+            notice(Action::SecretUpdated, "the managed Secret holds the new token"),
+            notice(Action::RestartTargetNotFound, "Deployment api not found in ns"),
+        ];
+        ctx.notifier.record(&credential(), notices).await;
+        script.assert_sent(&[EVENTS, EVENTS]);
+        let sent = script.sent();
+        let first = &sent[0].body;
+        assert_eq!(first["reason"], "SecretUpdated");
+        assert_eq!(first["type"], "Normal");
+        assert_eq!(first["note"], "the managed Secret holds the new token");
+        assert_eq!(first["action"], "Reconcile");
+        assert_eq!(first["reportingController"], "tenantcred");
+        assert_eq!(first["regarding"]["kind"], "TenantApiCredential");
+        assert_eq!(first["regarding"]["name"], "c");
+        assert_eq!(first["regarding"]["uid"], "uid-1");
+        assert!(first["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("c.")));
+        assert_eq!(sent[1].body["type"], "Warning");
+        assert_ne!(
+            first["metadata"]["name"], sent[1].body["metadata"]["name"],
+            "one name per event"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_to_tell_sends_nothing() {
+        let script = Script::new(Vec::new());
+        Context::test(&script).notifier.record(&credential(), Vec::new()).await;
+        script.assert_sent(&[]);
+    }
+
+    #[tokio::test]
+    async fn a_long_note_is_cut_to_the_api_servers_limit_between_characters() {
+        let script = Script::new(vec![created()]);
+        let long = format!("a{}", "é".repeat(600));
+        Context::test(&script)
+            .notifier
+            .record(&credential(), vec![notice(Action::SecretUpdated, &long)])
+            .await;
+        let note = script.sent()[0].body["note"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        assert_eq!(note.len(), 1023, "1024 would split an é");
+        assert!(long.starts_with(&note));
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_costs_the_reconcile_nothing_and_the_next_is_still_sent() {
+        let script = Script::new(vec![
+            answer(403, failure(403, "Forbidden", "events is forbidden")),
+            created(),
+        ]);
+        let notices = vec![
+            notice(Action::SecretUpdated, "one"),
+            notice(Action::TokenRotated, "two"),
+        ];
+        Context::test(&script).notifier.record(&credential(), notices).await;
+        script.assert_sent(&[EVENTS, EVENTS]);
+    }
+}

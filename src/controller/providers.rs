@@ -1,11 +1,10 @@
 //! The `ApiProvider` objects: watched cluster-wide (leader and standby alike), each read into a
 //! profile once per generation (`decide::provider::definition`), looked up by every reconcile;
 //! a change wakes the credentials that name the provider. The leader reports each provider's
-//! status (`decide::provider::status`), written only when it changes.
+//! status (`decide::provider::report`: when, what is counted, whether it is worth a write).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -16,9 +15,9 @@ use tokio::sync::{broadcast, watch};
 
 use super::cache::{Cache, CredentialRef, credential_key};
 use crate::crd::provider::{ApiProvider, ApiProviderStatus};
-use crate::decide::conditions::{self, Type};
 use crate::decide::provider::definition::{self, Refusal};
-use crate::decide::provider::status::{self, Counts};
+use crate::decide::provider::report::{self, ProbesLastHour};
+use crate::decide::provider::status::Counts;
 use crate::decide::provider::{self as provider_core, Found, Profile};
 use crate::decide::schedule::Jitter;
 use crate::decide::secret::FIELD_MANAGER;
@@ -30,42 +29,13 @@ struct Defined {
     status: Option<ApiProviderStatus>,
 }
 
-/// Probes per minute of the last hour, per provider: what `probesLastHour` reports.
-#[derive(Default)]
-struct Spend {
-    /// (minute since the epoch, probes in it), oldest first, at most 60.
-    minutes: std::collections::VecDeque<(i64, u32)>,
-}
-
-impl Spend {
-    fn add(&mut self, now: Timestamp) {
-        let minute = now.as_second().div_euclid(60);
-        match self.minutes.back_mut() {
-            Some((m, n)) if *m == minute => *n = n.saturating_add(1),
-            _ => self.minutes.push_back((minute, 1)),
-        }
-        self.trim(minute);
-    }
-
-    fn trim(&mut self, minute: i64) {
-        while self.minutes.front().is_some_and(|(m, _)| *m <= minute - 60) {
-            self.minutes.pop_front();
-        }
-    }
-
-    fn last_hour(&mut self, now: Timestamp) -> u32 {
-        self.trim(now.as_second().div_euclid(60));
-        self.minutes.iter().map(|(_, n)| *n).sum()
-    }
-}
-
 pub struct Providers {
     defined: RwLock<HashMap<String, Defined>>,
     /// Names seen during a re-list (a definition missing at its end was deleted).
     relisting: Mutex<Option<Vec<String>>>,
     listed: watch::Sender<bool>,
     changed: broadcast::Sender<String>,
-    spend: Mutex<HashMap<String, Spend>>,
+    spend: Mutex<HashMap<String, ProbesLastHour>>,
 }
 
 impl Default for Providers {
@@ -100,7 +70,7 @@ impl Providers {
 
     fn probes_last_hour(&self, name: &str, now: Timestamp) -> u32 {
         let mut spend = self.spend.lock().unwrap_or_else(PoisonError::into_inner);
-        spend.get_mut(name).map_or(0, |s| s.last_hour(now))
+        spend.get_mut(name).map_or(0, |s| s.at(now))
     }
 
     /// Names of providers whose definition changed (or went away).
@@ -113,6 +83,18 @@ impl Providers {
     pub async fn listed(&self) {
         let mut listed = self.listed.subscribe();
         let _ = listed.wait_for(|l| *l).await;
+    }
+
+    /// Definitions as a first list delivered them (for the shell's unit tests).
+    #[cfg(test)]
+    pub(super) fn listed_as(definitions: Vec<ApiProvider>) -> Self {
+        let providers = Self::default();
+        providers.absorb(watcher::Event::Init);
+        for p in definitions {
+            providers.absorb(watcher::Event::InitApply(p));
+        }
+        providers.absorb(watcher::Event::InitDone);
+        providers
     }
 
     fn is_defined(&self) -> bool {
@@ -233,39 +215,25 @@ pub(super) async fn wake_on_change(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         for tac in cache.store().state() {
-            let names = tac.provider_name();
-            let hit = match (&name, names.as_deref()) {
-                (Some(n), Some(p)) => n == p,
-                (None, Some(p)) => !crate::decide::provider::builtin::is_builtin(p),
-                _ => false,
-            };
-            if hit {
+            if report::wakes(name.as_deref(), tac.provider_name().as_deref()) {
                 wake(credential_key(&*tac));
             }
         }
     }
 }
 
-/// How often the leader recounts each provider's credentials and probes.
-const REPORT_EVERY: Duration = Duration::from_secs(300);
-
-/// While leading: each provider's status, at once after a definition changes and every
-/// `REPORT_EVERY` (jittered), written only when it differs from what the object holds.
+/// While leading: each provider's status, as `decide::provider::report` says when and whether.
 pub(super) async fn report(client: Client, providers: Arc<Providers>, scopes: Vec<Arc<Cache>>) {
     providers.listed().await;
     let mut changed = providers.subscribe();
     loop {
         if providers.is_defined() {
             let counts = count(&providers, &scopes);
-            write_statuses(&client, &providers, counts).await;
+            write_statuses(&client, &providers, counts, Timestamp::now()).await;
         }
-        let period = Jitter::random().scale(REPORT_EVERY, 0.9, 1.1);
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = changed.recv() => {
-                // Let a burst of edits settle into one write.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            _ = tokio::time::sleep(report::next(Jitter::random())) => {}
+            _ = changed.recv() => tokio::time::sleep(report::SETTLE).await,
         }
     }
 }
@@ -282,14 +250,10 @@ fn count(providers: &Providers, scopes: &[Arc<Cache>]) -> HashMap<String, Counts
     let now = Timestamp::now();
     for cache in scopes {
         for tac in cache.store().state() {
-            let Some(name) = tac.provider_name() else { continue };
-            let Some(c) = counts.get_mut(&name) else { continue };
-            c.credentials = c.credentials.saturating_add(1);
-            let cached = tac.status().ok().flatten();
-            let current = cache.status_of(&tac.metadata, cached.as_ref());
-            if conditions::is_true(&current.conditions, Type::Ready) {
-                c.ready = c.ready.saturating_add(1);
-            }
+            report::count(&mut counts, tac.provider_name().as_deref(), || {
+                let cached = tac.status().ok().flatten();
+                cache.status_of(&tac.metadata, cached.as_ref())
+            });
         }
     }
     for (name, c) in counts.iter_mut() {
@@ -298,9 +262,8 @@ fn count(providers: &Providers, scopes: &[Arc<Cache>]) -> HashMap<String, Counts
     counts
 }
 
-async fn write_statuses(client: &Client, providers: &Providers, counts: HashMap<String, Counts>) {
+async fn write_statuses(client: &Client, providers: &Providers, counts: HashMap<String, Counts>, now: Timestamp) {
     let api: Api<ApiProvider> = Api::all(client.clone());
-    let now = Timestamp::now();
     let writes: Vec<(String, ApiProviderStatus)> = {
         let defined = providers.defined.read().unwrap_or_else(PoisonError::into_inner);
         defined
@@ -308,8 +271,8 @@ async fn write_statuses(client: &Client, providers: &Providers, counts: HashMap<
             .filter_map(|(name, d)| {
                 let c = counts.get(name).copied().unwrap_or_default();
                 let verdict = d.profile.as_ref().map(|_| ());
-                let want = status::desired(d.status.as_ref(), d.generation, verdict, name, c, now);
-                (d.status.as_ref() != Some(&want)).then(|| (name.clone(), want))
+                report::to_write(d.status.as_ref(), d.generation, verdict, name, c, now)
+                    .map(|want| (name.clone(), want))
             })
             .collect()
     };
@@ -332,5 +295,117 @@ async fn write_statuses(client: &Client, providers: &Providers, counts: HashMap<
             }
             Err(e) => tracing::warn!(provider = %name, error = %e, "could not write the ApiProvider's status"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::scripted::{Script, answer, failure};
+    use crate::crd::provider::ApiProviderSpec;
+    use crate::testing::t;
+
+    const STATUS: &str = "PATCH /apis/tenantcred.dev/v1alpha1/apiproviders/github/status?&fieldManager=tenantcred";
+
+    fn github() -> ApiProvider {
+        let spec: ApiProviderSpec = serde_json::from_value(serde_json::json!({
+            "hosts": ["api.github.com"],
+            "baseUrl": "https://api.github.com",
+            "probe": {"path": "/rate_limit"},
+            "token": {"pattern": "gh[pousr]_[A-Za-z0-9]{36,251}"},
+            "rateLimit": {"requests": 5000, "window": "1h"},
+            "expiry": {"source": "Header", "header": "GitHub-Authentication-Token-Expiration",
+                       "format": "Layout", "layout": "%Y-%m-%d %H:%M:%S UTC"}
+        }))
+        .expect("a spec the schema allows");
+        let mut p = ApiProvider::new("github", spec);
+        p.metadata.generation = Some(1);
+        p
+    }
+
+    fn counts(credentials: u32, ready: u32) -> HashMap<String, Counts> {
+        HashMap::from([(
+            "github".to_owned(),
+            Counts {
+                credentials,
+                ready,
+                probes_last_hour: 0,
+            },
+        )])
+    }
+
+    /// The API server's answer to a status write: the object with the status written.
+    fn written(status: &serde_json::Value) -> (u16, serde_json::Value) {
+        let mut object = serde_json::to_value(github()).expect("json");
+        object["status"] = status.clone();
+        answer(200, object)
+    }
+
+    #[tokio::test]
+    async fn a_report_is_one_status_patch_and_none_while_nothing_moved() {
+        let want = report::to_write(None, Some(1), Ok(()), "github", counts(2, 1)["github"], t(0)).expect("a status");
+        let want = serde_json::to_value(want).expect("json");
+        let script = Script::new(vec![written(&want)]);
+        let ctx = crate::controller::Context::test(&script);
+        let providers = Providers::listed_as(vec![github()]);
+        write_statuses(&ctx.client, &providers, counts(2, 1), t(0)).await;
+        script.assert_sent(&[STATUS]);
+        let sent = &script.sent()[0];
+        assert_eq!(sent.content_type.as_deref(), Some("application/merge-patch+json"));
+        assert_eq!(sent.body, serde_json::json!({ "status": want }));
+        assert_eq!(sent.body["status"]["credentials"], 2);
+        assert_eq!(sent.body["status"]["readyCredentials"], 1);
+        // Five minutes on, the same counts: the object already says so.
+        write_statuses(&ctx.client, &providers, counts(2, 1), t(300)).await;
+        script.assert_sent(&[STATUS]);
+    }
+
+    #[tokio::test]
+    async fn a_count_that_moved_is_written_and_a_refused_write_is_tried_at_the_next_report() {
+        let script = Script::new(vec![
+            answer(500, failure(500, "InternalError", "etcd timeout")),
+            answer(200, serde_json::to_value(github()).expect("json")),
+        ]);
+        let ctx = crate::controller::Context::test(&script);
+        let providers = Providers::listed_as(vec![github()]);
+        write_statuses(&ctx.client, &providers, counts(1, 0), t(0)).await;
+        write_statuses(&ctx.client, &providers, counts(1, 0), t(300)).await;
+        script.assert_sent(&[STATUS, STATUS]);
+        assert_eq!(script.sent()[1].body["status"]["credentials"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_reports_at_once_then_every_five_minutes_and_a_second_after_a_change() {
+        // Answered without a status, so every report finds something to write.
+        let bare = || answer(200, serde_json::to_value(github()).expect("json"));
+        let script = Script::new(vec![bare(), bare(), bare()]);
+        let ctx = crate::controller::Context::test(&script);
+        let providers = Arc::new(Providers::listed_as(vec![github()]));
+        let reporting = tokio::spawn(report(ctx.client.clone(), providers.clone(), Vec::new()));
+        let sent_after = |secs| {
+            let script = script.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                script.sent().len()
+            }
+        };
+        assert_eq!(sent_after(1).await, 1, "at once");
+        assert_eq!(sent_after(268).await, 1, "not before 270 s (300 s less 10%)");
+        assert_eq!(sent_after(62).await, 2, "by 330 s (300 s and 10%)");
+        let mut edited = github();
+        edited.metadata.generation = Some(2);
+        providers.absorb(watcher::Event::Apply(edited));
+        assert_eq!(sent_after(2).await, 3, "a second after the edit");
+        reporting.abort();
+        script.assert_sent(&[STATUS, STATUS, STATUS]);
+    }
+
+    #[tokio::test]
+    async fn no_provider_defined_no_request() {
+        let script = Script::new(Vec::new());
+        let ctx = crate::controller::Context::test(&script);
+        write_statuses(&ctx.client, &ctx.providers, HashMap::new(), t(0)).await;
+        script.assert_sent(&[]);
+        assert!(!ctx.providers.is_defined());
     }
 }

@@ -201,8 +201,11 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
             }
             step::Action::RestartWorkloads { changed } => {
                 let tac = tac.ok_or(Error::Step("a restart without a spec"))?;
-                let (notices, wake) = restart::rollout(ctx, tac, ns, changed.as_ref(), now).await?;
-                Outcome::Restarted { notices, wake }
+                let round = restart::rollout(ctx, tac, ns, changed.as_ref(), now).await?;
+                Outcome::Restarted {
+                    notices: round.notices,
+                    wake: round.wake,
+                }
             }
             step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(ns, &host)),
             step::Action::WriteStatus { status, patch } => {

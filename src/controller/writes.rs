@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential};
 use crate::decide::secret::FIELD_MANAGER;
+use crate::decide::secret::apply::{self, Answer, Attempt, Next, Writers};
 use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
@@ -84,28 +85,37 @@ pub(super) async fn prune(
     Ok(())
 }
 
-/// Server-side apply of the managed Secret. Not forced, so a field someone else owns answers 409
-/// instead of being overwritten; our own Secret edited by hand is reclaimed with force.
+/// Server-side apply of the managed Secret, forced only as `decide::secret::apply` says (after a
+/// conflict on our own Secret).
 pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<Secret> {
-    let (name, body) = apply_body(desired)?;
-    let params = PatchParams::apply(FIELD_MANAGER);
-    match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(s) => Ok(s),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            // Only reached for a Secret that carries our labels (ownership was checked first).
-            Ok(secrets.patch(&name, &params.force(), &Patch::Apply(&body)).await?)
-        }
-        Err(e) => Err(e.into()),
-    }
+    server_side_apply(secrets, desired, Writers::Shared).await
 }
 
-/// Applies a Secret tenantcred alone writes (the OAuth state), forced: nobody else owns its fields.
+/// Applies a Secret tenantcred alone writes (the OAuth state).
 pub(super) async fn apply_owned_state(secrets: &Api<Secret>, secret: &Secret) -> Result<()> {
-    let (name, body) = apply_body(secret)?;
-    secrets
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    server_side_apply(secrets, secret, Writers::TenantcredAlone).await?;
     Ok(())
+}
+
+async fn server_side_apply(secrets: &Api<Secret>, secret: &Secret, writers: Writers) -> Result<Secret> {
+    let (name, body) = apply_body(secret)?;
+    let mut attempt = apply::first(writers);
+    loop {
+        let params = match attempt {
+            Attempt::Plain => PatchParams::apply(FIELD_MANAGER),
+            Attempt::Forced => PatchParams::apply(FIELD_MANAGER).force(),
+        };
+        let answered = secrets.patch(&name, &params, &Patch::Apply(&body)).await;
+        let answer = match &answered {
+            Ok(_) => Answer::Applied,
+            Err(kube::Error::Api(status)) if status.code == 409 => Answer::Conflict,
+            Err(_) => Answer::Failed,
+        };
+        match apply::after(attempt, answer) {
+            Next::Retry(next) => attempt = next,
+            Next::Done | Next::Fail => return Ok(answered?),
+        }
+    }
 }
 
 /// A Secret's name and its server-side apply body (which names its kind).
@@ -210,6 +220,25 @@ mod tests {
             script.sent()[0].content_type.as_deref(),
             Some("application/apply-patch+yaml")
         );
+    }
+
+    #[tokio::test]
+    async fn a_second_conflict_is_an_error_and_no_third_request() {
+        let conflict = || answer(409, failure(409, "Conflict", "Apply failed with 1 conflict"));
+        let script = Script::new(vec![conflict(), conflict()]);
+        let err = apply_secret(&api(&script), &desired()).await.expect_err("refused");
+        assert!(
+            matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 409),
+            "{err}"
+        );
+        assert_eq!(script.sent().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_oauth_state_is_applied_with_force_from_the_start() {
+        let script = Script::new(vec![answer(200, as_json(&desired()))]);
+        apply_owned_state(&api(&script), &desired()).await.expect("applied");
+        script.assert_sent(&[&format!("PATCH {SECRETS}/c-token?&force=true&fieldManager=tenantcred")]);
     }
 
     #[tokio::test]

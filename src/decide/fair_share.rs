@@ -30,6 +30,12 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a reconcile waits for a slot before it gives up and comes back later.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// Request slots in flight at once by default (`--max-concurrent-probes`).
+pub const DEFAULT_TOTAL: usize = 16;
+
+/// Request slots one host holds at most by default (`--max-probes-per-host`).
+pub const DEFAULT_PER_HOST: usize = 8;
+
 /// How the slots are sized (`--max-concurrent-probes`, `--max-probes-per-host`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

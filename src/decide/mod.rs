@@ -1,6 +1,7 @@
 //! The functional core: every decision, as pure functions of their inputs (the clock and the
 //! jitter included). The shell gathers the inputs and applies the answers.
 
+pub mod back_off;
 pub mod conditions;
 pub mod duration;
 pub mod egress;
@@ -8,6 +9,7 @@ pub mod error_body;
 pub mod events;
 pub mod fair_share;
 pub mod leadership;
+pub mod ledger;
 pub mod names;
 pub mod oauth;
 pub mod plan;

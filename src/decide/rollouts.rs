@@ -2,6 +2,9 @@
 //! workload was restarted within the debounce window: then the changes are gathered into one
 //! restart at the end of the window. Across all workloads, at most `per_minute` rollouts start in
 //! any minute. A bulk rotation of 1,000 tokens read by one Deployment is one rollout, not 1,000.
+//! A restart stamps the new token's fingerprint on the workload's pod template: a fingerprint,
+//! not a timestamp, so re-applying the same value changes nothing and GitOps re-syncs cannot
+//! start a restart loop. A workload that does not exist is a warning, not a failed credential.
 //! No I/O: the shell asks, patches when told to, and wakes the credential when told to wait.
 
 use std::collections::{HashMap, VecDeque};
@@ -9,11 +12,72 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::crd::WorkloadRef;
+use crate::decide::events::{Action, Notice};
 use crate::decide::schedule;
 use crate::decide::token::Fingerprint;
 
+/// The pod-template annotation a restart sets to the token's fingerprint.
+pub const FINGERPRINT_ANNOTATION: &str = "tenantcred.dev/token-fingerprint";
+
+/// A workload is restarted at most once per this window by default (`--restart-debounce`).
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
+
+/// Rollouts started per minute across all workloads by default (`--max-rollouts-per-minute`).
+pub const DEFAULT_PER_MINUTE: u32 = 30;
+
 /// A workload: namespace, kind and name.
 pub type Workload = (String, crate::crd::WorkloadKind, String);
+
+/// The workloads a token change of a credential in `ns` restarts: its `rolloutRestartTargets`,
+/// each in the credential's own namespace.
+pub fn workloads(ns: &str, targets: &[WorkloadRef]) -> Vec<Workload> {
+    targets
+        .iter()
+        .map(|t| (ns.to_owned(), t.kind, t.name.clone()))
+        .collect()
+}
+
+/// The merge patch that restarts a workload: the fingerprint on its pod template.
+pub fn stamp(fingerprint: &Fingerprint) -> serde_json::Value {
+    serde_json::json!({
+        "spec": {"template": {"metadata": {"annotations": {FINGERPRINT_ANNOTATION: fingerprint.as_str()}}}}
+    })
+}
+
+/// What the API server answered a restart's patch (`E`: the shell's error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stamped<E> {
+    Annotated,
+    /// The workload does not exist (404).
+    NotFound,
+    /// Any other failure.
+    Failed(E),
+}
+
+/// What an answer to a restart's patch leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterStamp<E> {
+    /// Tell the credential's readers, and go on with the next workload.
+    Tell(Notice),
+    /// Fail the reconcile with this error (its error backoff retries it).
+    Fail(E),
+}
+
+/// What the restarts of one reconcile tell it: the events, and when to look again for a
+/// restart gathered for the end of a window (the earliest of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub notices: Vec<Notice>,
+    pub wake: Option<Timestamp>,
+}
+
+impl Round {
+    /// A restart gathered for `at`.
+    pub fn gathered(&mut self, at: Timestamp) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gate {
@@ -103,9 +167,23 @@ impl Rollouts {
         Gate::Now(fingerprint)
     }
 
-    /// A restart that was started but failed: let the next change try again at once.
-    pub fn failed(&mut self, w: &Workload) {
-        self.last.remove(w);
+    /// What the answer to the restart of `w` with `fingerprint` means. A failure other than a
+    /// missing workload lets the next change try again at once (the failed restart does not
+    /// count for the debounce window).
+    pub fn answered<E>(&mut self, w: &Workload, fingerprint: &Fingerprint, stamped: Stamped<E>) -> AfterStamp<E> {
+        let (ns, kind, name) = w;
+        match stamped {
+            Stamped::Annotated => AfterStamp::Tell(Action::RolloutRestarted.notice(format!(
+                "{kind:?} {name}: pod template annotated with token {fingerprint}"
+            ))),
+            Stamped::NotFound => {
+                AfterStamp::Tell(Action::RestartTargetNotFound.notice(format!("{kind:?} {name} not found in {ns}")))
+            }
+            Stamped::Failed(e) => {
+                self.last.remove(w);
+                AfterStamp::Fail(e)
+            }
+        }
     }
 }
 
@@ -113,6 +191,7 @@ impl Rollouts {
 mod tests {
     use super::*;
     use crate::crd::WorkloadKind;
+    use crate::decide::events::Severity;
 
     use crate::testing::t;
 
@@ -176,5 +255,72 @@ mod tests {
         assert_eq!(r.changed(&victim, &new, t(1)), Gate::Now(new));
         // The hostile tenant's others wait for its own share to free up, a minute on.
         assert_eq!(r.due(&hostile(29), t(2)), Gate::At(t(60)));
+    }
+
+    #[test]
+    fn each_target_is_a_workload_of_the_credentials_namespace() {
+        let targets: Vec<WorkloadRef> = serde_json::from_value(serde_json::json!([
+            {"kind": "Deployment", "name": "api"},
+            {"kind": "StatefulSet", "name": "db"},
+        ]))
+        .expect("targets");
+        assert_eq!(
+            workloads("ns", &targets),
+            vec![w("api"), ("ns".into(), WorkloadKind::StatefulSet, "db".into())]
+        );
+    }
+
+    #[test]
+    fn a_restart_stamps_the_fingerprint_on_the_pod_template_only() {
+        let fp = Fingerprint::of(b"a");
+        assert_eq!(
+            stamp(&fp),
+            serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+                "tenantcred.dev/token-fingerprint": fp.as_str()
+            }}}}})
+        );
+    }
+
+    #[test]
+    fn a_restarted_and_a_missing_workload_are_told_and_the_next_goes_on() {
+        let mut r = Rollouts::new(Duration::from_secs(30), 10);
+        let fp = Fingerprint::of(b"a");
+        let AfterStamp::Tell(done) = r.answered(&w("api"), &fp, Stamped::<()>::Annotated) else {
+            panic!("a restart is told");
+        };
+        assert_eq!((done.reason, done.severity), ("RolloutRestarted", Severity::Normal));
+        assert_eq!(
+            done.message,
+            format!("Deployment api: pod template annotated with token {fp}")
+        );
+        let AfterStamp::Tell(missing) = r.answered(&w("gone"), &fp, Stamped::<()>::NotFound) else {
+            panic!("a missing consumer is a warning, not a failed credential");
+        };
+        assert_eq!(
+            (missing.reason, missing.severity),
+            ("RestartTargetNotFound", Severity::Warning)
+        );
+        assert_eq!(missing.message, "Deployment gone not found in ns");
+    }
+
+    #[test]
+    fn a_failed_restart_fails_the_reconcile_and_the_next_change_tries_again_at_once() {
+        let mut r = Rollouts::new(Duration::from_secs(30), 10);
+        let (a, b) = (Fingerprint::of(b"a"), Fingerprint::of(b"b"));
+        assert_eq!(r.changed(&w("api"), &a, t(0)), Gate::Now(a.clone()));
+        assert_eq!(
+            r.answered(&w("api"), &a, Stamped::Failed("refused")),
+            AfterStamp::Fail("refused")
+        );
+        assert_eq!(r.changed(&w("api"), &b, t(1)), Gate::Now(b), "not debounced");
+    }
+
+    #[test]
+    fn a_round_wakes_at_the_earliest_gathered_restart() {
+        let mut round = Round::default();
+        round.gathered(t(60));
+        round.gathered(t(30));
+        round.gathered(t(45));
+        assert_eq!(round.wake, Some(t(30)));
     }
 }

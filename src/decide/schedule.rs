@@ -182,6 +182,26 @@ impl CatchUpLanes {
     }
 }
 
+/// The catch-up queues (`catch_up`): per host, the slots handed out since this replica began to
+/// lead, in a lane per tenant ([`CatchUpLanes`]). Leading again starts every queue from its
+/// first slot.
+#[derive(Default)]
+pub struct CatchUpQueues {
+    hosts: std::collections::HashMap<String, CatchUpLanes>,
+}
+
+impl CatchUpQueues {
+    /// The next slot of `tenant` at `host`.
+    pub fn take(&mut self, tenant: &str, host: &str) -> u64 {
+        self.hosts.entry(host.to_owned()).or_default().slot(tenant)
+    }
+
+    /// Leading begins: overdue probes queue from the first slot again.
+    pub fn restart(&mut self) {
+        self.hosts = std::collections::HashMap::new();
+    }
+}
+
 /// Instants at which a credential's state changes without any event: entering the ExpiringSoon
 /// window and expiry itself.
 pub fn expiry_instants(expires_at: Option<Timestamp>, warn_before: Duration, now: Timestamp) -> Option<Timestamp> {
@@ -359,6 +379,16 @@ mod tests {
         );
         assert_eq!(lanes.slot("victim"), 3);
         assert_eq!(lanes.slot("third"), 2);
+    }
+
+    #[test]
+    fn catch_up_slots_count_per_host_from_when_leading_began() {
+        let mut q = CatchUpQueues::default();
+        assert_eq!(q.take("t", "a:443"), 0);
+        assert_eq!(q.take("t", "a:443"), 1);
+        assert_eq!(q.take("t", "b:443"), 0, "each host has its own queue");
+        q.restart();
+        assert_eq!(q.take("t", "a:443"), 0);
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub(super) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-config
 /// The data keys tenantcred writes, in the order their digest takes them.
 pub(super) const DATA_KEYS: [&str; 5] = [KEY_TOKEN, KEY_AUTHORIZATION, KEY_BASE_URL, KEY_TENANT, KEY_PROVIDER];
 
+pub mod apply;
 mod changes;
 mod observed;
 

@@ -3,6 +3,7 @@
 //! fifty namespaces costs its customer one probe an interval, not fifty. Each credential still
 //! decides its own status from the shared answer.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -52,6 +53,44 @@ pub fn answers_for(heard: Heard, last_probe: Option<Timestamp>, now: Timestamp, 
     newer && fresh
 }
 
+/// Answers between two sweeps of the ones too old to answer for anyone.
+const SWEEP_EVERY: u64 = 4096;
+
+/// The latest answer about each token, per request: what credentials holding the same token
+/// share instead of probing again. An answer an hour old answers for no interval the schema
+/// allows, so it is forgotten.
+#[derive(Default)]
+pub struct Answers {
+    heard: HashMap<ProbeKey, Heard>,
+    since_sweep: u64,
+}
+
+impl Answers {
+    /// The latest answer a probe of this token, in this request, heard.
+    pub fn get(&self, key: &ProbeKey) -> Option<Heard> {
+        self.heard.get(key).copied()
+    }
+
+    /// Records what a probe heard.
+    pub fn hear(&mut self, key: ProbeKey, heard: Heard) {
+        self.heard.insert(key, heard);
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            let hour_ago = heard.at - jiff::SignedDuration::from_hours(1);
+            self.heard.retain(|_, h| h.at > hour_ago);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heard.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +128,25 @@ mod tests {
         assert_ne!(k, ProbeKey::new("github", "https://api.github.com/rate_limit", &b));
         assert_ne!(k, ProbeKey::new("github", "https://api.github.com/user", &a));
         assert_ne!(k, ProbeKey::new("gitlab", "https://api.github.com/rate_limit", &a));
+    }
+
+    #[test]
+    fn answers_an_hour_old_are_forgotten() {
+        let mut answers = Answers::default();
+        let old = ProbeKey::new("p", "u", &Fingerprint::of(b"old"));
+        answers.hear(old, Heard { at: t(0), status: 200 });
+        assert_eq!(answers.get(&old), Some(Heard { at: t(0), status: 200 }));
+        for i in 1..SWEEP_EVERY {
+            let key = ProbeKey::new("p", "u", &Fingerprint::of(&i.to_be_bytes()));
+            answers.hear(
+                key,
+                Heard {
+                    at: t(3600),
+                    status: 200,
+                },
+            );
+        }
+        assert_eq!(answers.get(&old), None);
+        assert_eq!(answers.len(), SWEEP_EVERY as usize - 1);
     }
 }

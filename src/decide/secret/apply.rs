@@ -1,0 +1,85 @@
+//! How a Secret is applied. The managed Secret is applied without force first, so a field
+//! someone else owns answers 409 instead of being overwritten; the ownership check comes before
+//! any write, so a 409 there is our own Secret edited by hand, and it is reclaimed with force,
+//! once. A Secret tenantcred alone writes (the OAuth state) is forced from the start: nobody
+//! else owns its fields.
+
+/// Who writes a Secret's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writers {
+    /// The managed Secret: people and other tools may own some of its fields.
+    Shared,
+    /// The OAuth state: tenantcred alone.
+    TenantcredAlone,
+}
+
+/// One server-side apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Plain,
+    Forced,
+}
+
+/// What the API server answered an apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Applied,
+    /// 409: a field is owned by another manager.
+    Conflict,
+    Failed,
+}
+
+/// What to do after an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Done,
+    Retry(Attempt),
+    /// Give the answer to the caller as an error.
+    Fail,
+}
+
+/// The first apply of a Secret with these writers.
+pub fn first(writers: Writers) -> Attempt {
+    match writers {
+        Writers::Shared => Attempt::Plain,
+        Writers::TenantcredAlone => Attempt::Forced,
+    }
+}
+
+/// What an answer to `attempt` leads to.
+pub fn after(attempt: Attempt, answer: Answer) -> Next {
+    match (answer, attempt) {
+        (Answer::Applied, _) => Next::Done,
+        (Answer::Conflict, Attempt::Plain) => Next::Retry(Attempt::Forced),
+        (Answer::Conflict, Attempt::Forced) | (Answer::Failed, _) => Next::Fail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_managed_secret_is_applied_without_force_first() {
+        assert_eq!(first(Writers::Shared), Attempt::Plain);
+        assert_eq!(after(Attempt::Plain, Answer::Applied), Next::Done);
+    }
+
+    #[test]
+    fn a_conflict_on_our_own_secret_is_reclaimed_with_force_once() {
+        assert_eq!(after(Attempt::Plain, Answer::Conflict), Next::Retry(Attempt::Forced));
+        assert_eq!(after(Attempt::Forced, Answer::Applied), Next::Done);
+        assert_eq!(after(Attempt::Forced, Answer::Conflict), Next::Fail, "never a loop");
+    }
+
+    #[test]
+    fn any_other_failure_is_the_callers_without_a_retry() {
+        assert_eq!(after(Attempt::Plain, Answer::Failed), Next::Fail);
+        assert_eq!(after(Attempt::Forced, Answer::Failed), Next::Fail);
+    }
+
+    #[test]
+    fn a_secret_tenantcred_alone_writes_is_forced_from_the_start() {
+        assert_eq!(first(Writers::TenantcredAlone), Attempt::Forced);
+    }
+}
