@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::Context;
 use crate::Result;
 use crate::crd::{TenantApiCredential, WorkloadKind, WorkloadRef};
-use crate::decide::events::{Action, Notice};
+use crate::decide::events::{Notice, Occurrence};
 use crate::decide::rollouts::Gate;
 use crate::decide::secret::FIELD_MANAGER;
 use crate::decide::token::Fingerprint;
@@ -61,11 +61,11 @@ pub(super) async fn rollout(
         let what = format!("{:?} {}", target.kind, target.name);
         match patched {
             Ok(()) => notices.push(
-                Action::RolloutRestarted.notice(format!("{what}: pod template annotated with token {fingerprint}")),
+                Occurrence::RolloutRestarted.notice(format!("{what}: pod template annotated with token {fingerprint}")),
             ),
             // A missing consumer is worth a warning, not a failed credential.
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                notices.push(Action::RestartTargetNotFound.notice(format!("{what} not found in {ns}")));
+                notices.push(Occurrence::RestartTargetNotFound.notice(format!("{what} not found in {ns}")));
             }
             Err(e) => {
                 ctx.rollouts.lock().unwrap_or_else(PoisonError::into_inner).failed(&w);

@@ -156,7 +156,7 @@ fn candidate<'a>(
             token @ Source::Token(..) => return Ok(token.clone()),
             // An unusable pending token never touches the one in use; say so and carry on.
             Source::Problem(p) => {
-                notices.push(events::Action::PendingTokenUnusable.notice(p.message().to_owned()));
+                notices.push(events::Occurrence::PendingTokenUnusable.notice(p.message().to_owned()));
             }
         }
     }
