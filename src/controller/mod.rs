@@ -37,8 +37,7 @@ pub use run::run;
 pub use watches::{Scope, start as start_scope};
 
 /// A 64-bit hash that is the same in every process (std's `DefaultHasher` with its fixed keys):
-/// what the operator's compact tables keep instead of strings, and the stable per-credential
-/// offset that spreads catch-up probes.
+/// what the operator's compact tables keep instead of strings.
 fn hash64(v: impl std::hash::Hash) -> u64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
