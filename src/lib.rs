@@ -1,8 +1,8 @@
 //! tenantcred: per-customer API tokens as Kubernetes resources, kept valid, probed and mounted.
 //!
-//! The functional core decides, in `decide/` (no I/O, an injected clock). A reconcile is a step
-//! machine (`decide::step`): the shell gathers a read-only world, asks for one action at a time,
-//! performs it and records the result. `plan` decides the status, from spec, observed state,
+//! The functional core decides, in `decide/` (no I/O, an injected clock). A reconcile is an
+//! owning machine (`decide::step::Reconcile`): the shell gathers a read-only world, asks for one
+//! action at a time, performs it and hands back the result with the time it arrived. `plan` decides the status, from spec, observed state,
 //! probe outcome and clock to the status and the next wake-up, with the policies it calls (`verdict`, `schedule`, `rotation`, `oauth`, `publish`, `rollouts`,
 //! `conditions`, `events`, `secret`, `token`, `provider`, `egress`). The shell does the I/O: `controller`
 //! against the Kubernetes API (start at `controller::run`), `outbound` against the providers, `cli`,
@@ -35,9 +35,6 @@ pub enum Error {
     /// A write or request the fence refused: this replica does not lead (not an API failure).
     #[error(transparent)]
     NotLeading(#[from] fence::NotLeading),
-    /// The step machine asked for something it cannot (a bug, said instead of a panic).
-    #[error("reconcile stopped: {0}")]
-    Step(&'static str),
 }
 
 impl From<kube::Error> for Error {
@@ -59,7 +56,6 @@ impl Error {
             Self::MissingMetadata(_) => "metadata",
             Self::Serialize(_) => "serialize",
             Self::NotLeading(_) => "not_leading",
-            Self::Step(_) => "step",
         }
     }
 }

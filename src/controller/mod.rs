@@ -1,5 +1,5 @@
 //! The imperative shell: gathers what a reconcile needs from the Kubernetes API and the caches,
-//! asks the step machine (`decide::step`) for one action at a time and performs it (managed
+//! asks the reconcile machine (`decide::step::Reconcile`) for one action at a time and performs it (managed
 //! Secret, probe, status, events), writing only what changed.
 
 mod backlog;

@@ -88,7 +88,7 @@ impl Notifier {
 mod tests {
     use crate::controller::Context;
     use crate::controller::scripted::{Script, answer, failure};
-    use crate::decide::events::{Action, Notice};
+    use crate::decide::events::{Notice, Occurrence};
 
     const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/ns/events?";
 
@@ -106,7 +106,7 @@ mod tests {
         )
     }
 
-    fn notice(action: Action, message: &str) -> Notice {
+    fn notice(action: Occurrence, message: &str) -> Notice {
         action.notice(message.to_owned())
     }
 
@@ -115,8 +115,8 @@ mod tests {
         let script = Script::new(vec![created(), created()]);
         let ctx = Context::test(&script);
         let notices = vec![
-            notice(Action::SecretUpdated, "the managed Secret holds the new token"),
-            notice(Action::RestartTargetNotFound, "Deployment api not found in ns"),
+            notice(Occurrence::SecretUpdated, "the managed Secret holds the new token"),
+            notice(Occurrence::RestartTargetNotFound, "Deployment api not found in ns"),
         ];
         ctx.notifier.record(&credential(), notices).await;
         script.assert_sent(&[EVENTS, EVENTS]);
@@ -151,7 +151,7 @@ mod tests {
         let long = format!("a{}", "é".repeat(600));
         Context::test(&script)
             .notifier
-            .record(&credential(), vec![notice(Action::SecretUpdated, &long)])
+            .record(&credential(), vec![notice(Occurrence::SecretUpdated, &long)])
             .await;
         let note = script.sent()[0].body["note"]
             .as_str()
@@ -168,8 +168,8 @@ mod tests {
             created(),
         ]);
         let notices = vec![
-            notice(Action::SecretUpdated, "one"),
-            notice(Action::TokenRotated, "two"),
+            notice(Occurrence::SecretUpdated, "one"),
+            notice(Occurrence::TokenRotated, "two"),
         ];
         Context::test(&script).notifier.record(&credential(), notices).await;
         script.assert_sent(&[EVENTS, EVENTS]);

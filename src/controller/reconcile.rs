@@ -1,6 +1,7 @@
-//! One reconcile, the shell of the step machine (`decide::step`): gather a read-only world, then
-//! ask for one action at a time, perform it, hand back its result, until the machine finishes.
-//! Nothing here decides; it reads, writes, sends and remembers.
+//! One reconcile, the shell of the reconcile machine (`decide::step::Reconcile`): gather a
+//! read-only world, then ask for one action at a time, perform it, hand back its result with the
+//! time it arrived, until the machine finishes. Nothing here decides; it reads, writes, sends
+//! and remembers.
 
 use super::cache::credential_key;
 use super::cached::CachedCredential;
@@ -11,24 +12,25 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as Requeue;
 use tracing::{debug, warn};
 
-use crate::crd::LEGACY_FINALIZER;
+use crate::crd::{LEGACY_FINALIZER, RateLimitScope};
 use crate::decide::fair_share;
 use crate::decide::oauth;
-use crate::decide::plan::{self, ProbeStep, Settings, TokenSource};
+use crate::decide::plan::{self, Settings, TokenSource};
 use crate::decide::schedule::{self, Jitter};
-use crate::decide::step::{self, Call, Done, Outcome, Spec, World, Written};
-use crate::decide::token::Token;
+use crate::decide::step::probe::AfterProbe;
+use crate::decide::step::{Action, Attempt, Outcome, Reconcile, Spec, World, Written};
+use crate::decide::token::{Fingerprint, Token};
+use crate::decide::verdict::ProbeOutcome;
 use crate::{Error, Result};
 
 /// One reconcile, in a span naming the credential (every log line inside carries it).
 #[tracing::instrument(skip_all, fields(namespace = cached.metadata.namespace.as_deref().unwrap_or_default(), credential = cached.metadata.name.as_deref().unwrap_or_default()))]
-pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Requeue> {
     // Started: the backlog need not make way for this credential any longer.
     ctx.changes.started(
         cached.metadata.namespace.as_deref(),
@@ -41,7 +43,7 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
     // all when it is gone (a deleted credential's Secret is garbage collection's business).
     let key = credential_key(&*cached);
     let Some(cached) = ctx.cache.credential(&key) else {
-        return Ok(Action::await_change());
+        return Ok(Requeue::await_change());
     };
     let ns = cached.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     if cached.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
@@ -49,7 +51,7 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
     }
     if cached.metadata.deletion_timestamp.is_some() {
         // Owner references take the Secret with the resource; `Retain` has none to follow.
-        return Ok(Action::await_change());
+        return Ok(Requeue::await_change());
     }
     let action = run(&cached, &ctx, &ns).await?;
     ctx.metrics.reconciled();
@@ -58,124 +60,118 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
 }
 
 /// API errors: capped exponential backoff with jitter, per resource.
-pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(tac: Arc<CachedCredential>, err: &Error, ctx: Arc<Context>) -> Requeue {
     let attempts = ctx.cache.failed(&tac.metadata);
     let delay = schedule::error_backoff(attempts, Jitter::random());
     ctx.metrics.reconciled();
     ctx.metrics.reconcile_failed(err.metric_label());
     warn!(credential = %credential_key(&*tac), error = %err, attempts, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    Requeue::requeue(delay)
 }
 
-/// Gathers the world, then performs the step machine's actions until it finishes.
-async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Action> {
-    let now = Timestamp::now();
+/// Gathers the world, then performs the reconcile machine's actions until it finishes.
+async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Requeue> {
     let name = cached.name_any();
     let expanded = cached.expand();
-    let persisted = match &expanded {
-        Ok(tac) => ctx.cache.status_of(&tac.metadata, tac.status.as_ref()),
-        Err(_) => ctx
-            .cache
-            .status_of(&cached.metadata, cached.status().ok().flatten().as_ref()),
+    let parsed;
+    let status = match &expanded {
+        Ok(tac) => tac.status.as_ref(),
+        Err(_) => {
+            parsed = cached.status().ok().flatten();
+            parsed.as_ref()
+        }
     };
-    let observed = ctx.cache.current_status(&cached.metadata, &persisted);
-    let settings = expanded.as_ref().ok().map(|tac| {
+    let held = ctx.cache.held(&cached.metadata, status);
+    // The spec with its settings, or the decoder's message.
+    let readable = expanded.as_ref().map(|tac| {
         let provider = ctx.providers.find(tac.spec.provider.as_str());
-        plan::resolve(tac, &ctx.config.egress, &provider)
+        (tac, plan::resolve(tac, &ctx.config.egress, &provider))
     });
-    let spec = match (&expanded, &settings) {
-        (Ok(credential), Some(settings)) => Spec::Readable { credential, settings },
-        (Err(why), _) => {
+    let spec = match &readable {
+        Ok((credential, settings)) => Spec::Readable { credential, settings },
+        Err(why) => {
             warn!(error = %why.0, "the spec does not match the schema");
             // It reads nothing and is no longer counted as any provider's.
             ctx.cache.reads_nothing(ns, &name);
             ctx.metrics.forget(ns, &name);
             Spec::Unreadable(&why.0)
         }
-        (Ok(_), None) => return Err(Error::Step("a readable spec without settings")),
     };
-    let resolved = settings.as_ref().and_then(|s| s.as_ref().ok());
+    let resolved = readable.as_ref().ok().and_then(|(_, s)| s.as_ref().ok());
     let target = resolved.and_then(|s| ctx.cache.managed_secret(ns, &s.secret_name));
-    let remembered = ctx.cache.remembered_source_version(&cached.metadata);
     let source_rv = resolved.and_then(|s| match &s.source {
         TokenSource::Secret { current, .. } => ctx.cache.source_version(ns, &current.name),
         TokenSource::OAuth { .. } => None,
     });
-    let world = World {
+    let mut machine = Reconcile::new(World {
         meta: &cached.metadata,
         spec,
-        observed: &observed,
-        persisted: &persisted,
+        observed: &held.observed,
+        persisted: &held.persisted,
         target: target.as_deref(),
-        remembered_version: remembered.as_deref(),
+        remembered_version: held.source_version.as_deref(),
         source_resource_version: source_rv.as_deref(),
         acting_since: ctx.leading_since(),
         catch_up_per_second: ctx.config.catch_up_per_second,
-        spread: stable_offset(&cached.metadata),
-        now,
+        now: Timestamp::now(),
         jitter: Jitter::random(),
-    };
+    });
     let tac = expanded.as_ref().ok();
-    let mut done = Done::default();
-    for _ in 0..step::MAX_STEPS {
-        let next = step::step(&world, &done);
-        debug!(action = ?next, "step");
-        let outcome = match next {
-            step::Action::ReadSource { which, name } => Outcome::SourceRead {
+    loop {
+        let action = machine.poll();
+        debug!(?action, phase = ?machine.phase(), "step");
+        let outcome = match action {
+            Action::ReadSource { which, name } => Outcome::SourceRead {
                 which,
-                secret: sources::read(&ctx.client, ctx.cache.source_version(ns, &name), ns, &name)
-                    .await?
-                    .map(Box::new),
+                secret: read(ctx, ctx.cache.source_version(ns, &name), ns, &name).await?,
             },
-            step::Action::ReadLogin { name } => {
-                Outcome::LoginRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
-            }
-            step::Action::ReadOAuthState { name } => {
-                Outcome::OAuthStateRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
-            }
-            step::Action::CallTokenEndpoint { url, form, budget_key } => {
-                let settings = resolved.ok_or(Error::Step("a token-endpoint call without settings"))?;
-                Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &form, &budget_key, now).await?)
-            }
-            step::Action::WriteOAuthState { name, state } => {
-                let tac = tac.ok_or(Error::Step("an OAuth state without a spec"))?;
-                let secret = oauth::state_secret(tac, &name, &state).ok_or(Error::MissingMetadata("uid"))?;
+            Action::ReadLogin { name } => Outcome::LoginRead(read(ctx, None, ns, &name).await?),
+            Action::ReadOAuthState { name } => Outcome::OAuthStateRead(read(ctx, None, ns, &name).await?),
+            Action::CallTokenEndpoint {
+                settings,
+                url,
+                form,
+                budget_key,
+            } => Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &form, &budget_key).await?),
+            Action::WriteOAuthState {
+                credential,
+                name,
+                state,
+            } => {
+                let secret = oauth::state_secret(credential, &name, &state).ok_or(Error::MissingMetadata("uid"))?;
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
                 apply_owned_state(&secrets, &secret).await?;
                 Outcome::OAuthStateWritten
             }
-            step::Action::BackOff { budget_key, until } => {
-                let settings = resolved.ok_or(Error::Step("a back-off without settings"))?;
-                ctx.budget.back_off(
-                    ns,
-                    &settings.host(),
-                    &budget_key,
-                    settings.profile.limit_scope,
-                    until,
-                    now,
-                );
+            Action::BackOff(b) => {
+                ctx.budget
+                    .back_off(ns, &b.host, &b.key, b.scope, b.until, Timestamp::now());
                 Outcome::BackedOff
             }
-            step::Action::RememberSourceVersion(version) => {
+            Action::RememberSourceVersion(version) => {
                 ctx.cache.remember_source_version(&cached.metadata, &version);
                 Outcome::Remembered
             }
-            step::Action::Probe {
+            Action::RecallAnswer { key } => Outcome::Recalled(ctx.budget.heard(&key)),
+            Action::Probe {
                 probing,
+                settings,
                 token,
                 budget_key,
-                share,
-            } => {
-                let settings = resolved.ok_or(Error::Step("a probe without settings"))?;
-                let step = probe_once(ctx, ns, settings, &token, &budget_key, share, now).await?;
-                Outcome::Probed { probing, step }
-            }
-            step::Action::PruneSecret { name, stale } => {
+            } => Outcome::Probed {
+                probing,
+                attempt: probe(ctx, ns, settings, &token, &budget_key).await?,
+            },
+            Action::AfterProbe { probing, after } => Outcome::AfterProbe {
+                probing,
+                held_back: tell(ctx, ns, *after),
+            },
+            Action::PruneSecret { name, stale } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
                 prune(&secrets, &name, cached.metadata.uid.as_deref(), &stale).await?;
                 Outcome::Pruned
             }
-            step::Action::WriteSecret { secret, create } => {
+            Action::WriteSecret { secret, create } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
                 let attempt = if create {
                     create_secret(&secrets, &secret).await
@@ -196,19 +192,16 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 };
                 Outcome::SecretWritten(written)
             }
-            step::Action::ReadManagedSecret { name } => {
-                Outcome::ManagedSecretRead(sources::read(&ctx.client, None, ns, &name).await?.map(Box::new))
-            }
-            step::Action::RestartWorkloads { changed } => {
-                let tac = tac.ok_or(Error::Step("a restart without a spec"))?;
-                let round = restart::rollout(ctx, tac, ns, changed.as_ref(), now).await?;
+            Action::ReadManagedSecret { name } => Outcome::ManagedSecretRead(read(ctx, None, ns, &name).await?),
+            Action::RestartWorkloads { credential, changed } => {
+                let round = restart::rollout(ctx, credential, ns, changed.as_ref(), Timestamp::now()).await?;
                 Outcome::Restarted {
                     notices: round.notices,
                     wake: round.wake,
                 }
             }
-            step::Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(ns, &host)),
-            step::Action::WriteStatus { status, patch } => {
+            Action::TakeCatchUpSlot { host } => Outcome::CatchUpSlot(ctx.budget.catch_up_slot(ns, &host)),
+            Action::WriteStatus { status, patch } => {
                 write_status(&ctx.client, &cached.metadata, ns, patch).await?;
                 ctx.cache.wrote_status(&cached.metadata, &status);
                 if let Some(tac) = tac {
@@ -216,126 +209,101 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Actio
                 }
                 Outcome::StatusHandled
             }
-            step::Action::KeepStatus { status, live } => {
+            Action::KeepStatus { status, live } => {
                 ctx.cache.keep_live(&cached.metadata, live);
                 if let Some(tac) = tac {
                     ctx.metrics.observe(tac, &status);
                 }
                 Outcome::StatusHandled
             }
-            step::Action::Finish { notices, requeue } => {
+            Action::Finish { notices, requeue } => {
                 ctx.notifier.record(cached, notices).await;
-                return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
+                return Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue));
             }
         };
-        done.record(&world, outcome);
+        machine.handle(outcome, Timestamp::now());
     }
-    Err(Error::Step("more steps than a reconcile takes"))
 }
 
-/// When a request that found no slot (`decide::fair_share`) comes back.
-fn busy_until(now: Timestamp) -> Timestamp {
-    let wait = fair_share::retry_after_busy(Jitter::random());
-    now.checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
-        .unwrap_or(now)
+/// Reads a Secret (`None`: not found).
+async fn read(ctx: &Context, known_version: Option<String>, ns: &str, name: &str) -> Result<Option<Box<Secret>>> {
+    Ok(sources::read(&ctx.client, known_version, ns, name).await?.map(Box::new))
 }
 
-/// A per-credential offset that stays the same across restarts (the catch-up spread).
-fn stable_offset(meta: &ObjectMeta) -> u64 {
-    // A tuple hashes its fields in order: the same offsets as before this helper moved.
-    super::hash64((&meta.uid, &meta.name))
+/// A request slot for a request to `host` within the key's budget: the permit, or what held
+/// the request back (a token-endpoint call spends the same per-account budget as a probe).
+async fn admit<T>(
+    ctx: &Context,
+    ns: &str,
+    settings: &Settings,
+    key: &Fingerprint,
+) -> std::result::Result<crate::budget::Permit, Attempt<T>> {
+    let host = settings.host();
+    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, Timestamp::now()) {
+        debug!(%host, %key, until = %held.until, by = ?held.by, "request held back");
+        return Err(Attempt::Held(held.until));
+    }
+    let Some(permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
+        ctx.budget.refund(key);
+        debug!(%host, %key, "no request slot within its patience");
+        return Err(Attempt::Busy);
+    };
+    Ok(permit)
 }
 
-/// POSTs a form to the token endpoint within the account's budget (token-endpoint calls spend
-/// the same per-account budget as probes), or says until when it must wait.
+/// POSTs a form to the token endpoint within the account's budget and a request slot.
 async fn call_token_endpoint(
     ctx: &Context,
     ns: &str,
     settings: &Settings,
     url: &str,
     form: &[(&'static str, String)],
-    key: &crate::decide::token::Fingerprint,
-    now: Timestamp,
-) -> Result<Call> {
-    let host = settings.host();
-    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
-        debug!(%host, until = %held.until, "token-endpoint call held back");
-        return Ok(Call::Held(held.until));
-    }
-    let Some(_permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
-        ctx.budget.refund(key);
-        debug!(%host, "no request slot within its patience: the token-endpoint call comes back later");
-        return Ok(Call::Held(busy_until(now)));
+    key: &Fingerprint,
+) -> Result<Attempt<oauth::Answer>> {
+    let _permit = match admit(ctx, ns, settings, key).await {
+        Ok(permit) => permit,
+        Err(attempt) => return Ok(attempt),
     };
     let answer = ctx
         .provider_client
         .post_form(url, form, settings.timeout, &settings.profile)
         .await?;
-    debug!(%host, transport = ?answer.transport, "token endpoint answered");
-    Ok(Call::Answered(answer))
+    debug!(transport = ?answer.transport, "token endpoint answered");
+    Ok(Attempt::Sent(answer))
 }
 
-/// Sends one probe within the budget, or says until when it must wait. With `share` (the
-/// credential's own latest probe time), a recent answer about the same token, heard by another
-/// credential's probe of the same request, answers instead (`decide::sharing`).
-async fn probe_once(
+/// Sends one probe within the key's budget and a request slot.
+async fn probe(
     ctx: &Context,
     ns: &str,
     settings: &Settings,
     token: &Token,
-    key: &crate::decide::token::Fingerprint,
-    share: Option<Option<Timestamp>>,
-    now: Timestamp,
-) -> Result<ProbeStep> {
-    use crate::decide::sharing::{self, Heard, ProbeKey};
-    let url = settings.probe_url();
-    let probe_key = ProbeKey::new(&settings.profile.name, &url, &token.fingerprint());
-    if let Some(last_probe) = share
-        && let Some(heard) = ctx.budget.heard(&probe_key)
-        && sharing::answers_for(heard, last_probe, now, settings.interval.effective)
-    {
-        debug!(%key, status = heard.status, "answered by another credential's probe of the same token");
-        return Ok(ProbeStep::Sent(Box::new(crate::decide::verdict::ProbeOutcome {
-            rules: settings.profile.probe.statuses.clone(),
-            ..crate::decide::verdict::ProbeOutcome::answered(heard.status)
-        })));
-    }
-    let host = settings.host();
-    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, now) {
-        debug!(%host, %key, until = %held.until, by = ?held.by, "probe held back");
-        return Ok(ProbeStep::Deferred(held.until));
-    }
-    let Some(_permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
-        ctx.budget.refund(key);
-        debug!(%host, %key, "no request slot within its patience: the probe comes back later");
-        return Ok(ProbeStep::Deferred(busy_until(now)));
+    key: &Fingerprint,
+) -> Result<Attempt<Box<ProbeOutcome>>> {
+    let _permit = match admit(ctx, ns, settings, key).await {
+        Ok(permit) => permit,
+        Err(attempt) => return Ok(attempt),
     };
-    let mut outcome = ctx
+    let outcome = ctx
         .provider_client
-        .probe(&url, token, settings.timeout, &settings.profile)
+        .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
         .await?;
-    if let Some(status) = outcome.http_status().filter(|s| sharing::worth_sharing(*s)) {
-        // Whole seconds, as status times are: the credential's own next probe never takes its own
-        // answer for another's.
-        let at = crate::decide::conditions::truncate(now);
-        ctx.budget.hear(probe_key, Heard { at, status });
+    debug!(%key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
+    Ok(Attempt::Sent(Box::new(outcome)))
+}
+
+/// Tells the budget, the provider's status and the metrics what a probe's answer means beyond
+/// its credential; answers what the budget holds back for a back-off.
+fn tell(ctx: &Context, ns: &str, after: AfterProbe) -> Option<RateLimitScope> {
+    let now = Timestamp::now();
+    if let Some((key, heard)) = after.share {
+        ctx.budget.hear(key, heard);
     }
-    // A connection the egress rules refused sent nothing: not a probe, and not a provider outage.
-    if !matches!(outcome.transport, crate::decide::verdict::Transport::NotAllowed(_)) {
-        ctx.providers.probed(&settings.profile.name, now);
-        ctx.metrics.probed(
-            &settings.profile.name,
-            crate::decide::verdict::classify(&outcome),
-            outcome.elapsed,
-        );
+    if let Some(count) = after.count {
+        ctx.providers.probed(&count.provider, now);
+        ctx.metrics.probed(&count.provider, count.result, count.elapsed);
     }
-    if let Some(until) = outcome.back_off_until() {
-        outcome.held_back =
-            Some(
-                ctx.budget
-                    .back_off(ns, &host, key, settings.profile.limit_scope, until, Timestamp::now()),
-            );
-    }
-    debug!(%host, %key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
-    Ok(ProbeStep::Sent(Box::new(outcome)))
+    after
+        .back_off
+        .map(|b| ctx.budget.back_off(ns, &b.host, &b.key, b.scope, b.until, now))
 }

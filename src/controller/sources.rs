@@ -1,5 +1,5 @@
 //! Reading a Secret: a source the user supplied, the OAuth login and state, a managed Secret a
-//! create found. What each yields is the step machine's call (`decide::step`).
+//! create found. What each yields is the reconcile machine's call (`decide::step`).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;

@@ -41,7 +41,7 @@ impl Notice {
 
 /// The events that are not a condition transition: something tenantcred did, or refused to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Occurrence {
     /// A new token was validated and replaced the old one in the Secret.
     TokenRotated,
     /// The provider refused the new token; the Secret keeps the old one.
@@ -56,8 +56,8 @@ pub enum Action {
     RestartTargetNotFound,
 }
 
-impl Action {
-    pub const ALL: [Action; 6] = [
+impl Occurrence {
+    pub const ALL: [Occurrence; 6] = [
         Self::TokenRotated,
         Self::RotationFailed,
         Self::SecretUpdated,
@@ -103,12 +103,12 @@ pub fn validated(
 ) -> Option<Notice> {
     let was = current.map(Fingerprint::to_string).unwrap_or_default();
     match verdict {
-        Validation::Accepted => Some(Action::TokenRotated.notice(format!(
+        Validation::Accepted => Some(Occurrence::TokenRotated.notice(format!(
             "the provider accepted token {candidate}; it replaces {was} in Secret {secret}"
         ))),
         Validation::Refused => {
             let why = result.map_or("refused", |r| r.as_str());
-            Some(Action::RotationFailed.notice(format!(
+            Some(Occurrence::RotationFailed.notice(format!(
                 "new token {candidate} was not accepted ({why}); Secret {secret} keeps token {was}"
             )))
         }
@@ -120,7 +120,7 @@ pub fn validated(
 /// is not), and a validated rotation already has its `TokenRotated`.
 pub fn secret_written(old: Option<&Fingerprint>, new: &Fingerprint, rotated: bool, secret: &str) -> Option<Notice> {
     let old = old.filter(|old| *old != new && !rotated)?;
-    Some(Action::SecretUpdated.notice(format!("Secret {secret} now holds token {new} (was {old})")))
+    Some(Occurrence::SecretUpdated.notice(format!("Secret {secret} now holds token {new} (was {old})")))
 }
 
 /// Events for the condition transitions from `old` to `new`.

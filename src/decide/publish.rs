@@ -130,8 +130,20 @@ fn significant(s: &TenantApiCredentialStatus) -> (TenantApiCredentialStatus, Opt
     )
 }
 
-/// Whether `desired` must be written over `persisted` at `now`. `spread` (from a per-credential
-/// hash) places the heartbeat within its window.
+/// A credential's place in the heartbeat window, from its uid and name: the same in every process
+/// and every build (FNV-1a: std's hasher may change between Rust releases, which would move every
+/// credential's heartbeat at an upgrade).
+pub fn spread(uid: Option<&str>, name: Option<&str>) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let uid = uid.unwrap_or_default().bytes();
+    // 0xff never occurs in UTF-8: "ab" + "c" and "a" + "bc" differ.
+    let bytes = uid.chain([0xff]).chain(name.unwrap_or_default().bytes());
+    bytes.fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// Whether `desired` must be written over `persisted` at `now`. `spread` (a per-credential
+/// [`spread`]) places the heartbeat within its window.
 pub fn needs_write(
     persisted: &TenantApiCredentialStatus,
     desired: &TenantApiCredentialStatus,
@@ -183,6 +195,14 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
 mod tests {
     use super::*;
     use crate::crd::ProbeResult;
+
+    #[test]
+    fn a_credentials_heartbeat_place_is_the_same_in_every_build_and_its_own() {
+        // FNV-1a of "uid-1", 0xff, "c": fixed, whatever the Rust release.
+        assert_eq!(spread(Some("uid-1"), Some("c")), 11_631_478_725_697_705_493);
+        assert_ne!(spread(Some("uid-1"), Some("c")), spread(Some("uid-2"), Some("c")));
+        assert_ne!(spread(Some("ab"), Some("c")), spread(Some("a"), Some("bc")));
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use crate::testing::t as at;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::WorkloadRef;
-use crate::decide::events::{Action, Notice};
+use crate::decide::events::{Notice, Occurrence};
 use crate::decide::schedule;
 use crate::decide::token::Fingerprint;
 
@@ -173,11 +173,11 @@ impl Rollouts {
     pub fn answered<E>(&mut self, w: &Workload, fingerprint: &Fingerprint, stamped: Stamped<E>) -> AfterStamp<E> {
         let (ns, kind, name) = w;
         match stamped {
-            Stamped::Annotated => AfterStamp::Tell(Action::RolloutRestarted.notice(format!(
+            Stamped::Annotated => AfterStamp::Tell(Occurrence::RolloutRestarted.notice(format!(
                 "{kind:?} {name}: pod template annotated with token {fingerprint}"
             ))),
             Stamped::NotFound => {
-                AfterStamp::Tell(Action::RestartTargetNotFound.notice(format!("{kind:?} {name} not found in {ns}")))
+                AfterStamp::Tell(Occurrence::RestartTargetNotFound.notice(format!("{kind:?} {name} not found in {ns}")))
             }
             Stamped::Failed(e) => {
                 self.last.remove(w);

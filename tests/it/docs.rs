@@ -128,7 +128,7 @@ fn every_reason_has_an_entry_with_an_action() {
 #[test]
 fn every_event_reason_is_documented() {
     // Condition reasons are events too (a failure, a recovery, ExpiringSoon): checked above.
-    let reasons: BTreeSet<String> = tenantcred::decide::events::Action::ALL
+    let reasons: BTreeSet<String> = tenantcred::decide::events::Occurrence::ALL
         .iter()
         .map(|a| a.as_str().to_owned())
         .collect();

@@ -1,6 +1,6 @@
 //! Issue 36: an endpoint that repeats what it was sent, in any encoding, never gets a secret
 //! shown. Generated secrets (with `@`, space, `/`, `+`, non-ASCII) are echoed by the simulator in
-//! every form of `echo::encodings`, through the operator's own code: the step machine's status
+//! every form of `echo::encodings`, through the operator's own code: the reconcile machine's status
 //! and events for the token endpoint and for a probe (over real HTTP), and `tenantcred check`.
 
 use std::collections::BTreeMap;
@@ -15,10 +15,10 @@ use tenantcred::cli::{self, CheckRequest};
 use tenantcred::crd::{TenantApiCredential, TenantApiCredentialStatus};
 use tenantcred::decide::error_body::MediaType;
 use tenantcred::decide::oauth::Answer as EndpointAnswer;
-use tenantcred::decide::plan::{ProbeStep, Settings, resolve};
+use tenantcred::decide::plan::{Settings, resolve};
 use tenantcred::decide::provider;
 use tenantcred::decide::schedule::Jitter;
-use tenantcred::decide::step::{Action, Call, Done, Outcome, Spec, World, Written, step};
+use tenantcred::decide::step::{Action, Attempt, Outcome, Reconcile, Spec, World, Written};
 use tenantcred::decide::verdict::Transport;
 use tenantcred::outbound::ProviderClient;
 use tenantcred_testkit::{Answer, Provider, echo, local_egress};
@@ -73,7 +73,7 @@ fn reconcile(tac: &TenantApiCredential, mut answer: impl FnMut(&Action) -> Optio
     assert!(settings.is_ok(), "the spec resolves");
     let status = TenantApiCredentialStatus::default();
     let now = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
-    let world = World {
+    let mut machine = Reconcile::new(World {
         meta: &tac.metadata,
         spec: Spec::Readable {
             credential: tac,
@@ -86,13 +86,12 @@ fn reconcile(tac: &TenantApiCredential, mut answer: impl FnMut(&Action) -> Optio
         source_resource_version: None,
         acting_since: now,
         catch_up_per_second: 10.0,
-        spread: 7,
         now,
         jitter: Jitter::new(0.5),
-    };
-    let (mut done, mut shown) = (Done::default(), String::new());
+    });
+    let mut shown = String::new();
     for _ in 0..32 {
-        let action = step(&world, &done);
+        let action = machine.poll();
         let outcome = match &action {
             Action::Finish { notices, .. } => {
                 notices.iter().for_each(|n| shown.push_str(&n.message));
@@ -108,13 +107,18 @@ fn reconcile(tac: &TenantApiCredential, mut answer: impl FnMut(&Action) -> Optio
             Action::TakeCatchUpSlot { .. } => Outcome::CatchUpSlot(0),
             Action::ReadOAuthState { .. } => Outcome::OAuthStateRead(None),
             Action::WriteOAuthState { .. } => Outcome::OAuthStateWritten,
+            Action::RecallAnswer { .. } => Outcome::Recalled(None),
+            Action::AfterProbe { probing, .. } => Outcome::AfterProbe {
+                probing: *probing,
+                held_back: None,
+            },
             Action::RestartWorkloads { .. } => Outcome::Restarted {
                 notices: Vec::new(),
                 wake: None,
             },
             other => answer(other).unwrap_or_else(|| panic!("unexpected {other:?}")),
         };
-        done.record(&world, outcome);
+        machine.handle(outcome, now);
     }
     panic!("no end within 32 steps")
 }
@@ -139,7 +143,7 @@ fn oauth_shown(secrets: &[String; 5]) -> String {
                 .finish();
             let mut sent: Vec<&str> = form.iter().skip(1).map(|(_, v)| v.as_str()).collect();
             sent.push(&raw);
-            Some(Outcome::TokenEndpoint(Call::Answered(EndpointAnswer {
+            Some(Outcome::TokenEndpoint(Attempt::Sent(EndpointAnswer {
                 transport: Transport::Answered(400),
                 body: echo::body(&sent).into_bytes(),
                 media_type: Some(MediaType::parse(&echo::content_type(&sent))),
@@ -162,13 +166,17 @@ fn probe_shown(rt: &tokio::runtime::Runtime, sim: &Provider, token: &str) -> Str
             which: *which,
             secret: Some(opaque(name, &[("token", token)])),
         }),
-        Action::Probe { probing, token, .. } => {
-            let settings = resolve(&tac, &local_egress(), &provider::find("generic", |_| None)).ok()?;
+        Action::Probe {
+            probing,
+            settings,
+            token,
+            ..
+        } => {
             let url = settings.probe_url();
             let probed = rt.block_on(client.probe(&url, token, settings.timeout, &settings.profile));
             Some(Outcome::Probed {
                 probing: *probing,
-                step: ProbeStep::Sent(Box::new(probed.expect("an unfenced client sends"))),
+                attempt: Attempt::Sent(Box::new(probed.expect("an unfenced client sends"))),
             })
         }
         _ => None,

@@ -40,6 +40,17 @@ pub(super) struct Cache {
     memory: memory::Memory,
 }
 
+/// A credential as this process holds it beyond the watch.
+pub(super) struct Held {
+    /// The status as of our last write, even when the watch has not caught up.
+    pub(super) persisted: TenantApiCredentialStatus,
+    /// The status as last decided: `persisted`, with the per-probe fields of a decision that
+    /// was not worth a write.
+    pub(super) observed: TenantApiCredentialStatus,
+    /// `<source>/<resourceVersion>` of the latest read that found the managed token.
+    pub(super) source_version: Option<String>,
+}
+
 /// What one credential event meant: whom to reconcile, and who is gone (forgotten already).
 #[derive(Default)]
 pub(super) struct Absorbed {
@@ -121,18 +132,23 @@ impl Cache {
         written.unwrap_or_else(|| cached.cloned().unwrap_or_default())
     }
 
-    /// The status as last decided: `persisted`, with the per-probe fields of a decision that was
-    /// not worth a write.
-    pub(super) fn current_status(
-        &self,
-        meta: &ObjectMeta,
-        persisted: &TenantApiCredentialStatus,
-    ) -> TenantApiCredentialStatus {
-        let mut current = persisted.clone();
-        if let Some(v) = self.memory.live(Id::of_meta(meta)) {
-            v.overlay(&mut current);
+    /// What this process holds of a credential that the watch may not have delivered, as a
+    /// reconcile reads it. `cached` is the status of the version `meta` describes.
+    pub(super) fn held(&self, meta: &ObjectMeta, cached: Option<&TenantApiCredentialStatus>) -> Held {
+        let id = Id::of_meta(meta);
+        let persisted = self
+            .memory
+            .written_over(id, meta.resource_version.as_deref())
+            .unwrap_or_else(|| cached.cloned().unwrap_or_default());
+        let mut observed = persisted.clone();
+        if let Some(v) = self.memory.live(id) {
+            v.overlay(&mut observed);
         }
-        current
+        Held {
+            persisted,
+            observed,
+            source_version: self.memory.source_version(id),
+        }
     }
 
     /// We wrote `status` over the version `over` describes.
@@ -163,11 +179,6 @@ impl Cache {
     /// The credential reads nothing (its spec is unreadable).
     pub(super) fn reads_nothing(&self, ns: &str, name: &str) {
         self.sources.set(ns, name, Vec::new());
-    }
-
-    /// `<source>/<resourceVersion>` of the latest read that found the managed token.
-    pub(super) fn remembered_source_version(&self, meta: &ObjectMeta) -> Option<String> {
-        self.memory.source_version(Id::of_meta(meta))
     }
 
     pub(super) fn remember_source_version(&self, meta: &ObjectMeta, version: &str) {
@@ -259,7 +270,7 @@ mod tests {
             cache.source_event(Event::Apply(source("2"))).is_empty(),
             "no longer a reader"
         );
-        assert_eq!(cache.remembered_source_version(&a.metadata), None);
+        assert_eq!(cache.held(&a.metadata, None).source_version, None);
         assert_eq!(cache.failed(&a.metadata), 1, "counted afresh");
         assert_eq!(
             names(&cache.credential_event(&Event::Apply(a)).wake),

@@ -1,7 +1,8 @@
 //! A replacement token: written at once, after the provider accepted it, or not at all (the
 //! decision is `rotation::cutover`); validating it is a probe while the current token serves.
 
-use super::{Action, Done, Probing, Synced, World};
+use super::done::Done;
+use super::{Action, Probing, Synced, World};
 use crate::crd::{RotationPhase, RotationStatus};
 use crate::decide::events;
 use crate::decide::plan::{self, ProbeStep, Settings};
@@ -9,24 +10,19 @@ use crate::decide::rotation::{self, Cutover, Validation};
 use crate::decide::token::{Lifetime, Token};
 
 /// Probes a candidate while the current token keeps serving; answers the token for the Secret.
-fn validate(
+fn validate<'a>(
     w: &World<'_>,
-    settings: &Settings,
+    settings: &'a Settings,
     d: &Done,
     candidate: (Token, Lifetime),
     current: Option<(Token, Lifetime)>,
     out: &mut Synced,
-) -> Result<Option<(Token, Lifetime)>, Action> {
+) -> Result<Option<(Token, Lifetime)>, Action<'a>> {
     let fp = candidate.0.fingerprint();
     let step = if candidate.1.expired(None, w.now) {
         ProbeStep::Expired
     } else {
-        d.validated.clone().ok_or_else(|| Action::Probe {
-            probing: Probing::Candidate,
-            token: candidate.0.clone(),
-            budget_key: fp.clone(),
-            share: None,
-        })?
+        d.probe(Probing::Candidate, settings, &candidate.0, &fp)?
     };
     let result = step.result();
     let verdict = rotation::validation(result);
@@ -58,15 +54,15 @@ pub(super) fn rotated(rotation: Option<&RotationStatus>) -> bool {
 }
 
 /// The cut-over decision for a candidate, as `sync` applies it.
-pub(super) fn cut_over(
+pub(super) fn cut_over<'a>(
     w: &World<'_>,
-    settings: &Settings,
+    settings: &'a Settings,
     d: &Done,
     candidate: (Token, Lifetime),
     current: Option<(Token, Lifetime)>,
     new_request: bool,
     out: &mut Synced,
-) -> Result<Option<(Token, Lifetime)>, Action> {
+) -> Result<Option<(Token, Lifetime)>, Action<'a>> {
     let current_fp = current.as_ref().map(|(t, _)| t.fingerprint());
     let cut = rotation::cutover(
         current_fp.as_ref(),

@@ -1,22 +1,22 @@
-//! One reconcile as a step machine, sans-IO (as quinn-proto and str0m are): the shell gathers a
-//! read-only [`World`] (the credential, the status, the cached managed Secret, the source's
-//! version, the clock), asks [`step`] what to do next, performs that one [`Action`] and hands its
-//! result back through [`Done::record`], until the answer is [`Action::Finish`]. Every decision a
-//! reconcile makes is taken here; the shell only reads, writes, sends and remembers.
+//! One reconcile as an owning, sans-IO machine (in the shape of quinn-proto and str0m): the shell
+//! gathers a read-only [`World`] (the credential, the status, the cached managed Secret, the
+//! source's version, the clock), builds a [`Reconcile`] from it, and then asks
+//! [`Reconcile::poll`] for one [`Action`] at a time, performs it and hands its [`Outcome`] back
+//! through [`Reconcile::handle`] with the time it arrived, until the answer is
+//! [`Action::Finish`]. Every decision a reconcile makes is taken here; the shell only reads,
+//! writes, sends and remembers.
 //!
-//! `step` works the whole reconcile out again from the start at every call, with what is done so
-//! far: where it needs a result it does not have yet, that is the next action. It is cheap (no
-//! I/O, a handful of calls per reconcile) and it keeps the flow readable top to bottom.
+//! The reconcile reads top to bottom (`reconcile`): where it needs a result it does not have
+//! yet, that result's action is the next one. The results so far live in `done`, each judged
+//! when it arrived; the [`Phase`] says where the reconcile stands.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{PROBE_REQUESTED_ANNOTATION, RotationStatus, TenantApiCredential, TenantApiCredentialStatus};
 use crate::decide::events::{self, Notice};
-use crate::decide::oauth::State;
 use crate::decide::plan::{self, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
 use crate::decide::provider::TokenFormat;
 use crate::decide::publish::{self, Volatile};
@@ -24,13 +24,20 @@ use crate::decide::schedule::{self, Jitter};
 use crate::decide::secret::{self, Observed, Ownership};
 use crate::decide::token::{self, Fingerprint, Lifetime, Token};
 
+mod action;
 mod cutover;
+mod done;
+pub mod probe;
 mod renewal;
+pub mod request;
 pub mod source;
 mod sync;
 
-pub use renewal::Call;
+pub use action::{Action, Outcome, Probing, Written};
+pub use request::{Attempt, BackOff};
 pub use source::{Source, Which};
+
+use done::Done;
 
 /// How often a Secret the API server refused is tried again while nothing changed.
 pub const REJECTED_RETRY: Duration = Duration::from_secs(300);
@@ -38,6 +45,10 @@ pub const REJECTED_RETRY: Duration = Duration::from_secs(300);
 /// When a create finds a Secret again after a read found none (someone creates and deletes it
 /// as we go), how soon the reconcile tries again.
 pub const RACE_RETRY: Duration = Duration::from_secs(10);
+
+/// The most actions one reconcile asks for (each records a different result). Only a bug in
+/// this module could take more: the machine then ends the reconcile and looks again shortly.
+pub const MAX_STEPS: usize = 24;
 
 /// Everything a reconcile's decisions read, gathered once by the shell before the first step.
 pub struct World<'a> {
@@ -58,13 +69,13 @@ pub struct World<'a> {
     pub acting_since: Timestamp,
     /// Overdue probes started per second per host after `acting_since`.
     pub catch_up_per_second: f64,
-    /// This credential's stable place in the hour (the heartbeat writes are spread by it).
-    pub spread: u64,
+    /// When the reconcile began; the machine moves it to each outcome's arrival.
     pub now: Timestamp,
     pub jitter: Jitter,
 }
 
 /// The credential's spec, as far as it could be read.
+#[derive(Clone, Copy)]
 pub enum Spec<'a> {
     Readable {
         credential: &'a TenantApiCredential,
@@ -75,218 +86,152 @@ pub enum Spec<'a> {
     Unreadable(&'a str),
 }
 
-/// The one thing to do next.
-pub enum Action {
-    /// Read a source Secret (answer [`Outcome::SourceRead`]).
-    ReadSource { which: Which, name: String },
-    /// Read an OAuth credential's login Secret (answer [`Outcome::LoginRead`]).
-    ReadLogin { name: String },
-    /// Read the state Secret tenantcred keeps for an OAuth credential (answer
-    /// [`Outcome::OAuthStateRead`]).
-    ReadOAuthState { name: String },
-    /// POST this form to the token endpoint within the account's budget (answer
-    /// [`Outcome::TokenEndpoint`]). The form holds secrets: never logged.
-    CallTokenEndpoint {
-        url: String,
-        form: Vec<(&'static str, String)>,
-        budget_key: Fingerprint,
-    },
-    /// Apply the OAuth state Secret (answer [`Outcome::OAuthStateWritten`]).
-    WriteOAuthState { name: String, state: Box<State> },
-    /// The token endpoint said 429: hold the account back until then (answer
-    /// [`Outcome::BackedOff`]).
-    BackOff { budget_key: Fingerprint, until: Timestamp },
-    /// Remember that the managed Secret's token is the one in this source version, so an
-    /// unrelated edit of the source costs one read, once (answer [`Outcome::Remembered`]).
-    RememberSourceVersion(String),
-    /// Probe a token within its budget (answer [`Outcome::Probed`]). `share`: the credential's
-    /// own latest probe time, when an answer another credential heard about the same token may
-    /// answer instead (`decide::sharing`).
-    Probe {
-        probing: Probing,
-        token: Token,
-        budget_key: Fingerprint,
-        share: Option<Option<Timestamp>>,
-    },
-    /// Remove labels or annotations tenantcred set at creation and no longer wants (answer
-    /// [`Outcome::Pruned`]).
-    PruneSecret {
-        name: String,
-        stale: Vec<(&'static str, String)>,
-    },
-    /// Create (where the cache saw none) or apply the managed Secret (answer
-    /// [`Outcome::SecretWritten`]).
-    WriteSecret { secret: Box<Secret>, create: bool },
-    /// Read the managed Secret a create found although the cache had none (answer
-    /// [`Outcome::ManagedSecretRead`]): whose it is, and what it holds, decide what comes next.
-    ReadManagedSecret { name: String },
-    /// Stamp the token's fingerprint on the workloads to restart, as the rollout gate allows:
-    /// `changed` when the Secret's token changed now (answer [`Outcome::Restarted`]).
-    RestartWorkloads { changed: Option<Fingerprint> },
-    /// Take the provider host's next catch-up slot for an overdue probe (answer
-    /// [`Outcome::CatchUpSlot`]).
-    TakeCatchUpSlot { host: String },
-    /// Patch the status (answer [`Outcome::StatusHandled`]).
-    WriteStatus {
-        status: Box<TenantApiCredentialStatus>,
-        patch: serde_json::Value,
-    },
-    /// Not worth a write (`publish`): keep the per-probe fields in memory, or forget them when
-    /// the persisted status already says the same (`live: None`) (answer
-    /// [`Outcome::StatusHandled`]).
-    KeepStatus {
-        status: Box<TenantApiCredentialStatus>,
-        live: Option<Volatile>,
-    },
-    /// Done: record the events, and look again after `requeue` (or when something changes).
-    Finish {
-        notices: Vec<Notice>,
-        requeue: Option<Duration>,
-    },
-}
-
-/// Which token a probe is for.
+/// Where a reconcile stands: the phase of the action it asked for last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Probing {
-    /// A replacement, validated while the token in use keeps serving.
-    Candidate,
-    /// The token in the managed Secret, as scheduled.
-    InUse,
+pub enum Phase {
+    /// Nothing asked yet.
+    Starting,
+    /// Reading the source Secrets (and remembering which version the token came from).
+    ReadingSource,
+    /// Signing in or refreshing an OAuth credential's access token.
+    RenewingOAuth,
+    /// Probing a token (a replacement's validation, or the scheduled probe).
+    Probing,
+    /// Bringing the managed Secret up to date.
+    WritingSecret,
+    /// Restarting the workloads that use the Secret.
+    Restarting,
+    /// Writing the status, or keeping it in memory.
+    WritingStatus,
+    /// Finished: the events are recorded, the next look is scheduled.
+    Done,
 }
 
-/// What became of a managed-Secret write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Written {
-    Stored,
-    /// The create found a Secret of that name (409 AlreadyExists) that the cache had not seen.
-    Exists,
-    /// The API server refused it as invalid (422), with its message.
-    Refused(String),
-}
-
-/// The result of an action, as the shell hands it back.
-pub enum Outcome {
-    /// The source Secret as read; `None`: not found.
-    SourceRead {
-        which: Which,
-        secret: Option<Box<Secret>>,
-    },
-    /// The login Secret as read; `None`: not found.
-    LoginRead(Option<Box<Secret>>),
-    /// The OAuth state Secret as read; `None`: none yet.
-    OAuthStateRead(Option<Box<Secret>>),
-    TokenEndpoint(Call),
-    OAuthStateWritten,
-    BackedOff,
-    Remembered,
-    Probed {
-        probing: Probing,
-        step: ProbeStep,
-    },
-    Pruned,
-    SecretWritten(Written),
-    /// The managed Secret as read after a create found it; `None`: gone again.
-    ManagedSecretRead(Option<Box<Secret>>),
-    Restarted {
-        notices: Vec<Notice>,
-        wake: Option<Timestamp>,
-    },
-    CatchUpSlot(u64),
-    StatusHandled,
-}
-
-/// What this reconcile has done so far, as the step machine records it.
-#[derive(Default)]
-pub struct Done {
-    pending: Option<Source>,
-    current: Option<Source>,
-    login: Option<Option<Box<Secret>>>,
-    oauth_state: Option<Option<Box<Secret>>>,
-    calls: Vec<Call>,
-    oauth_state_written: bool,
-    backed_off: bool,
-    remembered: bool,
-    validated: Option<ProbeStep>,
-    probed: Option<ProbeStep>,
-    pruned: bool,
-    written: Option<Written>,
-    /// The managed Secret as read after a create found it (outer `None`: not read).
-    reread: Option<Option<Observed>>,
-    restarted: Option<(Vec<Notice>, Option<Timestamp>)>,
-    slot: Option<u64>,
-    status: bool,
-}
-
-/// The most steps one reconcile takes (each records a different result): the shell stops a
-/// reconcile that takes more, which only a bug in this module could cause.
-pub const MAX_STEPS: usize = 16;
-
-impl Done {
-    /// Records an action's result.
-    pub fn record(&mut self, world: &World<'_>, outcome: Outcome) {
-        match outcome {
-            Outcome::SourceRead { which, secret } => {
-                let examined = match sources_of(world) {
-                    Some((current, pending, settings)) => {
-                        let r = match which {
-                            Which::Current => current,
-                            Which::Pending => pending.unwrap_or(current),
-                        };
-                        source::examine(
-                            secret.as_deref(),
-                            r,
-                            which,
-                            &settings.profile.token_format,
-                            namespace(world),
-                            world.now,
-                        )
-                    }
-                    // Not asked for without a Secret source: nothing to record.
-                    None => return,
-                };
-                match which {
-                    Which::Current => self.current = Some(examined),
-                    Which::Pending => self.pending = Some(examined),
-                }
+impl Phase {
+    fn of(action: &Action<'_>) -> Self {
+        match action {
+            Action::ReadSource { .. } | Action::RememberSourceVersion(_) => Self::ReadingSource,
+            Action::ReadLogin { .. }
+            | Action::ReadOAuthState { .. }
+            | Action::CallTokenEndpoint { .. }
+            | Action::WriteOAuthState { .. }
+            | Action::BackOff(_) => Self::RenewingOAuth,
+            Action::TakeCatchUpSlot { .. }
+            | Action::RecallAnswer { .. }
+            | Action::Probe { .. }
+            | Action::AfterProbe { .. } => Self::Probing,
+            Action::PruneSecret { .. } | Action::WriteSecret { .. } | Action::ReadManagedSecret { .. } => {
+                Self::WritingSecret
             }
-            Outcome::LoginRead(s) => self.login = Some(s),
-            Outcome::OAuthStateRead(s) => self.oauth_state = Some(s),
-            Outcome::TokenEndpoint(call) => self.calls.push(call),
-            Outcome::OAuthStateWritten => self.oauth_state_written = true,
-            Outcome::BackedOff => self.backed_off = true,
-            Outcome::Remembered => self.remembered = true,
-            Outcome::Probed { probing, step } => match probing {
-                Probing::Candidate => self.validated = Some(step),
-                Probing::InUse => self.probed = Some(step),
-            },
-            Outcome::Pruned => self.pruned = true,
-            Outcome::SecretWritten(w) => self.written = Some(w),
-            // Decided again from the Secret as read: a write may follow.
-            Outcome::ManagedSecretRead(s) => {
-                self.reread = Some(s.map(|s| Observed::of(*s)));
-                self.written = None;
-            }
-            Outcome::Restarted { notices, wake } => self.restarted = Some((notices, wake)),
-            Outcome::CatchUpSlot(slot) => self.slot = Some(slot),
-            Outcome::StatusHandled => self.status = true,
+            Action::RestartWorkloads { .. } => Self::Restarting,
+            Action::WriteStatus { .. } | Action::KeepStatus { .. } => Self::WritingStatus,
+            Action::Finish { .. } => Self::Done,
         }
     }
 }
 
-/// The next action: where the reconcile needs a result it has not got, that; else, finish.
-pub fn step(world: &World<'_>, done: &Done) -> Action {
-    match reconcile(world, done) {
-        Ok(action) | Err(action) => action,
+/// One credential's reconcile: the world it was gathered from, and what it learnt since.
+pub struct Reconcile<'a> {
+    world: World<'a>,
+    done: Done,
+    phase: Phase,
+    /// The end, decided with the status: due once the status is handled.
+    end: Option<Action<'a>>,
+    status_handled: bool,
+    /// When to look again, once finished.
+    requeue: Option<Duration>,
+    /// This credential's place in the heartbeat window (`publish::spread`).
+    spread: u64,
+    steps: usize,
+}
+
+impl<'a> Reconcile<'a> {
+    pub fn new(world: World<'a>) -> Self {
+        let spread = publish::spread(world.meta.uid.as_deref(), world.meta.name.as_deref());
+        Self {
+            spread,
+            world,
+            done: Done::default(),
+            phase: Phase::Starting,
+            end: None,
+            status_handled: false,
+            requeue: None,
+            steps: 0,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The next action. After [`Action::Finish`] it answers `Finish` again, with no events.
+    pub fn poll(&mut self) -> Action<'a> {
+        self.steps += 1;
+        debug_assert!(
+            self.steps <= MAX_STEPS,
+            "a reconcile asked for more than {MAX_STEPS} actions"
+        );
+        let action = if self.phase == Phase::Done {
+            Action::Finish {
+                notices: Vec::new(),
+                requeue: self.requeue,
+            }
+        } else if self.steps > MAX_STEPS {
+            Action::Finish {
+                notices: Vec::new(),
+                requeue: Some(RACE_RETRY),
+            }
+        } else if self.status_handled
+            && let Some(end) = self.end.take()
+        {
+            end
+        } else {
+            match reconcile(&self.world, &self.done) {
+                Err(needed) => needed,
+                Ok(settled) => {
+                    let (status, end) = settle(&self.world, self.spread, settled);
+                    self.end = Some(end);
+                    status
+                }
+            }
+        };
+        if let Action::Finish { requeue, .. } = &action {
+            self.requeue = *requeue;
+        }
+        self.phase = Phase::of(&action);
+        action
+    }
+
+    /// Hands back the outcome of the action asked for last, as it was at `at`.
+    pub fn handle(&mut self, outcome: Outcome, at: Timestamp) {
+        // Judged when it arrived; a clock that steps back never moves the reconcile back.
+        self.world.now = self.world.now.max(at);
+        if matches!(outcome, Outcome::StatusHandled) {
+            self.status_handled = true;
+        }
+        self.done.record(&self.world, outcome, self.world.now);
     }
 }
 
-/// The reconcile top to bottom. `Err` carries the action whose result is needed to go on.
-fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
+/// Where the reconcile came to: the status to hold, the events, the next instant to look again.
+struct Settled {
+    status: TenantApiCredentialStatus,
+    notices: Vec<Notice>,
+    wake: Option<Timestamp>,
+}
+
+/// The reconcile top to bottom: where it came to, or (`Err`) the action whose result it needs
+/// to go on.
+fn reconcile<'a>(w: &World<'a>, d: &Done) -> Result<Settled, Action<'a>> {
     let (tac, settings) = match w.spec {
         Spec::Unreadable(why) => {
             let status = plan::unreadable_spec(w.observed, why, w.meta.generation, w.now);
             let notices = events::transitions(w.observed, &status);
-            return settle(w, d, status, notices, None);
+            return Ok(Settled {
+                status,
+                notices,
+                wake: None,
+            });
         }
         Spec::Readable { credential, settings } => (credential, settings),
     };
@@ -295,7 +240,11 @@ fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
         let mut status = w.observed.clone();
         status.observed_generation = w.meta.generation;
         status.next_probe_time = None;
-        return settle(w, d, status, Vec::new(), None);
+        return Ok(Settled {
+            status,
+            notices: Vec::new(),
+            wake: None,
+        });
     }
 
     let requested = tac
@@ -325,7 +274,10 @@ fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
             (Some(old), Some(new)) if old != new.fingerprint.as_str() => Some(new.fingerprint.clone()),
             _ => None,
         };
-        let (notices, wake) = d.restarted.as_ref().ok_or(Action::RestartWorkloads { changed })?;
+        let (notices, wake) = d.restarted.as_ref().ok_or(Action::RestartWorkloads {
+            credential: tac,
+            changed,
+        })?;
         synced.notices.extend(notices.iter().cloned());
         if let Some(at) = wake {
             synced.wake(*at);
@@ -358,14 +310,22 @@ fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
             };
             if due <= w.now {
                 honoured = requested;
-                // A person's probe-now request is answered by a probe of its own.
-                let share = (!new_request).then(|| w.observed.last_probe_time.as_ref().map(|t| t.0));
-                probe = d.probed.clone().ok_or_else(|| Action::Probe {
-                    probing: Probing::InUse,
-                    token: token.clone(),
-                    budget_key: synced.budget_key.clone().unwrap_or_else(|| facts.fingerprint.clone()),
-                    share,
-                })?;
+                // A person's probe-now request is answered by a probe of its own; else another
+                // credential's recent answer about the same token may answer (`probe::shared`).
+                let shared = if new_request {
+                    None
+                } else {
+                    d.recalled.clone().ok_or_else(|| Action::RecallAnswer {
+                        key: probe::key(settings, token),
+                    })?
+                };
+                probe = match shared {
+                    Some(step) => step,
+                    None => {
+                        let budget_key = synced.budget_key.clone().unwrap_or_else(|| facts.fingerprint.clone());
+                        d.probe(Probing::InUse, settings, token, &budget_key)?
+                    }
+                };
             } else {
                 synced.wake(due);
             }
@@ -390,39 +350,38 @@ fn reconcile(w: &World<'_>, d: &Done) -> Result<Action, Action> {
     let mut notices = synced.notices;
     notices.extend(events::transitions(w.observed, &decision.status));
     let wake = [decision.requeue_at, synced.wake_at].into_iter().flatten().min();
-    settle(w, d, decision.status, notices, wake)
+    Ok(Settled {
+        status: decision.status,
+        notices,
+        wake,
+    })
 }
 
 /// The status step, then the end: write the status when a reader would act on the difference
 /// (or for the heartbeat), else keep what changed in memory; then record the events and requeue.
-fn settle(
-    w: &World<'_>,
-    d: &Done,
-    status: TenantApiCredentialStatus,
-    notices: Vec<Notice>,
-    wake: Option<Timestamp>,
-) -> Result<Action, Action> {
-    if !d.status {
-        if publish::needs_write(w.persisted, &status, w.now, w.spread) {
-            let patch = publish::merge_patch(
-                &serde_json::to_value(w.persisted).unwrap_or_default(),
-                &serde_json::to_value(&status).unwrap_or_default(),
-            );
-            return Err(Action::WriteStatus {
-                status: Box::new(status),
-                patch,
-            });
-        }
-        let volatile = Volatile::of(&status);
-        let live = (volatile != Volatile::of(w.persisted)).then_some(volatile);
-        return Err(Action::KeepStatus {
-            status: Box::new(status),
-            live,
-        });
-    }
+fn settle<'a>(w: &World<'_>, spread: u64, settled: Settled) -> (Action<'a>, Action<'a>) {
+    let Settled { status, notices, wake } = settled;
     // A second late, so the instant has surely passed when we look.
     let requeue = wake.map(|at| schedule::until(w.now, at) + Duration::from_secs(1));
-    Ok(Action::Finish { notices, requeue })
+    let end = Action::Finish { notices, requeue };
+    if publish::needs_write(w.persisted, &status, w.now, spread) {
+        let patch = publish::merge_patch(
+            &serde_json::to_value(w.persisted).unwrap_or_default(),
+            &serde_json::to_value(&status).unwrap_or_default(),
+        );
+        let write = Action::WriteStatus {
+            status: Box::new(status),
+            patch,
+        };
+        return (write, end);
+    }
+    let volatile = Volatile::of(&status);
+    let live = (volatile != Volatile::of(w.persisted)).then_some(volatile);
+    let keep = Action::KeepStatus {
+        status: Box::new(status),
+        live,
+    };
+    (keep, end)
 }
 
 /// What bringing the managed Secret up to date came to.
@@ -448,6 +407,16 @@ impl Synced {
 
 fn namespace<'a>(w: &World<'a>) -> &'a str {
     w.meta.namespace.as_deref().unwrap_or_default()
+}
+
+/// The resolved settings, when the spec is readable and resolves.
+fn settings_of<'a>(w: &World<'a>) -> Option<&'a Settings> {
+    match w.spec {
+        Spec::Readable {
+            settings: Ok(settings), ..
+        } => Some(settings),
+        _ => None,
+    }
 }
 
 /// The Secret source's references and the settings, when the token comes from Secrets.
@@ -493,42 +462,6 @@ fn token_in(observed: &Observed, provider: &str) -> Option<(Token, Lifetime)> {
         .map(|(_, l)| l)
         .unwrap_or_default();
     Some((t, lifetime))
-}
-
-impl std::fmt::Debug for Action {
-    /// Names the action and what is safe to log: never a token or a Secret's data.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::ReadSource { which, name } => write!(f, "ReadSource({which:?}, {name})"),
-            Self::ReadLogin { name } => write!(f, "ReadLogin({name})"),
-            Self::ReadOAuthState { name } => write!(f, "ReadOAuthState({name})"),
-            Self::CallTokenEndpoint { url, .. } => write!(f, "CallTokenEndpoint({url})"),
-            Self::WriteOAuthState { name, .. } => write!(f, "WriteOAuthState({name})"),
-            Self::BackOff { until, .. } => write!(f, "BackOff(until {until})"),
-            Self::RememberSourceVersion(v) => write!(f, "RememberSourceVersion({v})"),
-            Self::Probe {
-                probing, token, share, ..
-            } => write!(
-                f,
-                "Probe({probing:?}, {}, share: {})",
-                token.fingerprint(),
-                share.is_some()
-            ),
-            Self::PruneSecret { name, stale } => write!(f, "PruneSecret({name}, {stale:?})"),
-            Self::WriteSecret { secret, create } => write!(
-                f,
-                "WriteSecret({}, {})",
-                secret.metadata.name.as_deref().unwrap_or_default(),
-                if *create { "create" } else { "apply" }
-            ),
-            Self::ReadManagedSecret { name } => write!(f, "ReadManagedSecret({name})"),
-            Self::RestartWorkloads { changed } => write!(f, "RestartWorkloads({changed:?})"),
-            Self::TakeCatchUpSlot { host } => write!(f, "TakeCatchUpSlot({host})"),
-            Self::WriteStatus { .. } => write!(f, "WriteStatus"),
-            Self::KeepStatus { live, .. } => write!(f, "KeepStatus(live: {})", live.is_some()),
-            Self::Finish { notices, requeue } => write!(f, "Finish({} events, requeue: {requeue:?})", notices.len()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! then the password grant, with a two-factor code when asked) and keep the state Secret current.
 //! The grant decisions are `decide::oauth`'s; this is their order.
 
-use jiff::Timestamp;
-
-use super::{Action, Done, Synced, World};
+use super::done::{Call, Done};
+use super::request::BackOff;
+use super::{Action, Synced, World};
+use crate::crd::TenantApiCredential;
 use crate::decide::conditions::{self, Reason, Type};
 use crate::decide::oauth::{self, Login, Next, Renew, State, problems};
 use crate::decide::plan::Settings;
@@ -14,23 +15,16 @@ use crate::decide::token::{Lifetime, Token};
 /// The grants one renewal may try: the refresh token, then the password.
 const MAX_GRANTS: usize = 2;
 
-/// What became of a token-endpoint call.
-#[derive(Clone, Debug)]
-pub enum Call {
-    /// The account's budget or the host's back-off held it back until then; nothing was sent.
-    Held(Timestamp),
-    Answered(oauth::Answer),
-}
-
 /// The access token to use, into `out` (with the problem, the wake-up and the budget's key).
-pub(super) fn renew(
+pub(super) fn renew<'a>(
     w: &World<'_>,
-    settings: &Settings,
+    tac: &'a TenantApiCredential,
+    settings: &'a Settings,
     d: &Done,
     login_name: &str,
     current: Option<&(Token, Lifetime)>,
     out: &mut Synced,
-) -> Result<Option<(Token, Lifetime)>, Action> {
+) -> Result<Option<(Token, Lifetime)>, Action<'a>> {
     let ns = super::namespace(w);
     let provider = settings.profile.name.as_str();
     let login_secret = d.login.as_ref().ok_or_else(|| Action::ReadLogin {
@@ -91,6 +85,7 @@ pub(super) fn renew(
         };
         let form = oauth::form(grant, &login, &state);
         let call = d.calls.get(attempt).ok_or_else(|| Action::CallTokenEndpoint {
+            settings,
             url: settings.token_url(),
             form: form.clone(),
             budget_key: account.clone(),
@@ -110,6 +105,7 @@ pub(super) fn renew(
             } => {
                 if !d.oauth_state_written {
                     return Err(Action::WriteOAuthState {
+                        credential: tac,
                         name: state_name,
                         state: Box::new(issued),
                     });
@@ -129,6 +125,7 @@ pub(super) fn renew(
                     && !d.oauth_state_written
                 {
                     return Err(Action::WriteOAuthState {
+                        credential: tac,
                         name: state_name,
                         state: Box::new(spent),
                     });
@@ -148,10 +145,12 @@ pub(super) fn renew(
             }
             Next::BackOff(until) => {
                 if !d.backed_off {
-                    return Err(Action::BackOff {
-                        budget_key: account,
+                    return Err(Action::BackOff(BackOff {
+                        host: settings.host(),
+                        key: account,
+                        scope: settings.profile.limit_scope,
                         until,
-                    });
+                    }));
                 }
                 out.wake(until);
                 return Ok(keep(&state));

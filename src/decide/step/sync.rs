@@ -2,7 +2,8 @@
 //! announced replacement, an OAuth access token; a replacement validated first when the current
 //! one works), and the write when the Secret differs.
 
-use super::{Action, Done, Source, Synced, Target, Which, World, Written};
+use super::done::Done;
+use super::{Action, Source, Synced, Target, Which, World, Written};
 use crate::crd::{SecretKeyRef, TenantApiCredential};
 use crate::decide::events::{self, Notice};
 use crate::decide::plan::{Problem, Settings, TokenSource};
@@ -10,13 +11,13 @@ use crate::decide::schedule;
 use crate::decide::secret;
 use crate::decide::token::{self, Token};
 
-pub(super) fn sync(
-    w: &World<'_>,
-    tac: &TenantApiCredential,
-    settings: &Settings,
+pub(super) fn sync<'a>(
+    w: &World<'a>,
+    tac: &'a TenantApiCredential,
+    settings: &'a Settings,
     d: &Done,
     new_request: bool,
-) -> Result<Synced, Action> {
+) -> Result<Synced, Action<'a>> {
     let ns = super::namespace(w);
     let name = w.meta.name.as_deref().unwrap_or_default();
     let mut out = Synced::default();
@@ -41,7 +42,7 @@ pub(super) fn sync(
 
     let mut candidate_version = None;
     let candidate = match &settings.source {
-        TokenSource::OAuth { login } => super::renewal::renew(w, settings, d, login, current.as_ref(), &mut out)?,
+        TokenSource::OAuth { login } => super::renewal::renew(w, tac, settings, d, login, current.as_ref(), &mut out)?,
         TokenSource::Secret { current: from, pending } => {
             let known = current.as_ref().zip(current_version).map(|((t, _), v)| (t, v));
             match candidate(w, settings, from, pending.as_ref(), known, d, &mut out.notices)? {
@@ -137,7 +138,7 @@ pub(super) fn sync(
 /// The token that should be in use: the pending one when set and usable, else the source's.
 /// `known` is the managed Secret's token with the source version it came from: while the
 /// source's version (per the metadata watch) is the same, it is the answer without a read.
-fn candidate(
+fn candidate<'a>(
     w: &World<'_>,
     settings: &Settings,
     current: &SecretKeyRef,
@@ -145,7 +146,7 @@ fn candidate(
     known: Option<(&Token, &str)>,
     d: &Done,
     notices: &mut Vec<Notice>,
-) -> Result<Source, Action> {
+) -> Result<Source, Action<'a>> {
     if let Some(pending) = pending {
         let read = d.pending.as_ref().ok_or_else(|| Action::ReadSource {
             which: Which::Pending,
@@ -155,7 +156,7 @@ fn candidate(
             token @ Source::Token(..) => return Ok(token.clone()),
             // An unusable pending token never touches the one in use; say so and carry on.
             Source::Problem(p) => {
-                notices.push(events::Action::PendingTokenUnusable.notice(p.message().to_owned()));
+                notices.push(events::Occurrence::PendingTokenUnusable.notice(p.message().to_owned()));
             }
         }
     }

@@ -1,0 +1,196 @@
+//! What the reconcile machine asks of the shell ([`Action`]) and what the shell hands back
+//! ([`Outcome`]). Every action carries all the shell needs to perform it; the shell decides
+//! nothing about the credential.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::probe::AfterProbe;
+use super::request::{Attempt, BackOff};
+use super::source::Which;
+use crate::crd::{RateLimitScope, TenantApiCredential, TenantApiCredentialStatus};
+use crate::decide::events::Notice;
+use crate::decide::oauth::{self, State};
+use crate::decide::plan::Settings;
+use crate::decide::publish::Volatile;
+use crate::decide::sharing::{Heard, ProbeKey};
+use crate::decide::token::{Fingerprint, Token};
+use crate::decide::verdict::ProbeOutcome;
+
+/// The one thing to do next.
+pub enum Action<'a> {
+    /// Read a source Secret (answer [`Outcome::SourceRead`]).
+    ReadSource { which: Which, name: String },
+    /// Read an OAuth credential's login Secret (answer [`Outcome::LoginRead`]).
+    ReadLogin { name: String },
+    /// Read the state Secret tenantcred keeps for an OAuth credential (answer
+    /// [`Outcome::OAuthStateRead`]).
+    ReadOAuthState { name: String },
+    /// POST this form to the token endpoint within the account's budget (answer
+    /// [`Outcome::TokenEndpoint`]). The form holds secrets: never logged.
+    CallTokenEndpoint {
+        settings: &'a Settings,
+        url: String,
+        form: Vec<(&'static str, String)>,
+        budget_key: Fingerprint,
+    },
+    /// Apply the OAuth state Secret of `credential` (answer [`Outcome::OAuthStateWritten`]).
+    WriteOAuthState {
+        credential: &'a TenantApiCredential,
+        name: String,
+        state: Box<State>,
+    },
+    /// The token endpoint said 429: hold the account back until then (answer
+    /// [`Outcome::BackedOff`]).
+    BackOff(BackOff),
+    /// Remember that the managed Secret's token is the one in this source version, so an
+    /// unrelated edit of the source costs one read, once (answer [`Outcome::Remembered`]).
+    RememberSourceVersion(String),
+    /// Look up the latest answer another credential heard about the same token and request
+    /// (answer [`Outcome::Recalled`]); `decide::sharing` judges whether it answers this probe.
+    RecallAnswer { key: ProbeKey },
+    /// Probe a token within its budget and a request slot (answer [`Outcome::Probed`]).
+    Probe {
+        probing: Probing,
+        settings: &'a Settings,
+        token: Token,
+        budget_key: Fingerprint,
+    },
+    /// Tell the rest of the operator what a probe's answer means beyond this credential (answer
+    /// [`Outcome::AfterProbe`]).
+    AfterProbe { probing: Probing, after: Box<AfterProbe> },
+    /// Remove labels or annotations tenantcred set at creation and no longer wants (answer
+    /// [`Outcome::Pruned`]).
+    PruneSecret {
+        name: String,
+        stale: Vec<(&'static str, String)>,
+    },
+    /// Create (where the cache saw none) or apply the managed Secret (answer
+    /// [`Outcome::SecretWritten`]).
+    WriteSecret { secret: Box<Secret>, create: bool },
+    /// Read the managed Secret a create found although the cache had none (answer
+    /// [`Outcome::ManagedSecretRead`]): whose it is, and what it holds, decide what comes next.
+    ReadManagedSecret { name: String },
+    /// Stamp the token's fingerprint on the workloads of `credential` to restart, as the rollout
+    /// gate allows: `changed` when the Secret's token changed now (answer [`Outcome::Restarted`]).
+    RestartWorkloads {
+        credential: &'a TenantApiCredential,
+        changed: Option<Fingerprint>,
+    },
+    /// Take the provider host's next catch-up slot for an overdue probe (answer
+    /// [`Outcome::CatchUpSlot`]).
+    TakeCatchUpSlot { host: String },
+    /// Patch the status (answer [`Outcome::StatusHandled`]).
+    WriteStatus {
+        status: Box<TenantApiCredentialStatus>,
+        patch: serde_json::Value,
+    },
+    /// Not worth a write (`publish`): keep the per-probe fields in memory, or forget them when
+    /// the persisted status already says the same (`live: None`) (answer
+    /// [`Outcome::StatusHandled`]).
+    KeepStatus {
+        status: Box<TenantApiCredentialStatus>,
+        live: Option<Volatile>,
+    },
+    /// Done: record the events, and look again after `requeue` (or when something changes).
+    Finish {
+        notices: Vec<Notice>,
+        requeue: Option<Duration>,
+    },
+}
+
+/// Which token a probe is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probing {
+    /// A replacement, validated while the token in use keeps serving.
+    Candidate,
+    /// The token in the managed Secret, as scheduled.
+    InUse,
+}
+
+/// What became of a managed-Secret write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    Stored,
+    /// The create found a Secret of that name (409 AlreadyExists) that the cache had not seen.
+    Exists,
+    /// The API server refused it as invalid (422), with its message.
+    Refused(String),
+}
+
+/// The result of an action, as the shell hands it back.
+pub enum Outcome {
+    /// The source Secret as read; `None`: not found.
+    SourceRead {
+        which: Which,
+        secret: Option<Box<Secret>>,
+    },
+    /// The login Secret as read; `None`: not found.
+    LoginRead(Option<Box<Secret>>),
+    /// The OAuth state Secret as read; `None`: none yet.
+    OAuthStateRead(Option<Box<Secret>>),
+    TokenEndpoint(Attempt<oauth::Answer>),
+    OAuthStateWritten,
+    BackedOff,
+    Remembered,
+    /// The latest answer heard about the token; `None`: none.
+    Recalled(Option<Heard>),
+    Probed {
+        probing: Probing,
+        attempt: Attempt<Box<ProbeOutcome>>,
+    },
+    /// What the budget holds back because of a 429 (when the probe asked for a back-off).
+    AfterProbe {
+        probing: Probing,
+        held_back: Option<RateLimitScope>,
+    },
+    Pruned,
+    SecretWritten(Written),
+    /// The managed Secret as read after a create found it; `None`: gone again.
+    ManagedSecretRead(Option<Box<Secret>>),
+    Restarted {
+        notices: Vec<Notice>,
+        wake: Option<Timestamp>,
+    },
+    CatchUpSlot(u64),
+    StatusHandled,
+}
+
+impl std::fmt::Debug for Action<'_> {
+    /// Names the action and what is safe to log: never a token or a Secret's data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReadSource { which, name } => write!(f, "ReadSource({which:?}, {name})"),
+            Self::ReadLogin { name } => write!(f, "ReadLogin({name})"),
+            Self::ReadOAuthState { name } => write!(f, "ReadOAuthState({name})"),
+            Self::CallTokenEndpoint { url, .. } => write!(f, "CallTokenEndpoint({url})"),
+            Self::WriteOAuthState { name, .. } => write!(f, "WriteOAuthState({name})"),
+            Self::BackOff(b) => write!(f, "BackOff({}, until {})", b.host, b.until),
+            Self::RememberSourceVersion(v) => write!(f, "RememberSourceVersion({v})"),
+            Self::RecallAnswer { .. } => write!(f, "RecallAnswer"),
+            Self::Probe { probing, token, .. } => write!(f, "Probe({probing:?}, {})", token.fingerprint()),
+            Self::AfterProbe { probing, after } => write!(
+                f,
+                "AfterProbe({probing:?}, share: {}, counted: {}, back off: {})",
+                after.share.is_some(),
+                after.count.is_some(),
+                after.back_off.is_some()
+            ),
+            Self::PruneSecret { name, stale } => write!(f, "PruneSecret({name}, {stale:?})"),
+            Self::WriteSecret { secret, create } => write!(
+                f,
+                "WriteSecret({}, {})",
+                secret.metadata.name.as_deref().unwrap_or_default(),
+                if *create { "create" } else { "apply" }
+            ),
+            Self::ReadManagedSecret { name } => write!(f, "ReadManagedSecret({name})"),
+            Self::RestartWorkloads { changed, .. } => write!(f, "RestartWorkloads({changed:?})"),
+            Self::TakeCatchUpSlot { host } => write!(f, "TakeCatchUpSlot({host})"),
+            Self::WriteStatus { .. } => write!(f, "WriteStatus"),
+            Self::KeepStatus { live, .. } => write!(f, "KeepStatus(live: {})", live.is_some()),
+            Self::Finish { notices, requeue } => write!(f, "Finish({} events, requeue: {requeue:?})", notices.len()),
+        }
+    }
+}
