@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn the_schemas_pattern_says_the_same() {
-        let pattern = regex::Regex::new(crate::crd::OBJECT_NAME_PATTERN).expect("compiles");
+        let pattern = regex::Regex::new(crate::crd::text::OBJECT_NAME_PATTERN).expect("compiles");
         for s in [
             "a",
             "a.b",

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::crd::{CONTROLS, CONTROLS_IN_WORDS};
+use crate::crd::text::{CONTROLS, CONTROLS_IN_WORDS};
 
 /// Whether `c` is one of the characters no request line or terminal gets raw.
 pub fn is_control(c: char) -> bool {
@@ -88,7 +88,7 @@ mod tests {
     /// The class the CRDs' CEL rules use matches the same characters as the operator's check.
     #[test]
     fn the_schema_class_is_the_operators_set() {
-        let class = regex::Regex::new(&crate::crd::control_class()).expect("compiles");
+        let class = regex::Regex::new(&crate::crd::text::control_class()).expect("compiles");
         // Every listed character is in the Basic Multilingual Plane; a few beyond it as well.
         let differ: Vec<u32> = (0..=0xffff_u32)
             .chain([0x1_f600, 0xe_0001, 0x10_ffff])
