@@ -6,7 +6,7 @@ use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, WatchEvent, WatchParams};
 
-use super::cached::CachedCredential;
+use super::cache::packed::CachedCredential;
 
 /// `--lists`: how to list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -4,7 +4,6 @@
 
 mod backlog;
 mod cache;
-mod cached;
 mod context;
 mod leadership;
 mod lists;
@@ -15,7 +14,7 @@ mod restart;
 mod run;
 #[cfg(test)]
 mod scripted;
-mod sources;
+mod secret_read;
 mod watches;
 mod writes;
 
@@ -30,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::outbound::ProviderClient;
 use crate::server::Readiness;
 
-pub use cached::CachedCredential;
+pub use cache::packed::CachedCredential;
 pub use context::Context;
 pub use lists::ListMode;
 pub use reconcile::{error_policy, reconcile};

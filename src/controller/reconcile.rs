@@ -4,10 +4,10 @@
 //! and remembers.
 
 use super::cache::credential_key;
-use super::cached::CachedCredential;
+use super::cache::packed::CachedCredential;
 use super::context::Context;
 use super::writes::{apply_owned_state, apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
-use super::{restart, sources};
+use super::{restart, secret_read};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -227,7 +227,9 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
 
 /// Reads a Secret (`None`: not found).
 async fn read(ctx: &Context, known_version: Option<String>, ns: &str, name: &str) -> Result<Option<Box<Secret>>> {
-    Ok(sources::read(&ctx.client, known_version, ns, name).await?.map(Box::new))
+    Ok(secret_read::read(&ctx.client, known_version, ns, name)
+        .await?
+        .map(Box::new))
 }
 
 /// A request slot for a request to `host` within the key's budget: the permit, or what held

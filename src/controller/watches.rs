@@ -2,8 +2,8 @@
 //! (into the source index, not a cache), each into the scope's cache component (`cache`).
 
 use super::backlog::{Backlog, Changes};
+use super::cache::packed::CachedCredential;
 use super::cache::{self, Cache, CredentialRef, credential_key};
-use super::cached::CachedCredential;
 use super::context::Context;
 use super::lists::api_for;
 use super::reconcile::{error_policy, reconcile};

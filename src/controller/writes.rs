@@ -1,6 +1,6 @@
 //! The writes: the managed Secret (create, apply, prune), the status, the legacy finalizer.
 
-use super::cached::CachedCredential;
+use super::cache::packed::CachedCredential;
 use super::context::Context;
 
 use k8s_openapi::api::core::v1::Secret;

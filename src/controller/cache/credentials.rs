@@ -15,11 +15,11 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher::Event;
 
-use super::super::cached::CachedCredential;
 use super::super::hash64;
 use super::keys::{CredentialRef, Id, credential_key, drop_entry, ref_of};
 use super::memory::Memory;
 use super::mirror::{Mirror, Table, by_ref};
+use super::packed::CachedCredential;
 use crate::crd::TenantApiCredentialStatus;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

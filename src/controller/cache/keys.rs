@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
-use super::super::cached::CachedCredential;
 use super::super::hash64;
+use super::packed::CachedCredential;
 
 /// A namespace and name as one 64-bit number: the key of every table of the cache (credentials,
 /// managed Secrets, Secrets read as sources) and of the backlog, without a string per entry.

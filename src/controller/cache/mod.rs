@@ -10,7 +10,8 @@ mod keys;
 mod managed;
 mod memory;
 mod mirror;
-mod sources;
+pub(super) mod packed;
+mod readers;
 
 pub(super) use credentials::slim;
 pub(super) use keys::{CredentialRef, Id, credential_key};
@@ -24,10 +25,10 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher::Event;
 
-use super::cached::CachedCredential;
 use crate::crd::TenantApiCredentialStatus;
 use crate::decide::publish::Volatile;
 use crate::decide::secret::Observed;
+use packed::CachedCredential;
 
 #[derive(Default)]
 pub(super) struct Cache {
@@ -36,7 +37,7 @@ pub(super) struct Cache {
     /// delivers them.
     managed: managed::ManagedSecrets,
     /// Who reads which Secret, and every unmanaged Secret's version (the source-version check).
-    sources: sources::SourceIndex,
+    sources: readers::SourceIndex,
     memory: memory::Memory,
 }
 
