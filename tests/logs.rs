@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use tenantcred_testkit::{Account, Answer, Backend, Harness, credential, echo, eventually, pair};
+use tenantcred_testkit::{Account, Answer, Backend, Harness, Reason, Status, Type, credential, echo, eventually};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -51,7 +51,7 @@ async fn no_token_in_trace_logs() {
     h.source_secret("c-input", &format!(" {}", secrets[3])).await;
     h.credential("c", "charitystack", json!({})).await;
     eventually(10, "a ready", async || {
-        h.condition("a", "Ready").await == pair("True", "TokenValid")
+        h.seen("a").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
     eventually(10, "b probed", async || {
@@ -59,7 +59,7 @@ async fn no_token_in_trace_logs() {
     })
     .await;
     eventually(10, "c invalid", async || {
-        h.condition("c", "Ready").await == pair("False", "InvalidToken")
+        h.seen("c").await.is(Type::Ready, Status::False, Reason::InvalidToken)
     })
     .await;
     h.source_secret("a-input", secrets[2]).await;
@@ -98,11 +98,11 @@ async fn no_token_in_trace_logs() {
     )
     .await;
     eventually(10, "e degraded", async || {
-        h.condition("e", "Degraded").await == pair("True", "Unauthorized")
+        h.seen("e").await.is(Type::Degraded, Status::True, Reason::Unauthorized)
     })
     .await;
     eventually(10, "v refused", async || {
-        h.condition("v", "Ready").await == pair("False", "InvalidGrant")
+        h.seen("v").await.is(Type::Ready, Status::False, Reason::InvalidGrant)
     })
     .await;
     drop(h);

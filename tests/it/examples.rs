@@ -5,18 +5,18 @@
 //! input problem, except the generic one, whose host the operator's owner has not allowed.
 
 use serde_json::Value;
-use tenantcred_testkit::{Harness, eventually, scenarios};
+use tenantcred_testkit::{Harness, Reason, Type, eventually, scenarios};
 
 /// Reasons that mean the example itself is wrong.
-const INPUT_PROBLEMS: [&str; 8] = [
-    "InvalidSpec",
-    "InvalidToken",
-    "SourceNotFound",
-    "SourceNotAllowed",
-    "SecretConflict",
-    "SecretRejected",
-    "InsecureBaseUrl",
-    "BaseUrlNotAllowed",
+const INPUT_PROBLEMS: [Reason; 8] = [
+    Reason::InvalidSpec,
+    Reason::InvalidToken,
+    Reason::SourceNotFound,
+    Reason::SourceNotAllowed,
+    Reason::SecretConflict,
+    Reason::SecretRejected,
+    Reason::InsecureBaseUrl,
+    Reason::BaseUrlNotAllowed,
 ];
 
 fn examples() -> Vec<(String, Value)> {
@@ -56,19 +56,21 @@ async fn every_example_applies_and_gets_its_answer(h: Harness) {
         let name = c["metadata"]["name"].as_str().expect("name");
         let expected_generic = c["spec"]["provider"] == "generic";
         eventually(40, &format!("{name} gets a Ready condition"), async || {
-            h.condition(name, "Ready").await.is_some()
+            h.seen(name).await.condition(Type::Ready).is_some()
         })
         .await;
-        let (_, reason) = h.condition(name, "Ready").await.expect("Ready");
+        let (_, reason) = h.seen(name).await.condition(Type::Ready).expect("Ready");
+        let reason = reason.expect("Ready has a reason");
         if expected_generic {
             assert_eq!(
-                reason, "BaseUrlNotAllowed",
+                reason,
+                Reason::BaseUrlNotAllowed,
                 "{name}: the README says the host must be allowed first"
             );
         } else {
             assert!(
-                !INPUT_PROBLEMS.contains(&reason.as_str()),
-                "{name}: {reason}: {:#}",
+                !INPUT_PROBLEMS.contains(&reason),
+                "{name}: {reason:?}: {:#}",
                 h.tac(name).await["status"]
             );
         }

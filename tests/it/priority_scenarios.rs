@@ -9,7 +9,7 @@
 use serde_json::json;
 use std::time::Duration;
 
-use tenantcred_testkit::{Answer, Harness, condition_of, eventually, scenarios};
+use tenantcred_testkit::{Answer, Harness, Status, Type, eventually, scenarios};
 
 /// How many of `names` are Ready (one list).
 async fn ready_among(h: &Harness, names: &[String]) -> usize {
@@ -17,7 +17,11 @@ async fn ready_among(h: &Harness, names: &[String]) -> usize {
         .await
         .iter()
         .filter(|t| names.iter().any(|n| t["metadata"]["name"] == n.as_str()))
-        .filter(|t| condition_of(t, "Ready").is_some_and(|(s, _)| s == "True"))
+        .filter(|t| {
+            tenantcred_testkit::Seen::of(t)
+                .condition(Type::Ready)
+                .is_some_and(|(s, _)| s == Status::True)
+        })
         .count()
 }
 

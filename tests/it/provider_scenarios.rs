@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use tenantcred_testkit::{Answer, Backend, Harness, Shape, eventually, pair, scenarios};
+use tenantcred_testkit::{Answer, Backend, Harness, Shape, eventually, scenarios};
 use tenantcred_testkit::{Reason, Status, Type};
 
 /// A provider name of this test's own: ApiProviders are cluster-scoped, and the real server is
@@ -207,15 +207,15 @@ async fn a_provider_reports_its_credentials(mut h: Harness) {
     .await;
     let s = status().await;
     assert_eq!(
-        tenantcred_testkit::condition_of(&json!({"status": s}), "Accepted"),
-        pair("True", "Accepted")
+        tenantcred_testkit::provider_condition(&json!({"status": s}), "Accepted"),
+        Some(("True".to_owned(), "Accepted".to_owned()))
     );
     let mut reserved = definition("raise", "/x");
     reserved["metadata"]["name"] = json!("raise");
     apply_provider(&h, &reserved).await;
     eventually(20, "a built-in name is refused", async || {
         let s = h.get_cluster("apiproviders", "raise").await;
-        tenantcred_testkit::condition_of(&s, "Accepted") == pair("False", "ReservedName")
+        tenantcred_testkit::provider_condition(&s, "Accepted") == Some(("False".to_owned(), "ReservedName".to_owned()))
     })
     .await;
 }
@@ -295,7 +295,8 @@ async fn a_provider_cannot_send_the_token_in_a_framing_header(mut h: Harness) {
     h.create(credential(&h, "c")).await;
     eventually(20, "ForbiddenHeader", async || {
         let s = h.get_cluster("apiproviders", &name).await;
-        tenantcred_testkit::condition_of(&s, "Accepted") == pair("False", "ForbiddenHeader")
+        tenantcred_testkit::provider_condition(&s, "Accepted")
+            == Some(("False".to_owned(), "ForbiddenHeader".to_owned()))
     })
     .await;
     eventually(15, "ProviderNotAccepted", async || {

@@ -369,8 +369,9 @@ fn record_verbs(backend: Backend, tap: &Tap) {
     }
 }
 
-/// (status, reason) of a condition of a stored credential.
-pub fn condition_of(tac: &Value, ty: &str) -> Option<(String, String)> {
+/// (status, reason) of a condition of a stored ApiProvider (a credential's are read typed, through
+/// [`Seen`]).
+pub fn provider_condition(tac: &Value, ty: &str) -> Option<(String, String)> {
     tac["status"]["conditions"]
         .as_array()?
         .iter()
@@ -427,10 +428,6 @@ pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool)
 /// Lets the controller run for a while (to show that nothing happens).
 pub async fn settle(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-pub fn pair(s: &str, r: &str) -> Option<(String, String)> {
-    Some((s.to_owned(), r.to_owned()))
 }
 
 /// How the test operators list: `TENANTCRED_LISTS=page|stream|auto` (default auto), so CI runs

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::build::{self, Credential, Seen};
 use crate::provider::Answer;
-use crate::{Harness, Reason, apiserver, condition_of, eventually, plural_of, resource};
+use crate::{Harness, Reason, apiserver, eventually, plural_of, resource};
 
 impl Harness {
     fn api(&self, plural: &str) -> Api<DynamicObject> {
@@ -236,11 +236,6 @@ impl Harness {
 
     pub async fn delete_tac(&self, name: &str) {
         self.delete("tenantapicredentials", name).await;
-    }
-
-    /// (status, reason) of a condition.
-    pub async fn condition(&self, name: &str, ty: &str) -> Option<(String, String)> {
-        condition_of(&self.tac(name).await, ty)
     }
 
     /// Whether every one of these credentials is `Ready=True TokenValid`.
