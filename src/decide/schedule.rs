@@ -160,23 +160,23 @@ pub fn catch_up(started_at: Timestamp, slot: u64, per_second: f64, jitter: Jitte
 /// once per slot, and the host's rate stays within a small multiple for that moment.)
 #[derive(Clone, Debug, Default)]
 pub struct CatchUpLanes {
-    /// Tenants in the order they first asked, with the slots each took.
-    tenants: Vec<(String, u64)>,
+    /// Per tenant, its rank (the order it first asked in) and the slots it took: a takeover asks
+    /// once per overdue credential, so this is a map, not a scan of every tenant.
+    tenants: std::collections::HashMap<String, (u64, u64)>,
 }
 
 impl CatchUpLanes {
     /// The next catch-up slot of `tenant` at this host.
     pub fn slot(&mut self, tenant: &str) -> u64 {
-        let rank = match self.tenants.iter().position(|(t, _)| t == tenant) {
-            Some(r) => r,
-            None => {
-                self.tenants.push((tenant.to_owned(), 0));
-                self.tenants.len() - 1
-            }
-        };
+        let rank = self.tenants.len() as u64;
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.to_owned(), (rank, 0));
+        }
         let n = self.tenants.len() as u64;
-        let taken = &mut self.tenants[rank].1;
-        let slot = *taken * n + rank as u64;
+        let Some((rank, taken)) = self.tenants.get_mut(tenant) else {
+            return 0;
+        };
+        let slot = *taken * n + *rank;
         *taken += 1;
         slot
     }
