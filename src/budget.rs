@@ -328,11 +328,7 @@ mod tests {
         let b = Budget::new(16, 8);
         let virtuous = crate::decide::provider::builtin::get("virtuous").expect("known");
         let host = "api.virtuoussoftware.com:443";
-        let login = |user: &str, pw: &str| Login {
-            username: Some(Token::new(user)),
-            password: Some(Token::new(pw)),
-            ..Login::default()
-        };
+        let login = |user: &str, pw: &str| Login::from_pairs([("username", user), ("password", pw)]);
         let victim = login("finance@victim.example", "the-victims-password");
         let hostile = login("finance@victim.example", "a-wrong-guess");
         // The hostile tenant's password grants (all refused) ...
@@ -412,13 +408,9 @@ mod tests {
     #[test]
     fn a_token_aimed_at_an_oauth_accounts_shown_bits_spends_nothing_of_it() {
         use crate::decide::oauth::{self, Login};
-        use crate::decide::token::Token;
         let b = Budget::new(16, 8);
         let virtuous = crate::decide::provider::builtin::get("virtuous").expect("known");
-        let login = Login {
-            username: Some(Token::new("finance@victim.example")),
-            ..Login::default()
-        };
+        let login = Login::from_pairs([("username", "finance@victim.example")]);
         let account = oauth::account("victim", &login);
         let forged = colliding(&account);
         // A plain-token virtuous credential (credentialRef) holding the forged token: its budget

@@ -15,6 +15,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+pub mod oauth;
 pub mod provider;
 pub mod text;
 
@@ -175,8 +176,13 @@ fn default_token_key() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthSpec {
-    /// The Secret (same namespace) with keys username and password, and optionally otp (a
-    /// two-factor code, when Virtuous asks for one) and refresh_token.
+    /// The login Secret (same namespace): what the provider's grants need, under these keys:
+    /// refresh_token, client_id, client_secret, username, password, private_key (PKCS#8 PEM),
+    /// private_key_id (sent as the JWT's kid), and the keys the provider's definition names
+    /// (e.g. otp, client_email). Virtuous: username and password, otp when asked, or
+    /// refresh_token. The operator keeps rotated refresh tokens in a Secret of its own
+    /// (labelled tenantcred.dev/purpose=oauth-state), shared by every credential of this
+    /// namespace naming this login and provider.
     pub secret_ref: SecretNameRef,
 }
 

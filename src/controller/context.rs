@@ -28,6 +28,8 @@ pub struct Context {
     pub(super) changes: Arc<super::backlog::Changes>,
     /// What the watches deliver and what this process holds per credential until they do.
     pub(super) cache: Arc<Cache>,
+    /// The OAuth logins being renewed: one token-endpoint call per login at a time.
+    pub(super) logins: super::logins::Logins,
     /// The `ApiProvider` definitions (shared by every scope).
     pub(super) providers: Arc<super::providers::Providers>,
     /// When the credentials, the managed Secrets and the Secret metadata had each been listed in
@@ -81,6 +83,7 @@ impl Context {
             leading_since: Mutex::new(Timestamp::now()),
             changes: Arc::default(),
             cache: Arc::default(),
+            logins: super::logins::Logins::default(),
             providers: Arc::new(super::providers::Providers::listed_as(Vec::new())),
             listed: tokio::sync::watch::channel(Some(Timestamp::now())).1,
             config,

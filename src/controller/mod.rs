@@ -7,6 +7,7 @@ mod cache;
 mod context;
 mod leadership;
 mod lists;
+mod logins;
 mod notify;
 pub mod providers;
 mod reconcile;

@@ -6,7 +6,7 @@
 use super::cache::credential_key;
 use super::cache::packed::CachedCredential;
 use super::context::Context;
-use super::writes::{apply_owned_state, apply_secret, create_secret, drop_legacy_finalizer, prune, write_status};
+use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_state, write_status};
 use super::{restart, secret_read};
 use std::sync::Arc;
 
@@ -117,6 +117,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         jitter: Jitter::random(),
     });
     let tac = expanded.as_ref().ok();
+    let mut logins = Vec::new();
     loop {
         let action = machine.poll();
         debug!(?action, phase = ?machine.phase(), "step");
@@ -126,22 +127,25 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 secret: read(ctx, ctx.cache.source_version(ns, &name), ns, &name).await?,
             },
             Action::ReadLogin { name } => Outcome::LoginRead(read(ctx, None, ns, &name).await?),
-            Action::ReadOAuthState { name } => Outcome::OAuthStateRead(read(ctx, None, ns, &name).await?),
+            Action::ReadOAuthState { name, read: which } => Outcome::OAuthStateRead {
+                read: which,
+                secret: read(ctx, None, ns, &name).await?,
+            },
+            Action::HoldLogin { key } => {
+                let (held, guard) = ctx.logins.hold(&key, fair_share::PATIENCE).await;
+                // Held until this reconcile ends.
+                logins.extend(guard);
+                Outcome::LoginHeld(held)
+            }
             Action::CallTokenEndpoint {
                 settings,
                 url,
-                form,
+                request,
                 budget_key,
-            } => Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &form, &budget_key).await?),
-            Action::WriteOAuthState {
-                credential,
-                name,
-                state,
-            } => {
-                let secret = oauth::state_secret(credential, &name, &state).ok_or(Error::MissingMetadata("uid"))?;
+            } => Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &request, &budget_key).await?),
+            Action::WriteOAuthState { secret } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-                apply_owned_state(&secrets, &secret).await?;
-                Outcome::OAuthStateWritten
+                Outcome::OAuthStateWritten(write_state(&secrets, &secret).await?)
             }
             Action::BackOff(b) => {
                 ctx.budget
@@ -259,7 +263,7 @@ async fn call_token_endpoint(
     ns: &str,
     settings: &Settings,
     url: &str,
-    form: &[(&'static str, String)],
+    request: &oauth::TokenRequest,
     key: &Fingerprint,
 ) -> Result<Attempt<oauth::Answer>> {
     let _permit = match admit(ctx, ns, settings, key).await {
@@ -268,7 +272,7 @@ async fn call_token_endpoint(
     };
     let answer = ctx
         .provider_client
-        .post_form(url, form, settings.timeout, &settings.profile)
+        .post_form(url, request, settings.timeout, &settings.profile)
         .await?;
     debug!(transport = ?answer.transport, "token endpoint answered");
     Ok(Attempt::Sent(answer))

@@ -214,6 +214,7 @@ pub fn start(client: Client, config: Config, shared: Shared, ns: Option<&str>) -
         leading_since: Mutex::new(Timestamp::now()),
         changes,
         cache,
+        logins: super::logins::Logins::default(),
         providers: shared.providers.clone(),
         listed,
     });

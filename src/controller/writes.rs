@@ -14,6 +14,7 @@ use tracing::info;
 use crate::crd::{LEGACY_FINALIZER, TenantApiCredential};
 use crate::decide::secret::FIELD_MANAGER;
 use crate::decide::secret::apply::{self, Answer, Attempt, Next, Writers};
+use crate::decide::step::StateWritten;
 use crate::{Error, Result};
 
 /// Removes the finalizer earlier releases added (once per object, on upgrade), guarded by a JSON
@@ -91,10 +92,24 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
     server_side_apply(secrets, desired, Writers::Shared).await
 }
 
-/// Applies a Secret tenantcred alone writes (the OAuth state).
-pub(super) async fn apply_owned_state(secrets: &Api<Secret>, secret: &Secret) -> Result<()> {
-    server_side_apply(secrets, secret, Writers::TenantcredAlone).await?;
-    Ok(())
+/// Writes the OAuth state Secret: a create when it carries no resourceVersion, else an apply
+/// (forced: tenantcred alone writes it) whose resourceVersion is a precondition. A 409 (created
+/// or changed since it was read) and a 422 are answers the machine decides on.
+pub(super) async fn write_state(secrets: &Api<Secret>, secret: &Secret) -> Result<StateWritten> {
+    let written = match secret.metadata.resource_version {
+        None => secrets.create(&PostParams::default(), secret).await,
+        Some(_) => {
+            let (name, body) = apply_body(secret)?;
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            secrets.patch(&name, &params, &Patch::Apply(&body)).await
+        }
+    };
+    match written {
+        Ok(s) => Ok(StateWritten::Stored(s.metadata.resource_version)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(StateWritten::Conflict),
+        Err(kube::Error::Api(status)) if status.code == 422 => Ok(StateWritten::Refused(status.message)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn server_side_apply(secrets: &Api<Secret>, secret: &Secret, writers: Writers) -> Result<Secret> {
@@ -235,10 +250,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_oauth_state_is_applied_with_force_from_the_start() {
-        let script = Script::new(vec![answer(200, as_json(&desired()))]);
-        apply_owned_state(&api(&script), &desired()).await.expect("applied");
+    async fn the_oauth_state_is_created_then_replaced_guarded_by_its_version() {
+        let mut stored = desired();
+        stored.metadata.resource_version = Some("7".into());
+        let script = Script::new(vec![answer(201, as_json(&stored))]);
+        let written = write_state(&api(&script), &desired()).await.expect("created");
+        assert_eq!(written, StateWritten::Stored(Some("7".into())));
+        script.assert_sent(&[&format!("POST {SECRETS}?")]);
+
+        let script = Script::new(vec![answer(
+            409,
+            failure(409, "Conflict", "the object has been modified"),
+        )]);
+        let written = write_state(&api(&script), &stored).await.expect("answered");
+        assert_eq!(
+            written,
+            StateWritten::Conflict,
+            "a write over a newer state is refused, not forced"
+        );
         script.assert_sent(&[&format!("PATCH {SECRETS}/c-token?&force=true&fieldManager=tenantcred")]);
+        assert_eq!(script.sent()[0].body["metadata"]["resourceVersion"], "7");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::oauth::ProviderOAuth;
 use super::{DURATION_PATTERN, no_controls};
 
 /// Headers `auth.header` may not name (lower-case; compared case-insensitively), because the
@@ -96,7 +97,6 @@ fn forbidden_header() -> kube::core::Rule {
     validation = Rule::new("self.expiry.source != 'Header' || has(self.expiry.header)").message("expiry.source Header needs expiry.header"),
     validation = Rule::new("!has(self.baseUrl) || self.baseUrl.startsWith('https://')").message("baseUrl must be https"),
     validation = no_controls("has(self.baseUrl)", "self.baseUrl", "baseUrl"),
-    validation = no_controls("has(self.oauth)", "self.oauth.tokenPath", "oauth.tokenPath"),
     validation = forbidden_header()
 )]
 #[serde(rename_all = "camelCase")]
@@ -136,8 +136,9 @@ pub struct ApiProviderSpec {
     /// Where a token's expiry is known.
     #[serde(default)]
     pub expiry: ProviderExpiry,
-    /// An OAuth token endpoint (password and refresh-token grants, as Virtuous's): credentials of
-    /// this provider may then use spec.oauth instead of credentialRef.
+    /// An OAuth 2 authorization server: its token endpoint, grants, client authentication and
+    /// answer. Credentials of this provider may then use spec.oauth (a login Secret) instead of
+    /// credentialRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<ProviderOAuth>,
 }
@@ -384,15 +385,6 @@ pub enum DateFormat {
     HttpDate,
     UnixSeconds,
     Layout,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderOAuth {
-    /// The token endpoint's path, appended to the base URL, e.g. /Token. It is sent a
-    /// form-encoded password grant, then refresh-token grants.
-    #[schemars(regex(pattern = r"^/"), length(max = 2048))]
-    pub token_path: String,
 }
 
 /// What the operator last observed of the definition and its credentials.

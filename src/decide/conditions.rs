@@ -52,6 +52,24 @@ pub enum Reason {
     Expired,
     OtpRequired,
     InvalidGrant,
+    /// The OAuth login Secret lacks a key the provider's grants need (or holds it unreadable).
+    LoginIncomplete,
+    /// The login Secret's private_key cannot sign the provider's assertions.
+    MalformedKey,
+    /// The token endpoint refused the client's authentication (invalid_client).
+    InvalidClient,
+    /// The token endpoint refused the scopes asked for (invalid_scope).
+    InvalidScope,
+    /// A refresh token was refused after a call with it whose answer was never stored.
+    RefreshTokenLost,
+    /// The token endpoint refused the refresh token: revoked or expired.
+    RefreshTokenRevoked,
+    /// The only refresh token there is was already used and replaced; it is not sent again.
+    RefreshTokenReused,
+    /// The token endpoint answered success in a shape the definition cannot read (HTML, no access token).
+    TokenEndpointUnusable,
+    /// The token endpoint's answer states no expiry and the definition declares none.
+    MissingExpiry,
     ExpiringSoon,
     /// The False side of Degraded and ExpiringSoon.
     AsExpected,
@@ -78,6 +96,15 @@ impl Reason {
             Self::Expired => "Expired",
             Self::OtpRequired => "OtpRequired",
             Self::InvalidGrant => "InvalidGrant",
+            Self::LoginIncomplete => "LoginIncomplete",
+            Self::MalformedKey => "MalformedKey",
+            Self::InvalidClient => "InvalidClient",
+            Self::InvalidScope => "InvalidScope",
+            Self::RefreshTokenLost => "RefreshTokenLost",
+            Self::RefreshTokenRevoked => "RefreshTokenRevoked",
+            Self::RefreshTokenReused => "RefreshTokenReused",
+            Self::TokenEndpointUnusable => "TokenEndpointUnusable",
+            Self::MissingExpiry => "MissingExpiry",
             Self::ExpiringSoon => "ExpiringSoon",
             Self::AsExpected => "AsExpected",
         }
@@ -87,7 +114,7 @@ impl Reason {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 29] = [
         Self::TokenValid,
         Self::Probing,
         Self::Rotating,
@@ -106,6 +133,15 @@ impl Reason {
         Self::Expired,
         Self::OtpRequired,
         Self::InvalidGrant,
+        Self::LoginIncomplete,
+        Self::MalformedKey,
+        Self::InvalidClient,
+        Self::InvalidScope,
+        Self::RefreshTokenLost,
+        Self::RefreshTokenRevoked,
+        Self::RefreshTokenReused,
+        Self::TokenEndpointUnusable,
+        Self::MissingExpiry,
         Self::ExpiringSoon,
         Self::AsExpected,
     ];

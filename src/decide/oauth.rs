@@ -1,269 +1,161 @@
-//! Virtuous OAuth (PROVIDERS.md): which grant to use, how to read the token endpoint's answer, when
-//! to refresh, and the operator-owned state Secret that keeps the refresh token. Pure; the HTTP
-//! request is `outbound::ProviderClient::post_form`.
+//! OAuth 2 as data: an `ApiProvider`'s authorization server (`definition`), the login Secret a
+//! person supplies (`login`), what tenantcred keeps between calls (`state`), the grant to send
+//! (`request`, `assertion`) and what the answer means (`answer`). This module holds the
+//! decisions around them: whether to call at all, what an answer comes to, the state after it,
+//! and what a refusal is called. Pure; the HTTP request is `outbound`'s.
+//!
+//! Rotation is safe by order: a refresh token about to be sent is marked in the state Secret
+//! first (`in_flight`), the answer's new refresh token is stored before its access token is used
+//! anywhere, and a refusal is stored with the login it refused, so nothing is sent again until a
+//! person changes the login.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Deserialize;
 
-use crate::decide::error_body::{BodySummary, MediaType};
+use crate::crd::oauth::GrantType;
+use crate::decide::conditions::Reason;
+use crate::decide::error_body::{BodySummary, OAuthError};
 use crate::decide::schedule::{self, Jitter};
-use crate::decide::token::Token;
-use crate::decide::verdict::{Transport, TransportFailure};
+use crate::decide::token::{Fingerprint, Token};
 
+pub mod answer;
+pub mod assertion;
+pub mod definition;
+pub mod login;
 pub mod problems;
-mod secrets;
+pub mod request;
+pub mod state;
 
-pub use secrets::{
-    KEY_OTP, KEY_PASSWORD, KEY_REFRESH_TOKEN, KEY_USERNAME, Login, State, state_secret, state_secret_name,
-};
+pub use answer::{Answer, Outcome};
+pub use definition::Definition;
+pub use login::Login;
+pub use request::TokenRequest;
+pub use state::{State, legacy_state_secret_name, state_secret, state_secret_name};
 
-/// The grant to ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grant {
-    Refresh,
-    Password { with_otp: bool },
-}
-
-/// Why no grant can be attempted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Unusable {
-    NoUsername,
-    NoCredentials,
-}
-
-/// Refresh when there is a refresh token; else the password grant (with a code not yet spent).
-pub fn choose(login: &Login, state: &State, refresh_rejected: bool) -> Result<Grant, Unusable> {
-    let refresh = state.refresh_token.as_ref().or(login.refresh_token.as_ref());
-    if refresh.is_some() && !refresh_rejected {
-        return Ok(Grant::Refresh);
-    }
-    if login.username.is_none() {
-        return Err(Unusable::NoUsername);
-    }
-    if login.password.is_none() {
-        return Err(Unusable::NoCredentials);
-    }
-    Ok(Grant::Password {
-        with_otp: fresh_otp(login, state).is_some(),
-    })
-}
-
-fn fresh_otp<'a>(login: &'a Login, state: &State) -> Option<&'a Token> {
-    login
-        .otp
-        .as_ref()
-        .filter(|o| state.otp_used.as_ref() != Some(&o.fingerprint()))
-}
-
-/// The form fields of the grant. The values are secrets: they go into the request body only.
-pub fn form(grant: Grant, login: &Login, state: &State) -> Vec<(&'static str, String)> {
-    let val = |t: Option<&Token>| t.map(|t| t.expose().to_owned()).unwrap_or_default();
-    match grant {
-        Grant::Refresh => vec![
-            ("grant_type", "refresh_token".into()),
-            (
-                "refresh_token",
-                val(state.refresh_token.as_ref().or(login.refresh_token.as_ref())),
-            ),
-        ],
-        Grant::Password { with_otp } => {
-            let mut f = vec![
-                ("grant_type", "password".into()),
-                ("username", val(login.username.as_ref())),
-                ("password", val(login.password.as_ref())),
-            ];
-            if with_otp {
-                f.push(("otp", val(fresh_otp(login, state))));
-            }
-            f
-        }
-    }
-}
-
-/// The token endpoint's answer, as `outbound::ProviderClient::post_form` saw it.
-#[derive(Clone)]
-pub struct Answer {
-    pub transport: Transport,
-    /// Holds the access and refresh tokens when it succeeded, and may echo the form when it
-    /// failed: never in `Debug`, never shown (only summarized, `error_body`).
-    pub body: Vec<u8>,
-    /// The answer's `Content-Type`, from the allow-list.
-    pub media_type: Option<MediaType>,
-    pub back_off_until: Option<Timestamp>,
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answer")
-            .field("transport", &self.transport)
-            .field("body", &format_args!("<{} bytes>", self.body.len()))
-            .field("media_type", &self.media_type)
-            .field("back_off_until", &self.back_off_until)
-            .finish()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Issued {
-        access_token: Token,
-        refresh_token: Option<Token>,
-        expires_in: Duration,
-    },
-    /// 202: two-factor authentication; a code was sent by SMS.
-    OtpRequired,
-    /// The grant was refused (wrong password, revoked or expired refresh token): what may be
-    /// shown of the answer.
-    Rejected(BodySummary),
-    /// 429: come back later.
-    RateLimited(Option<Timestamp>),
-    /// 5xx, timeouts, an unreadable answer.
-    Unavailable(String),
-    /// The egress rules refused the endpoint's addresses; nothing was sent.
-    NotAllowed(String),
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-}
-
-/// What the token endpoint's answer means. A refusal keeps only a summary of the answer: the
-/// endpoint may echo the form it was sent.
-pub fn interpret(a: &Answer) -> Outcome {
-    match a.transport {
-        Transport::Answered(200) => match serde_json::from_slice::<TokenResponse>(&a.body) {
-            // Bounded like every token: an oversized one is never stored or sent.
-            Ok(r) if r.access_token.len() > crate::decide::token::MAX_TOKEN_BYTES => Outcome::Unavailable(format!(
-                "the token endpoint answered an access_token of {} bytes, over the {} tenantcred accepts",
-                r.access_token.len(),
-                crate::decide::token::MAX_TOKEN_BYTES
-            )),
-            Ok(r) if !r.access_token.is_empty() => {
-                let secs = r
-                    .expires_in
-                    .as_ref()
-                    .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-                    .unwrap_or(3600);
-                Outcome::Issued {
-                    access_token: Token::new(r.access_token),
-                    refresh_token: r.refresh_token.filter(|t| !t.is_empty()).map(Token::new),
-                    // A silly value cannot make us hammer the endpoint: the budget caps grants per hour.
-                    expires_in: Duration::from_secs(secs.clamp(1, 365 * 86_400)),
-                }
-            }
-            _ => Outcome::Unavailable("the token endpoint answered 200 without a readable access_token".into()),
-        },
-        Transport::Answered(202) => Outcome::OtpRequired,
-        Transport::Answered(code @ (400 | 401 | 403)) => {
-            Outcome::Rejected(BodySummary::of(code, a.media_type, &a.body))
-        }
-        Transport::Answered(429) => Outcome::RateLimited(a.back_off_until),
-        Transport::Answered(code) => Outcome::Unavailable(format!("the token endpoint answered HTTP {code}")),
-        Transport::Timeout => Outcome::Unavailable("the token endpoint timed out".into()),
-        Transport::Failed(TransportFailure::Redirect) => {
-            Outcome::Unavailable("the token endpoint redirected; not followed".into())
-        }
-        Transport::Failed(_) => Outcome::Unavailable("could not connect to the token endpoint".into()),
-        Transport::NotAllowed(ref why) => Outcome::NotAllowed(why.clone()),
-    }
-}
-
-/// Refresh at about two thirds of the access token's lifetime, jittered (60–70%).
-pub fn refresh_at(issued_at: Timestamp, lifetime: Duration, jitter: Jitter) -> Timestamp {
-    schedule::add(issued_at, jitter.scale(lifetime, 0.6, 0.7))
-}
-
-/// The state after a successful grant: always the NEW refresh token when one came back.
-pub fn after_issue(
-    previous: &State,
-    login: &Login,
-    grant: Grant,
-    refresh_token: Option<Token>,
-    expires_in: Duration,
-    now: Timestamp,
-    jitter: Jitter,
-) -> State {
-    State {
-        refresh_token: refresh_token
-            .or_else(|| previous.refresh_token.clone())
-            .or_else(|| login.refresh_token.clone()),
-        expires_at: Some(schedule::add(now, expires_in)),
-        refresh_at: Some(refresh_at(now, expires_in, jitter)),
-        otp_used: match grant {
-            Grant::Password { with_otp: true } => fresh_otp(login, previous).map(Token::fingerprint),
-            _ => previous.otp_used.clone(),
-        },
-    }
-}
-
-/// The budget key of an account: probes and token-endpoint calls spend the same hourly budget,
-/// whatever the access token of the moment. The namespace is part of it: another tenant writing
-/// the same user name (with any password) spends its own budget, never this one's. NUL separates
-/// the parts, and no token holds one, so no token's fingerprint is an account's.
-pub fn account(namespace: &str, login: &Login) -> crate::decide::token::Fingerprint {
-    let user = login.username.as_ref().map_or("", |u| u.expose());
-    crate::decide::token::Fingerprint::of(format!("\0oauth\0{namespace}\0{user}").as_bytes())
-}
+/// The most grants one renewal tries (each refused one lets the next be tried).
+pub const MAX_GRANTS: usize = 4;
 
 /// Whether to call the token endpoint in this reconcile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Renew {
-    /// The access token in use holds until it is due for refresh: keep it, look again then.
-    Keep { refresh_at: Option<Timestamp> },
-    /// The provider asked for an SMS code and the login Secret has none not yet spent.
-    AwaitOtp,
-    /// Missing, due, or a fresh code answers the provider's two-factor request.
+    /// The access token of the moment holds until it is due for refresh: use it, look again then.
+    Use {
+        access_token: Token,
+        expires_at: Option<Timestamp>,
+        refresh_at: Option<Timestamp>,
+    },
+    /// This login was refused (or its refresh token lost) and has not changed since: nothing is
+    /// sent until a person changes the login Secret.
+    Refused(Reason),
+    /// The server asked for a code and the login Secret has none not yet sent.
+    AwaitCode,
+    /// Missing, due, or a fresh code answers the server's request for one.
     Now,
 }
 
-/// `waiting_for_otp`: the status says the provider asked for a code (a 202).
-pub fn renew(login: &Login, state: &State, waiting_for_otp: bool, has_current: bool, now: Timestamp) -> Renew {
-    let fresh_code = fresh_otp(login, state).is_some();
+/// What a refusal is keyed by: the login's content and the definition, so a change to either
+/// (a person's new login, an admin's fixed definition) lets a grant be tried again.
+pub fn attempt_key(login: &Login, def: &Definition) -> Fingerprint {
+    Fingerprint::of(format!("{}\0{def:?}", login.fingerprint()).as_bytes())
+}
+
+/// `current`: the access token the managed Secret holds (used when a state written before
+/// shared logins has no access token of its own). `waiting_for_code`: the status says the
+/// server asked for a code.
+pub fn renew(
+    def: &Definition,
+    login: &Login,
+    state: &State,
+    current: Option<&Token>,
+    waiting_for_code: bool,
+    now: Timestamp,
+) -> Renew {
+    if let Some((key, reason)) = &state.refused
+        && *key == attempt_key(login, def)
+    {
+        return Renew::Refused(*reason);
+    }
+    let fresh_code = fresh_code(def, login, state);
     let due = state.refresh_at.is_none_or(|r| r <= now) || state.expires_at.is_none_or(|e| e <= now);
-    if has_current && !due && !(waiting_for_otp && fresh_code) {
-        return Renew::Keep {
+    if let Some(access_token) = state.access_token.as_ref().or(current)
+        && !due
+        && !(waiting_for_code && fresh_code)
+    {
+        return Renew::Use {
+            access_token: access_token.clone(),
+            expires_at: state.expires_at,
             refresh_at: state.refresh_at,
         };
     }
-    if waiting_for_otp && !fresh_code {
-        return Renew::AwaitOtp;
+    if waiting_for_code && !fresh_code {
+        return Renew::AwaitCode;
     }
     Renew::Now
+}
+
+/// Whether a single-use field of the password grant holds a value not yet sent.
+fn fresh_code(def: &Definition, login: &Login, state: &State) -> bool {
+    def.password_fields
+        .iter()
+        .filter(|f| f.single_use)
+        .filter_map(|f| login.get(&f.key))
+        .any(|v| !state.spent.contains(&v.fingerprint()))
+}
+
+/// The state written before a refresh token is sent: the mark that says its answer may be lost.
+pub fn before_call(state: &State, request: &TokenRequest) -> Option<State> {
+    let sent = request.refresh_token.as_ref()?.fingerprint();
+    (state.in_flight.as_ref() != Some(&sent)).then(|| State {
+        in_flight: Some(sent),
+        ..state.clone()
+    })
+}
+
+/// Refresh at about two thirds of the access token's lifetime (60-70%, jittered), and before
+/// the refresh token lapses when its lifetime is known.
+pub fn refresh_at(
+    issued_at: Timestamp,
+    lifetime: Duration,
+    refresh_lapses: Option<Timestamp>,
+    jitter: Jitter,
+) -> Timestamp {
+    let by_access = schedule::add(issued_at, jitter.scale(lifetime, 0.6, 0.7));
+    match refresh_lapses {
+        Some(lapses) => {
+            let left = schedule::until(issued_at, lapses);
+            by_access.min(schedule::add(issued_at, jitter.scale(left, 0.6, 0.7)))
+        }
+        None => by_access,
+    }
 }
 
 /// What a token-endpoint answer comes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Use the access token; store `state` (the new refresh token, when to refresh).
-    Issued { access_token: Token, state: State },
-    /// Two-factor authentication: wait for a code. `spent`: the code sent did not work; store
-    /// this state so it is never sent again.
-    OtpRequired { spent: Option<State> },
-    /// The refresh token was refused: sign in with the password grant in the same reconcile.
-    SignInAgain,
-    /// Refused, and no other grant is left: what may be shown of the answer.
+    /// Store `state` (the new refresh token first), then use the access token.
+    Issued { access_token: Token, state: Box<State> },
+    /// The server asked for a code. `spent`: the codes sent did not do; store this state so
+    /// they are never sent again.
+    CodeRequired { spent: Option<Box<State>> },
+    /// Refused: the next grant may be tried, else it is the end (`problems::refused`).
     Refused(BodySummary),
+    /// The answer cannot be used; nothing is stored or written.
+    Unusable(answer::Unusable),
     /// The egress rules refused the endpoint; nothing was sent.
     NotAllowed(String),
-    /// 429: the account is held back until then; the current token keeps serving.
+    /// 429: the account is held back until then; the token of the moment keeps serving.
     BackOff(Timestamp),
-    /// An outage: the current token keeps serving; try again then.
+    /// An outage: the token of the moment keeps serving; try again then.
     Retry(Timestamp),
 }
 
 pub fn next(
-    grant: Grant,
+    def: &Definition,
+    request: &TokenRequest,
     outcome: Outcome,
-    refresh_rejected: bool,
-    login: &Login,
     state: &State,
+    login: &Login,
     now: Timestamp,
     jitter: Jitter,
 ) -> Next {
@@ -272,27 +164,130 @@ pub fn next(
             access_token,
             refresh_token,
             expires_in,
-        } => Next::Issued {
-            access_token,
-            state: after_issue(state, login, grant, refresh_token, expires_in, now, jitter),
-        },
-        Outcome::OtpRequired => Next::OtpRequired {
-            spent: matches!(grant, Grant::Password { with_otp: true }).then(|| State {
-                otp_used: login.otp.as_ref().map(Token::fingerprint),
-                ..state.clone()
+            refresh_expires_in,
+        } => {
+            let state = after_issue(def, request, state, login, refresh_token, refresh_expires_in, now);
+            let expires_at = schedule::add(now, expires_in);
+            let state = State {
+                access_token: Some(access_token.clone()),
+                expires_at: Some(expires_at),
+                refresh_at: Some(refresh_at(now, expires_in, state.refresh_expires_at, jitter)),
+                ..state
+            };
+            Next::Issued {
+                access_token,
+                state: Box::new(state),
+            }
+        }
+        Outcome::CodeRequired => Next::CodeRequired {
+            spent: (!request.single_use.is_empty()).then(|| {
+                let mut s = state.clone();
+                for f in &request.single_use {
+                    State::remember(&mut s.spent, f.clone());
+                }
+                Box::new(s)
             }),
         },
-        Outcome::Rejected(_) if grant == Grant::Refresh && !refresh_rejected => Next::SignInAgain,
-        Outcome::Rejected(why) => Next::Refused(why),
+        Outcome::Refused(why) => Next::Refused(why),
+        Outcome::Unusable(why) => Next::Unusable(why),
         Outcome::NotAllowed(why) => Next::NotAllowed(why),
         Outcome::RateLimited(until) => {
             Next::BackOff(until.unwrap_or_else(|| schedule::add(now, schedule::TRANSIENT_FIRST * 2)))
         }
-        Outcome::Unavailable(_) => Next::Retry(schedule::add(
-            now,
-            jitter.scale(schedule::TRANSIENT_FIRST * 2, 0.5, 1.0),
-        )),
+        Outcome::Unavailable(_) => Next::Retry(retry_at(now, jitter)),
     }
+}
+
+/// When an outage or an unusable answer is tried again.
+pub fn retry_at(now: Timestamp, jitter: Jitter) -> Timestamp {
+    schedule::add(now, jitter.scale(schedule::TRANSIENT_FIRST * 2, 0.5, 1.0))
+}
+
+/// The state after a grant succeeded: the NEW refresh token when one came back, the one sent
+/// retired when it was replaced, the codes sent spent, the marks cleared.
+fn after_issue(
+    def: &Definition,
+    request: &TokenRequest,
+    previous: &State,
+    login: &Login,
+    refresh_token: Option<Token>,
+    refresh_expires_in: Option<Duration>,
+    now: Timestamp,
+) -> State {
+    let sent = request.refresh_token.clone();
+    let kept = refresh_token
+        .clone()
+        .or_else(|| sent.clone())
+        .or_else(|| previous.refresh_token.clone());
+    let mut retired = previous.retired.clone();
+    if let (Some(old), Some(new)) = (&sent, &refresh_token)
+        && old != new
+    {
+        State::remember(&mut retired, old.fingerprint());
+    }
+    let mut spent = previous.spent.clone();
+    for f in &request.single_use {
+        State::remember(&mut spent, f.clone());
+    }
+    let used = request.grant == GrantType::RefreshToken || refresh_token.is_some();
+    let refresh_expires_at = match (refresh_expires_in, def.refresh_idle_lifetime, &kept) {
+        (Some(d), _, Some(_)) => Some(schedule::add(now, d)),
+        // Each use renews an idle lifetime.
+        (None, Some(idle), Some(_)) if used => Some(schedule::add(now, idle)),
+        (None, _, Some(_)) => previous.refresh_expires_at,
+        (_, _, None) => None,
+    };
+    State {
+        refresh_token: kept,
+        refresh_expires_at,
+        access_token: None,
+        expires_at: None,
+        refresh_at: None,
+        spent,
+        seed: login
+            .refresh_token()
+            .map(Token::fingerprint)
+            .or_else(|| previous.seed.clone()),
+        in_flight: None,
+        retired,
+        refused: None,
+        resource_version: previous.resource_version.clone(),
+    }
+}
+
+/// The state recording that `login` was refused for `reason`: nothing is sent again until it
+/// changes.
+pub fn after_refusal(def: &Definition, login: &Login, state: &State, reason: Reason) -> State {
+    State {
+        refused: Some((attempt_key(login, def), reason)),
+        in_flight: None,
+        access_token: None,
+        ..state.clone()
+    }
+}
+
+/// What a final refusal of `request` is called. `marked`: the refresh token sent was marked in
+/// flight before this call by an earlier one (whose answer was never stored).
+pub fn refusal_reason(request: &TokenRequest, answer: &BodySummary, marked_before: bool) -> Reason {
+    match answer.oauth_error {
+        Some(OAuthError::InvalidClient | OAuthError::UnauthorizedClient) => Reason::InvalidClient,
+        Some(OAuthError::InvalidScope) => Reason::InvalidScope,
+        _ if request.grant == GrantType::RefreshToken && marked_before => Reason::RefreshTokenLost,
+        _ if request.grant == GrantType::RefreshToken => Reason::RefreshTokenRevoked,
+        _ => Reason::InvalidGrant,
+    }
+}
+
+/// The budget key of an account: probes and token-endpoint calls spend the same hourly budget,
+/// whatever the access token of the moment. The namespace is part of it: another tenant writing
+/// the same login (with any secret) spends its own budget, never this one's. NUL separates the
+/// parts, and no token holds one, so no token's fingerprint is an account's.
+pub fn account(namespace: &str, login: &Login) -> Fingerprint {
+    let who = [login::KEY_USERNAME, login::KEY_CLIENT_ID, "client_email"]
+        .iter()
+        .find_map(|k| login.get(k))
+        .map_or("", |u| u.expose());
+    Fingerprint::of(format!("\0oauth\0{namespace}\0{who}").as_bytes())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The OAuth token endpoint: one form POST. The form holds secrets; it is never logged.
+//! The OAuth token endpoint: one form POST, with HTTP Basic client authentication when the
+//! request carries it. The request holds secrets; it is never logged.
 
 use std::time::Duration;
 
@@ -13,17 +14,17 @@ use crate::decide::provider::Profile;
 use crate::decide::verdict::{ProbeOutcome, Transport, TransportFailure};
 
 impl ProviderClient {
-    /// `POST url` with a form body; the answer's body is returned for `oauth::interpret` (bounded).
-    /// `Err`: nothing was sent, this replica does not lead.
+    /// `POST url` with the request's form; the answer's body is returned for
+    /// `oauth::answer::interpret` (bounded). `Err`: nothing was sent, this replica does not lead.
     pub async fn post_form(
         &self,
         url: &str,
-        fields: &[(&str, String)],
+        request: &oauth::TokenRequest,
         timeout: Duration,
         profile: &Profile,
     ) -> Result<oauth::Answer, NotLeading> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())))
+            .extend_pairs(request.form.iter().map(|(k, v)| (k.as_str(), v.expose())))
             .finish();
         let mut answer = oauth::Answer {
             transport: Transport::Failed(TransportFailure::Other),
@@ -34,12 +35,17 @@ impl ProviderClient {
         let Some(client) = self.client(url) else {
             return Ok(answer);
         };
-        let request = client
+        let mut builder = client
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(body)
             .timeout(deadline(timeout));
+        if let Some((user, password)) = &request.basic {
+            // reqwest marks the header sensitive.
+            builder = builder.basic_auth(user.expose(), Some(password.expose()));
+        }
+        let request = builder;
         self.fence.check()?;
         let exchange = async {
             match request.send().await {

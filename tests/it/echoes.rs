@@ -105,8 +105,14 @@ fn reconcile(tac: &TenantApiCredential, mut answer: impl FnMut(&Action) -> Optio
             Action::RememberSourceVersion(_) => Outcome::Remembered,
             Action::PruneSecret { .. } => Outcome::Pruned,
             Action::TakeCatchUpSlot { .. } => Outcome::CatchUpSlot(0),
-            Action::ReadOAuthState { .. } => Outcome::OAuthStateRead(None),
-            Action::WriteOAuthState { .. } => Outcome::OAuthStateWritten,
+            Action::ReadOAuthState { read, .. } => Outcome::OAuthStateRead {
+                read: *read,
+                secret: None,
+            },
+            Action::HoldLogin { .. } => Outcome::LoginHeld(tenantcred::decide::step::Held::AtOnce),
+            Action::WriteOAuthState { .. } => {
+                Outcome::OAuthStateWritten(tenantcred::decide::step::StateWritten::Stored(Some("1".into())))
+            }
             Action::RecallAnswer { .. } => Outcome::Recalled(None),
             Action::AfterProbe { probing, .. } => Outcome::AfterProbe {
                 probing: *probing,
@@ -137,11 +143,12 @@ fn oauth_shown(secrets: &[String; 5]) -> String {
     ];
     reconcile(&tac, |a| match a {
         Action::ReadLogin { name } => Some(Outcome::LoginRead(Some(opaque(name, &login)))),
-        Action::CallTokenEndpoint { form, .. } => {
+        Action::CallTokenEndpoint { request, .. } => {
+            let form = &request.form;
             let raw: String = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+                .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
                 .finish();
-            let mut sent: Vec<&str> = form.iter().skip(1).map(|(_, v)| v.as_str()).collect();
+            let mut sent: Vec<&str> = form.iter().skip(1).map(|(_, v)| v.expose()).collect();
             sent.push(&raw);
             Some(Outcome::TokenEndpoint(Attempt::Sent(EndpointAnswer {
                 transport: Transport::Answered(400),

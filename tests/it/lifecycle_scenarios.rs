@@ -274,8 +274,13 @@ async fn virtuous(h: Harness, account: Account, login_data: &[(&str, &str)]) -> 
     h
 }
 
+/// The refresh token in the login's state Secret (found by its label).
 async fn state_refresh_token(h: &Harness) -> Option<String> {
-    let s = h.get("secrets", "v-tenantcred-oauth").await?;
+    let s = h
+        .list("secrets")
+        .await
+        .into_iter()
+        .find(|s| s["metadata"]["labels"]["tenantcred.dev/purpose"] == "oauth-state")?;
     String::from_utf8(tenantcred_testkit::apiserver::unb64(
         s["data"]["refresh_token"].as_str()?,
     ))
@@ -428,17 +433,19 @@ async fn oauth_invalid_grant_without_password_degrades(h: Harness) {
         &[("username", "u"), ("refresh_token", "stale")],
     )
     .await;
-    eventually(10, "InvalidGrant", async || {
-        h.seen("v").await.is(Type::Degraded, Status::True, Reason::InvalidGrant)
+    eventually(10, "RefreshTokenRevoked", async || {
+        h.seen("v")
+            .await
+            .is(Type::Degraded, Status::True, Reason::RefreshTokenRevoked)
     })
     .await;
     assert_eq!(
         h.seen("v").await.condition(Type::Ready),
-        holds(Status::False, Reason::InvalidGrant)
+        holds(Status::False, Reason::RefreshTokenRevoked)
     );
     assert_eq!(
         h.seen("v").await.condition(Type::Stalled),
-        holds(Status::True, Reason::InvalidGrant)
+        holds(Status::True, Reason::RefreshTokenRevoked)
     );
 }
 

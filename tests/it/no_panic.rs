@@ -102,7 +102,9 @@ proptest! {
             .prop_map(|(t, e)| format!(r#"{{"access_token":{t:?},"refresh_token":"r","expires_in":{e}}}"#).into_bytes()),
     ]) {
         let answer = Answer { transport: Transport::Answered(status), body, media_type: None, back_off_until: None };
-        if let oauth::Outcome::Issued { expires_in, access_token, refresh_token } = oauth::interpret(&answer) {
+        let def = oauth::definition::virtuous();
+        let format = tenantcred::decide::provider::TokenFormat::opaque("virtuous");
+        if let oauth::Outcome::Issued { expires_in, access_token, refresh_token, .. } = oauth::answer::interpret(&def, &format, &answer, jiff::Timestamp::UNIX_EPOCH) {
             prop_assert!(expires_in >= Duration::from_secs(1));
             prop_assert!(access_token.expose().len() <= MAX_TOKEN_BYTES);
             let _ = refresh_token;

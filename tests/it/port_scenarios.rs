@@ -111,7 +111,15 @@ async fn the_provider_client_judges_each_address_for_the_port_it_connects_to() {
             .await
             .expect("unfenced");
         let posted = client
-            .post_form(&url, &[("grant_type", "x".into())], Duration::from_secs(5), &generic)
+            .post_form(
+                &url,
+                &tenantcred::decide::oauth::TokenRequest::of_form(
+                    tenantcred::crd::oauth::GrantType::Password,
+                    [("grant_type", "x")],
+                ),
+                Duration::from_secs(5),
+                &generic,
+            )
             .await
             .expect("unfenced");
         for transport in [probed.transport, posted.transport] {

@@ -197,7 +197,10 @@ async fn responses_are_read_to_64_kib_and_no_further() {
     let answer = prober
         .post_form(
             &format!("http://{addr}/Token"),
-            &[("grant_type", "password".into())],
+            &tenantcred::decide::oauth::TokenRequest::of_form(
+                tenantcred::crd::oauth::GrantType::Password,
+                [("grant_type", "password")],
+            ),
             Duration::from_secs(20),
             &generic(),
         )
@@ -230,7 +233,10 @@ async fn a_fenced_prober_sends_nothing() {
     let grant = prober
         .post_form(
             &format!("{}/Token", p.base_url),
-            &[("grant_type", "password".into())],
+            &tenantcred::decide::oauth::TokenRequest::of_form(
+                tenantcred::crd::oauth::GrantType::Password,
+                [("grant_type", "password")],
+            ),
             Duration::from_secs(2),
             &generic(),
         )

@@ -24,6 +24,24 @@ pub enum Problem {
     ProviderNotFound(String),
     /// The named `ApiProvider` exists but its definition is not accepted.
     ProviderNotAccepted(String),
+    /// The OAuth login Secret lacks a key the provider's grants need (or holds it unreadable).
+    LoginIncomplete(String),
+    /// The login Secret's private_key cannot sign the provider's assertions.
+    MalformedKey(String),
+    /// The token endpoint refused the client's authentication (invalid_client).
+    InvalidClient(String),
+    /// The token endpoint refused the scopes asked for (invalid_scope).
+    InvalidScope(String),
+    /// A refresh token was refused after a call with it whose answer was never stored.
+    RefreshTokenLost(String),
+    /// The token endpoint refused the refresh token: revoked or expired.
+    RefreshTokenRevoked(String),
+    /// The only refresh token there is was already used and replaced; it is not sent again.
+    RefreshTokenReused(String),
+    /// The token endpoint answered success in a shape the definition cannot read (HTML, no access token).
+    TokenEndpointUnusable(String),
+    /// The token endpoint's answer states no expiry and the definition declares none.
+    MissingExpiry(String),
 }
 
 impl Problem {
@@ -41,6 +59,15 @@ impl Problem {
             Self::SecretRejected(_) => Reason::SecretRejected,
             Self::ProviderNotFound(_) => Reason::ProviderNotFound,
             Self::ProviderNotAccepted(_) => Reason::ProviderNotAccepted,
+            Self::LoginIncomplete(_) => Reason::LoginIncomplete,
+            Self::MalformedKey(_) => Reason::MalformedKey,
+            Self::InvalidClient(_) => Reason::InvalidClient,
+            Self::InvalidScope(_) => Reason::InvalidScope,
+            Self::RefreshTokenLost(_) => Reason::RefreshTokenLost,
+            Self::RefreshTokenRevoked(_) => Reason::RefreshTokenRevoked,
+            Self::RefreshTokenReused(_) => Reason::RefreshTokenReused,
+            Self::TokenEndpointUnusable(_) => Reason::TokenEndpointUnusable,
+            Self::MissingExpiry(_) => Reason::MissingExpiry,
         }
     }
 
@@ -57,7 +84,16 @@ impl Problem {
             | Self::SourceNotAllowed(m)
             | Self::SecretRejected(m)
             | Self::ProviderNotFound(m)
-            | Self::ProviderNotAccepted(m) => m,
+            | Self::ProviderNotAccepted(m)
+            | Self::LoginIncomplete(m)
+            | Self::MalformedKey(m)
+            | Self::InvalidClient(m)
+            | Self::InvalidScope(m)
+            | Self::RefreshTokenLost(m)
+            | Self::RefreshTokenRevoked(m)
+            | Self::RefreshTokenReused(m)
+            | Self::TokenEndpointUnusable(m)
+            | Self::MissingExpiry(m) => m,
         }
     }
 
@@ -85,8 +121,18 @@ impl Problem {
         !matches!(self, Self::SourceNotFound(_) | Self::ProviderNotFound(_))
     }
 
-    /// Credential-side failures of the OAuth grant make the resource Degraded, like a revoked token.
+    /// Credential-side failures of the OAuth grant (a refused login, a lost or revoked refresh
+    /// token) make the resource Degraded, like a revoked token.
     pub fn degrades(&self) -> bool {
-        matches!(self, Self::OtpRequired(_) | Self::InvalidGrant(_))
+        matches!(
+            self,
+            Self::OtpRequired(_)
+                | Self::InvalidGrant(_)
+                | Self::InvalidClient(_)
+                | Self::InvalidScope(_)
+                | Self::RefreshTokenLost(_)
+                | Self::RefreshTokenRevoked(_)
+                | Self::RefreshTokenReused(_)
+        )
     }
 }

@@ -54,10 +54,13 @@ impl TokenSource {
 }
 
 impl Settings {
-    /// The provider's OAuth token endpoint (Virtuous: `/Token`).
-    pub fn token_url(&self) -> String {
-        let path = self.profile.oauth_token_path.as_deref().unwrap_or("/Token");
-        format!("{}{path}", self.base_url.trim_end_matches('/'))
+    /// The provider's OAuth token endpoint (Virtuous: `{baseUrl}/Token`), when it has one.
+    pub fn token_url(&self) -> Option<String> {
+        use crate::decide::oauth::definition::Endpoint;
+        Some(match &self.profile.oauth.as_ref()?.endpoint {
+            Endpoint::Path(path) => format!("{}{path}", self.base_url.trim_end_matches('/')),
+            Endpoint::Url(url) => url.clone(),
+        })
     }
 
     pub fn probe_url(&self) -> String {
@@ -111,7 +114,7 @@ pub fn resolve(tac: &TenantApiCredential, egress: &Egress, provider: &Found) -> 
             current: current.clone(),
             pending: spec.pending_credential_ref.clone(),
         },
-        (None, Some(oauth)) if profile.oauth_token_path.is_some() => TokenSource::OAuth {
+        (None, Some(oauth)) if profile.oauth.is_some() => TokenSource::OAuth {
             login: oauth.secret_ref.name.clone(),
         },
         (None, Some(_)) => {

@@ -37,7 +37,7 @@ fn host(name: &str) -> Vec<ProviderHost> {
 
 fn build(name: &str) -> Profile {
     let base = |url: &str, probe: &str| (Some(url.to_owned()), Some(probe.to_owned()));
-    let (default_base_url, path, hosts, token_format, hourly_limit, oauth_token_path) = match name {
+    let (default_base_url, path, hosts, token_format, hourly_limit, oauth) = match name {
         "raise" => {
             let (u, p) = base("https://prod-api.raisedonors.com", "/api/Donor/list?Skip=0&Take=1");
             let format = TokenFormat {
@@ -64,7 +64,7 @@ fn build(name: &str) -> Profile {
                 hosts,
                 TokenFormat::opaque(name),
                 Some(5_000),
-                Some("/Token".to_owned()),
+                Some(Arc::new(crate::decide::oauth::definition::virtuous())),
             )
         }
         // generic: any Bearer-token API at a host the operator's owner allows.
@@ -88,6 +88,6 @@ fn build(name: &str) -> Profile {
         share: BUDGET_SHARE,
         headers: LimitHeaders::default(),
         expiry: ExpiryFrom::Declared,
-        oauth_token_path,
+        oauth,
     }
 }

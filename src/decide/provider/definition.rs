@@ -85,6 +85,12 @@ pub fn read(name: &str, spec: &ApiProviderSpec) -> Result<Profile, Refusal> {
         .map_err(invalid)?,
     };
     let (hourly_limit, share) = rate_limit(spec).map_err(invalid)?;
+    let oauth = spec
+        .oauth
+        .as_ref()
+        .map(|o| crate::decide::oauth::definition::read(o, &hosts).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(invalid)?;
     Ok(Profile {
         name: name.to_owned(),
         hosts,
@@ -108,12 +114,7 @@ pub fn read(name: &str, spec: &ApiProviderSpec) -> Result<Profile, Refusal> {
             reset_unit: spec.rate_limit.reset_unit,
         },
         expiry: expiry(&spec.expiry).map_err(invalid)?,
-        oauth_token_path: spec
-            .oauth
-            .as_ref()
-            .map(|o| path("oauth.tokenPath", &o.token_path))
-            .transpose()
-            .map_err(invalid)?,
+        oauth,
     })
 }
 

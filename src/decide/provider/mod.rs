@@ -194,8 +194,8 @@ pub struct Profile {
     pub share: f64,
     pub headers: LimitHeaders,
     pub expiry: ExpiryFrom,
-    /// The token endpoint's path, when credentials may use OAuth.
-    pub oauth_token_path: Option<String>,
+    /// The authorization server, when credentials may use OAuth.
+    pub oauth: Option<Arc<crate::decide::oauth::Definition>>,
 }
 
 /// Probes may use at most this share of a key's documented hourly limit, unless a definition

@@ -40,8 +40,8 @@ fn the_builtins_are_todays_providers() {
     let cs = builtin::get("charitystack").expect("built in");
     assert_eq!(cs.token_format.prefix.as_deref(), Some("cs_live_"));
     assert_eq!(
-        builtin::get("virtuous").expect("built in").oauth_token_path.as_deref(),
-        Some("/Token")
+        builtin::get("virtuous").expect("built in").oauth.as_deref(),
+        Some(&crate::decide::oauth::definition::virtuous())
     );
     let generic = builtin::get("generic").expect("built in");
     assert!(generic.hosts.is_empty() && generic.default_base_url.is_none());
@@ -257,9 +257,9 @@ fn control_characters_in_paths_and_the_base_url_are_refused_and_shown_escaped() 
     let fields: [(&str, Set); 3] = [
         ("probe.path", |s, v| s.probe.path = Some(format!("/rate_limit{v}"))),
         ("oauth.tokenPath", |s, v| {
-            s.oauth = Some(crate::crd::provider::ProviderOAuth {
-                token_path: format!("/Token{v}"),
-            })
+            s.oauth = Some(
+                serde_json::from_value(serde_json::json!({"tokenPath": format!("/Token{v}")})).expect("an oauth spec"),
+            )
         }),
         ("baseUrl", |s, v| {
             s.base_url = Some(format!("https://api.github.com/v3{v}"))

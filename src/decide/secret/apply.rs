@@ -1,16 +1,14 @@
 //! How a Secret is applied. The managed Secret is applied without force first, so a field
 //! someone else owns answers 409 instead of being overwritten; the ownership check comes before
 //! any write, so a 409 there is our own Secret edited by hand, and it is reclaimed with force,
-//! once. A Secret tenantcred alone writes (the OAuth state) is forced from the start: nobody
-//! else owns its fields.
+//! once. (The OAuth state Secret is not applied: it is created, then replaced guarded by its
+//! resourceVersion, `decide::oauth::state`.)
 
 /// Who writes a Secret's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Writers {
     /// The managed Secret: people and other tools may own some of its fields.
     Shared,
-    /// The OAuth state: tenantcred alone.
-    TenantcredAlone,
 }
 
 /// One server-side apply.
@@ -42,7 +40,6 @@ pub enum Next {
 pub fn first(writers: Writers) -> Attempt {
     match writers {
         Writers::Shared => Attempt::Plain,
-        Writers::TenantcredAlone => Attempt::Forced,
     }
 }
 
@@ -76,10 +73,5 @@ mod tests {
     fn any_other_failure_is_the_callers_without_a_retry() {
         assert_eq!(after(Attempt::Plain, Answer::Failed), Next::Fail);
         assert_eq!(after(Attempt::Forced, Answer::Failed), Next::Fail);
-    }
-
-    #[test]
-    fn a_secret_tenantcred_alone_writes_is_forced_from_the_start() {
-        assert_eq!(first(Writers::TenantcredAlone), Attempt::Forced);
     }
 }

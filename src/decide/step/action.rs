@@ -12,7 +12,7 @@ use super::request::{Attempt, BackOff};
 use super::source::Which;
 use crate::crd::{RateLimitScope, TenantApiCredential, TenantApiCredentialStatus};
 use crate::decide::events::Notice;
-use crate::decide::oauth::{self, State};
+use crate::decide::oauth::{self, TokenRequest};
 use crate::decide::plan::Settings;
 use crate::decide::publish::Volatile;
 use crate::decide::sharing::{Heard, ProbeKey};
@@ -25,23 +25,24 @@ pub enum Action<'a> {
     ReadSource { which: Which, name: String },
     /// Read an OAuth credential's login Secret (answer [`Outcome::LoginRead`]).
     ReadLogin { name: String },
-    /// Read the state Secret tenantcred keeps for an OAuth credential (answer
+    /// Read the state Secret tenantcred keeps for an OAuth login (answer
     /// [`Outcome::OAuthStateRead`]).
-    ReadOAuthState { name: String },
-    /// POST this form to the token endpoint within the account's budget (answer
-    /// [`Outcome::TokenEndpoint`]). The form holds secrets: never logged.
+    ReadOAuthState { name: String, read: StateRead },
+    /// Wait (a bounded while) until no other reconcile of this replica holds the login `key`,
+    /// and hold it until this reconcile ends (answer [`Outcome::LoginHeld`]): one token-endpoint
+    /// call per login at a time.
+    HoldLogin { key: String },
+    /// POST this request to the token endpoint within the account's budget (answer
+    /// [`Outcome::TokenEndpoint`]). The request holds secrets: never logged.
     CallTokenEndpoint {
         settings: &'a Settings,
         url: String,
-        form: Vec<(&'static str, String)>,
+        request: Box<TokenRequest>,
         budget_key: Fingerprint,
     },
-    /// Apply the OAuth state Secret of `credential` (answer [`Outcome::OAuthStateWritten`]).
-    WriteOAuthState {
-        credential: &'a TenantApiCredential,
-        name: String,
-        state: Box<State>,
-    },
+    /// Create the OAuth state Secret (no resourceVersion), or replace it guarded by its
+    /// resourceVersion (answer [`Outcome::OAuthStateWritten`]).
+    WriteOAuthState { secret: Box<Secret> },
     /// The token endpoint said 429: hold the account back until then (answer
     /// [`Outcome::BackedOff`]).
     BackOff(BackOff),
@@ -120,6 +121,39 @@ pub enum Written {
     Refused(String),
 }
 
+/// Which read of the OAuth state Secret this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateRead {
+    /// The login's state, first.
+    First,
+    /// The state a credential kept before logins were shared, when the login's is missing.
+    Legacy,
+    /// Again: another reconcile held the login meanwhile, or a write found it changed.
+    Again,
+}
+
+/// What holding a login came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Held, nobody else did.
+    AtOnce,
+    /// Held after another reconcile let it go: it may have refreshed meanwhile.
+    AfterWait,
+    /// Not within the wait's bound: nothing was sent.
+    Busy,
+}
+
+/// What became of an OAuth state write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateWritten {
+    /// Stored; its new resourceVersion.
+    Stored(Option<String>),
+    /// Someone wrote it since it was read (409): nothing was stored.
+    Conflict,
+    /// The API server refused it as invalid (422), with its message.
+    Refused(String),
+}
+
 /// The result of an action, as the shell hands it back.
 pub enum Outcome {
     /// The source Secret as read; `None`: not found.
@@ -130,9 +164,13 @@ pub enum Outcome {
     /// The login Secret as read; `None`: not found.
     LoginRead(Option<Box<Secret>>),
     /// The OAuth state Secret as read; `None`: none yet.
-    OAuthStateRead(Option<Box<Secret>>),
+    OAuthStateRead {
+        read: StateRead,
+        secret: Option<Box<Secret>>,
+    },
+    LoginHeld(Held),
     TokenEndpoint(Attempt<oauth::Answer>),
-    OAuthStateWritten,
+    OAuthStateWritten(StateWritten),
     BackedOff,
     Remembered,
     /// The latest answer heard about the token; `None`: none.
@@ -164,9 +202,21 @@ impl std::fmt::Debug for Action<'_> {
         match self {
             Self::ReadSource { which, name } => write!(f, "ReadSource({which:?}, {name})"),
             Self::ReadLogin { name } => write!(f, "ReadLogin({name})"),
-            Self::ReadOAuthState { name } => write!(f, "ReadOAuthState({name})"),
-            Self::CallTokenEndpoint { url, .. } => write!(f, "CallTokenEndpoint({url})"),
-            Self::WriteOAuthState { name, .. } => write!(f, "WriteOAuthState({name})"),
+            Self::ReadOAuthState { name, read } => write!(f, "ReadOAuthState({name}, {read:?})"),
+            Self::HoldLogin { key } => write!(f, "HoldLogin({key})"),
+            Self::CallTokenEndpoint { url, request, .. } => {
+                write!(f, "CallTokenEndpoint({url}, {})", request.grant.as_str())
+            }
+            Self::WriteOAuthState { secret } => write!(
+                f,
+                "WriteOAuthState({}, {})",
+                secret.metadata.name.as_deref().unwrap_or_default(),
+                if secret.metadata.resource_version.is_some() {
+                    "replace"
+                } else {
+                    "create"
+                }
+            ),
             Self::BackOff(b) => write!(f, "BackOff({}, until {})", b.host, b.until),
             Self::RememberSourceVersion(v) => write!(f, "RememberSourceVersion({v})"),
             Self::RecallAnswer { .. } => write!(f, "RecallAnswer"),

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::action::{Action, Outcome, Probing, Written};
+use super::action::{Action, Held, Outcome, Probing, StateRead, StateWritten, Written};
 use super::probe;
 use super::request::{Attempt, busy_until};
 use super::source::{self, Source, Which};
@@ -20,7 +20,8 @@ pub(super) enum Call {
     /// Held back (by the account's budget, the host's back-off, or no free request slot) until
     /// then; nothing was sent.
     Held(Timestamp),
-    Answered(crate::decide::oauth::Answer),
+    /// The answer, and when it arrived (what it means is judged at that instant).
+    Answered(crate::decide::oauth::Answer, Timestamp),
 }
 
 /// A probe's result, with when it arrived and whether the rest of the operator was told.
@@ -37,8 +38,13 @@ pub(super) struct Done {
     pub(super) current: Option<Source>,
     pub(super) login: Option<Option<Box<Secret>>>,
     pub(super) oauth_state: Option<Option<Box<Secret>>>,
+    pub(super) legacy_state: Option<Option<Box<Secret>>>,
+    /// The state as read again, in order.
+    pub(super) state_again: Vec<Option<Box<Secret>>>,
+    pub(super) login_held: Option<Held>,
     pub(super) calls: Vec<Call>,
-    pub(super) oauth_state_written: bool,
+    /// The state writes, in order.
+    pub(super) state_writes: Vec<StateWritten>,
     pub(super) backed_off: bool,
     pub(super) remembered: bool,
     /// Another credential's answer, judged when it was recalled: `Some(None)`, it answers nothing.
@@ -73,13 +79,18 @@ impl Done {
                 }
             }
             Outcome::LoginRead(s) => self.login = Some(s),
-            Outcome::OAuthStateRead(s) => self.oauth_state = Some(s),
+            Outcome::OAuthStateRead { read, secret } => match read {
+                StateRead::First => self.oauth_state = Some(secret),
+                StateRead::Legacy => self.legacy_state = Some(secret),
+                StateRead::Again => self.state_again.push(secret),
+            },
+            Outcome::LoginHeld(held) => self.login_held = Some(held),
             Outcome::TokenEndpoint(attempt) => self.calls.push(match attempt {
                 Attempt::Held(until) => Call::Held(until),
                 Attempt::Busy => Call::Held(busy_until(at, world.jitter)),
-                Attempt::Sent(answer) => Call::Answered(answer),
+                Attempt::Sent(answer) => Call::Answered(answer, at),
             }),
-            Outcome::OAuthStateWritten => self.oauth_state_written = true,
+            Outcome::OAuthStateWritten(w) => self.state_writes.push(w),
             Outcome::BackedOff => self.backed_off = true,
             Outcome::Remembered => self.remembered = true,
             Outcome::Recalled(heard) => {

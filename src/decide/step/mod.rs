@@ -33,7 +33,7 @@ pub mod request;
 pub mod source;
 mod sync;
 
-pub use action::{Action, Outcome, Probing, Written};
+pub use action::{Action, Held, Outcome, Probing, StateRead, StateWritten, Written};
 pub use request::{Attempt, BackOff};
 pub use source::{Source, Which};
 
@@ -113,6 +113,7 @@ impl Phase {
             Action::ReadSource { .. } | Action::RememberSourceVersion(_) => Self::ReadingSource,
             Action::ReadLogin { .. }
             | Action::ReadOAuthState { .. }
+            | Action::HoldLogin { .. }
             | Action::CallTokenEndpoint { .. }
             | Action::WriteOAuthState { .. }
             | Action::BackOff(_) => Self::RenewingOAuth,

@@ -42,7 +42,7 @@ pub(super) fn sync<'a>(
 
     let mut candidate_version = None;
     let candidate = match &settings.source {
-        TokenSource::OAuth { login } => super::renewal::renew(w, tac, settings, d, login, current.as_ref(), &mut out)?,
+        TokenSource::OAuth { login } => super::renewal::renew(w, settings, d, login, current.as_ref(), &mut out)?,
         TokenSource::Secret { current: from, pending } => {
             let known = current.as_ref().zip(current_version).map(|((t, _), v)| (t, v));
             match candidate(w, settings, from, pending.as_ref(), known, d, &mut out.notices)? {

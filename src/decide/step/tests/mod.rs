@@ -54,6 +54,10 @@ struct Case {
     found: Option<Secret>,
     login: Option<Secret>,
     oauth_state: Option<Secret>,
+    /// What holding the login comes to.
+    held: Held,
+    /// The answers to the state writes, in order (then: stored).
+    state_writes: Vec<StateWritten>,
     /// The token endpoint's answers, in order (the last repeats).
     endpoint: Vec<Attempt<oauth::Answer>>,
     catch_up_slot: u64,
@@ -82,6 +86,8 @@ impl Case {
             found: None,
             login: Some(login_secret()),
             oauth_state: None,
+            held: Held::AtOnce,
+            state_writes: Vec::new(),
             endpoint: vec![Attempt::Sent(endpoint(
                 200,
                 r#"{"access_token":"access-1","refresh_token":"refresh-1","expires_in":3600}"#,
@@ -219,14 +225,30 @@ impl Case {
                     .map(Box::new),
                 },
                 Action::ReadLogin { .. } => Outcome::LoginRead(self.login.clone().map(Box::new)),
-                Action::ReadOAuthState { .. } => Outcome::OAuthStateRead(self.oauth_state.clone().map(Box::new)),
-                Action::CallTokenEndpoint { url, form, .. } => {
+                Action::ReadOAuthState { read, .. } => Outcome::OAuthStateRead {
+                    read,
+                    secret: match read {
+                        StateRead::Legacy => None,
+                        _ => self.oauth_state.clone().map(Box::new),
+                    },
+                },
+                Action::HoldLogin { .. } => Outcome::LoginHeld(self.held),
+                Action::CallTokenEndpoint { url, request, .. } => {
+                    let form = request
+                        .form
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                        .collect();
                     run.token_calls.push((url, form));
                     let answer = endpoint.next().or(last_answer).expect("an answer scripted");
                     last_answer = Some(answer);
                     Outcome::TokenEndpoint(answer.clone())
                 }
-                Action::WriteOAuthState { .. } => Outcome::OAuthStateWritten,
+                Action::WriteOAuthState { secret } => {
+                    let written = self.state_writes.get(run.state_writes.len()).cloned();
+                    run.state_writes.push(*secret);
+                    Outcome::OAuthStateWritten(written.unwrap_or(StateWritten::Stored(Some("2".into()))))
+                }
                 Action::BackOff(b) => {
                     run.back_offs.push(b);
                     Outcome::BackedOff
@@ -286,7 +308,9 @@ struct Run {
     phases: Vec<Phase>,
     status: Option<TenantApiCredentialStatus>,
     written: Vec<Secret>,
-    token_calls: Vec<(String, Vec<(&'static str, String)>)>,
+    token_calls: Vec<(String, Vec<(String, String)>)>,
+    /// The OAuth state Secrets written, in order.
+    state_writes: Vec<Secret>,
     back_offs: Vec<BackOff>,
     after: Vec<AfterProbe>,
     catch_up_hosts: Vec<String>,
@@ -314,6 +338,7 @@ fn kind(a: &Action<'_>) -> &'static str {
         } => "read pending",
         Action::ReadLogin { .. } => "read login",
         Action::ReadOAuthState { .. } => "read oauth state",
+        Action::HoldLogin { .. } => "hold login",
         Action::CallTokenEndpoint { .. } => "token endpoint",
         Action::WriteOAuthState { .. } => "write oauth state",
         Action::BackOff(_) => "back off",
@@ -372,6 +397,7 @@ fn source_secret(token: &str, rv: &str) -> Secret {
 fn login_secret() -> Secret {
     let mut s = Secret::default();
     s.metadata.name = Some("login".into());
+    s.metadata.uid = Some("login-uid".into());
     s.data = Some(BTreeMap::from([
         ("username".to_owned(), ByteString(b"ops@acme.example".to_vec())),
         ("password".to_owned(), ByteString(b"hunter2".to_vec())),

@@ -60,6 +60,16 @@ impl ApiServer {
             let paths = applied_leaves.keys().cloned().collect();
             return self.create_owned(&mut st, &key.0, &key.1, obj, manager, Some(paths));
         };
+        // As the real server: a resourceVersion in the applied object is a precondition.
+        if let Some(rv) = applied["metadata"]["resourceVersion"].as_str()
+            && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(err(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
         let current = leaf_values(&old);
         let owners = st.owners.get(&key).cloned().unwrap_or_default();
         let mut conflicts = Vec::new();

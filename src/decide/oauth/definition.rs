@@ -1,0 +1,298 @@
+//! An `ApiProvider`'s `oauth` read into a [`Definition`], or refused with the field at fault.
+//! Virtuous CRM+ is a definition of the same shape, built in ([`virtuous`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::crd::oauth::{AssertionAlgorithm, ClientAuthentication, ErrorCode, GrantType, LoginField, ProviderOAuth};
+use crate::decide::provider::ProviderHost;
+use crate::decide::{duration, text};
+
+/// The longest assertion lifetime RFC 7523 servers accept (Google: 1 h), and the default.
+pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// An authorization server, as the operator uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub endpoint: Endpoint,
+    /// Tried in this order.
+    pub grants: Vec<GrantType>,
+    pub client_auth: ClientAuthentication,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    /// Static form fields, sorted by name.
+    pub parameters: Vec<(String, String)>,
+    pub password_fields: Vec<Field>,
+    pub code_required_status: Option<u16>,
+    pub assertion: Option<Assertion>,
+    pub answer: AnswerRules,
+    pub refresh_idle_lifetime: Option<Duration>,
+}
+
+/// Where the token endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Appended to the credential's base URL.
+    Path(String),
+    /// An absolute https URL on one of the provider's hosts.
+    Url(String),
+}
+
+/// A form field of the password grant, read from a login Secret key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub key: String,
+    pub single_use: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assertion {
+    pub algorithm: AssertionAlgorithm,
+    pub issuer_key: String,
+    pub subject_key: Option<String>,
+    pub audience: Option<String>,
+    pub lifetime: Duration,
+    pub scope_in_claims: bool,
+}
+
+/// How the answer's JSON is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerRules {
+    pub access_token: String,
+    pub expiry: Expiry,
+    /// Assumed when the answer states no expiry.
+    pub lifetime: Option<Duration>,
+    pub refresh_token: String,
+    pub refresh_token_expires_in: String,
+    /// `(field, value)`: the answer succeeded only when the field's text is the value.
+    pub success: Option<(String, String)>,
+    pub error: String,
+    pub error_codes: BTreeMap<String, ErrorCode>,
+}
+
+/// Where the access token's expiry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Seconds from now, in this field.
+    In(String),
+    /// An instant (RFC 3339 or Unix seconds), in this field.
+    At(String),
+}
+
+impl Definition {
+    /// Whether a grant that needs a refresh token is among the grants.
+    pub fn refreshes(&self) -> bool {
+        self.grants.contains(&GrantType::RefreshToken)
+    }
+}
+
+/// Virtuous CRM+ (PROVIDERS.md): `POST {baseUrl}/Token`, the refresh-token grant, then the
+/// password grant with a one-time code when the server answers 202.
+pub fn virtuous() -> Definition {
+    Definition {
+        endpoint: Endpoint::Path("/Token".into()),
+        grants: vec![GrantType::RefreshToken, GrantType::Password],
+        client_auth: ClientAuthentication::None,
+        scopes: Vec::new(),
+        audience: None,
+        resource: None,
+        parameters: Vec::new(),
+        password_fields: vec![Field {
+            name: "otp".into(),
+            key: "otp".into(),
+            single_use: true,
+        }],
+        code_required_status: Some(202),
+        assertion: None,
+        answer: default_answer(),
+        refresh_idle_lifetime: None,
+    }
+}
+
+/// RFC 6749 5.1's answer: what an `answer` left out reads as.
+pub fn default_answer() -> AnswerRules {
+    AnswerRules {
+        access_token: "access_token".into(),
+        expiry: Expiry::In("expires_in".into()),
+        lifetime: None,
+        refresh_token: "refresh_token".into(),
+        refresh_token_expires_in: "refresh_token_expires_in".into(),
+        success: None,
+        error: "error".into(),
+        error_codes: BTreeMap::new(),
+    }
+}
+
+/// Reads `oauth` of a definition whose hosts are `hosts`.
+pub fn read(spec: &ProviderOAuth, hosts: &[ProviderHost]) -> Result<Definition, String> {
+    let endpoint = match (&spec.token_path, &spec.token_url) {
+        (Some(p), None) => Endpoint::Path(path("oauth.tokenPath", p)?),
+        (None, Some(u)) => Endpoint::Url(token_url(u, hosts)?),
+        _ => return Err("exactly one of oauth.tokenPath and oauth.tokenUrl must be set".into()),
+    };
+    if spec.grants.is_empty() {
+        return Err("oauth.grants must name at least one grant".into());
+    }
+    let mut seen = Vec::new();
+    for g in &spec.grants {
+        if seen.contains(g) {
+            return Err(format!("oauth.grants names {} twice", g.as_str()));
+        }
+        seen.push(*g);
+    }
+    let needs_assertion = spec.grants.contains(&GrantType::JwtBearer)
+        || spec.client_authentication == ClientAuthentication::PrivateKeyJwt;
+    if needs_assertion && spec.assertion.is_none() {
+        return Err("oauth.assertion is needed by the jwt-bearer grant and by private_key_jwt".into());
+    }
+    const RESERVED: [&str; 12] = [
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "assertion",
+        "refresh_token",
+        "username",
+        "password",
+        "scope",
+        "audience",
+        "resource",
+    ];
+    for (k, v) in &spec.parameters {
+        if RESERVED.contains(&k.as_str()) {
+            return Err(format!(
+                "oauth.parameters.{k} is set by the grant or the client authentication"
+            ));
+        }
+        if text::has_control(k) || text::has_control(v) {
+            return Err(text::holds_controls("oauth.parameters", k));
+        }
+    }
+    let password_fields = spec.password_fields.iter().map(field).collect::<Result<Vec<_>, _>>()?;
+    let assertion = spec.assertion.as_ref().map(assertion).transpose()?;
+    let refresh_idle_lifetime = spec
+        .refresh_token_idle_lifetime
+        .as_deref()
+        .map(|v| duration::parse(v).map_err(|e| format!("oauth.refreshTokenIdleLifetime: {e}")))
+        .transpose()?;
+    if refresh_idle_lifetime.is_some_and(|d| d < Duration::from_secs(3600)) {
+        return Err("oauth.refreshTokenIdleLifetime must be at least 1h".into());
+    }
+    Ok(Definition {
+        endpoint,
+        grants: spec.grants.clone(),
+        client_auth: spec.client_authentication,
+        scopes: spec.scopes.clone(),
+        audience: spec.audience.clone(),
+        resource: spec.resource.clone(),
+        parameters: spec.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        password_fields,
+        code_required_status: spec.code_required_status,
+        assertion,
+        answer: read_answer(&spec.answer)?,
+        refresh_idle_lifetime,
+    })
+}
+
+fn path(field: &str, p: &str) -> Result<String, String> {
+    if text::has_control(p) {
+        return Err(text::holds_controls(field, p));
+    }
+    if !p.starts_with('/') {
+        return Err(format!("{field} {p:?} must start with /"));
+    }
+    Ok(p.to_owned())
+}
+
+/// An absolute token URL: https, no user info, on one of the provider's hosts.
+fn token_url(written: &str, hosts: &[ProviderHost]) -> Result<String, String> {
+    if text::has_control(written) {
+        return Err(text::holds_controls(
+            "oauth.tokenUrl",
+            &crate::decide::egress::redacted(written),
+        ));
+    }
+    let url = url::Url::parse(written).map_err(|_| format!("oauth.tokenUrl {written:?} is not a URL"))?;
+    if url.scheme() != "https" {
+        return Err(format!("oauth.tokenUrl {written:?} must be https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("oauth.tokenUrl must not hold a user name or password".into());
+    }
+    if url.fragment().is_some() {
+        return Err("oauth.tokenUrl must not hold a fragment".into());
+    }
+    let (Some(url::Host::Domain(name)), Some(port)) = (url.host(), url.port_or_known_default()) else {
+        return Err(format!("oauth.tokenUrl {written:?} must name one of hosts"));
+    };
+    let name = name.trim_end_matches('.');
+    if !hosts
+        .iter()
+        .any(|h| h.port == port && h.name.eq_ignore_ascii_case(name))
+    {
+        return Err(format!("oauth.tokenUrl's host {name}:{port} is not one of hosts"));
+    }
+    Ok(written.to_owned())
+}
+
+fn field(f: &LoginField) -> Result<Field, String> {
+    if ["username", "password", "grant_type"].contains(&f.name.as_str()) {
+        return Err(format!(
+            "oauth.passwordFields: {} is sent by the password grant itself",
+            f.name
+        ));
+    }
+    Ok(Field {
+        name: f.name.clone(),
+        key: f.key.clone().unwrap_or_else(|| f.name.clone()),
+        single_use: f.single_use,
+    })
+}
+
+fn assertion(a: &crate::crd::oauth::AssertionSpec) -> Result<Assertion, String> {
+    let lifetime = match a.lifetime.as_deref() {
+        None => MAX_ASSERTION_LIFETIME,
+        Some(v) => duration::parse(v).map_err(|e| format!("oauth.assertion.lifetime: {e}"))?,
+    };
+    if !(Duration::from_secs(60)..=MAX_ASSERTION_LIFETIME).contains(&lifetime) {
+        return Err("oauth.assertion.lifetime must be from 1m to 1h".into());
+    }
+    Ok(Assertion {
+        algorithm: a.algorithm,
+        issuer_key: a.issuer_key.clone().unwrap_or_else(|| "client_id".into()),
+        subject_key: a.subject_key.clone(),
+        audience: a.audience.clone(),
+        lifetime,
+        scope_in_claims: a.scope_in_claims,
+    })
+}
+
+fn read_answer(a: &crate::crd::oauth::AnswerSpec) -> Result<AnswerRules, String> {
+    let expiry = match (&a.expires_in, &a.expires_at) {
+        (Some(_), Some(_)) => return Err("oauth.answer.expiresIn and expiresAt are exclusive".into()),
+        (_, Some(at)) => Expiry::At(at.clone()),
+        (Some(i), None) => Expiry::In(i.clone()),
+        (None, None) => Expiry::In("expires_in".into()),
+    };
+    let lifetime = a
+        .lifetime
+        .as_deref()
+        .map(|v| duration::parse(v).map_err(|e| format!("oauth.answer.lifetime: {e}")))
+        .transpose()?;
+    if lifetime.is_some_and(|d| d < Duration::from_secs(60)) {
+        return Err("oauth.answer.lifetime must be at least 1m".into());
+    }
+    Ok(AnswerRules {
+        access_token: a.access_token.clone(),
+        expiry,
+        lifetime,
+        refresh_token: a.refresh_token.clone(),
+        refresh_token_expires_in: a.refresh_token_expires_in.clone(),
+        success: a.success.as_ref().map(|s| (s.field.clone(), s.equals.clone())),
+        error: a.error.clone(),
+        error_codes: a.error_codes.clone(),
+    })
+}
