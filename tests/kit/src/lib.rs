@@ -14,6 +14,7 @@ pub mod chart;
 pub mod echo;
 pub mod envtest;
 pub mod fixtures;
+pub mod oauth_server;
 mod objects;
 pub mod provider;
 mod requests;
@@ -32,6 +33,7 @@ use tower::Layer;
 
 pub use apiserver::ApiServer;
 pub use build::{Credential, Seen, credential, holds, secret_key};
+pub use oauth_server::{ClientAuth, Fault, Flavor, OAuthServer};
 pub use provider::{Account, Answer, Provider, Shape};
 pub use tap::Tap;
 pub use tenantcred::crd::DeletionPolicy;
