@@ -14,10 +14,10 @@ mod answers;
 mod grants;
 mod rotation;
 
-pub(super) const RSA_KEY: &str = include_str!("../../../../tests/data/oauth/rsa-test-key.pem");
-pub(super) const RSA_PUB: &str = include_str!("../../../../tests/data/oauth/rsa-test-pub.pem");
-pub(super) const EC_KEY: &str = include_str!("../../../../tests/data/oauth/ec-test-key.pem");
-pub(super) const EC_PUB: &str = include_str!("../../../../tests/data/oauth/ec-test-pub.pem");
+pub(super) const RSA_KEY: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-rsa2048.key.pem");
+pub(super) const RSA_PUB: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-rsa2048.pub.pem");
+pub(super) const EC_KEY: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-ec-p256.key.pem");
+pub(super) const EC_PUB: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-ec-p256.pub.pem");
 
 pub(super) const URL: &str = "https://auth.example.com/oauth/token";
 
