@@ -53,6 +53,7 @@ fn opaque(name: &str, values: &[(&str, &str)]) -> Box<Secret> {
     let mut s = Secret::default();
     s.metadata.name = Some(name.into());
     s.metadata.resource_version = Some("5".into());
+    s.metadata.uid = Some(format!("uid-{name}"));
     s.data = Some(
         values
             .iter()
