@@ -20,7 +20,11 @@ use crate::decide::token;
 use crate::decide::verdict;
 use crate::outbound::ProviderClient;
 
+mod oauth;
 mod render;
+pub use oauth::{
+    LOGIN_FILE_LIMIT, LoginFile, OAuthCheck, SIGN_IN_REASONS, check_oauth, parse_login, read_login, reason_exit_code,
+};
 pub use render::{BODY_WARNING, ShownBody};
 
 /// Exit codes of `tenantcred check`, one per verdict, so scripts can branch on them.
@@ -60,6 +64,9 @@ pub struct CheckReport {
     pub text: String,
     pub code: i32,
     pub body: Option<ShownBody>,
+    /// The reason the credential's Ready condition would show, where `check --oauth-login`
+    /// decided one.
+    pub reason: Option<crate::decide::conditions::Reason>,
 }
 
 /// Reads the token `tenantcred check` was given on stdin, within the operator's bound: at most
@@ -134,6 +141,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
                 text: format!("error: {}\n", escaped(&e.to_string())),
                 code: EXIT_USAGE,
                 body: None,
+                reason: None,
             };
         }
     };
@@ -146,6 +154,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
                 text: format!("error: {}\n", escaped(p.message())),
                 code: EXIT_USAGE,
                 body: None,
+                reason: None,
             };
         }
     };
@@ -169,6 +178,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
                 text: out,
                 code: exit_code(ProbeResult::Invalid),
                 body: None,
+                reason: None,
             };
         }
     };
@@ -186,6 +196,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
             text: out,
             code: exit_code(ProbeResult::Expired),
             body: None,
+            reason: None,
         };
     }
     let unfenced = std::sync::Arc::new(crate::fence::Fence::unfenced());
@@ -196,6 +207,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
                 text: "error: could not build an HTTP client\n".into(),
                 code: EXIT_USAGE,
                 body: None,
+                reason: None,
             };
         }
     };
@@ -209,6 +221,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
                 text: format!("error: {not_leading}\n"),
                 code: EXIT_USAGE,
                 body: None,
+                reason: None,
             };
         }
     };
@@ -218,6 +231,7 @@ pub async fn check(req: &CheckRequest, raw_token: &str) -> CheckReport {
         text: out,
         code: exit_code(result),
         body: raw.filter(|_| req.show_body).map(|b| ShownBody::of(&b.0)),
+        reason: None,
     }
 }
 

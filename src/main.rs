@@ -22,7 +22,8 @@ enum Command {
     /// Run the controller against the current kubeconfig context (or in-cluster config).
     Run(RunArgs),
     /// Probe one token once, with the controller's own code; no cluster needed. The token is read
-    /// from TENANTCRED_TOKEN or stdin, never from an argument (shell history).
+    /// from TENANTCRED_TOKEN or stdin, never from an argument (shell history); with --oauth-login
+    /// it is got by signing in as the operator would.
     Check(CheckArgs),
     /// List credentials, worst first.
     Status {
@@ -162,6 +163,15 @@ struct CheckArgs {
     /// type, length and fingerprint are shown.
     #[arg(long)]
     show_body: bool,
+    /// Sign in with this login instead of reading a token: a Secret manifest (YAML or JSON) or
+    /// key=value lines, holding the keys the provider's grants need (at most 64 KiB). The
+    /// access token got is then probed; no token, login value or assertion is printed.
+    #[arg(long, value_name = "FILE")]
+    oauth_login: Option<std::path::PathBuf>,
+    /// With --oauth-login: send the login's refresh token when that is the grant to make. A
+    /// provider that rotates refresh tokens replaces it, and the new one is not shown.
+    #[arg(long, requires = "oauth_login")]
+    send_refresh_token: bool,
 }
 
 #[tokio::main]
@@ -189,9 +199,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check(args) => {
-            let raw = match std::env::var("TENANTCRED_TOKEN") {
-                Ok(t) => t,
-                Err(_) => match cli::read_token(std::io::stdin().lock()) {
+            let oauth = match &args.oauth_login {
+                Some(file) => match cli::read_login(file) {
+                    Ok(login) => Some(cli::OAuthCheck {
+                        login,
+                        send_refresh_token: args.send_refresh_token,
+                    }),
+                    Err(why) => {
+                        eprintln!("tenantcred check: {why}");
+                        std::process::exit(64);
+                    }
+                },
+                None => None,
+            };
+            // A sign-in gets its own token: none is read.
+            let raw = match (&oauth, std::env::var("TENANTCRED_TOKEN")) {
+                (Some(_), _) => String::new(),
+                (None, Ok(t)) => t,
+                (None, Err(_)) => match cli::read_token(std::io::stdin().lock()) {
                     Ok(input) => cli::token_from_stdin(&input).to_owned(),
                     Err(why) => {
                         eprintln!("tenantcred check: {why}");
@@ -220,7 +245,10 @@ async fn main() -> anyhow::Result<()> {
                 egress,
                 show_body: args.show_body,
             };
-            let report = cli::check(&req, &raw).await;
+            let report = match &oauth {
+                Some(o) => cli::check_oauth(&req, o).await,
+                None => cli::check(&req, &raw).await,
+            };
             print!("{}", report.text);
             if args.show_body {
                 use std::io::Write as _;

@@ -2,6 +2,8 @@
 //! shown. Generated secrets (with `@`, space, `/`, `+`, non-ASCII) are echoed by the simulator in
 //! every form of `echo::encodings`, through the operator's own code: the reconcile machine's status
 //! and events for the token endpoint and for a probe (over real HTTP), and `tenantcred check`.
+//! Issue 38: the same for what a defined OAuth provider sends (a client secret, a private key's
+//! PEM, a signed assertion, HTTP Basic credentials) to an echoing token endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use tenantcred::crd::{TenantApiCredential, TenantApiCredentialStatus};
 use tenantcred::decide::error_body::MediaType;
 use tenantcred::decide::oauth::Answer as EndpointAnswer;
 use tenantcred::decide::plan::{Settings, resolve};
-use tenantcred::decide::provider;
+use tenantcred::decide::provider::{self, Profile};
 use tenantcred::decide::schedule::Jitter;
 use tenantcred::decide::step::{Action, Attempt, Outcome, Reconcile, Spec, World, Written};
 use tenantcred::decide::verdict::Transport;
 use tenantcred::outbound::ProviderClient;
-use tenantcred_testkit::{Answer, Provider, echo, local_egress};
+use tenantcred_testkit::{Answer, Provider, Reason, echo, local_egress};
 
 /// Text that looks like a secret: 12 to 32 characters, some that every encoding changes.
 fn secret(alphabet: &'static str) -> impl Strategy<Value = String> {
@@ -53,7 +55,8 @@ fn opaque(name: &str, values: &[(&str, &str)]) -> Box<Secret> {
     let mut s = Secret::default();
     s.metadata.name = Some(name.into());
     s.metadata.resource_version = Some("5".into());
-    s.metadata.uid = Some(format!("uid-{name}"));
+    // A Secret read from the API server has a uid: a login's owns its state Secret.
+    s.metadata.uid = Some(format!("uid-of-{name}"));
     s.data = Some(
         values
             .iter()
@@ -65,11 +68,20 @@ fn opaque(name: &str, values: &[(&str, &str)]) -> Box<Secret> {
 
 /// Drives one reconcile of `tac` to its end; answers what `answer` answers and the rest as a
 /// shell that stores everything would. Returns every status written and every event's message.
-fn reconcile(tac: &TenantApiCredential, mut answer: impl FnMut(&Action) -> Option<Outcome>) -> String {
+fn reconcile(tac: &TenantApiCredential, answer: impl FnMut(&Action) -> Option<Outcome>) -> String {
+    reconcile_with(tac, None, answer)
+}
+
+/// [`reconcile`], with `defined` as the ApiProvider of the credential's provider name.
+fn reconcile_with(
+    tac: &TenantApiCredential,
+    defined: Option<Arc<Profile>>,
+    mut answer: impl FnMut(&Action) -> Option<Outcome>,
+) -> String {
     let settings: Result<Settings, _> = resolve(
         tac,
         &local_egress(),
-        &provider::find(tac.spec.provider.as_str(), |_| None),
+        &provider::find(tac.spec.provider.as_str(), |_| defined.clone().map(Ok)),
     );
     assert!(settings.is_ok(), "the spec resolves");
     let status = TenantApiCredentialStatus::default();
@@ -280,4 +292,169 @@ async fn show_body_prints_the_body_only_when_asked_after_a_warning() {
     let (report, body) = out.split_once("body:\n").expect("a body follows the report");
     assert!(echo::leaks(report, &[token]).is_empty(), "{report}");
     assert!(body.contains(token), "{body}");
+}
+
+/// A token endpoint that repeats what it was sent: every form value, the raw form, and the
+/// `Authorization` header (whole, its Base64, and decoded), in every form of `echo::encodings`.
+/// Under `/html/` it answers 200 `text/html`, elsewhere 400 JSON. It keeps what it was sent, for
+/// the test to look for.
+async fn echoing_token_endpoint() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, Uri};
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: String| {
+        let keep = keep.clone();
+        async move {
+            let public = ["grant_type", "client_id", "client_assertion_type", "scope"];
+            let mut sent: Vec<String> = url::form_urlencoded::parse(body.as_bytes())
+                .filter(|(k, _)| !public.contains(&k.as_ref()))
+                .map(|(_, v)| v.into_owned())
+                .collect();
+            // The raw form is a secret when it holds one (not `grant_type=...` alone).
+            if !sent.is_empty() {
+                sent.push(body);
+            }
+            if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                let b64 = auth.trim_start_matches("Basic ").to_owned();
+                sent.push(String::from_utf8_lossy(&tenantcred_testkit::apiserver::unb64(&b64)).into_owned());
+                sent.extend([auth.to_owned(), b64]);
+            }
+            keep.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(sent.iter().cloned());
+            let sent: Vec<&str> = sent.iter().map(String::as_str).collect();
+            let (status, content_type, body) = match uri.path().starts_with("/html/") {
+                true => (
+                    200,
+                    "text/html".to_owned(),
+                    format!("<html><body><pre>{}</pre></body></html>", echo::body(&sent)),
+                ),
+                false => (400, echo::content_type(&sent), echo::body(&sent)),
+            };
+            axum::http::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .unwrap_or_default()
+        }
+    });
+    let addr = tenantcred_testkit::serve(app).await;
+    (format!("http://{addr}"), kept)
+}
+
+/// The definitions whose requests carry each kind of secret, and the private key each login holds.
+fn echoed_definitions() -> Vec<(serde_json::Value, Option<&'static str>)> {
+    use tenantcred_testkit::oauth_server::keys;
+    let cc = "client_credentials";
+    vec![
+        (
+            serde_json::json!({"grants": [cc], "clientAuthentication": "client_secret_basic", "answer": {"lifetime": "1h"}}),
+            None,
+        ),
+        (
+            serde_json::json!({"grants": [cc], "clientAuthentication": "client_secret_post", "answer": {"lifetime": "1h"}}),
+            None,
+        ),
+        (
+            serde_json::json!({"grants": ["urn:ietf:params:oauth:grant-type:jwt-bearer"], "scopes": ["read"],
+                "assertion": {"algorithm": "ES256", "issuerKey": "client_email"}}),
+            Some(keys::EC_PRIVATE_PEM),
+        ),
+        (
+            serde_json::json!({"grants": [cc], "clientAuthentication": "private_key_jwt", "answer": {"lifetime": "1h"},
+                "assertion": {"algorithm": "RS256"}}),
+            Some(keys::RSA_PRIVATE_PEM),
+        ),
+    ]
+}
+
+#[test]
+fn no_echoed_oauth_secret_reaches_a_status_an_event_or_check() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let (base_url, kept) = rt.block_on(echoing_token_endpoint());
+    let client = ProviderClient::new(Arc::new(local_egress()), Arc::new(tenantcred::fence::Fence::unfenced()))
+        .expect("a client");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
+    let mut runner = TestRunner::new(Config::with_cases(cases));
+    let outcome = runner.run(&secret("[A-Za-z0-9@ /+=%&:é€ß-]{12,32}"), |client_secret| {
+        for (oauth, key) in echoed_definitions() {
+            for path in ["/token", "/html/token"] {
+                let mut oauth = oauth.clone();
+                oauth["tokenPath"] = path.into();
+                let spec = serde_json::json!({"hosts": ["oauth.test"], "probe": {"path": "/api/me"}, "oauth": oauth});
+                let spec = serde_json::from_value(spec).expect("a provider spec");
+                let profile = Arc::new(provider::definition::read("echo", &spec).expect("accepted"));
+                let mut login = vec![
+                    ("client_id", "client-1"),
+                    ("client_secret", client_secret.as_str()),
+                    ("client_email", "robot@echo.test"),
+                ];
+                login.extend(key.map(|k| ("private_key", k)));
+                let tac = credential(
+                    serde_json::json!({"tenant": "acme", "provider": "echo", "baseUrl": base_url,
+                    "oauth": {"secretRef": {"name": "login"}}}),
+                );
+                let operator = reconcile_with(&tac, Some(profile.clone()), |a| match a {
+                    Action::ReadLogin { name } => Some(Outcome::LoginRead(Some(opaque(name, &login)))),
+                    Action::CallTokenEndpoint {
+                        settings, url, request, ..
+                    } => {
+                        let answer = rt.block_on(client.post_form(url, request, settings.timeout, &settings.profile));
+                        Some(Outcome::TokenEndpoint(Attempt::Sent(
+                            answer.expect("an unfenced client sends"),
+                        )))
+                    }
+                    _ => None,
+                });
+                let req = CheckRequest {
+                    provider: "echo".into(),
+                    defined: Some(Ok(profile)),
+                    base_url: Some(base_url.clone()),
+                    probe_path: None,
+                    timeout: None,
+                    egress: local_egress(),
+                    show_body: false,
+                };
+                let lines: String = login
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}\n", v.replace('\n', "\\n")))
+                    .collect();
+                let o = cli::OAuthCheck {
+                    login: cli::parse_login(&lines, "login.env").expect("a login"),
+                    send_refresh_token: false,
+                };
+                let report = rt.block_on(cli::check_oauth(&req, &o));
+                prop_assert!(report.body.is_none(), "a body only with --show-body");
+                // The echoed `error` is no RFC 6749 code: a refused grant other than a refresh.
+                let (reason, shown) = match path {
+                    "/token" => (Reason::InvalidGrant, "(HTTP 400"),
+                    _ => (Reason::TokenEndpointUnusable, "HTTP 200, text/html"),
+                };
+                prop_assert_eq!(report.reason, Some(reason), "{}", report.text);
+                prop_assert!(operator.contains(shown), "{}", operator);
+                let sent: Vec<String> = std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
+                prop_assert!(sent.len() >= 4, "both sent something: {:?}", sent.len());
+                let mut secrets: Vec<&str> = sent.iter().map(String::as_str).collect();
+                secrets.push(&client_secret);
+                let pem_body: String = key
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect();
+                secrets.extend(key);
+                secrets.extend((!pem_body.is_empty()).then_some(pem_body.as_str()));
+                for shown in [&operator, &report.text] {
+                    let leaks = echo::leaks(shown, &secrets);
+                    prop_assert!(leaks.is_empty(), "{:?} in {}", leaks, shown);
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
 }
