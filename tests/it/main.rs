@@ -14,6 +14,7 @@ mod hostile_scenarios;
 mod isolation_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
+mod oauth_scenarios;
 mod oauth_server;
 mod operability;
 mod port_scenarios;
