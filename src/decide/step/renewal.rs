@@ -171,6 +171,17 @@ impl<'a> Grants<'a, '_> {
             let (answer, at) = match d.calls.get(attempt).ok_or_else(|| self.call(&req))? {
                 Call::Held(until) => {
                     out.wake(*until);
+                    // Nothing was sent: take back the mark this reconcile made, or a later
+                    // refusal of this refresh token would read as a lost answer.
+                    if state.in_flight != marked_before {
+                        let unmarked = State {
+                            in_flight: marked_before.clone(),
+                            ..state.clone()
+                        };
+                        if let StateWritten::Refused(m) = self.write(&mut writes, &unmarked)? {
+                            return Ok(self.refused_write(out, &m));
+                        }
+                    }
                     return Ok(keep(&state, current));
                 }
                 Call::Answered(answer, at) => (answer, *at),

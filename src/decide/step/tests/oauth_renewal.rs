@@ -81,6 +81,30 @@ fn a_refresh_is_marked_in_flight_before_the_call_and_cleared_by_the_answers_writ
 }
 
 #[test]
+fn a_refresh_held_back_before_it_was_sent_takes_its_mark_back() {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("old-refresh")),
+        ..Default::default()
+    }));
+    case.endpoint = vec![Attempt::Busy];
+    let run = case.run();
+    assert_eq!(run.token_calls.len(), 1, "asked once, and the shell sent nothing");
+    assert_eq!(run.state_writes.len(), 2, "{:?}", run.actions);
+    let marked = data(&run.state_writes[0]);
+    assert_eq!(marked.in_flight, Some(Token::new("old-refresh").fingerprint()));
+    // A refusal of this refresh token later is then a revocation, not a lost answer.
+    let unmarked = data(&run.state_writes[1]);
+    assert_eq!(unmarked.in_flight, None);
+    assert_eq!(unmarked.refresh_token, Some(Token::new("old-refresh")));
+    assert_eq!(
+        run.state_writes[1].metadata.resource_version.as_deref(),
+        Some("2"),
+        "guarded by the mark's version"
+    );
+}
+
+#[test]
 fn a_refused_refresh_token_signs_in_again_in_the_same_reconcile() {
     let mut case = Case::oauth();
     case.oauth_state = Some(stored(&oauth::State {
