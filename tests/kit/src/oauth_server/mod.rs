@@ -236,6 +236,9 @@ pub enum Fault {
     /// [`OAuthServer::release_hung`] or the client hangs up: an operator killed after the server
     /// answered and before it stored the answer.
     RotateThenHang,
+    /// Performs nothing and never answers until [`OAuthServer::release_hung`] (then 503) or the
+    /// client hangs up: an operator killed before its request did anything.
+    Hang,
 }
 
 /// What became of a token call.
@@ -393,7 +396,7 @@ impl OAuthServer {
         self.lock().faults.extend(std::iter::repeat_n(fault, n));
     }
 
-    /// How many token calls are hanging after [`Fault::RotateThenHang`].
+    /// How many token calls are hanging after [`Fault::RotateThenHang`] or [`Fault::Hang`].
     pub fn hanging(&self) -> usize {
         self.lock().hanging
     }

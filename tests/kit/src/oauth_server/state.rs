@@ -226,6 +226,7 @@ impl Inner {
         let short = match &fault {
             Some(Fault::Html) => Some(Reply::Html),
             Some(Fault::Status(s)) => Some(Reply::Status(*s)),
+            Some(Fault::Hang) => Some(Reply::Status(503)),
             Some(Fault::RateLimited { retry_after }) => Some(Reply::RateLimited(*retry_after)),
             Some(Fault::Refuse(code)) => Some(Reply::Refused(*code, Why::Injected)),
             _ => None,
@@ -250,7 +251,7 @@ impl Inner {
             _ => Outcome::Failed,
         };
         self.calls.push(call);
-        let hang = fault == Some(Fault::RotateThenHang);
+        let hang = matches!(fault, Some(Fault::RotateThenHang | Fault::Hang));
         if hang {
             self.hanging += 1;
         }
