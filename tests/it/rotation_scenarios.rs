@@ -326,10 +326,47 @@ async fn credentials_on_one_login_share_one_refresh(h: Harness) {
     h.delete_cluster("apiproviders", &provider_name(&h)).await;
 }
 
+/// A server that states its refresh tokens' lifetime (10 s here, inside any warn window): the
+/// credential warns a person to sign in again, and refreshes before the lapse even though the
+/// access token lives an hour.
+async fn a_stated_refresh_token_lapse_warns_and_is_refreshed_before_it(h: Harness) {
+    let server = xero(&h).await;
+    server.set_access_token_lifetime(LONG);
+    let lapse = Duration::from_secs(10);
+    server.state_refresh_token_lifetime(lapse);
+    let seed = server.seed_refresh_token(CLIENT);
+    login(&h, &seed).await;
+    oauth_credential(&h, &server, "c").await;
+    eventually(15, "Ready, warning of the lapse", async || {
+        continues(&h, &server, &["c"]).await
+            && h.seen("c")
+                .await
+                .is(Type::ExpiringSoon, Status::True, Reason::ExpiringSoon)
+    })
+    .await;
+    let status = h.tac("c").await["status"].to_string();
+    assert!(status.contains("sign in again"), "{status}");
+    assert!(
+        state_value(&h, "refresh_token_expires_at")
+            .await
+            .is_some_and(|v| !v.is_empty())
+    );
+    eventually(15, "refreshed again", async || server.calls().len() >= 2).await;
+    let calls = server.calls();
+    assert!(calls.iter().all(|c| c.outcome == Outcome::Issued), "{calls:?}");
+    assert!(
+        calls[1].at < calls[0].at + lapse,
+        "the refresh token was used before it lapsed: {calls:?}"
+    );
+    assert_eq!(reuses(&server), 0);
+    h.delete_cluster("apiproviders", &provider_name(&h)).await;
+}
+
 tenantcred_testkit::scenarios!(
     killed_before_the_call_continues,
     killed_after_the_server_rotated_reports_the_refresh_token_lost,
     killed_after_the_state_write_uses_the_stored_token,
     a_rotated_away_refresh_token_is_never_sent_again,
     credentials_on_one_login_share_one_refresh,
+    a_stated_refresh_token_lapse_warns_and_is_refreshed_before_it,
 );

@@ -364,6 +364,12 @@ impl OAuthServer {
         self.lock().lifetime = lifetime;
     }
 
+    /// Answers state this refresh-token lifetime from now on (`refresh_token_expires_in`, as
+    /// some servers do); the server does not enforce it.
+    pub fn state_refresh_token_lifetime(&self, lifetime: Duration) {
+        self.lock().refresh_lifetime = Some(lifetime);
+    }
+
     /// Whether presenting a rotated refresh token also revokes its whole family (the refresh
     /// tokens and access tokens issued from the same seed), as the OAuth security BCP allows.
     /// Off by default.
