@@ -94,6 +94,9 @@ pub fn health_of(status: &TenantApiCredentialStatus) -> Health {
 pub struct TokenFacts {
     pub fingerprint: Fingerprint,
     pub lifetime: Lifetime,
+    /// An OAuth access token's refresh token lapses then (unless a refresh renews it), when the
+    /// server or the definition says.
+    pub refresh_lapses: Option<Timestamp>,
 }
 
 /// What this reconcile did about probing.

@@ -24,3 +24,4 @@ mod probe_http;
 mod probing_scenarios;
 mod provider_definitions;
 mod provider_scenarios;
+mod rotation_scenarios;

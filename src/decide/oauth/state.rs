@@ -90,43 +90,34 @@ impl State {
         }
     }
 
+    /// Every key, empty when unset: the state is written by a server-side apply after a create,
+    /// and a key an apply leaves out is removed only when an earlier apply set it, so a mark
+    /// the create wrote (`in_flight`, `refused`) would outlive the answer that clears it.
     pub fn to_data(&self) -> BTreeMap<String, ByteString> {
-        let mut d = BTreeMap::new();
-        let mut put = |k: &str, v: String| {
-            d.insert(k.to_owned(), ByteString(v.into_bytes()));
-        };
         let list = |l: &[Fingerprint]| l.iter().map(Fingerprint::to_string).collect::<Vec<_>>().join(" ");
-        if let Some(t) = &self.refresh_token {
-            put(REFRESH_TOKEN, t.expose().to_owned());
-        }
-        if let Some(t) = self.refresh_expires_at {
-            put(REFRESH_EXPIRES_AT, t.to_string());
-        }
-        if let Some(t) = &self.access_token {
-            put(ACCESS_TOKEN, t.expose().to_owned());
-        }
-        if let Some(t) = self.expires_at {
-            put(EXPIRES_AT, t.to_string());
-        }
-        if let Some(t) = self.refresh_at {
-            put(REFRESH_AT, t.to_string());
-        }
-        if !self.spent.is_empty() {
-            put(SPENT, list(&self.spent));
-        }
-        if let Some(f) = &self.seed {
-            put(SEED, f.to_string());
-        }
-        if let Some(f) = &self.in_flight {
-            put(IN_FLIGHT, f.to_string());
-        }
-        if !self.retired.is_empty() {
-            put(RETIRED, list(&self.retired));
-        }
-        if let Some((f, reason)) = &self.refused {
-            put(REFUSED, format!("{f} {}", reason.as_str()));
-        }
-        d
+        let text = |t: &Option<Token>| t.as_ref().map(|t| t.expose().to_owned());
+        let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+        let fp = |f: &Option<Fingerprint>| f.as_ref().map(Fingerprint::to_string);
+        [
+            (REFRESH_TOKEN, text(&self.refresh_token)),
+            (REFRESH_EXPIRES_AT, time(self.refresh_expires_at)),
+            (ACCESS_TOKEN, text(&self.access_token)),
+            (EXPIRES_AT, time(self.expires_at)),
+            (REFRESH_AT, time(self.refresh_at)),
+            (SPENT, Some(list(&self.spent))),
+            (SEED, fp(&self.seed)),
+            (IN_FLIGHT, fp(&self.in_flight)),
+            (RETIRED, Some(list(&self.retired))),
+            (
+                REFUSED,
+                self.refused
+                    .as_ref()
+                    .map(|(f, reason)| format!("{f} {}", reason.as_str())),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.unwrap_or_default().into_bytes())))
+        .collect()
     }
 
     /// Remembers `f` in `list`, the newest last, at most [`REMEMBERED`].

@@ -154,13 +154,9 @@ pub(super) fn desired_conditions(
             format!("probing token {fp}"),
         ));
     }
-    out.push(if settings.is_some_and(|st| st.source.auto_renewed()) {
-        Desired::new(
-            Type::ExpiringSoon,
-            S::False,
-            Reason::AsExpected,
-            "the access token is renewed automatically before it expires",
-        )
+    out.push(if let Some(st) = settings.filter(|st| st.source.auto_renewed()) {
+        let idle = st.profile.oauth.as_deref().and_then(|d| d.refresh_idle_lifetime);
+        refresh_lapse(input.token.and_then(|t| t.refresh_lapses), st.warn_before, idle, now)
     } else {
         expiring_soon(
             s.expires_at.as_ref().map(|t| t.0),
@@ -169,6 +165,43 @@ pub(super) fn desired_conditions(
         )
     });
     out
+}
+
+/// An auto-renewed access token lasts as long as the refresh token behind it: a person signs in
+/// again before that lapses. Where each refresh renews it (the definition's idle lifetime), it
+/// only nears its lapse when refreshes stop, so the window is at most half that lifetime.
+fn refresh_lapse(lapses: Option<Timestamp>, warn: Duration, idle: Option<Duration>, now: Timestamp) -> Desired {
+    let renewed = "the access token is renewed automatically before it expires";
+    let Some(exp) = lapses else {
+        return Desired::new(Type::ExpiringSoon, S::False, Reason::AsExpected, renewed);
+    };
+    let window = idle.map_or(warn, |idle| warn.min(idle / 2));
+    if exp <= now {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::Expired,
+            format!("the refresh token lapsed at {exp}; sign in again: put a new refresh token in the login Secret"),
+        )
+    } else if schedule::until(now, exp) <= window {
+        Desired::new(
+            Type::ExpiringSoon,
+            S::True,
+            Reason::ExpiringSoon,
+            format!(
+                "the refresh token lapses at {exp}, within the {} warning window; sign in again before then: put a new refresh token in the login Secret",
+                duration::format(window)
+            ),
+        )
+    } else {
+        // No instant here: the lapse moves with every refresh, and the message would with it.
+        Desired::new(
+            Type::ExpiringSoon,
+            S::False,
+            Reason::AsExpected,
+            format!("{renewed}, and the refresh token before it lapses"),
+        )
+    }
 }
 
 fn expiring_soon(expires_at: Option<Timestamp>, warn_before: Option<Duration>, now: Timestamp) -> Desired {

@@ -27,6 +27,7 @@ fn facts(tok: &str, exp: Option<i64>) -> TokenFacts {
             not_before: None,
             expires_at: exp.map(t),
         },
+        refresh_lapses: None,
     }
 }
 
@@ -230,6 +231,61 @@ fn expiring_soon_inside_the_window_and_requeue_at_the_instants() {
     let d = r.step(ProbeStep::None, None, t(0));
     assert_eq!(r.cond(Type::ExpiringSoon), pair("False", "AsExpected"));
     assert_eq!(d.requeue_at, Some(t(351 * day)), "wake when the warning window opens");
+}
+
+/// An OAuth access token is renewed: its own short life is no warning, the refresh token's
+/// lapse is, inside the warn window (14 days), with what a person does about it.
+#[test]
+fn an_auto_renewed_token_warns_when_its_refresh_token_nears_its_lapse() {
+    let day = 86_400;
+    let oauth = tac(serde_json::json!({"tenant": "acme", "provider": "virtuous",
+                                       "oauth": {"secretRef": {"name": "login"}}}));
+    let mut r = Run::new();
+    r.settings = crate::testing::resolve_builtin(&oauth, &Egress::default()).expect("resolves");
+    let renewed = |r: &mut Run, lapses: Option<i64>| {
+        r.token = TokenFacts {
+            refresh_lapses: lapses.map(t),
+            ..facts("a", Some(1800))
+        };
+        r.step(ProbeStep::None, None, t(0));
+        let c = find(&r.status.conditions, Type::ExpiringSoon)
+            .expect("ExpiringSoon")
+            .clone();
+        ((c.status, c.reason), c.message)
+    };
+    let (cond, _) = renewed(&mut r, None);
+    assert_eq!(
+        Some(cond),
+        pair("False", "AsExpected"),
+        "the access token's 30 minutes are no warning"
+    );
+    let (cond, message) = renewed(&mut r, Some(60 * day));
+    assert_eq!(Some(cond), pair("False", "AsExpected"));
+    assert!(
+        !message.contains("1970"),
+        "no instant that moves with every refresh: {message}"
+    );
+    let (cond, message) = renewed(&mut r, Some(3 * day));
+    assert_eq!(Some(cond), pair("True", "ExpiringSoon"));
+    assert!(
+        message.contains("sign in again") && message.contains("login Secret"),
+        "{message}"
+    );
+    let (cond, message) = renewed(&mut r, Some(-1));
+    assert_eq!(Some(cond), pair("False", "Expired"));
+    assert!(message.contains("sign in again"), "{message}");
+
+    // Renewed by each use (an idle lifetime of 7 days): only refreshes stopped for half of it
+    // are a warning sign, not a lapse always inside the 14-day window.
+    let mut def = r.settings.profile.oauth.as_deref().expect("virtuous has oauth").clone();
+    def.refresh_idle_lifetime = Some(Duration::from_secs(7 * day as u64));
+    let mut profile = (*r.settings.profile).clone();
+    profile.oauth = Some(std::sync::Arc::new(def));
+    r.settings.profile = std::sync::Arc::new(profile);
+    let (cond, _) = renewed(&mut r, Some(7 * day));
+    assert_eq!(Some(cond), pair("False", "AsExpected"));
+    let (cond, _) = renewed(&mut r, Some(3 * day));
+    assert_eq!(Some(cond), pair("True", "ExpiringSoon"));
 }
 
 #[test]

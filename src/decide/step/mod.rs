@@ -266,6 +266,7 @@ fn reconcile<'a>(w: &World<'a>, d: &Done) -> Result<Settled, Action<'a>> {
     let facts = synced.token.as_ref().map(|(t, l)| TokenFacts {
         fingerprint: t.fingerprint(),
         lifetime: *l,
+        refresh_lapses: synced.refresh_lapses,
     });
     // The token pods see changed (level-triggered: the status still names the old one until the
     // end of this reconcile, so a crash in between repeats the restart, which is idempotent); or
@@ -398,6 +399,8 @@ struct Synced {
     notices: Vec<Notice>,
     /// Whose hourly budget probes spend when it is not the token's own (an OAuth account).
     budget_key: Option<Fingerprint>,
+    /// When an OAuth login's refresh token lapses, as its state says.
+    refresh_lapses: Option<Timestamp>,
 }
 
 impl Synced {

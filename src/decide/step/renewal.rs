@@ -57,6 +57,7 @@ pub(super) fn renew<'a>(
     let account = oauth::account(names.ns, &login);
     out.budget_key = Some(account.clone());
     let mut state = first_state(w, d, &names)?;
+    out.refresh_lapses = state.refresh_expires_at;
     let current_token = current.map(|(t, _)| t);
     let waiting_for_code = conditions::state(&w.observed.conditions, Type::Ready)
         .is_some_and(|(_, reason)| reason == Some(Reason::OtpRequired));
@@ -74,6 +75,7 @@ pub(super) fn renew<'a>(
             // Another reconcile held the login: it may have refreshed, so look again first.
             Held::AfterWait => {
                 state = read_again(&mut again, &names, &state)?;
+                out.refresh_lapses = state.refresh_expires_at;
                 decided = oauth::renew(def, &login, &state, current_token, waiting_for_code, w.now);
             }
             Held::AtOnce => {}
@@ -217,6 +219,7 @@ impl<'a> Grants<'a, '_> {
                     if let Some(at) = issued.refresh_at {
                         out.wake(at);
                     }
+                    out.refresh_lapses = issued.refresh_expires_at;
                     let lifetime = Lifetime {
                         not_before: None,
                         expires_at: issued.expires_at,

@@ -174,6 +174,7 @@ mod tests {
                     not_before: None,
                     expires_at,
                 },
+                refresh_lapses: None,
             };
             let mut answer = ProbeOutcome::answered(200);
             if expires_at.is_some() {

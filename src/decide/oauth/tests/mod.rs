@@ -205,6 +205,35 @@ fn the_state_round_trips_through_its_secret() {
     assert!(state_secret(&name, "login", None, "xero", &s).is_none());
 }
 
+/// An apply removes only the keys an earlier apply set: a mark the create wrote is cleared by
+/// writing its key empty, so every key is always written, and an empty one reads as unset.
+#[test]
+fn every_state_key_is_written_so_an_apply_clears_what_the_create_set() {
+    let marked = State {
+        refresh_token: Some(Token::new("r1")),
+        in_flight: Some(Token::new("r1").fingerprint()),
+        refused: Some((Token::new("l").fingerprint(), Reason::RefreshTokenLost)),
+        ..State::default()
+    };
+    let cleared = State {
+        refresh_token: Some(Token::new("r2")),
+        ..State::default()
+    };
+    let (before, after) = (marked.to_data(), cleared.to_data());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the same keys, set or not"
+    );
+    assert_eq!(after["in_flight"].0, b"");
+    assert_eq!(after["refused"].0, b"");
+    let read = State::from_secret(&Secret {
+        data: Some(after),
+        ..Secret::default()
+    });
+    assert_eq!(read, cleared);
+}
+
 #[test]
 fn a_state_written_before_logins_were_shared_still_reads() {
     let secret = Secret {

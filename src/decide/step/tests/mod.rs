@@ -134,6 +134,7 @@ impl Case {
             token: Some(&TokenFacts {
                 fingerprint: Token::new(token).fingerprint(),
                 lifetime: token::check(token, &TokenFormat::opaque("raise")).expect("a token").1,
+                refresh_lapses: None,
             }),
             problem: None,
             probe: &ProbeStep::Sent(Box::new(answered(200))),

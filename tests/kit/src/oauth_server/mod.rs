@@ -236,6 +236,9 @@ pub enum Fault {
     /// [`OAuthServer::release_hung`] or the client hangs up: an operator killed after the server
     /// answered and before it stored the answer.
     RotateThenHang,
+    /// Performs nothing and never answers until [`OAuthServer::release_hung`] (then 503) or the
+    /// client hangs up: an operator killed before its request did anything.
+    Hang,
 }
 
 /// What became of a token call.
@@ -361,6 +364,12 @@ impl OAuthServer {
         self.lock().lifetime = lifetime;
     }
 
+    /// Answers state this refresh-token lifetime from now on (`refresh_token_expires_in`, as
+    /// some servers do); the server does not enforce it.
+    pub fn state_refresh_token_lifetime(&self, lifetime: Duration) {
+        self.lock().refresh_lifetime = Some(lifetime);
+    }
+
     /// Whether presenting a rotated refresh token also revokes its whole family (the refresh
     /// tokens and access tokens issued from the same seed), as the OAuth security BCP allows.
     /// Off by default.
@@ -393,7 +402,7 @@ impl OAuthServer {
         self.lock().faults.extend(std::iter::repeat_n(fault, n));
     }
 
-    /// How many token calls are hanging after [`Fault::RotateThenHang`].
+    /// How many token calls are hanging after [`Fault::RotateThenHang`] or [`Fault::Hang`].
     pub fn hanging(&self) -> usize {
         self.lock().hanging
     }

@@ -58,6 +58,8 @@ pub(super) struct Issued {
     /// `None`: the answer says nothing of the lifetime.
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
+    /// `refresh_token_expires_in`, when the server is told to state it.
+    pub refresh_expires_in: Option<u64>,
 }
 
 /// What to answer a token call.
@@ -77,6 +79,8 @@ pub(super) struct Inner {
     pub accepted: Vec<ClientAuth>,
     pub scopes: Option<Vec<String>>,
     pub lifetime: Duration,
+    /// The refresh-token lifetime answers state (`refresh_token_expires_in`); not enforced.
+    pub refresh_lifetime: Option<Duration>,
     pub revoke_family_on_reuse: bool,
     pub faults: VecDeque<Fault>,
     pub hanging: usize,
@@ -97,6 +101,7 @@ impl Inner {
             accepted: vec![flavor.default_client_auth()],
             scopes: None,
             lifetime: flavor.default_access_lifetime(),
+            refresh_lifetime: None,
             revoke_family_on_reuse: false,
             faults: VecDeque::new(),
             hanging: 0,
@@ -226,6 +231,7 @@ impl Inner {
         let short = match &fault {
             Some(Fault::Html) => Some(Reply::Html),
             Some(Fault::Status(s)) => Some(Reply::Status(*s)),
+            Some(Fault::Hang) => Some(Reply::Status(503)),
             Some(Fault::RateLimited { retry_after }) => Some(Reply::RateLimited(*retry_after)),
             Some(Fault::Refuse(code)) => Some(Reply::Refused(*code, Why::Injected)),
             _ => None,
@@ -250,7 +256,7 @@ impl Inner {
             _ => Outcome::Failed,
         };
         self.calls.push(call);
-        let hang = fault == Some(Fault::RotateThenHang);
+        let hang = matches!(fault, Some(Fault::RotateThenHang | Fault::Hang));
         if hang {
             self.hanging += 1;
         }
@@ -446,9 +452,13 @@ impl Inner {
         let expires_in = (self.flavor != Flavor::ClientCredentials).then(|| self.lifetime.as_secs().max(1));
         Issued {
             access_token: token,
-            refresh_token: refresh,
             expires_in,
             scope: self.scopes.as_ref().map(|s| s.join(" ")),
+            refresh_expires_in: self
+                .refresh_lifetime
+                .filter(|_| refresh.is_some())
+                .map(|d| d.as_secs().max(1)),
+            refresh_token: refresh,
         }
     }
 }

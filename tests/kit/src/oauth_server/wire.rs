@@ -172,6 +172,9 @@ fn issued_body(flavor: Flavor, base_url: &str, t: Issued) -> Value {
     if let Some(secs) = t.expires_in {
         body["expires_in"] = json!(secs);
     }
+    if let Some(secs) = t.refresh_expires_in {
+        body["refresh_token_expires_in"] = json!(secs);
+    }
     if let Some(scope) = t.scope
         && flavor != Flavor::GoogleServiceAccount
     {
