@@ -47,6 +47,8 @@ struct Feed {
 }
 
 impl Table<&CachedCredential> for Feed {
+    type Concern = CredentialRef;
+
     fn put(&mut self, tac: &CachedCredential, _: &mut Vec<CredentialRef>) -> Option<Id> {
         self.writer.apply_watcher_event(&Event::Apply(tac.clone()));
         Some(Id::of_meta(&tac.metadata))

@@ -91,6 +91,8 @@ impl Projections {
 }
 
 impl Table<Secret> for Projections {
+    type Concern = CredentialRef;
+
     fn put(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) -> Option<Id> {
         let ns = s.metadata.namespace.as_deref()?;
         let id = Id::of(ns, s.metadata.name.as_deref()?);

@@ -1,6 +1,7 @@
 //! The cache component: everything a scope holds between reconciles. Three watches feed it
 //! (credentials; managed Secrets by label; every other Secret as metadata only), each into its
-//! table the same way ([`mirror`]: one re-list diff); what this process wrote or decided that the
+//! table the same way ([`mirror`]: one re-list diff), as the `ApiProvider` watch feeds the
+//! definitions ([`providers`]); [`Caches::start`] starts them all; what this process wrote or decided that the
 //! watches have not delivered is held per credential in one entry ([`memory`]), the managed
 //! Secrets we wrote in their own table until the watch delivers them; every table is keyed by one
 //! [`Id`]; and [`Cache::forget`] drops everything held for a credential.
@@ -11,10 +12,13 @@ mod managed;
 mod memory;
 mod mirror;
 pub(super) mod packed;
+pub(super) mod providers;
 mod readers;
+mod watch;
 
 pub(super) use credentials::slim;
 pub(super) use keys::{CredentialRef, Id, credential_key};
+pub(super) use watch::{Caches, Listed, ScopeCache, Wake};
 
 use std::sync::Arc;
 
