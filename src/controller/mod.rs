@@ -10,6 +10,7 @@ mod lists;
 mod notify;
 mod provider_reports;
 mod reconcile;
+mod requests;
 mod restart;
 mod run;
 mod scope;

@@ -220,9 +220,16 @@ mod tests {
         assert_eq!(p.absorb(watcher::Event::InitDone), ["b"]);
         assert_eq!(defined(&p), ["a"]);
         assert_eq!(told.try_recv().ok().as_deref(), Some("b"), "subscribers hear of it");
-        assert_eq!(p.absorb(watcher::Event::Apply(provider("a", 2))), ["a"], "a new generation");
+        assert_eq!(
+            p.absorb(watcher::Event::Apply(provider("a", 2))),
+            ["a"],
+            "a new generation"
+        );
         assert_eq!(p.absorb(watcher::Event::Delete(provider("a", 2))), ["a"]);
-        assert!(p.absorb(watcher::Event::Delete(provider("a", 2))).is_empty(), "gone already");
+        assert!(
+            p.absorb(watcher::Event::Delete(provider("a", 2))).is_empty(),
+            "gone already"
+        );
         assert!(matches!(p.find("a"), Found::Missing));
     }
 }
