@@ -117,7 +117,7 @@ impl Credentials {
             memory.drop_written(id);
             return;
         }
-        memory.wrote(id, over.resource_version.clone(), status);
+        memory.wrote(id, over.resource_version.as_deref(), status);
     }
 
     /// Whether this version of the credential asks for a reconcile: its spec (generation),

@@ -1,6 +1,6 @@
 //! The managed Secrets as the operator knows them: one [`Observed`] projection per Secret the
 //! label-selected watch delivers (never the whole object), and what this process wrote as soon as
-//! the API server answered (a reconcile that outruns the watch must not create or write again).
+//! the API server answered, until the watch delivers it ([`OwnWrite`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::keys::{CredentialRef, Id};
+use super::keys::{CredentialRef, Id, drop_entry};
 use super::mirror::{Mirror, Table};
+use super::own_writes::OwnWrite;
 use crate::decide::secret::{self, Observed};
 
 #[derive(Default)]
@@ -21,6 +22,8 @@ pub(super) struct ManagedSecrets {
 #[derive(Default)]
 struct Projections {
     live: HashMap<Id, Entry>,
+    /// Our writes the watch has not delivered yet.
+    written: HashMap<Id, OwnWrite<Arc<Observed>>>,
     /// Every namespace a managed Secret lives in, once (an entry shares its namespace's text).
     namespaces: HashSet<Arc<str>>,
 }
@@ -34,7 +37,7 @@ impl ManagedSecrets {
     /// The managed Secret at `ns/name` as the watch has it, or as we last wrote it when the watch
     /// has not caught up with that write yet.
     pub(super) fn get(&self, ns: &str, name: &str) -> Option<Arc<Observed>> {
-        Some(self.read().table.live.get(&Id::of(ns, name))?.secret.clone())
+        self.read().table.get(Id::of(ns, name))
     }
 
     /// Takes in a Secret we wrote over `before` (what `get` answered), unless the watch has already
@@ -44,18 +47,13 @@ impl ManagedSecrets {
             return;
         };
         let id = Id::of(ns, name);
-        let over = before.and_then(Observed::resource_version);
         let mut cache = self.write();
         let t = &mut cache.table;
-        if t.live.get(&id).and_then(|e| e.secret.resource_version()) == over {
-            let namespace = t.namespace(ns);
-            t.live.insert(
-                id,
-                Entry {
-                    namespace,
-                    secret: Arc::new(Observed::of(secret)),
-                },
-            );
+        let served = t.get(id);
+        if served.as_deref().and_then(Observed::resource_version) == before.and_then(Observed::resource_version) {
+            let held = t.live.get(&id).and_then(|e| e.secret.resource_version());
+            let write = OwnWrite::new(held, Arc::new(Observed::of(secret)));
+            t.written.insert(id, write);
         }
     }
 
@@ -77,9 +75,32 @@ impl ManagedSecrets {
     fn len(&self) -> usize {
         self.read().table.live.len()
     }
+
+    #[cfg(test)]
+    fn unechoed(&self) -> usize {
+        self.read().table.written.len()
+    }
 }
 
 impl Projections {
+    /// Our write while the watch has not delivered it, else what the watch delivered.
+    fn get(&self, id: Id) -> Option<Arc<Observed>> {
+        let live = self.live.get(&id);
+        if let Some(w) = self.written.get(&id)
+            && let Some(ours) = w.serves(live.and_then(|e| e.secret.resource_version()))
+        {
+            return Some(ours.clone());
+        }
+        Some(live?.secret.clone())
+    }
+
+    /// The watch delivered version `rv` of the Secret (or its deletion).
+    fn delivered(&mut self, id: Id, rv: Option<&str>, deleted: bool) {
+        if self.written.get(&id).is_some_and(|w| w.superseded_by(rv, deleted)) {
+            drop_entry(&mut self.written, &id);
+        }
+    }
+
     fn namespace(&mut self, ns: &str) -> Arc<str> {
         if let Some(n) = self.namespaces.get(ns) {
             return n.clone();
@@ -96,6 +117,7 @@ impl Table<Secret> for Projections {
     fn put(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) -> Option<Id> {
         let ns = s.metadata.namespace.as_deref()?;
         let id = Id::of(ns, s.metadata.name.as_deref()?);
+        self.delivered(id, s.metadata.resource_version.as_deref(), false);
         let namespace = self.namespace(ns);
         let entry = Entry {
             namespace,
@@ -114,15 +136,19 @@ impl Table<Secret> for Projections {
         let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) else {
             return;
         };
-        if let Some(entry) = self.live.remove(&Id::of(ns, name)) {
+        let id = Id::of(ns, name);
+        self.delivered(id, None, true);
+        if let Some(entry) = self.live.remove(&id) {
             woken.extend(entry.owner());
         }
     }
 
     fn sweep(&mut self, delivered: &HashSet<Id>, woken: &mut Vec<CredentialRef>) {
+        let written = &mut self.written;
         self.live.retain(|id, entry| {
             let keep = delivered.contains(id);
             if !keep {
+                written.remove(id);
                 woken.extend(entry.owner());
             }
             keep
@@ -206,14 +232,25 @@ mod tests {
             m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
             Some("2".into())
         );
+        // A second write from what the first answered, the watch still behind both.
+        let before = m.get("ns", "s");
+        m.wrote("ns", before.as_deref(), managed("s", "c", "3"));
+        assert_eq!(
+            m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
+            Some("3".into())
+        );
         assert_eq!(names(m.absorb(watcher::Event::Apply(managed("s", "c", "3")))), ["c"]);
         assert_eq!(
             m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
             Some("3".into())
         );
+        assert_eq!(m.unechoed(), 0, "delivered: the watch's copy serves");
         // Created where the cache had nothing, and the watch not there yet: taken in.
         m.wrote("ns", None, managed("t", "d", "5"));
-        assert_eq!(m.len(), 2);
+        assert!(m.get("ns", "t").is_some());
+        assert_eq!((m.len(), m.unechoed()), (1, 1));
+        m.absorb(watcher::Event::Apply(managed("t", "d", "5")));
+        assert_eq!((m.len(), m.unechoed()), (2, 0));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::keys::{Id, drop_entry};
+use super::own_writes::OwnWrite;
 use crate::crd::TenantApiCredentialStatus;
 use crate::decide::publish::Volatile;
 
@@ -27,19 +28,13 @@ struct Held {
 
 #[derive(Default)]
 struct Rare {
-    /// The status we wrote, until the watch delivers a version after the one written over: a
-    /// reconcile from the cache's older status would probe and write again.
-    written: Option<Written>,
+    /// The status we wrote, until the watch delivers a version after the one written over.
+    written: Option<OwnWrite<TenantApiCredentialStatus>>,
     /// `<source>/<resourceVersion>` of the latest read that found the token the managed Secret
     /// already holds (so an unrelated edit of the source costs one read, once).
     source_version: Option<Box<str>>,
     /// Reconciles that failed in a row (the error backoff).
     failures: u32,
-}
-
-struct Written {
-    over: Option<String>,
-    status: TenantApiCredentialStatus,
 }
 
 impl Held {
@@ -58,13 +53,12 @@ impl Memory {
     /// The status we wrote over version `rv` of the credential, if that is the version cached.
     pub(super) fn written_over(&self, id: Id, rv: Option<&str>) -> Option<TenantApiCredentialStatus> {
         let held = self.lock();
-        let w = held.get(&id)?.rare.as_ref()?.written.as_ref()?;
-        (w.over.as_deref() == rv).then(|| w.status.clone())
+        held.get(&id)?.rare.as_ref()?.written.as_ref()?.serves(rv).cloned()
     }
 
-    pub(super) fn wrote(&self, id: Id, over: Option<String>, status: &TenantApiCredentialStatus) {
-        let status = status.clone();
-        self.rare(id, |r| r.written = Some(Written { over, status }));
+    pub(super) fn wrote(&self, id: Id, over: Option<&str>, status: &TenantApiCredentialStatus) {
+        let written = OwnWrite::new(over, status.clone());
+        self.rare(id, |r| r.written = Some(written));
     }
 
     /// The watch delivered version `rv` (or the deletion): a status written over another version
@@ -74,7 +68,7 @@ impl Memory {
         let stale = held
             .get(&id)
             .and_then(|h| h.rare.as_ref()?.written.as_ref())
-            .is_some_and(|w| deleted || w.over.as_deref() != rv);
+            .is_some_and(|w| w.superseded_by(rv, deleted));
         if stale {
             update(&mut held, id, |h| rare(h, |r| r.written = None));
         }
@@ -195,7 +189,7 @@ mod tests {
         m.remember_source_version(a, "src/7");
         assert_eq!(m.failed(a), 1);
         assert_eq!(m.failed(a), 2);
-        m.wrote(a, Some("3".into()), &TenantApiCredentialStatus::default());
+        m.wrote(a, Some("3"), &TenantApiCredentialStatus::default());
         m.remember_source_version(b, "src/1");
         assert_eq!(m.len(), 2);
         m.forget(a);
@@ -235,7 +229,7 @@ mod tests {
             consecutive_failures: 3,
             ..TenantApiCredentialStatus::default()
         };
-        m.wrote(a, Some("1".into()), &status);
+        m.wrote(a, Some("1"), &status);
         m.delivered(a, Some("1"), false);
         assert_eq!(
             m.written_over(a, Some("1")),

@@ -1,16 +1,17 @@
-//! The cache component: everything a scope holds between reconciles. Three watches feed it
+//! The cache component: everything held between reconciles. Per scope, three watches feed it
 //! (credentials; managed Secrets by label; every other Secret as metadata only), each into its
 //! table the same way ([`mirror`]: one re-list diff), as the `ApiProvider` watch feeds the
-//! definitions ([`providers`]); [`Caches::start`] starts them all; what this process wrote or decided that the
-//! watches have not delivered is held per credential in one entry ([`memory`]), the managed
-//! Secrets we wrote in their own table until the watch delivers them; every table is keyed by one
-//! [`Id`]; and [`Cache::forget`] drops everything held for a credential.
+//! definitions ([`providers`]); [`Caches::start`] starts them all. Our writes the watches have not
+//! delivered serve by one rule ([`own_writes`]): the statuses in the one entry per credential of
+//! what this process holds beyond the watches ([`memory`]), the managed Secrets in their table.
+//! Every table is keyed by one [`Id`]; [`Cache::forget`] drops everything held for a credential.
 
 mod credentials;
 mod keys;
 mod managed;
 mod memory;
 mod mirror;
+mod own_writes;
 pub(super) mod packed;
 pub(super) mod providers;
 mod readers;
