@@ -95,6 +95,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
     };
     let resolved = readable.as_ref().ok().and_then(|(_, s)| s.as_ref().ok());
     let target = resolved.and_then(|s| ctx.cache.managed_secret(ns, &s.secret_name));
+    let token_version = resolved.and_then(|s| ctx.cache.token_version(ns, &s.secret_name));
     let source_rv = resolved.and_then(|s| match &s.source {
         TokenSource::Secret { current, .. } => ctx.cache.source_version(ns, &current.name),
         TokenSource::OAuth { .. } => None,
@@ -105,7 +106,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         observed: &held.observed,
         persisted: &held.persisted,
         target: target.as_deref(),
-        remembered_version: held.source_version.as_deref(),
+        token_version: token_version.as_deref(),
         source_resource_version: source_rv.as_deref(),
         acting_since: ctx.leading_since(),
         catch_up_per_second: ctx.config.catch_up_per_second,
@@ -148,8 +149,8 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                     .back_off(ns, &b.host, &b.key, b.scope, b.until, Timestamp::now());
                 Outcome::BackedOff
             }
-            Action::RememberSourceVersion(version) => {
-                ctx.cache.remember_source_version(&cached.metadata, &version);
+            Action::RememberSourceVersion { secret, version } => {
+                ctx.cache.token_found_in(ns, &secret, &version);
                 Outcome::Remembered
             }
             Action::RecallAnswer { key } => Outcome::Recalled(ctx.budget.heard(&key)),

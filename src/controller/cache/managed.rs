@@ -24,8 +24,17 @@ struct Projections {
     live: HashMap<Id, Entry>,
     /// Our writes the watch has not delivered yet.
     written: HashMap<Id, OwnWrite<Arc<Observed>>>,
+    /// Per Secret whose token a later read found in a newer source version than the one it
+    /// records: that version (few Secrets, briefly: until the token is written again).
+    found_in: HashMap<Id, FoundIn>,
     /// Every namespace a managed Secret lives in, once (an entry shares its namespace's text).
     namespaces: HashSet<Arc<str>>,
+}
+
+/// The source version a read found the Secret's token in, over the version the Secret records.
+struct FoundIn {
+    recorded: Option<Box<str>>,
+    version: Box<str>,
 }
 
 struct Entry {
@@ -55,6 +64,33 @@ impl ManagedSecrets {
             let write = OwnWrite::new(held, Arc::new(Observed::of(secret)));
             t.written.insert(id, write);
         }
+    }
+
+    /// Which version of its source the token of the managed Secret at `ns/name` came from: as a
+    /// later read found it, or as the Secret records it (`decide::secret::source_version`).
+    pub(super) fn source_version(&self, ns: &str, name: &str) -> Option<String> {
+        let t = &self.read().table;
+        let id = Id::of(ns, name);
+        let served = t.get(id)?;
+        let recorded = secret::source_version(&served);
+        match t.found_in.get(&id) {
+            Some(f) if f.recorded.as_deref() == recorded => Some(f.version.to_string()),
+            _ => recorded.map(str::to_owned),
+        }
+    }
+
+    /// A read found the token the Secret at `ns/name` holds in source version `version`: kept
+    /// while the Secret records the version it records now.
+    pub(super) fn found_in(&self, ns: &str, name: &str, version: &str) {
+        let mut cache = self.write();
+        let t = &mut cache.table;
+        let id = Id::of(ns, name);
+        let Some(served) = t.get(id) else {
+            return;
+        };
+        let recorded = secret::source_version(&served).map(Box::from);
+        let version = version.into();
+        t.found_in.insert(id, FoundIn { recorded, version });
     }
 
     /// Applies one watch event; answers the credentials whose Secret it touched, including those
@@ -138,17 +174,19 @@ impl Table<Secret> for Projections {
         };
         let id = Id::of(ns, name);
         self.delivered(id, None, true);
+        drop_entry(&mut self.found_in, &id);
         if let Some(entry) = self.live.remove(&id) {
             woken.extend(entry.owner());
         }
     }
 
     fn sweep(&mut self, delivered: &HashSet<Id>, woken: &mut Vec<CredentialRef>) {
-        let written = &mut self.written;
+        let (written, found_in) = (&mut self.written, &mut self.found_in);
         self.live.retain(|id, entry| {
             let keep = delivered.contains(id);
             if !keep {
                 written.remove(id);
+                found_in.remove(id);
                 woken.extend(entry.owner());
             }
             keep
@@ -251,6 +289,35 @@ mod tests {
         assert_eq!((m.len(), m.unechoed()), (1, 1));
         m.absorb(watcher::Event::Apply(managed("t", "d", "5")));
         assert_eq!((m.len(), m.unechoed()), (2, 0));
+    }
+
+    #[test]
+    fn a_later_read_refines_the_recorded_source_version_until_the_record_moves() {
+        let m = ManagedSecrets::default();
+        let recorded = |rv: &str, version: &str| {
+            let mut s = managed("s", "c", rv);
+            s.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(secret::SOURCE_VERSION_ANNOTATION.into(), version.into());
+            s
+        };
+        m.absorb(watcher::Event::Apply(recorded("1", "src/5")));
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/5"));
+        m.found_in("ns", "s", "src/6");
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/6"));
+        m.absorb(watcher::Event::Apply(recorded("2", "src/5")));
+        assert_eq!(
+            m.source_version("ns", "s").as_deref(),
+            Some("src/6"),
+            "a label edited: the record is the same"
+        );
+        m.absorb(watcher::Event::Apply(recorded("3", "src/7")));
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/7"), "written again");
+        m.found_in("ns", "gone", "src/1");
+        assert_eq!(m.source_version("ns", "gone"), None, "no Secret, nothing kept");
+        m.absorb(watcher::Event::Delete(recorded("3", "src/7")));
+        assert_eq!(m.read().table.found_in.len(), 0);
     }
 
     #[test]

@@ -53,8 +53,6 @@ pub(super) struct Held {
     /// The status as last decided: `persisted`, with the per-probe fields of a decision that
     /// was not worth a write.
     pub(super) observed: TenantApiCredentialStatus,
-    /// `<source>/<resourceVersion>` of the latest read that found the managed token.
-    pub(super) source_version: Option<String>,
 }
 
 /// What one credential event meant: whom to reconcile, and who is gone (forgotten already).
@@ -150,11 +148,7 @@ impl Cache {
         if let Some(v) = self.memory.live(id) {
             v.overlay(&mut observed);
         }
-        Held {
-            persisted,
-            observed,
-            source_version: self.memory.source_version(id),
-        }
+        Held { persisted, observed }
     }
 
     /// We wrote `status` over the version `over` describes.
@@ -182,13 +176,19 @@ impl Cache {
         self.sources.version(ns, secret)
     }
 
+    /// `<source>/<resourceVersion>` the token of the managed Secret `ns/secret` came from.
+    pub(super) fn token_version(&self, ns: &str, secret: &str) -> Option<String> {
+        self.managed.source_version(ns, secret)
+    }
+
+    /// A read found the token the managed Secret `ns/secret` holds in source version `version`.
+    pub(super) fn token_found_in(&self, ns: &str, secret: &str, version: &str) {
+        self.managed.found_in(ns, secret, version);
+    }
+
     /// The credential reads nothing (its spec is unreadable).
     pub(super) fn reads_nothing(&self, ns: &str, name: &str) {
         self.sources.set(ns, name, Vec::new());
-    }
-
-    pub(super) fn remember_source_version(&self, meta: &ObjectMeta, version: &str) {
-        self.memory.remember_source_version(Id::of_meta(meta), version);
     }
 
     /// One more failed reconcile of the credential; answers how many in a row.
@@ -264,7 +264,6 @@ mod tests {
             ["a"],
             "it reads src"
         );
-        cache.remember_source_version(&a.metadata, "src/1");
         cache.keep_live(&a.metadata, Some(Volatile::default()));
         cache.failed(&a.metadata);
         cache.wrote_status(&a.metadata, &TenantApiCredentialStatus::default());
@@ -276,7 +275,6 @@ mod tests {
             cache.source_event(Event::Apply(source("2"))).is_empty(),
             "no longer a reader"
         );
-        assert_eq!(cache.held(&a.metadata, None).source_version, None);
         assert_eq!(cache.failed(&a.metadata), 1, "counted afresh");
         assert_eq!(
             names(&cache.credential_event(&Event::Apply(a)).wake),
