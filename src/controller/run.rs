@@ -10,7 +10,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::cache::Caches;
+use super::cache::watch::Caches;
 use super::context::Context;
 use super::leadership::{Leadership, Term};
 use super::provider_reports::ProviderReports;

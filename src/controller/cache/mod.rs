@@ -15,7 +15,7 @@ mod own_writes;
 pub(super) mod packed;
 pub(super) mod providers;
 mod readers;
-mod watch;
+pub(super) mod watch;
 
 pub(super) use credentials::slim;
 pub(super) use keys::{CredentialRef, Id, credential_key};
