@@ -38,6 +38,12 @@ pub async fn run(
         .shared()
     };
     let streaming = lists::stream(&client, config.namespaces.first().map(String::as_str), config.lists).await;
+    // The lease before the watches: taken while the API server is not yet busy with the first lists, a cold
+    // start's first Ready comes sooner.
+    let mut leadership = Leadership::start(&client, lease, shared.fence.clone()).await?;
+    if leadership.elected() {
+        shared.health.standby();
+    }
     // Everything but the lease goes through the fence: the watches read, the rest writes only
     // while this replica leads.
     let writes = fence::fenced(client.clone(), shared.fence.clone());
@@ -59,10 +65,6 @@ pub async fn run(
         listed.await;
         health.caches_synced();
     });
-    let mut leadership = Leadership::start(&client, lease, shared.fence.clone()).await?;
-    if leadership.elected() {
-        shared.health.standby();
-    }
     while let Some(term) = leadership.next_term(stopped.clone()).await {
         shared.health.leader();
         match run_term(term, &scopes, reports.as_ref(), stopped.clone()).await {
