@@ -38,8 +38,7 @@ pub async fn run(
         .shared()
     };
     let streaming = lists::stream(&client, config.namespaces.first().map(String::as_str), config.lists).await;
-    // The lease before the watches: taken while the API server is not yet busy with the first lists, a cold
-    // start's first Ready comes sooner.
+    // The lease, then the watches (the order before caches became one component).
     let mut leadership = Leadership::start(&client, lease, shared.fence.clone()).await?;
     if leadership.elected() {
         shared.health.standby();
