@@ -1,7 +1,9 @@
-//! What every reconcile shares: the clients, the budget, the cache component, the providers.
+//! What a scope's reconciles read: made once per scope from the process's long-lived handles
+//! ([`super::Shared`]) and the caches ([`super::cache::Caches`]), which own them.
 
-use super::cache::Cache;
-use super::{Config, notify};
+use super::cache::providers::Providers;
+use super::cache::{Cache, Caches, Listed, ScopeCache};
+use super::{Config, Shared, notify};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
@@ -12,7 +14,7 @@ use crate::decide::rollouts::Rollouts;
 use crate::metrics::Metrics;
 use crate::outbound::ProviderClient;
 
-/// Shared by every reconcile.
+/// Shared by every reconcile of a scope.
 pub struct Context {
     pub(super) client: Client,
     pub(super) notifier: notify::Notifier,
@@ -31,29 +33,43 @@ pub struct Context {
     /// The OAuth logins being renewed: one token-endpoint call per login at a time.
     pub(super) logins: super::logins::Logins,
     /// The `ApiProvider` definitions (shared by every scope).
-    pub(super) providers: Arc<super::providers::Providers>,
-    /// When the credentials, the managed Secrets and the Secret metadata had each been listed in
-    /// full (`None` before).
-    pub(super) listed: tokio::sync::watch::Receiver<Option<Timestamp>>,
+    pub(super) providers: Arc<Providers>,
+    /// When every watch had its first list in.
+    pub(super) listed: Listed,
 }
 
 impl Context {
+    /// The context of one scope of `caches`. `client` is fenced: it writes only as leader.
+    pub(super) fn new(client: Client, config: Config, shared: &Shared, caches: &Caches, scope: &ScopeCache) -> Self {
+        Self {
+            notifier: notify::Notifier::new(client.clone(), config.reporter.clone(), config.instance.clone()),
+            client,
+            provider_client: shared.provider_client.clone(),
+            budget: shared.budget.clone(),
+            metrics: shared.metrics.clone(),
+            rollouts: shared.rollouts.clone(),
+            config,
+            leading_since: Mutex::new(Timestamp::now()),
+            changes: scope.wake.changes.clone(),
+            cache: scope.cache.clone(),
+            logins: super::logins::Logins::default(),
+            providers: caches.providers.clone(),
+            listed: caches.listed.clone(),
+        }
+    }
+
     /// When this replica could begin to act: it leads, and its caches hold a full list (on a
     /// cold start the lease comes first; reconciles wait for the lists).
     pub(super) fn leading_since(&self) -> Timestamp {
         let leading = *self.leading_since.lock().unwrap_or_else(PoisonError::into_inner);
-        crate::decide::leadership::acting_since(leading, *self.listed.borrow())
+        crate::decide::leadership::acting_since(leading, self.listed.at())
     }
 
-    /// Waits until every cache of this scope holds a full list. Before that, a managed Secret
-    /// that exists would look missing (a create that fails, then a read) and a source's version
-    /// unknown (a read again): on a restart at scale, a request or two per credential for
-    /// nothing. (A watch whose list keeps failing holds the reconciles here, and /readyz says so.)
+    /// Waits until every cache holds a full list. Before that, a managed Secret that exists would
+    /// look missing (a create that fails, then a read) and a source's version unknown (a read
+    /// again): on a restart at scale, a request or two per credential for nothing.
     pub(super) async fn caches_listed(&self) {
-        let mut listed = self.listed.clone();
-        // An error means the watches were dropped: the controller is stopping.
-        let _ = listed.wait_for(Option::is_some).await;
-        self.providers.listed().await;
+        self.listed.wait().await;
     }
 }
 
@@ -84,8 +100,8 @@ impl Context {
             changes: Arc::default(),
             cache: Arc::default(),
             logins: super::logins::Logins::default(),
-            providers: Arc::new(super::providers::Providers::listed_as(Vec::new())),
-            listed: tokio::sync::watch::channel(Some(Timestamp::now())).1,
+            providers: Arc::new(Providers::listed_as(Vec::new())),
+            listed: Listed::done(),
             config,
         }
     }

@@ -9,14 +9,15 @@ mod leadership;
 mod lists;
 mod logins;
 mod notify;
-pub mod providers;
+mod provider_reports;
 mod reconcile;
+mod requests;
 mod restart;
 mod run;
+mod scope;
 #[cfg(test)]
 mod scripted;
 mod secret_read;
-mod watches;
 mod writes;
 
 use std::sync::{Arc, Mutex};
@@ -35,7 +36,6 @@ pub use context::Context;
 pub use lists::ListMode;
 pub use reconcile::{error_policy, reconcile};
 pub use run::run;
-pub use watches::{Scope, start as start_scope};
 
 /// A 64-bit hash: what the operator's in-memory tables keep instead of strings. std's
 /// `DefaultHasher::new` has fixed keys, so a value hashes the same throughout one build, but its
@@ -120,21 +120,18 @@ pub struct LeaseConfig {
     pub grace_seconds: u64,
 }
 
-/// What every namespace's controller shares: one probe budget, one HTTP client, one set of
-/// metrics, one rollout gate, one fence.
+/// The process's long-lived handles, made once before `run`: one probe budget, one HTTP client,
+/// one set of metrics, one readiness, one rollout gate, one fence. (The caches are `run`'s; what a
+/// reconcile reads is its scope's [`Context`], made from these and the caches.)
 #[derive(Clone)]
 pub struct Shared {
     pub provider_client: ProviderClient,
     /// Open only while this replica leads (`fence`).
     pub fence: Arc<Fence>,
-    /// Whether the watches stream their first list (decided by `run` at start-up).
-    pub streaming_lists: bool,
     pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Readiness>,
     pub rollouts: Arc<Mutex<Rollouts>>,
-    /// The `ApiProvider` definitions, watched once for every scope.
-    pub providers: Arc<providers::Providers>,
 }
 
 impl Shared {
@@ -143,7 +140,6 @@ impl Shared {
         Ok(Self {
             provider_client: ProviderClient::new(Arc::new(config.egress.clone()), fence.clone())?,
             fence,
-            streaming_lists: false,
             budget: Arc::new(Budget::new(config.max_concurrent_probes, config.max_probes_per_host)),
             metrics,
             health,
@@ -151,7 +147,6 @@ impl Shared {
                 config.restart_debounce,
                 config.max_rollouts_per_minute,
             ))),
-            providers: Arc::default(),
         })
     }
 }

@@ -7,7 +7,7 @@ use super::cache::credential_key;
 use super::cache::packed::CachedCredential;
 use super::context::Context;
 use super::writes::{apply_secret, create_secret, drop_legacy_finalizer, prune, write_state, write_status};
-use super::{restart, secret_read};
+use super::{requests, restart, secret_read};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -17,15 +17,10 @@ use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use tracing::{debug, warn};
 
-use crate::crd::{LEGACY_FINALIZER, RateLimitScope};
-use crate::decide::fair_share;
-use crate::decide::oauth;
-use crate::decide::plan::{self, Settings, TokenSource};
+use crate::crd::LEGACY_FINALIZER;
+use crate::decide::plan::{self, TokenSource};
 use crate::decide::schedule::{self, Jitter};
-use crate::decide::step::probe::AfterProbe;
-use crate::decide::step::{Action, Attempt, Outcome, Reconcile, Spec, World, Written};
-use crate::decide::token::{Fingerprint, Token};
-use crate::decide::verdict::ProbeOutcome;
+use crate::decide::step::{Action, Outcome, Reconcile, Spec, World, Written};
 use crate::{Error, Result};
 
 /// One reconcile, in a span naming the credential (every log line inside carries it).
@@ -99,6 +94,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
     };
     let resolved = readable.as_ref().ok().and_then(|(_, s)| s.as_ref().ok());
     let target = resolved.and_then(|s| ctx.cache.managed_secret(ns, &s.secret_name));
+    let token_version = resolved.and_then(|s| ctx.cache.token_version(ns, &s.secret_name));
     let source_rv = resolved.and_then(|s| match &s.source {
         TokenSource::Secret { current, .. } => ctx.cache.source_version(ns, &current.name),
         TokenSource::OAuth { .. } => None,
@@ -109,7 +105,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         observed: &held.observed,
         persisted: &held.persisted,
         target: target.as_deref(),
-        remembered_version: held.source_version.as_deref(),
+        token_version: token_version.as_deref(),
         source_resource_version: source_rv.as_deref(),
         acting_since: ctx.leading_since(),
         catch_up_per_second: ctx.config.catch_up_per_second,
@@ -124,15 +120,15 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         let outcome = match action {
             Action::ReadSource { which, name } => Outcome::SourceRead {
                 which,
-                secret: read(ctx, ctx.cache.source_version(ns, &name), ns, &name).await?,
+                secret: secret_read::read(&ctx.client, ctx.cache.source_version(ns, &name), ns, &name).await?,
             },
-            Action::ReadLogin { name } => Outcome::LoginRead(read(ctx, None, ns, &name).await?),
-            Action::ReadOAuthState { name, read: which } => Outcome::OAuthStateRead {
-                read: which,
-                secret: read(ctx, None, ns, &name).await?,
+            Action::ReadLogin { name } => Outcome::LoginRead(secret_read::read(&ctx.client, None, ns, &name).await?),
+            Action::ReadOAuthState { name, read } => Outcome::OAuthStateRead {
+                read,
+                secret: secret_read::read(&ctx.client, None, ns, &name).await?,
             },
             Action::HoldLogin { key } => {
-                let (held, guard) = ctx.logins.hold(&key, fair_share::PATIENCE).await;
+                let (held, guard) = ctx.logins.hold(&key, crate::decide::fair_share::PATIENCE).await;
                 // Held until this reconcile ends.
                 logins.extend(guard);
                 Outcome::LoginHeld(held)
@@ -142,7 +138,9 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 url,
                 request,
                 budget_key,
-            } => Outcome::TokenEndpoint(call_token_endpoint(ctx, ns, settings, &url, &request, &budget_key).await?),
+            } => Outcome::TokenEndpoint(
+                requests::call_token_endpoint(ctx, ns, settings, &url, &request, &budget_key).await?,
+            ),
             Action::WriteOAuthState { secret } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
                 Outcome::OAuthStateWritten(write_state(&secrets, &secret).await?)
@@ -152,8 +150,8 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                     .back_off(ns, &b.host, &b.key, b.scope, b.until, Timestamp::now());
                 Outcome::BackedOff
             }
-            Action::RememberSourceVersion(version) => {
-                ctx.cache.remember_source_version(&cached.metadata, &version);
+            Action::RememberSourceVersion { secret, version } => {
+                ctx.cache.token_found_in(ns, &secret, &version);
                 Outcome::Remembered
             }
             Action::RecallAnswer { key } => Outcome::Recalled(ctx.budget.heard(&key)),
@@ -164,11 +162,11 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 budget_key,
             } => Outcome::Probed {
                 probing,
-                attempt: probe(ctx, ns, settings, &token, &budget_key).await?,
+                attempt: requests::probe(ctx, ns, settings, &token, &budget_key).await?,
             },
             Action::AfterProbe { probing, after } => Outcome::AfterProbe {
                 probing,
-                held_back: tell(ctx, ns, *after),
+                held_back: requests::tell(ctx, ns, *after),
             },
             Action::PruneSecret { name, stale } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -196,7 +194,9 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 };
                 Outcome::SecretWritten(written)
             }
-            Action::ReadManagedSecret { name } => Outcome::ManagedSecretRead(read(ctx, None, ns, &name).await?),
+            Action::ReadManagedSecret { name } => {
+                Outcome::ManagedSecretRead(secret_read::read(&ctx.client, None, ns, &name).await?)
+            }
             Action::RestartWorkloads { credential, changed } => {
                 let round = restart::rollout(ctx, credential, ns, changed.as_ref(), Timestamp::now()).await?;
                 Outcome::Restarted {
@@ -227,89 +227,4 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         };
         machine.handle(outcome, Timestamp::now());
     }
-}
-
-/// Reads a Secret (`None`: not found).
-async fn read(ctx: &Context, known_version: Option<String>, ns: &str, name: &str) -> Result<Option<Box<Secret>>> {
-    Ok(secret_read::read(&ctx.client, known_version, ns, name)
-        .await?
-        .map(Box::new))
-}
-
-/// A request slot for a request to `host` within the key's budget: the permit, or what held
-/// the request back (a token-endpoint call spends the same per-account budget as a probe).
-async fn admit<T>(
-    ctx: &Context,
-    ns: &str,
-    settings: &Settings,
-    key: &Fingerprint,
-) -> std::result::Result<crate::budget::Permit, Attempt<T>> {
-    let host = settings.host();
-    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, Timestamp::now()) {
-        debug!(%host, %key, until = %held.until, by = ?held.by, "request held back");
-        return Err(Attempt::Held(held.until));
-    }
-    let Some(permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
-        ctx.budget.refund(key);
-        debug!(%host, %key, "no request slot within its patience");
-        return Err(Attempt::Busy);
-    };
-    Ok(permit)
-}
-
-/// POSTs a form to the token endpoint within the account's budget and a request slot.
-async fn call_token_endpoint(
-    ctx: &Context,
-    ns: &str,
-    settings: &Settings,
-    url: &str,
-    request: &oauth::TokenRequest,
-    key: &Fingerprint,
-) -> Result<Attempt<oauth::Answer>> {
-    let _permit = match admit(ctx, ns, settings, key).await {
-        Ok(permit) => permit,
-        Err(attempt) => return Ok(attempt),
-    };
-    let answer = ctx
-        .provider_client
-        .post_form(url, request, settings.timeout, &settings.profile)
-        .await?;
-    debug!(transport = ?answer.transport, "token endpoint answered");
-    Ok(Attempt::Sent(answer))
-}
-
-/// Sends one probe within the key's budget and a request slot.
-async fn probe(
-    ctx: &Context,
-    ns: &str,
-    settings: &Settings,
-    token: &Token,
-    key: &Fingerprint,
-) -> Result<Attempt<Box<ProbeOutcome>>> {
-    let _permit = match admit(ctx, ns, settings, key).await {
-        Ok(permit) => permit,
-        Err(attempt) => return Ok(attempt),
-    };
-    let outcome = ctx
-        .provider_client
-        .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
-        .await?;
-    debug!(%key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
-    Ok(Attempt::Sent(Box::new(outcome)))
-}
-
-/// Tells the budget, the provider's status and the metrics what a probe's answer means beyond
-/// its credential; answers what the budget holds back for a back-off.
-fn tell(ctx: &Context, ns: &str, after: AfterProbe) -> Option<RateLimitScope> {
-    let now = Timestamp::now();
-    if let Some((key, heard)) = after.share {
-        ctx.budget.hear(key, heard);
-    }
-    if let Some(count) = after.count {
-        ctx.providers.probed(&count.provider, now);
-        ctx.metrics.probed(&count.provider, count.result, count.elapsed);
-    }
-    after
-        .back_off
-        .map(|b| ctx.budget.back_off(ns, &b.host, &b.key, b.scope, b.until, now))
 }

@@ -10,9 +10,12 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::cache::watch::Caches;
+use super::context::Context;
 use super::leadership::{Leadership, Term};
-use super::watches::{Scope, start};
-use super::{Config, LeaseConfig, Shared, abort_on_drop, lists, providers};
+use super::provider_reports::ProviderReports;
+use super::scope::Scope;
+use super::{Config, LeaseConfig, Shared, abort_on_drop, lists};
 use crate::fence;
 
 type Stopped = SharedFuture<BoxFuture<'static, ()>>;
@@ -22,7 +25,7 @@ type Stopped = SharedFuture<BoxFuture<'static, ()>>;
 pub async fn run(
     client: Client,
     config: Config,
-    mut shared: Shared,
+    shared: Shared,
     lease: Option<LeaseConfig>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -34,33 +37,36 @@ pub async fn run(
         .boxed()
         .shared()
     };
-    shared.streaming_lists = lists::stream(&client, config.namespaces.first().map(String::as_str), config.lists).await;
-    let _providers = abort_on_drop(providers::watch_providers(
-        client.clone(),
-        shared.providers.clone(),
-        lists::watcher_config(shared.streaming_lists),
-    ));
+    let streaming = lists::stream(&client, config.namespaces.first().map(String::as_str), config.lists).await;
+    // The lease, then the watches (the order before caches became one component).
     let mut leadership = Leadership::start(&client, lease, shared.fence.clone()).await?;
     if leadership.elected() {
         shared.health.standby();
     }
-    let scopes = start_scopes(&client, &config, &shared);
-    // Ready to take over (a standby) or to act (a leader) once every scope's caches and the
-    // ApiProviders are listed.
-    let _synced = {
-        let listed = futures::future::join_all(scopes.iter().map(|s| {
-            let ctx = s.ctx.clone();
-            async move { ctx.caches_listed().await }
-        }));
-        let health = shared.health.clone();
-        abort_on_drop(async move {
-            listed.await;
-            health.caches_synced();
+    // Everything but the lease goes through the fence: the watches read, the rest writes only
+    // while this replica leads.
+    let writes = fence::fenced(client.clone(), shared.fence.clone());
+    let (caches, listed) = Caches::start(&writes, &config.namespaces, streaming, &shared.metrics);
+    let scopes: Vec<Scope> = caches
+        .scopes
+        .iter()
+        .map(|scope| {
+            Scope::new(
+                Context::new(writes.clone(), config.clone(), &shared, &caches, scope),
+                scope,
+            )
         })
-    };
+        .collect();
+    let reports = ProviderReports::of(writes, &caches, &config.namespaces);
+    // Ready to take over (a standby) or to act (a leader) once every cache is listed.
+    let health = shared.health.clone();
+    let _synced = abort_on_drop(async move {
+        listed.await;
+        health.caches_synced();
+    });
     while let Some(term) = leadership.next_term(stopped.clone()).await {
         shared.health.leader();
-        match run_term(term, &client, &config, &shared, &scopes, stopped.clone()).await {
+        match run_term(term, &scopes, reports.as_ref(), stopped.clone()).await {
             TermEnd::Stopped => break,
             TermEnd::Lost => {
                 for scope in &scopes {
@@ -85,50 +91,22 @@ enum TermEnd {
 
 /// Everything a term does, stopped together when it ends: every scope's controller from its
 /// warm caches, and the ApiProviders' status reports.
-async fn run_term(
-    term: Term,
-    client: &Client,
-    config: &Config,
-    shared: &Shared,
-    scopes: &[Scope],
-    stopped: Stopped,
-) -> TermEnd {
+async fn run_term(term: Term, scopes: &[Scope], reports: Option<&ProviderReports>, stopped: Stopped) -> TermEnd {
     tokio::select! {
-        _ = lead(client, config, shared, scopes, stopped) => TermEnd::Stopped,
+        _ = lead(scopes, reports, stopped) => TermEnd::Stopped,
         _ = term.lost => TermEnd::Lost,
     }
 }
 
-/// One scope per watched namespace, or one for all, each listing and watching into its caches
-/// from now on (leader and standby alike).
-fn start_scopes(client: &Client, config: &Config, shared: &Shared) -> Vec<Scope> {
-    info!(namespaces = ?config.namespaces, "starting tenantcred's watches");
-    let writes = fence::fenced(client.clone(), shared.fence.clone());
-    let namespaces: Vec<Option<&str>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
-    };
-    namespaces
-        .into_iter()
-        .map(|ns| start(writes.clone(), config.clone(), shared.clone(), ns))
-        .collect()
-}
-
 /// Reconciles every scope until `stopped`, finishing what is in flight, and reports the
 /// ApiProviders' statuses meanwhile. Overdue probes queue for catch-up slots counted from now.
-async fn lead(client: &Client, config: &Config, shared: &Shared, scopes: &[Scope], stopped: Stopped) {
+async fn lead(scopes: &[Scope], reports: Option<&ProviderReports>, stopped: Stopped) {
     if let Some(scope) = scopes.first() {
         scope.ctx.budget.begin_catch_up();
     }
-    // Only an operator that sees every namespace can count a provider's credentials; namespaced
-    // installations may share the cluster's providers, and would overwrite each other's counts.
-    let report = if config.namespaces.is_empty() {
-        let writes = fence::fenced(client.clone(), shared.fence.clone());
-        let caches = scopes.iter().map(|s| s.ctx.cache.clone()).collect();
-        providers::report(writes, shared.providers.clone(), caches).boxed()
-    } else {
-        futures::future::pending().boxed()
+    let report = match reports {
+        Some(reports) => reports.run().boxed(),
+        None => futures::future::pending().boxed(),
     };
     let runs = futures::future::join_all(scopes.iter().map(|scope| scope.lead(stopped.clone())));
     futures::future::select(runs.boxed(), report).await;

@@ -11,7 +11,7 @@ use crate::Result;
 /// delivered for it: the API server answers that from its watch cache instead of a quorum read of
 /// etcd, and the answer is never older than the version that woke us. (Unknown to the index: a
 /// plain read, as every read of a Secret that is not a source.) `None`: not found.
-pub(super) async fn read(client: &Client, seen: Option<String>, ns: &str, name: &str) -> Result<Option<Secret>> {
+pub(super) async fn read(client: &Client, seen: Option<String>, ns: &str, name: &str) -> Result<Option<Box<Secret>>> {
     // No Secret has such a name, and the client would put it into the path as written (the
     // spec's resolution refuses it first; this read never trusts that it did).
     if !crate::decide::names::is_object_name(name) {
@@ -26,7 +26,7 @@ pub(super) async fn read(client: &Client, seen: Option<String>, ns: &str, name: 
         got = secrets.get_with(name, &GetParams::default()).await;
     }
     match got {
-        Ok(s) => Ok(Some(s)),
+        Ok(s) => Ok(Some(Box::new(s))),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }

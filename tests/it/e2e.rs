@@ -12,6 +12,7 @@ use kube::{Client, CustomResourceExt};
 use serde_json::json;
 use tenantcred::controller::{self, Config};
 use tenantcred::crd::TenantApiCredential;
+use tenantcred::crd::provider::ApiProvider;
 
 use tenantcred_testkit::{Answer, Provider};
 
@@ -71,13 +72,15 @@ async fn e2e_against_a_real_cluster() {
         return;
     };
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "tenantapicredentials.tenantcred.dev",
-        &PatchParams::apply("tenantcred-e2e").force(),
-        &Patch::Apply(TenantApiCredential::crd()),
-    )
-    .await
-    .expect("apply CRD");
+    // Both kinds: the operator's reconciles wait for every watch's first list, ApiProviders too.
+    for (name, crd) in [
+        ("tenantapicredentials.tenantcred.dev", TenantApiCredential::crd()),
+        ("apiproviders.tenantcred.dev", ApiProvider::crd()),
+    ] {
+        crds.patch(name, &PatchParams::apply("tenantcred-e2e").force(), &Patch::Apply(crd))
+            .await
+            .expect("apply CRD");
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ns = format!("tenantcred-e2e-{}", jiff::Timestamp::now().as_second());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -98,13 +101,13 @@ async fn e2e_against_a_real_cluster() {
         ..Config::default()
     };
     let ctl_client = client.clone();
-    let scope = ns.clone();
     let task = tokio::spawn(async move {
         let shared = controller::Shared::new(&config, Default::default(), Default::default()).expect("shared");
-        // One replica, no lease: always acting.
-        shared.fence.unfence();
-        let scope = controller::start_scope(ctl_client, config, shared, Some(&scope));
-        scope.lead(futures::future::pending()).await;
+        // One replica, no lease: always acting. Never stopped: the task is dropped at the end.
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        controller::run(ctl_client, config, shared, None, stop)
+            .await
+            .expect("run");
     });
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

@@ -95,7 +95,7 @@ fn reconcile_with(
         observed: &status,
         persisted: &status,
         target: None,
-        remembered_version: None,
+        token_version: None,
         source_resource_version: None,
         acting_since: now,
         catch_up_per_second: 10.0,
@@ -115,7 +115,7 @@ fn reconcile_with(
                 Outcome::StatusHandled
             }
             Action::WriteSecret { .. } => Outcome::SecretWritten(Written::Stored),
-            Action::RememberSourceVersion(_) => Outcome::Remembered,
+            Action::RememberSourceVersion { .. } => Outcome::Remembered,
             Action::PruneSecret { .. } => Outcome::Pruned,
             Action::TakeCatchUpSlot { .. } => Outcome::CatchUpSlot(0),
             Action::ReadOAuthState { read, .. } => Outcome::OAuthStateRead {

@@ -47,6 +47,8 @@ struct Feed {
 }
 
 impl Table<&CachedCredential> for Feed {
+    type Concern = CredentialRef;
+
     fn put(&mut self, tac: &CachedCredential, _: &mut Vec<CredentialRef>) -> Option<Id> {
         self.writer.apply_watcher_event(&Event::Apply(tac.clone()));
         Some(Id::of_meta(&tac.metadata))
@@ -115,7 +117,7 @@ impl Credentials {
             memory.drop_written(id);
             return;
         }
-        memory.wrote(id, over.resource_version.clone(), status);
+        memory.wrote(id, over.resource_version.as_deref(), status);
     }
 
     /// Whether this version of the credential asks for a reconcile: its spec (generation),

@@ -1,6 +1,6 @@
 //! The managed Secrets as the operator knows them: one [`Observed`] projection per Secret the
 //! label-selected watch delivers (never the whole object), and what this process wrote as soon as
-//! the API server answered (a reconcile that outruns the watch must not create or write again).
+//! the API server answered, until the watch delivers it ([`OwnWrite`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use super::keys::{CredentialRef, Id};
+use super::keys::{CredentialRef, Id, drop_entry};
 use super::mirror::{Mirror, Table};
+use super::own_writes::OwnWrite;
 use crate::decide::secret::{self, Observed};
 
 #[derive(Default)]
@@ -21,8 +22,19 @@ pub(super) struct ManagedSecrets {
 #[derive(Default)]
 struct Projections {
     live: HashMap<Id, Entry>,
+    /// Our writes the watch has not delivered yet.
+    written: HashMap<Id, OwnWrite<Arc<Observed>>>,
+    /// Per Secret whose token a later read found in a newer source version than the one it
+    /// records: that version (few Secrets, briefly: until the token is written again).
+    found_in: HashMap<Id, FoundIn>,
     /// Every namespace a managed Secret lives in, once (an entry shares its namespace's text).
     namespaces: HashSet<Arc<str>>,
+}
+
+/// The source version a read found the Secret's token in, over the version the Secret records.
+struct FoundIn {
+    recorded: Option<Box<str>>,
+    version: Box<str>,
 }
 
 struct Entry {
@@ -34,7 +46,7 @@ impl ManagedSecrets {
     /// The managed Secret at `ns/name` as the watch has it, or as we last wrote it when the watch
     /// has not caught up with that write yet.
     pub(super) fn get(&self, ns: &str, name: &str) -> Option<Arc<Observed>> {
-        Some(self.read().table.live.get(&Id::of(ns, name))?.secret.clone())
+        self.read().table.get(Id::of(ns, name))
     }
 
     /// Takes in a Secret we wrote over `before` (what `get` answered), unless the watch has already
@@ -44,19 +56,41 @@ impl ManagedSecrets {
             return;
         };
         let id = Id::of(ns, name);
-        let over = before.and_then(Observed::resource_version);
         let mut cache = self.write();
         let t = &mut cache.table;
-        if t.live.get(&id).and_then(|e| e.secret.resource_version()) == over {
-            let namespace = t.namespace(ns);
-            t.live.insert(
-                id,
-                Entry {
-                    namespace,
-                    secret: Arc::new(Observed::of(secret)),
-                },
-            );
+        let served = t.get(id);
+        if served.as_deref().and_then(Observed::resource_version) == before.and_then(Observed::resource_version) {
+            let held = t.live.get(&id).and_then(|e| e.secret.resource_version());
+            let write = OwnWrite::new(held, Arc::new(Observed::of(secret)));
+            t.written.insert(id, write);
         }
+    }
+
+    /// Which version of its source the token of the managed Secret at `ns/name` came from: as a
+    /// later read found it, or as the Secret records it (`decide::secret::source_version`).
+    pub(super) fn source_version(&self, ns: &str, name: &str) -> Option<String> {
+        let t = &self.read().table;
+        let id = Id::of(ns, name);
+        let served = t.get(id)?;
+        let recorded = secret::source_version(&served);
+        match t.found_in.get(&id) {
+            Some(f) if f.recorded.as_deref() == recorded => Some(f.version.to_string()),
+            _ => recorded.map(str::to_owned),
+        }
+    }
+
+    /// A read found the token the Secret at `ns/name` holds in source version `version`: kept
+    /// while the Secret records the version it records now.
+    pub(super) fn found_in(&self, ns: &str, name: &str, version: &str) {
+        let mut cache = self.write();
+        let t = &mut cache.table;
+        let id = Id::of(ns, name);
+        let Some(served) = t.get(id) else {
+            return;
+        };
+        let recorded = secret::source_version(&served).map(Box::from);
+        let version = version.into();
+        t.found_in.insert(id, FoundIn { recorded, version });
     }
 
     /// Applies one watch event; answers the credentials whose Secret it touched, including those
@@ -77,9 +111,32 @@ impl ManagedSecrets {
     fn len(&self) -> usize {
         self.read().table.live.len()
     }
+
+    #[cfg(test)]
+    fn unechoed(&self) -> usize {
+        self.read().table.written.len()
+    }
 }
 
 impl Projections {
+    /// Our write while the watch has not delivered it, else what the watch delivered.
+    fn get(&self, id: Id) -> Option<Arc<Observed>> {
+        let live = self.live.get(&id);
+        if let Some(w) = self.written.get(&id)
+            && let Some(ours) = w.serves(live.and_then(|e| e.secret.resource_version()))
+        {
+            return Some(ours.clone());
+        }
+        Some(live?.secret.clone())
+    }
+
+    /// The watch delivered version `rv` of the Secret (or its deletion).
+    fn delivered(&mut self, id: Id, rv: Option<&str>, deleted: bool) {
+        if self.written.get(&id).is_some_and(|w| w.superseded_by(rv, deleted)) {
+            drop_entry(&mut self.written, &id);
+        }
+    }
+
     fn namespace(&mut self, ns: &str) -> Arc<str> {
         if let Some(n) = self.namespaces.get(ns) {
             return n.clone();
@@ -91,9 +148,12 @@ impl Projections {
 }
 
 impl Table<Secret> for Projections {
+    type Concern = CredentialRef;
+
     fn put(&mut self, s: Secret, woken: &mut Vec<CredentialRef>) -> Option<Id> {
         let ns = s.metadata.namespace.as_deref()?;
         let id = Id::of(ns, s.metadata.name.as_deref()?);
+        self.delivered(id, s.metadata.resource_version.as_deref(), false);
         let namespace = self.namespace(ns);
         let entry = Entry {
             namespace,
@@ -112,15 +172,21 @@ impl Table<Secret> for Projections {
         let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) else {
             return;
         };
-        if let Some(entry) = self.live.remove(&Id::of(ns, name)) {
+        let id = Id::of(ns, name);
+        self.delivered(id, None, true);
+        drop_entry(&mut self.found_in, &id);
+        if let Some(entry) = self.live.remove(&id) {
             woken.extend(entry.owner());
         }
     }
 
     fn sweep(&mut self, delivered: &HashSet<Id>, woken: &mut Vec<CredentialRef>) {
+        let (written, found_in) = (&mut self.written, &mut self.found_in);
         self.live.retain(|id, entry| {
             let keep = delivered.contains(id);
             if !keep {
+                written.remove(id);
+                found_in.remove(id);
                 woken.extend(entry.owner());
             }
             keep
@@ -204,14 +270,54 @@ mod tests {
             m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
             Some("2".into())
         );
+        // A second write from what the first answered, the watch still behind both.
+        let before = m.get("ns", "s");
+        m.wrote("ns", before.as_deref(), managed("s", "c", "3"));
+        assert_eq!(
+            m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
+            Some("3".into())
+        );
         assert_eq!(names(m.absorb(watcher::Event::Apply(managed("s", "c", "3")))), ["c"]);
         assert_eq!(
             m.get("ns", "s").and_then(|s| s.resource_version().map(str::to_owned)),
             Some("3".into())
         );
+        assert_eq!(m.unechoed(), 0, "delivered: the watch's copy serves");
         // Created where the cache had nothing, and the watch not there yet: taken in.
         m.wrote("ns", None, managed("t", "d", "5"));
-        assert_eq!(m.len(), 2);
+        assert!(m.get("ns", "t").is_some());
+        assert_eq!((m.len(), m.unechoed()), (1, 1));
+        m.absorb(watcher::Event::Apply(managed("t", "d", "5")));
+        assert_eq!((m.len(), m.unechoed()), (2, 0));
+    }
+
+    #[test]
+    fn a_later_read_refines_the_recorded_source_version_until_the_record_moves() {
+        let m = ManagedSecrets::default();
+        let recorded = |rv: &str, version: &str| {
+            let mut s = managed("s", "c", rv);
+            s.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(secret::SOURCE_VERSION_ANNOTATION.into(), version.into());
+            s
+        };
+        m.absorb(watcher::Event::Apply(recorded("1", "src/5")));
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/5"));
+        m.found_in("ns", "s", "src/6");
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/6"));
+        m.absorb(watcher::Event::Apply(recorded("2", "src/5")));
+        assert_eq!(
+            m.source_version("ns", "s").as_deref(),
+            Some("src/6"),
+            "a label edited: the record is the same"
+        );
+        m.absorb(watcher::Event::Apply(recorded("3", "src/7")));
+        assert_eq!(m.source_version("ns", "s").as_deref(), Some("src/7"), "written again");
+        m.found_in("ns", "gone", "src/1");
+        assert_eq!(m.source_version("ns", "gone"), None, "no Secret, nothing kept");
+        m.absorb(watcher::Event::Delete(recorded("3", "src/7")));
+        assert_eq!(m.read().table.found_in.len(), 0);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! What this process holds per credential beyond what the watches deliver, in one entry: the
 //! status it wrote until the watch delivers a later version, the per-probe fields of a decision
-//! not worth a write, the source version it last found the managed token in, and how many
-//! reconciles in a row failed. Forgotten in one call.
+//! not worth a write, and how many reconciles in a row failed. Forgotten in one call.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::keys::{Id, drop_entry};
+use super::own_writes::OwnWrite;
 use crate::crd::TenantApiCredentialStatus;
 use crate::decide::publish::Volatile;
 
@@ -27,19 +27,10 @@ struct Held {
 
 #[derive(Default)]
 struct Rare {
-    /// The status we wrote, until the watch delivers a version after the one written over: a
-    /// reconcile from the cache's older status would probe and write again.
-    written: Option<Written>,
-    /// `<source>/<resourceVersion>` of the latest read that found the token the managed Secret
-    /// already holds (so an unrelated edit of the source costs one read, once).
-    source_version: Option<Box<str>>,
+    /// The status we wrote, until the watch delivers a version after the one written over.
+    written: Option<OwnWrite<TenantApiCredentialStatus>>,
     /// Reconciles that failed in a row (the error backoff).
     failures: u32,
-}
-
-struct Written {
-    over: Option<String>,
-    status: TenantApiCredentialStatus,
 }
 
 impl Held {
@@ -50,7 +41,7 @@ impl Held {
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.written.is_none() && self.source_version.is_none() && self.failures == 0
+        self.written.is_none() && self.failures == 0
     }
 }
 
@@ -58,13 +49,12 @@ impl Memory {
     /// The status we wrote over version `rv` of the credential, if that is the version cached.
     pub(super) fn written_over(&self, id: Id, rv: Option<&str>) -> Option<TenantApiCredentialStatus> {
         let held = self.lock();
-        let w = held.get(&id)?.rare.as_ref()?.written.as_ref()?;
-        (w.over.as_deref() == rv).then(|| w.status.clone())
+        held.get(&id)?.rare.as_ref()?.written.as_ref()?.serves(rv).cloned()
     }
 
-    pub(super) fn wrote(&self, id: Id, over: Option<String>, status: &TenantApiCredentialStatus) {
-        let status = status.clone();
-        self.rare(id, |r| r.written = Some(Written { over, status }));
+    pub(super) fn wrote(&self, id: Id, over: Option<&str>, status: &TenantApiCredentialStatus) {
+        let written = OwnWrite::new(over, status.clone());
+        self.rare(id, |r| r.written = Some(written));
     }
 
     /// The watch delivered version `rv` (or the deletion): a status written over another version
@@ -74,7 +64,7 @@ impl Memory {
         let stale = held
             .get(&id)
             .and_then(|h| h.rare.as_ref()?.written.as_ref())
-            .is_some_and(|w| deleted || w.over.as_deref() != rv);
+            .is_some_and(|w| w.superseded_by(rv, deleted));
         if stale {
             update(&mut held, id, |h| rare(h, |r| r.written = None));
         }
@@ -92,22 +82,6 @@ impl Memory {
     /// says the same, or was just written).
     pub(super) fn keep_live(&self, id: Id, live: Option<Volatile>) {
         update(&mut self.lock(), id, |h| h.live = live);
-    }
-
-    pub(super) fn source_version(&self, id: Id) -> Option<String> {
-        Some(
-            self.lock()
-                .get(&id)?
-                .rare
-                .as_ref()?
-                .source_version
-                .as_deref()?
-                .to_owned(),
-        )
-    }
-
-    pub(super) fn remember_source_version(&self, id: Id, version: &str) {
-        self.rare(id, |r| r.source_version = Some(version.into()));
     }
 
     /// One more failed reconcile; answers how many in a row.
@@ -192,23 +166,15 @@ mod tests {
         let m = Memory::default();
         let (a, b) = (Id::of("ns", "a"), Id::of("ns", "b"));
         m.keep_live(a, Some(Volatile::default()));
-        m.remember_source_version(a, "src/7");
         assert_eq!(m.failed(a), 1);
         assert_eq!(m.failed(a), 2);
-        m.wrote(a, Some("3".into()), &TenantApiCredentialStatus::default());
-        m.remember_source_version(b, "src/1");
+        m.wrote(a, Some("3"), &TenantApiCredentialStatus::default());
+        m.failed(b);
         assert_eq!(m.len(), 2);
         m.forget(a);
-        assert_eq!(
-            (m.live(a), m.source_version(a), m.written_over(a, Some("3"))),
-            (None, None, None)
-        );
+        assert_eq!((m.live(a), m.written_over(a, Some("3"))), (None, None));
         assert_eq!(m.failed(a), 1, "counted afresh");
-        assert_eq!(
-            m.source_version(b).as_deref(),
-            Some("src/1"),
-            "another credential's is kept"
-        );
+        assert_eq!(m.failed(b), 2, "another credential's is kept");
     }
 
     #[test]
@@ -235,7 +201,7 @@ mod tests {
             consecutive_failures: 3,
             ..TenantApiCredentialStatus::default()
         };
-        m.wrote(a, Some("1".into()), &status);
+        m.wrote(a, Some("1"), &status);
         m.delivered(a, Some("1"), false);
         assert_eq!(
             m.written_over(a, Some("1")),

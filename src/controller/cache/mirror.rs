@@ -7,17 +7,19 @@ use std::collections::HashSet;
 
 use kube::runtime::watcher::Event;
 
-use super::keys::{CredentialRef, Id};
+use super::keys::Id;
 
-/// A table a watch feeds. Each answers, per event, the credentials it concerns (for the managed
-/// Secrets and the source index: whom to wake; for the credentials: who is gone).
+/// A table a watch feeds. Each answers, per event, what it concerns (for the managed Secrets and
+/// the source index: whom to wake; for the credentials: who is gone; for the ApiProviders: which
+/// definitions changed).
 pub(super) trait Table<O> {
+    type Concern;
     /// Takes in a delivered object; answers its id (`None`: not one this table holds).
-    fn put(&mut self, object: O, concerns: &mut Vec<CredentialRef>) -> Option<Id>;
+    fn put(&mut self, object: O, concerns: &mut Vec<Self::Concern>) -> Option<Id>;
     /// The watch reports the object deleted.
-    fn delete(&mut self, object: O, concerns: &mut Vec<CredentialRef>);
+    fn delete(&mut self, object: O, concerns: &mut Vec<Self::Concern>);
     /// A re-list ended: drops every object whose id it did not deliver.
-    fn sweep(&mut self, delivered: &HashSet<Id>, concerns: &mut Vec<CredentialRef>);
+    fn sweep(&mut self, delivered: &HashSet<Id>, concerns: &mut Vec<Self::Concern>);
 }
 
 /// A table, and who the re-list under way has delivered so far (`None`: none under way).
@@ -33,7 +35,7 @@ impl<T> Mirror<T> {
     }
 
     /// Applies one watch event; answers the credentials it concerns.
-    pub(super) fn absorb<O>(&mut self, event: Event<O>) -> Vec<CredentialRef>
+    pub(super) fn absorb<O>(&mut self, event: Event<O>) -> Vec<T::Concern>
     where
         T: Table<O>,
     {
@@ -71,6 +73,7 @@ pub(super) fn by_ref<K>(event: &Event<K>) -> Event<&K> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::keys::CredentialRef;
     use super::*;
     use std::collections::BTreeSet;
 
@@ -83,6 +86,7 @@ mod tests {
     }
 
     impl Table<u32> for Numbers {
+        type Concern = CredentialRef;
         fn put(&mut self, n: u32, _: &mut Vec<CredentialRef>) -> Option<Id> {
             self.0.insert(n);
             Some(id(n))

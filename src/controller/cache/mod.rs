@@ -1,20 +1,25 @@
-//! The cache component: everything a scope holds between reconciles. Three watches feed it
+//! The cache component: everything held between reconciles. Per scope, three watches feed it
 //! (credentials; managed Secrets by label; every other Secret as metadata only), each into its
-//! table the same way ([`mirror`]: one re-list diff); what this process wrote or decided that the
-//! watches have not delivered is held per credential in one entry ([`memory`]), the managed
-//! Secrets we wrote in their own table until the watch delivers them; every table is keyed by one
-//! [`Id`]; and [`Cache::forget`] drops everything held for a credential.
+//! table the same way ([`mirror`]: one re-list diff), as the `ApiProvider` watch feeds the
+//! definitions ([`providers`]); [`Caches::start`] starts them all. Our writes the watches have not
+//! delivered serve by one rule ([`own_writes`]): the statuses in the one entry per credential of
+//! what this process holds beyond the watches ([`memory`]), the managed Secrets in their table.
+//! Every table is keyed by one [`Id`]; [`Cache::forget`] drops everything held for a credential.
 
 mod credentials;
 mod keys;
 mod managed;
 mod memory;
 mod mirror;
+mod own_writes;
 pub(super) mod packed;
+pub(super) mod providers;
 mod readers;
+pub(super) mod watch;
 
 pub(super) use credentials::slim;
 pub(super) use keys::{CredentialRef, Id, credential_key};
+pub(super) use watch::{Caches, Listed, ScopeCache, Wake};
 
 use std::sync::Arc;
 
@@ -48,8 +53,6 @@ pub(super) struct Held {
     /// The status as last decided: `persisted`, with the per-probe fields of a decision that
     /// was not worth a write.
     pub(super) observed: TenantApiCredentialStatus,
-    /// `<source>/<resourceVersion>` of the latest read that found the managed token.
-    pub(super) source_version: Option<String>,
 }
 
 /// What one credential event meant: whom to reconcile, and who is gone (forgotten already).
@@ -145,11 +148,7 @@ impl Cache {
         if let Some(v) = self.memory.live(id) {
             v.overlay(&mut observed);
         }
-        Held {
-            persisted,
-            observed,
-            source_version: self.memory.source_version(id),
-        }
+        Held { persisted, observed }
     }
 
     /// We wrote `status` over the version `over` describes.
@@ -177,13 +176,19 @@ impl Cache {
         self.sources.version(ns, secret)
     }
 
+    /// `<source>/<resourceVersion>` the token of the managed Secret `ns/secret` came from.
+    pub(super) fn token_version(&self, ns: &str, secret: &str) -> Option<String> {
+        self.managed.source_version(ns, secret)
+    }
+
+    /// A read found the token the managed Secret `ns/secret` holds in source version `version`.
+    pub(super) fn token_found_in(&self, ns: &str, secret: &str, version: &str) {
+        self.managed.found_in(ns, secret, version);
+    }
+
     /// The credential reads nothing (its spec is unreadable).
     pub(super) fn reads_nothing(&self, ns: &str, name: &str) {
         self.sources.set(ns, name, Vec::new());
-    }
-
-    pub(super) fn remember_source_version(&self, meta: &ObjectMeta, version: &str) {
-        self.memory.remember_source_version(Id::of_meta(meta), version);
     }
 
     /// One more failed reconcile of the credential; answers how many in a row.
@@ -259,7 +264,6 @@ mod tests {
             ["a"],
             "it reads src"
         );
-        cache.remember_source_version(&a.metadata, "src/1");
         cache.keep_live(&a.metadata, Some(Volatile::default()));
         cache.failed(&a.metadata);
         cache.wrote_status(&a.metadata, &TenantApiCredentialStatus::default());
@@ -271,7 +275,6 @@ mod tests {
             cache.source_event(Event::Apply(source("2"))).is_empty(),
             "no longer a reader"
         );
-        assert_eq!(cache.held(&a.metadata, None).source_version, None);
         assert_eq!(cache.failed(&a.metadata), 1, "counted afresh");
         assert_eq!(
             names(&cache.credential_event(&Event::Apply(a)).wake),

@@ -138,6 +138,8 @@ impl SourceIndex {
 }
 
 impl Table<PartialObjectMeta<Secret>> for Maps {
+    type Concern = CredentialRef;
+
     fn put(&mut self, s: PartialObjectMeta<Secret>, woken: &mut Vec<CredentialRef>) -> Option<Id> {
         let (id, version) = identity(&s)?;
         if self.versions.insert(id, version) != Some(version) {

@@ -46,9 +46,10 @@ pub enum Action<'a> {
     /// The token endpoint said 429: hold the account back until then (answer
     /// [`Outcome::BackedOff`]).
     BackOff(BackOff),
-    /// Remember that the managed Secret's token is the one in this source version, so an
-    /// unrelated edit of the source costs one read, once (answer [`Outcome::Remembered`]).
-    RememberSourceVersion(String),
+    /// Remember that the token of the managed Secret `secret` is the one in source version
+    /// `version`, so an unrelated edit of the source costs one read, once (answer
+    /// [`Outcome::Remembered`]).
+    RememberSourceVersion { secret: String, version: String },
     /// Look up the latest answer another credential heard about the same token and request
     /// (answer [`Outcome::Recalled`]); `decide::sharing` judges whether it answers this probe.
     RecallAnswer { key: ProbeKey },
@@ -218,7 +219,9 @@ impl std::fmt::Debug for Action<'_> {
                 }
             ),
             Self::BackOff(b) => write!(f, "BackOff({}, until {})", b.host, b.until),
-            Self::RememberSourceVersion(v) => write!(f, "RememberSourceVersion({v})"),
+            Self::RememberSourceVersion { secret, version } => {
+                write!(f, "RememberSourceVersion({secret}: {version})")
+            }
             Self::RecallAnswer { .. } => write!(f, "RecallAnswer"),
             Self::Probe { probing, token, .. } => write!(f, "Probe({probing:?}, {})", token.fingerprint()),
             Self::AfterProbe { probing, after } => write!(

@@ -60,9 +60,10 @@ pub struct World<'a> {
     pub persisted: &'a TenantApiCredentialStatus,
     /// The Secret at the target name, as the managed-Secret cache holds it.
     pub target: Option<&'a Observed>,
-    /// `<source>/<resourceVersion>` of the latest read that found the token the managed Secret
-    /// already holds, remembered by this process.
-    pub remembered_version: Option<&'a str>,
+    /// `<source>/<resourceVersion>` the managed Secret's token came from, as the managed-Secret
+    /// cache knows it: recorded on the Secret when written, or found by a later read of the same
+    /// token.
+    pub token_version: Option<&'a str>,
     /// The credentialRef Secret's resourceVersion, as the metadata watch last delivered it.
     pub source_resource_version: Option<&'a str>,
     /// When this replica could begin to act (it leads, its caches are listed).
@@ -110,7 +111,7 @@ pub enum Phase {
 impl Phase {
     fn of(action: &Action<'_>) -> Self {
         match action {
-            Action::ReadSource { .. } | Action::RememberSourceVersion(_) => Self::ReadingSource,
+            Action::ReadSource { .. } | Action::RememberSourceVersion { .. } => Self::ReadingSource,
             Action::ReadLogin { .. }
             | Action::ReadOAuthState { .. }
             | Action::HoldLogin { .. }

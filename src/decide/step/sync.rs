@@ -36,9 +36,9 @@ pub(super) fn sync<'a>(
     };
     // The token in the Secret now: what pods use until something better is proven.
     let current = target.and_then(|t| super::token_in(t, &settings.profile.name));
-    // Which version of the source the current token came from: remembered from a later read that
-    // found the same token, or recorded on the Secret when it was written.
-    let current_version = w.remembered_version.or_else(|| target.and_then(secret::source_version));
+    // Which version of the source the current token came from, as the cache knows it (or, for a
+    // Secret a create found, as that Secret records it).
+    let current_version = w.token_version.or_else(|| target.and_then(secret::source_version));
 
     let mut candidate_version = None;
     let candidate = match &settings.source {
@@ -64,7 +64,10 @@ pub(super) fn sync<'a>(
         && !d.remembered
         && current_version != Some(v.as_str())
     {
-        return Err(Action::RememberSourceVersion(v.clone()));
+        return Err(Action::RememberSourceVersion {
+            secret: settings.secret_name.clone(),
+            version: v.clone(),
+        });
     }
 
     let candidate_fp = candidate.as_ref().map(|(t, _)| t.fingerprint());

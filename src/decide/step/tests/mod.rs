@@ -191,7 +191,7 @@ impl Case {
             observed: &self.observed,
             persisted: &self.observed,
             target: self.target.as_ref(),
-            remembered_version: self.remembered.as_deref(),
+            token_version: self.remembered.as_deref(),
             source_resource_version: self.source_rv.as_deref(),
             acting_since: self.acting_since,
             catch_up_per_second: 10.0,
@@ -254,7 +254,7 @@ impl Case {
                     run.back_offs.push(b);
                     Outcome::BackedOff
                 }
-                Action::RememberSourceVersion(_) => Outcome::Remembered,
+                Action::RememberSourceVersion { .. } => Outcome::Remembered,
                 Action::RecallAnswer { .. } => Outcome::Recalled(self.heard),
                 Action::Probe { probing, settings, .. } => {
                     clock = schedule::add(clock, std::time::Duration::from_secs(self.probe_takes.unsigned_abs()));
@@ -343,7 +343,7 @@ fn kind(a: &Action<'_>) -> &'static str {
         Action::CallTokenEndpoint { .. } => "token endpoint",
         Action::WriteOAuthState { .. } => "write oauth state",
         Action::BackOff(_) => "back off",
-        Action::RememberSourceVersion(_) => "remember version",
+        Action::RememberSourceVersion { .. } => "remember version",
         Action::RecallAnswer { .. } => "recall answer",
         Action::Probe {
             probing: Probing::Candidate,

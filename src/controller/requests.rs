@@ -1,0 +1,96 @@
+//! The requests a reconcile sends to a provider's host (a probe, a token-endpoint call), each
+//! within its key's budget and a request slot, and what a probe's answer tells beyond its
+//! credential (the budget, the provider's spend, the metrics).
+
+use super::context::Context;
+
+use jiff::Timestamp;
+use tracing::debug;
+
+use crate::Result;
+use crate::crd::RateLimitScope;
+use crate::decide::fair_share;
+use crate::decide::oauth;
+use crate::decide::plan::Settings;
+use crate::decide::step::Attempt;
+use crate::decide::step::probe::AfterProbe;
+use crate::decide::token::{Fingerprint, Token};
+use crate::decide::verdict::ProbeOutcome;
+
+/// A request slot for a request to `host` within the key's budget: the permit, or what held
+/// the request back (a token-endpoint call spends the same per-account budget as a probe).
+async fn admit<T>(
+    ctx: &Context,
+    ns: &str,
+    settings: &Settings,
+    key: &Fingerprint,
+) -> std::result::Result<crate::budget::Permit, Attempt<T>> {
+    let host = settings.host();
+    if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, Timestamp::now()) {
+        debug!(%host, %key, until = %held.until, by = ?held.by, "request held back");
+        return Err(Attempt::Held(held.until));
+    }
+    let Some(permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
+        ctx.budget.refund(key);
+        debug!(%host, %key, "no request slot within its patience");
+        return Err(Attempt::Busy);
+    };
+    Ok(permit)
+}
+
+/// POSTs a token request to the token endpoint within the account's budget and a request slot.
+pub(super) async fn call_token_endpoint(
+    ctx: &Context,
+    ns: &str,
+    settings: &Settings,
+    url: &str,
+    request: &oauth::TokenRequest,
+    key: &Fingerprint,
+) -> Result<Attempt<oauth::Answer>> {
+    let _permit = match admit(ctx, ns, settings, key).await {
+        Ok(permit) => permit,
+        Err(attempt) => return Ok(attempt),
+    };
+    let answer = ctx
+        .provider_client
+        .post_form(url, request, settings.timeout, &settings.profile)
+        .await?;
+    debug!(transport = ?answer.transport, "token endpoint answered");
+    Ok(Attempt::Sent(answer))
+}
+
+/// Sends one probe within the key's budget and a request slot.
+pub(super) async fn probe(
+    ctx: &Context,
+    ns: &str,
+    settings: &Settings,
+    token: &Token,
+    key: &Fingerprint,
+) -> Result<Attempt<Box<ProbeOutcome>>> {
+    let _permit = match admit(ctx, ns, settings, key).await {
+        Ok(permit) => permit,
+        Err(attempt) => return Ok(attempt),
+    };
+    let outcome = ctx
+        .provider_client
+        .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
+        .await?;
+    debug!(%key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
+    Ok(Attempt::Sent(Box::new(outcome)))
+}
+
+/// Tells the budget, the provider's status and the metrics what a probe's answer means beyond
+/// its credential; answers what the budget holds back for a back-off.
+pub(super) fn tell(ctx: &Context, ns: &str, after: AfterProbe) -> Option<RateLimitScope> {
+    let now = Timestamp::now();
+    if let Some((key, heard)) = after.share {
+        ctx.budget.hear(key, heard);
+    }
+    if let Some(count) = after.count {
+        ctx.providers.probed(&count.provider, now);
+        ctx.metrics.probed(&count.provider, count.result, count.elapsed);
+    }
+    after
+        .back_off
+        .map(|b| ctx.budget.back_off(ns, &b.host, &b.key, b.scope, b.until, now))
+}
