@@ -64,7 +64,7 @@ fn build(name: &str) -> Profile {
                 hosts,
                 TokenFormat::opaque(name),
                 Some(5_000),
-                Some(Arc::new(crate::decide::oauth::definition::virtuous())),
+                Some(Arc::new(super::oauth::virtuous())),
             )
         }
         // generic: any Bearer-token API at a host the operator's owner allows.

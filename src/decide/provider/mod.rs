@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod definition;
 mod format;
+pub mod oauth;
 pub mod report;
 pub mod status;
 
@@ -195,7 +196,7 @@ pub struct Profile {
     pub headers: LimitHeaders,
     pub expiry: ExpiryFrom,
     /// The authorization server, when credentials may use OAuth.
-    pub oauth: Option<Arc<crate::decide::oauth::Definition>>,
+    pub oauth: Option<Arc<oauth::Definition>>,
 }
 
 /// Probes may use at most this share of a key's documented hourly limit, unless a definition
