@@ -27,11 +27,9 @@ pub(super) struct ProviderReports {
 }
 
 impl ProviderReports {
-    /// `None` where the operator watches some namespaces only: only one that sees every namespace
-    /// can count a provider's credentials; namespaced installations may share the cluster's
-    /// providers, and would overwrite each other's counts.
+    /// `None` where `decide::provider::report::reports` says this operator does not report.
     pub(super) fn of(client: Client, caches: &Caches, namespaces: &[String]) -> Option<Self> {
-        namespaces.is_empty().then(|| Self {
+        crate::decide::provider::report::reports(namespaces).then(|| Self {
             client,
             providers: caches.providers.clone(),
             scopes: caches.scopes.iter().map(|s| s.cache.clone()).collect(),

@@ -23,6 +23,13 @@ pub const EVERY: Duration = Duration::from_secs(300);
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// When the next report is due without a change: `EVERY`, spread ±10%.
+/// Whether this operator writes providers' status: only one that watches every namespace can
+/// count a provider's credentials; installations watching some namespaces may share the
+/// cluster's providers, and would overwrite each other's counts.
+pub fn reports(watched_namespaces: &[String]) -> bool {
+    watched_namespaces.is_empty()
+}
+
 pub fn next(jitter: Jitter) -> Duration {
     jitter.scale(EVERY, 0.9, 1.1)
 }
@@ -101,6 +108,16 @@ impl ProbesLastHour {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_an_operator_watching_every_namespace_reports() {
+        assert!(reports(&[]));
+        assert!(
+            !reports(&["team-a".to_owned()]),
+            "a namespaced one would overwrite another's counts"
+        );
+    }
+
     use super::*;
     use crate::testing::t;
 
