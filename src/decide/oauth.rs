@@ -198,6 +198,26 @@ pub fn next(
     }
 }
 
+/// The state after an answer that cannot be used but carries a new refresh token (`rotated`,
+/// `answer::rotated_in`): the server replaced the one sent, so the new one is stored and the
+/// old retired, or the next call would send a dead token. The access token of the moment stays.
+pub fn after_unusable(
+    def: &Definition,
+    request: &TokenRequest,
+    state: &State,
+    login: &Login,
+    rotated: Option<Token>,
+    now: Timestamp,
+) -> Option<State> {
+    let rotated = rotated.filter(|t| request.refresh_token.as_ref() != Some(t))?;
+    Some(State {
+        access_token: state.access_token.clone(),
+        expires_at: state.expires_at,
+        refresh_at: state.refresh_at,
+        ..after_issue(def, request, state, login, Some(rotated), None, now)
+    })
+}
+
 /// When an outage or an unusable answer is tried again.
 pub fn retry_at(now: Timestamp, jitter: Jitter) -> Timestamp {
     schedule::add(now, jitter.scale(schedule::TRANSIENT_FIRST * 2, 0.5, 1.0))

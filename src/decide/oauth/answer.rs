@@ -146,11 +146,7 @@ fn success(rules: &AnswerRules, format: &TokenFormat, a: &Answer, now: Timestamp
         };
         return Outcome::Unusable(Unusable::MissingExpiry { field });
     };
-    let refresh_token = v
-        .get(&rules.refresh_token)
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty() && t.len() <= token::MAX_TOKEN_BYTES)
-        .map(Token::new);
+    let refresh_token = refresh_token(rules, &v);
     let refresh_expires_in = seconds(v.get(&rules.refresh_token_expires_in)).filter(|d| !d.is_zero());
     Outcome::Issued {
         access_token,
@@ -158,6 +154,28 @@ fn success(rules: &AnswerRules, format: &TokenFormat, a: &Answer, now: Timestamp
         expires_in: expires_in.clamp(Duration::from_secs(1), MAX_LIFETIME),
         refresh_expires_in: refresh_expires_in.map(|d| d.min(MAX_LIFETIME)),
     }
+}
+
+fn refresh_token(rules: &AnswerRules, v: &Value) -> Option<Token> {
+    v.get(&rules.refresh_token)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= token::MAX_TOKEN_BYTES)
+        .map(Token::new)
+}
+
+/// The refresh token of a successful (HTTP 200, success rule met) answer that cannot otherwise
+/// be used: a server that rotates has replaced the one sent already, so it must be kept.
+pub fn rotated_in(def: &Definition, a: &Answer) -> Option<Token> {
+    if a.transport != Transport::Answered(200) || def.code_required_status == Some(200) {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(&a.body).ok()?;
+    if let Some((field, equals)) = &def.answer.success
+        && field_text(&v, field).as_deref() != Some(equals.as_str())
+    {
+        return None;
+    }
+    refresh_token(&def.answer, &v)
 }
 
 /// Seconds as a JSON number or numeric string.

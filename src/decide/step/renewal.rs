@@ -262,6 +262,12 @@ impl<'a> Grants<'a, '_> {
                     return Ok(None);
                 }
                 Next::Unusable(why) => {
+                    let rotated = oauth::answer::rotated_in(def, answer);
+                    if let Some(kept) = oauth::after_unusable(def, &req, &state, self.login, rotated, at)
+                        && let StateWritten::Refused(m) = self.write(&mut writes, &kept)?
+                    {
+                        return Ok(self.refused_write(out, &m));
+                    }
                     out.problem = Some(problems::bad_answer(&why, names.provider));
                     out.wake(oauth::retry_at(at, w.jitter));
                     return Ok(None);

@@ -282,3 +282,25 @@ fn a_held_token_endpoint_call_sends_nothing_and_comes_back_when_allowed() {
     case.endpoint = vec![Attempt::Busy];
     assert_eq!(case.run().requeue, Some(Duration::from_secs(6)));
 }
+
+#[test]
+fn a_refresh_token_rotated_in_an_answer_that_cannot_be_used_is_still_stored() {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("old-refresh")),
+        ..Default::default()
+    }));
+    // The server rotated: "old-refresh" is dead from now on, whatever else the answer lacks.
+    case.endpoint = vec![Attempt::Sent(endpoint(
+        200,
+        r#"{"access_token":"a2","refresh_token":"new-refresh"}"#,
+    ))];
+    let run = case.run();
+    assert_eq!(run.ready(), Some(Reason::MissingExpiry));
+    assert!(run.written.is_empty(), "the access token is not used");
+    let after = data(run.state_writes.last().expect("the rotation is stored"));
+    assert_eq!(after.refresh_token, Some(Token::new("new-refresh")));
+    assert_eq!(after.retired, [Token::new("old-refresh").fingerprint()]);
+    assert_eq!(after.in_flight, None, "the answer was stored, nothing is lost");
+    assert_eq!(after.access_token, None);
+}
