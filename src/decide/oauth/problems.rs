@@ -102,6 +102,9 @@ pub fn bad_answer(why: &BadAnswer, provider: &str) -> Problem {
         BadAnswer::NoAccessToken { field } => Problem::TokenEndpointUnusable(format!(
             "{provider}'s token endpoint answered without the field {field:?} the ApiProvider's oauth.answer.accessToken names"
         )),
+        BadAnswer::SuccessRuleUnmet { field } => Problem::TokenEndpointUnusable(format!(
+            "{provider}'s token endpoint answered an access token, yet its field {field:?} does not say success as the ApiProvider's oauth.answer.success expects: the rule is to be fixed, the token was not used"
+        )),
         BadAnswer::MissingExpiry { field } => Problem::MissingExpiry(format!(
             "{provider}'s token endpoint answered without the field {field:?}; set oauth.answer.lifetime in the ApiProvider when the server documents the lifetime instead"
         )),
