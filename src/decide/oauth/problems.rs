@@ -32,6 +32,10 @@ pub fn unusable(why: &Unusable, provider: &str, ns: &str, login: &str) -> Proble
         Unusable::Key(KeyProblem::NotAKey) => Problem::MalformedKey(format!(
             "key \"private_key\" of Secret {ns}/{login} is not a PEM private key of the algorithm {provider} uses (PKCS#8 PEM: RSA for RS256, P-256 for ES256)"
         )),
+        Unusable::Key(KeyProblem::TooLarge) => Problem::MalformedKey(format!(
+            "key \"private_key\" of Secret {ns}/{login} is over {} bytes of PEM: RSA keys over 4096 bits are not used (2048 is usual), and a PEM holds the key alone",
+            super::assertion::MAX_KEY_PEM
+        )),
         Unusable::Key(KeyProblem::CannotSign) => Problem::MalformedKey(format!(
             "key \"private_key\" of Secret {ns}/{login} cannot sign with the algorithm {provider} uses"
         )),

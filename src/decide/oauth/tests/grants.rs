@@ -3,6 +3,7 @@
 use jsonwebtoken::{DecodingKey, Validation};
 
 use super::*;
+use crate::decide::oauth::assertion::KeyProblem;
 use crate::decide::oauth::request::{self, Unusable};
 
 fn first(def: &Definition, l: &Login, s: &State) -> Result<TokenRequest, Unusable> {
@@ -255,4 +256,23 @@ fn a_malformed_or_mismatched_key_is_named_and_nothing_is_built() {
             bad.len()
         );
     }
+}
+
+#[test]
+fn an_rsa_key_too_large_to_sign_cheaply_is_named_and_not_parsed() {
+    // Signing runs in the reconcile, several times per pass: an 8192-bit key costs a worker
+    // about 30 times a 2048-bit one, each time.
+    const RSA_8192: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-rsa8192.key.pem");
+    let def = definition(ProviderOAuth {
+        grants: vec![GrantType::JwtBearer],
+        assertion: Some(assertion(AssertionAlgorithm::RS256)),
+        ..spec()
+    });
+    let l = login(&[("client_id", "c"), ("private_key", RSA_8192)]);
+    assert_eq!(
+        first(&def, &l, &State::default()).map(|r| r.grant),
+        Err(Unusable::Key(KeyProblem::TooLarge))
+    );
+    let fits = login(&[("client_id", "c"), ("private_key", &RSA_KEY.replace('\n', "\\n"))]);
+    assert!(first(&def, &fits, &State::default()).is_ok(), "a 2048-bit key, escaped");
 }
