@@ -26,6 +26,10 @@ pub fn unusable(why: &Unusable, provider: &str, ns: &str, login: &str) -> Proble
         Unusable::Unreadable { key } => Problem::LoginIncomplete(format!(
             "key \"{key}\" of Secret {ns}/{login} is not text or is over 8 KiB; it is not read"
         )),
+        Unusable::TooManyKeys { key, keys } => Problem::LoginIncomplete(format!(
+            "Secret {ns}/{login} has {keys} keys, and only the first {} by name are read: key \"{key}\", which {provider} needs, is not among them; keep only the login's keys in it",
+            super::login::MAX_KEYS
+        )),
         Unusable::Reused => Problem::RefreshTokenReused(format!(
             "the refresh token in Secret {ns}/{login} was already used and replaced by {provider}; sending it again could revoke the grant: put a new refresh token (or the password) in Secret {ns}/{login}"
         )),

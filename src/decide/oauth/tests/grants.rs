@@ -276,3 +276,31 @@ fn an_rsa_key_too_large_to_sign_cheaply_is_named_and_not_parsed() {
     let fits = login(&[("client_id", "c"), ("private_key", &RSA_KEY.replace('\n', "\\n"))]);
     assert!(first(&def, &fits, &State::default()).is_ok(), "a 2048-bit key, escaped");
 }
+
+#[test]
+fn a_login_with_too_many_keys_names_that_rather_than_a_missing_key() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let def = definition(ProviderOAuth {
+        grants: vec![GrantType::Password],
+        ..spec()
+    });
+    let mut data: std::collections::BTreeMap<String, ByteString> = (0..40)
+        .map(|i| (format!("a{i:02}"), ByteString(b"x".to_vec())))
+        .collect();
+    data.insert("username".into(), ByteString(b"u".to_vec()));
+    data.insert("password".into(), ByteString(b"p".to_vec()));
+    let secret = Secret {
+        data: Some(data),
+        ..Secret::default()
+    };
+    let l = Login::from_secret(&secret);
+    assert_eq!(
+        first(&def, &l, &State::default()),
+        Err(Unusable::TooManyKeys {
+            key: "username".into(),
+            keys: 42
+        }),
+        "the key is there, past the bound"
+    );
+}
