@@ -303,4 +303,17 @@ fn a_refresh_token_rotated_in_an_answer_that_cannot_be_used_is_still_stored() {
     assert_eq!(after.retired, [Token::new("old-refresh").fingerprint()]);
     assert_eq!(after.in_flight, None, "the answer was stored, nothing is lost");
     assert_eq!(after.access_token, None);
+
+    // Someone wrote the state meanwhile: it is read again and the new refresh token stored on it.
+    case.state_writes = vec![StateWritten::Stored(Some("2".into())), StateWritten::Conflict];
+    let raced = case.run();
+    assert_eq!(
+        run.state_writes.len() + 1,
+        raced.state_writes.len(),
+        "{:?}",
+        raced.actions
+    );
+    let after = data(raced.state_writes.last().expect("stored on top"));
+    assert_eq!(after.refresh_token, Some(Token::new("new-refresh")));
+    assert_eq!(raced.ready(), Some(Reason::MissingExpiry));
 }
