@@ -90,43 +90,35 @@ impl State {
         }
     }
 
+    /// Every key, empty when unset (read back as unset): the state is created by a plain create
+    /// and replaced by server-side apply, which removes no key another field manager (the
+    /// create) wrote, so a key left out would keep its old value (an old `in_flight` mark).
     pub fn to_data(&self) -> BTreeMap<String, ByteString> {
-        let mut d = BTreeMap::new();
-        let mut put = |k: &str, v: String| {
-            d.insert(k.to_owned(), ByteString(v.into_bytes()));
-        };
         let list = |l: &[Fingerprint]| l.iter().map(Fingerprint::to_string).collect::<Vec<_>>().join(" ");
-        if let Some(t) = &self.refresh_token {
-            put(REFRESH_TOKEN, t.expose().to_owned());
-        }
-        if let Some(t) = self.refresh_expires_at {
-            put(REFRESH_EXPIRES_AT, t.to_string());
-        }
-        if let Some(t) = &self.access_token {
-            put(ACCESS_TOKEN, t.expose().to_owned());
-        }
-        if let Some(t) = self.expires_at {
-            put(EXPIRES_AT, t.to_string());
-        }
-        if let Some(t) = self.refresh_at {
-            put(REFRESH_AT, t.to_string());
-        }
-        if !self.spent.is_empty() {
-            put(SPENT, list(&self.spent));
-        }
-        if let Some(f) = &self.seed {
-            put(SEED, f.to_string());
-        }
-        if let Some(f) = &self.in_flight {
-            put(IN_FLIGHT, f.to_string());
-        }
-        if !self.retired.is_empty() {
-            put(RETIRED, list(&self.retired));
-        }
-        if let Some((f, reason)) = &self.refused {
-            put(REFUSED, format!("{f} {}", reason.as_str()));
-        }
-        d
+        let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        let token = |t: &Option<Token>| t.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
+        let fp = |f: &Option<Fingerprint>| f.as_ref().map(Fingerprint::to_string).unwrap_or_default();
+        [
+            (REFRESH_TOKEN, token(&self.refresh_token)),
+            (REFRESH_EXPIRES_AT, time(self.refresh_expires_at)),
+            (ACCESS_TOKEN, token(&self.access_token)),
+            (EXPIRES_AT, time(self.expires_at)),
+            (REFRESH_AT, time(self.refresh_at)),
+            (SPENT, list(&self.spent)),
+            (SEED, fp(&self.seed)),
+            (IN_FLIGHT, fp(&self.in_flight)),
+            (RETIRED, list(&self.retired)),
+            (
+                REFUSED,
+                self.refused
+                    .as_ref()
+                    .map(|(f, reason)| format!("{f} {}", reason.as_str()))
+                    .unwrap_or_default(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+        .collect()
     }
 
     /// Remembers `f` in `list`, the newest last, at most [`REMEMBERED`].
@@ -195,4 +187,32 @@ pub fn state_secret(
         data: Some(state.to_data()),
         ..Secret::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_written_so_an_apply_replaces_what_a_create_wrote() {
+        let marked = State {
+            refresh_token: Some(Token::new("r")),
+            in_flight: Some(Token::new("r").fingerprint()),
+            ..State::default()
+        };
+        let cleared = State {
+            in_flight: None,
+            ..marked.clone()
+        };
+        let keys = |s: &State| s.to_data().into_keys().collect::<Vec<_>>();
+        assert_eq!(keys(&cleared), keys(&marked), "the cleared mark is written, empty");
+        let read = |s: &State| {
+            State::from_secret(&Secret {
+                data: Some(s.to_data()),
+                ..Secret::default()
+            })
+        };
+        assert_eq!(read(&cleared), cleared, "an empty key reads as unset");
+        assert_eq!(read(&marked), marked);
+    }
 }
