@@ -94,6 +94,18 @@ pub fn renew(
     Renew::Now
 }
 
+/// Whether `decided` uses the very access token whose last probe the provider refused
+/// (`probed`: the status's token fingerprint): revoked before its time (a session ended, a
+/// password changed), it is refreshed now rather than when due. A new token is probed before
+/// this can be true again, so refreshes come no faster than probes (one budget for both).
+pub fn rejected(decided: &Renew, probed: Option<&str>, result: Option<crate::crd::ProbeResult>) -> bool {
+    use crate::crd::ProbeResult;
+    let Renew::Use { access_token, .. } = decided else {
+        return false;
+    };
+    result == Some(ProbeResult::Unauthorized) && probed == Some(access_token.fingerprint().to_string().as_str())
+}
+
 /// Whether a single-use field of the password grant holds a value not yet sent.
 fn fresh_code(def: &Definition, login: &Login, state: &State) -> bool {
     def.password_fields

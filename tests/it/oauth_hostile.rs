@@ -74,4 +74,43 @@ async fn the_refresh_token_rotated_in_an_answer_without_expiry_is_kept(mut h: Ha
     assert!(refused.is_empty(), "a dead refresh token was sent: {refused:?}");
 }
 
-scenarios!(the_refresh_token_rotated_in_an_answer_without_expiry_is_kept);
+async fn an_access_token_the_server_revoked_early_is_refreshed(h: Harness) {
+    let sim = OAuthServer::start(Flavor::Xero).await;
+    sim.register_client(CLIENT, SECRET);
+    sim.set_access_token_lifetime(Duration::from_secs(3600));
+    let seed = sim.seed_refresh_token(CLIENT);
+    let def = xero(&h);
+    h.apply_cluster("apiproviders", &def).await;
+    h.secret(
+        "login",
+        &[
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+            ("refresh_token", &seed),
+        ],
+    )
+    .await;
+    h.create(
+        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
+        "metadata": {"name": "c"},
+        "spec": {"tenant": "acme", "provider": def["metadata"]["name"], "baseUrl": sim.base_url,
+                 "oauth": {"secretRef": {"name": "login"}}}}),
+    )
+    .await;
+    eventually(20, "Ready", async || {
+        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
+    })
+    .await;
+    sim.revoke_access_tokens();
+    h.request_probe("c", "2026-01-01T00:00:00Z").await;
+    eventually(30, "a current access token again", async || {
+        h.managed_token("c").await.is_some_and(|t| sim.is_current(&t))
+            && h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
+    })
+    .await;
+}
+
+scenarios!(
+    the_refresh_token_rotated_in_an_answer_without_expiry_is_kept,
+    an_access_token_the_server_revoked_early_is_refreshed,
+);

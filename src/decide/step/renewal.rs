@@ -62,7 +62,15 @@ pub(super) fn renew<'a>(
         .is_some_and(|(_, reason)| reason == Some(Reason::OtpRequired));
     let mut again = d.state_again.iter();
 
-    let mut decided = oauth::renew(def, &login, &state, current_token, waiting_for_code, w.now);
+    let renew = |state: &State| {
+        let decided = oauth::renew(def, &login, state, current_token, waiting_for_code, w.now);
+        let probed = w.observed.token_fingerprint.as_deref();
+        if oauth::rejected(&decided, probed, w.observed.last_probe_result) {
+            return Renew::Now;
+        }
+        decided
+    };
+    let mut decided = renew(&state);
     if matches!(decided, Renew::Now) {
         match d.login_held.ok_or_else(|| Action::HoldLogin {
             key: format!("{}/{}", names.ns, names.state),
@@ -74,7 +82,7 @@ pub(super) fn renew<'a>(
             // Another reconcile held the login: it may have refreshed, so look again first.
             Held::AfterWait => {
                 state = read_again(&mut again, &names, &state)?;
-                decided = oauth::renew(def, &login, &state, current_token, waiting_for_code, w.now);
+                decided = renew(&state);
             }
             Held::AtOnce => {}
         }

@@ -317,3 +317,25 @@ fn a_refresh_token_rotated_in_an_answer_that_cannot_be_used_is_still_stored() {
     assert_eq!(after.refresh_token, Some(Token::new("new-refresh")));
     assert_eq!(raced.ready(), Some(Reason::MissingExpiry));
 }
+
+#[test]
+fn an_access_token_the_provider_refused_is_refreshed_before_it_is_due() {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("r1")),
+        access_token: Some(Token::new("revoked-access")),
+        expires_at: Some(t(3_600)),
+        refresh_at: Some(t(2_400)),
+        ..Default::default()
+    }));
+    case.observed.last_probe_result = Some(crate::crd::ProbeResult::Unauthorized);
+    case.observed.token_fingerprint = Some(Token::new("another-token").fingerprint().to_string());
+    assert!(
+        case.run().token_calls.is_empty(),
+        "another token's 401 refreshes nothing"
+    );
+    case.observed.token_fingerprint = Some(Token::new("revoked-access").fingerprint().to_string());
+    let run = case.run();
+    assert_eq!(run.token_calls.len(), 1, "{:?}", run.actions);
+    assert_eq!(run.token_calls[0].1[0].1, "refresh_token");
+}
