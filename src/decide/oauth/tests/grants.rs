@@ -304,3 +304,23 @@ fn a_login_with_too_many_keys_names_that_rather_than_a_missing_key() {
         "the key is there, past the bound"
     );
 }
+
+#[test]
+fn a_password_field_cannot_send_a_field_the_grant_or_the_client_authentication_sets() {
+    for name in ["client_secret", "refresh_token", "client_assertion", "scope"] {
+        let spec = ProviderOAuth {
+            grants: vec![GrantType::Password],
+            password_fields: vec![crate::crd::oauth::LoginField {
+                name: name.into(),
+                key: Some("otp".into()),
+                single_use: true,
+            }],
+            ..spec()
+        };
+        // Sent twice otherwise (a second client_secret, a refresh_token in a password grant).
+        assert!(
+            crate::decide::oauth::definition::read(&spec, &hosts()).is_err(),
+            "{name}"
+        );
+    }
+}
