@@ -318,7 +318,16 @@ pub async fn check_oauth(req: &CheckRequest, o: &OAuthCheck) -> CheckReport {
                 let problem = problems::refused(reason, &request, name, ns, login_name, &summary);
                 return ended(out, &problem, body);
             }
-            Next::Unusable(why) => return ended(out, &problems::bad_answer(&why, name), body),
+            Next::Unusable(why) => {
+                let rotated = oauth::answer::rotated_in(def, &answer);
+                if rotated.is_some_and(|new| request.refresh_token.as_ref().is_some_and(|sent| *sent != new)) {
+                    let _ = writeln!(
+                        out,
+                        "refresh token: rotated by the provider: the one sent is spent; the new one is not shown"
+                    );
+                }
+                return ended(out, &problems::bad_answer(&why, name), body);
+            }
             Next::NotAllowed(why) => return usage(format!("{out}error: {}\n", escaped(&why))),
             Next::BackOff(until) => {
                 let _ = writeln!(out, "verdict:      RateLimited (retry after {until})");

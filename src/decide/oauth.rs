@@ -94,6 +94,18 @@ pub fn renew(
     Renew::Now
 }
 
+/// Whether `decided` uses the very access token whose last probe the provider refused
+/// (`probed`: the status's token fingerprint): revoked before its time (a session ended, a
+/// password changed), it is refreshed now rather than when due. A new token is probed before
+/// this can be true again, so refreshes come no faster than probes (one budget for both).
+pub fn rejected(decided: &Renew, probed: Option<&str>, result: Option<crate::crd::ProbeResult>) -> bool {
+    use crate::crd::ProbeResult;
+    let Renew::Use { access_token, .. } = decided else {
+        return false;
+    };
+    result == Some(ProbeResult::Unauthorized) && probed == Some(access_token.fingerprint().to_string().as_str())
+}
+
 /// Whether a single-use field of the password grant holds a value not yet sent.
 fn fresh_code(def: &Definition, login: &Login, state: &State) -> bool {
     def.password_fields
@@ -196,6 +208,26 @@ pub fn next(
         }
         Outcome::Unavailable(_) => Next::Retry(retry_at(now, jitter)),
     }
+}
+
+/// The state after an answer that cannot be used but carries a new refresh token (`rotated`,
+/// `answer::rotated_in`): the server replaced the one sent, so the new one is stored and the
+/// old retired, or the next call would send a dead token. The access token of the moment stays.
+pub fn after_unusable(
+    def: &Definition,
+    request: &TokenRequest,
+    state: &State,
+    login: &Login,
+    rotated: Option<Token>,
+    now: Timestamp,
+) -> Option<State> {
+    let rotated = rotated.filter(|t| request.refresh_token.as_ref() != Some(t))?;
+    Some(State {
+        access_token: state.access_token.clone(),
+        expires_at: state.expires_at,
+        refresh_at: state.refresh_at,
+        ..after_issue(def, request, state, login, Some(rotated), None, now)
+    })
 }
 
 /// When an outage or an unusable answer is tried again.

@@ -15,6 +15,7 @@ mod isolation_scenarios;
 mod lifecycle_scenarios;
 mod no_panic;
 mod oauth_bad_input;
+mod oauth_hostile;
 mod oauth_scenarios;
 mod oauth_server;
 mod operability;

@@ -74,6 +74,9 @@ pub enum Unusable {
     MissingExpiry { field: String },
     /// The access token fails the provider's token format.
     BadAccessToken(FormatError),
+    /// The success rule's field does not say success, yet the answer holds an access token: the
+    /// rule is wrong (a refusal holds no token), and the login is not to blame.
+    SuccessRuleUnmet { field: String },
 }
 
 /// Reads `a` as `def` says, checking the access token against `format`.
@@ -126,9 +129,12 @@ fn success(rules: &AnswerRules, format: &TokenFormat, a: &Answer, now: Timestamp
         return Outcome::Unusable(Unusable::NotJson(BodySummary::of(200, a.media_type, &a.body)));
     }
     // A server that answers errors with 200 (`{"ok": false, ...}`).
-    if let Some((field, equals)) = &rules.success
-        && field_text(&v, field).as_deref() != Some(equals.as_str())
-    {
+    if !succeeded(rules, &v) {
+        if v.get(&rules.access_token).and_then(Value::as_str).is_some()
+            && let Some((field, _)) = &rules.success
+        {
+            return Outcome::Unusable(Unusable::SuccessRuleUnmet { field: field.clone() });
+        }
         return Outcome::Refused(summary(rules, 200, a));
     }
     let Some(raw) = v.get(&rules.access_token).and_then(Value::as_str) else {
@@ -146,11 +152,7 @@ fn success(rules: &AnswerRules, format: &TokenFormat, a: &Answer, now: Timestamp
         };
         return Outcome::Unusable(Unusable::MissingExpiry { field });
     };
-    let refresh_token = v
-        .get(&rules.refresh_token)
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty() && t.len() <= token::MAX_TOKEN_BYTES)
-        .map(Token::new);
+    let refresh_token = refresh_token(rules, &v);
     let refresh_expires_in = seconds(v.get(&rules.refresh_token_expires_in)).filter(|d| !d.is_zero());
     Outcome::Issued {
         access_token,
@@ -158,6 +160,32 @@ fn success(rules: &AnswerRules, format: &TokenFormat, a: &Answer, now: Timestamp
         expires_in: expires_in.clamp(Duration::from_secs(1), MAX_LIFETIME),
         refresh_expires_in: refresh_expires_in.map(|d| d.min(MAX_LIFETIME)),
     }
+}
+
+fn refresh_token(rules: &AnswerRules, v: &Value) -> Option<Token> {
+    v.get(&rules.refresh_token)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= token::MAX_TOKEN_BYTES)
+        .map(Token::new)
+}
+
+/// The refresh token of a successful answer (HTTP 200, the success rule met or an access token
+/// in it) that cannot otherwise be used: a server that rotates has replaced the one sent already, so it must be kept.
+pub fn rotated_in(def: &Definition, a: &Answer) -> Option<Token> {
+    if a.transport != Transport::Answered(200) || def.code_required_status == Some(200) {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(&a.body).ok()?;
+    let issued = succeeded(&def.answer, &v) || v.get(&def.answer.access_token).and_then(Value::as_str).is_some();
+    issued.then(|| refresh_token(&def.answer, &v)).flatten()
+}
+
+/// Whether the success rule, when there is one, says the answer succeeded.
+fn succeeded(rules: &AnswerRules, v: &Value) -> bool {
+    rules
+        .success
+        .as_ref()
+        .is_none_or(|(field, equals)| field_text(v, field).as_deref() == Some(equals.as_str()))
 }
 
 /// Seconds as a JSON number or numeric string.

@@ -49,9 +49,16 @@ impl Claims {
     }
 }
 
+/// The longest private key PEM signed with: an RSA key of 4096 bits is about 3.3 KB of PEM.
+/// Signing runs in the reconcile, on every pass that builds the grant, and its cost grows with
+/// the cube of the key's size: a larger key is refused before it is parsed.
+pub const MAX_KEY_PEM: usize = 4096;
+
 /// Why the private key cannot sign. Messages name the key, never its content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyProblem {
+    /// Over [`MAX_KEY_PEM`]: an RSA key over about 4096 bits.
+    TooLarge,
     /// Not a PEM private key of the algorithm's kind (RSA for RS256, P-256 PKCS#8 for ES256).
     NotAKey,
     /// It parsed, and signing failed (a key of another curve or size).
@@ -67,6 +74,9 @@ pub fn sign(
     claims: &Claims,
 ) -> Result<Token, KeyProblem> {
     let pem = key.expose().replace("\\n", "\n");
+    if pem.len() > MAX_KEY_PEM {
+        return Err(KeyProblem::TooLarge);
+    }
     let (alg, key) = match algorithm {
         AssertionAlgorithm::RS256 => (Algorithm::RS256, EncodingKey::from_rsa_pem(pem.as_bytes())),
         AssertionAlgorithm::ES256 => (Algorithm::ES256, EncodingKey::from_ec_pem(pem.as_bytes())),

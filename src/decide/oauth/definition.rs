@@ -11,6 +11,23 @@ use crate::crd::oauth::{ClientAuthentication, GrantType, LoginField, ProviderOAu
 use crate::decide::provider::ProviderHost;
 use crate::decide::{duration, text};
 
+/// Form fields the grants and the client authentication set: no static parameter or password
+/// field may send one a second time.
+const RESERVED: [&str; 12] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "assertion",
+    "refresh_token",
+    "username",
+    "password",
+    "scope",
+    "audience",
+    "resource",
+];
+
 /// Reads `oauth` of a definition whose hosts are `hosts`.
 pub fn read(spec: &ProviderOAuth, hosts: &[ProviderHost]) -> Result<Definition, String> {
     let endpoint = match (&spec.token_path, &spec.token_url) {
@@ -33,20 +50,6 @@ pub fn read(spec: &ProviderOAuth, hosts: &[ProviderHost]) -> Result<Definition, 
     if needs_assertion && spec.assertion.is_none() {
         return Err("oauth.assertion is needed by the jwt-bearer grant and by private_key_jwt".into());
     }
-    const RESERVED: [&str; 12] = [
-        "grant_type",
-        "client_id",
-        "client_secret",
-        "client_assertion",
-        "client_assertion_type",
-        "assertion",
-        "refresh_token",
-        "username",
-        "password",
-        "scope",
-        "audience",
-        "resource",
-    ];
     for (k, v) in &spec.parameters {
         if RESERVED.contains(&k.as_str()) {
             return Err(format!(
@@ -125,9 +128,9 @@ fn token_url(written: &str, hosts: &[ProviderHost]) -> Result<String, String> {
 }
 
 fn field(f: &LoginField) -> Result<Field, String> {
-    if ["username", "password", "grant_type"].contains(&f.name.as_str()) {
+    if RESERVED.contains(&f.name.as_str()) {
         return Err(format!(
-            "oauth.passwordFields: {} is sent by the password grant itself",
+            "oauth.passwordFields: {} is sent by the grant or the client authentication itself",
             f.name
         ));
     }

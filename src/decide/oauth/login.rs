@@ -27,6 +27,8 @@ pub struct Login {
     unreadable: Vec<String>,
     /// The Secret's uid: the state Secret is owned by it (deleted with the login).
     pub uid: Option<String>,
+    /// How many keys the Secret has, when over [`MAX_KEYS`] (those past it by name are not read).
+    too_many: Option<usize>,
 }
 
 impl Login {
@@ -35,6 +37,8 @@ impl Login {
             uid: s.metadata.uid.clone(),
             ..Self::default()
         };
+        let count = s.data.as_ref().map_or(0, BTreeMap::len);
+        login.too_many = (count > MAX_KEYS).then_some(count);
         let keys = s.data.iter().flat_map(|d| d.keys()).take(MAX_KEYS);
         for key in keys {
             match secret::text(s, key) {
@@ -69,6 +73,11 @@ impl Login {
     /// Whether `key` is present but could not be read (over the size bound, not text).
     pub fn unreadable(&self, key: &str) -> bool {
         self.unreadable.iter().any(|k| k == key)
+    }
+
+    /// How many keys the Secret has, when more than are read.
+    pub fn too_many(&self) -> Option<usize> {
+        self.too_many
     }
 
     pub fn refresh_token(&self) -> Option<&Token> {

@@ -26,11 +26,19 @@ pub fn unusable(why: &Unusable, provider: &str, ns: &str, login: &str) -> Proble
         Unusable::Unreadable { key } => Problem::LoginIncomplete(format!(
             "key \"{key}\" of Secret {ns}/{login} is not text or is over 8 KiB; it is not read"
         )),
+        Unusable::TooManyKeys { key, keys } => Problem::LoginIncomplete(format!(
+            "Secret {ns}/{login} has {keys} keys, and only the first {} by name are read: key \"{key}\", which {provider} needs, is not among them; keep only the login's keys in it",
+            super::login::MAX_KEYS
+        )),
         Unusable::Reused => Problem::RefreshTokenReused(format!(
             "the refresh token in Secret {ns}/{login} was already used and replaced by {provider}; sending it again could revoke the grant: put a new refresh token (or the password) in Secret {ns}/{login}"
         )),
         Unusable::Key(KeyProblem::NotAKey) => Problem::MalformedKey(format!(
             "key \"private_key\" of Secret {ns}/{login} is not a PEM private key of the algorithm {provider} uses (PKCS#8 PEM: RSA for RS256, P-256 for ES256)"
+        )),
+        Unusable::Key(KeyProblem::TooLarge) => Problem::MalformedKey(format!(
+            "key \"private_key\" of Secret {ns}/{login} is over {} bytes of PEM: RSA keys over 4096 bits are not used (2048 is usual), and a PEM holds the key alone",
+            super::assertion::MAX_KEY_PEM
         )),
         Unusable::Key(KeyProblem::CannotSign) => Problem::MalformedKey(format!(
             "key \"private_key\" of Secret {ns}/{login} cannot sign with the algorithm {provider} uses"
@@ -101,6 +109,9 @@ pub fn bad_answer(why: &BadAnswer, provider: &str) -> Problem {
         )),
         BadAnswer::NoAccessToken { field } => Problem::TokenEndpointUnusable(format!(
             "{provider}'s token endpoint answered without the field {field:?} the ApiProvider's oauth.answer.accessToken names"
+        )),
+        BadAnswer::SuccessRuleUnmet { field } => Problem::TokenEndpointUnusable(format!(
+            "{provider}'s token endpoint answered an access token, yet its field {field:?} does not say success as the ApiProvider's oauth.answer.success expects: the rule is to be fixed, the token was not used"
         )),
         BadAnswer::MissingExpiry { field } => Problem::MissingExpiry(format!(
             "{provider}'s token endpoint answered without the field {field:?}; set oauth.answer.lifetime in the ApiProvider when the server documents the lifetime instead"

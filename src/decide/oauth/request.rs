@@ -46,6 +46,8 @@ pub enum Unusable {
     Missing { grant: GrantType, key: String },
     /// The key is present but over the size bound or not text.
     Unreadable { key: String },
+    /// The key is not among those read of a Secret with too many (`keys`) to read them all.
+    TooManyKeys { key: String, keys: usize },
     /// The only refresh token there is was rotated away already: sending it again could make
     /// the server revoke the grant.
     Reused,
@@ -97,9 +99,15 @@ fn need<'a>(login: &'a Login, grant: GrantType, key: &str) -> Result<&'a Token, 
     if login.unreadable(key) {
         return Err(Unusable::Unreadable { key: key.into() });
     }
-    login
-        .get(key)
-        .ok_or_else(|| Unusable::Missing { grant, key: key.into() })
+    login.get(key).ok_or_else(|| absent(login, grant, key))
+}
+
+/// Why `key` is not in the login: missing, or past the keys read of too many.
+fn absent(login: &Login, grant: GrantType, key: &str) -> Unusable {
+    match login.too_many() {
+        Some(keys) => Unusable::TooManyKeys { key: key.into(), keys },
+        None => Unusable::Missing { grant, key: key.into() },
+    }
 }
 
 fn build(
@@ -127,12 +135,7 @@ fn build(
             let token = match token {
                 Some(t) => t,
                 None if reused => return Err(Unusable::Reused),
-                None => {
-                    return Err(Unusable::Missing {
-                        grant,
-                        key: super::login::KEY_REFRESH_TOKEN.into(),
-                    });
-                }
+                None => return Err(absent(login, grant, super::login::KEY_REFRESH_TOKEN)),
             };
             form.push(("refresh_token".into(), token.clone()));
             request.refresh_token = Some(token.clone());

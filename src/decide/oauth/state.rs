@@ -187,3 +187,31 @@ pub fn state_secret(
         ..Secret::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_written_so_an_apply_replaces_what_a_create_wrote() {
+        let marked = State {
+            refresh_token: Some(Token::new("r")),
+            in_flight: Some(Token::new("r").fingerprint()),
+            ..State::default()
+        };
+        let cleared = State {
+            in_flight: None,
+            ..marked.clone()
+        };
+        let keys = |s: &State| s.to_data().into_keys().collect::<Vec<_>>();
+        assert_eq!(keys(&cleared), keys(&marked), "the cleared mark is written, empty");
+        let read = |s: &State| {
+            State::from_secret(&Secret {
+                data: Some(s.to_data()),
+                ..Secret::default()
+            })
+        };
+        assert_eq!(read(&cleared), cleared, "an empty key reads as unset");
+        assert_eq!(read(&marked), marked);
+    }
+}

@@ -15,7 +15,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::crd::{PROBE_REQUESTED_ANNOTATION, RotationStatus, TenantApiCredential, TenantApiCredentialStatus};
+use crate::crd::{
+    PROBE_REQUESTED_ANNOTATION, ProbeResult, RotationStatus, TenantApiCredential, TenantApiCredentialStatus,
+};
 use crate::decide::events::{self, Notice};
 use crate::decide::plan::{self, Input, ProbeStep, Problem, Settings, TokenFacts, TokenSource};
 use crate::decide::provider::TokenFormat;
@@ -352,7 +354,16 @@ fn reconcile<'a>(w: &World<'a>, d: &Done) -> Result<Settled, Action<'a>> {
     });
     let mut notices = synced.notices;
     notices.extend(events::transitions(w.observed, &decision.status));
-    let wake = [decision.requeue_at, synced.wake_at].into_iter().flatten().min();
+    // An OAuth access token the provider refused just now is refreshed in the next reconcile
+    // (`oauth::rejected`); only after a probe sent, so never faster than probes are.
+    let oauth = settings
+        .as_ref()
+        .is_ok_and(|s| matches!(s.source, TokenSource::OAuth { .. }));
+    let refresh_now = (oauth && probe.result() == Some(ProbeResult::Unauthorized)).then_some(w.now);
+    let wake = [decision.requeue_at, synced.wake_at, refresh_now]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(Settled {
         status: decision.status,
         notices,

@@ -63,7 +63,15 @@ pub(super) fn renew<'a>(
         .is_some_and(|(_, reason)| reason == Some(Reason::OtpRequired));
     let mut again = d.state_again.iter();
 
-    let mut decided = oauth::renew(def, &login, &state, current_token, waiting_for_code, w.now);
+    let renew = |state: &State| {
+        let decided = oauth::renew(def, &login, state, current_token, waiting_for_code, w.now);
+        let probed = w.observed.token_fingerprint.as_deref();
+        if oauth::rejected(&decided, probed, w.observed.last_probe_result) {
+            return Renew::Now;
+        }
+        decided
+    };
+    let mut decided = renew(&state);
     if matches!(decided, Renew::Now) {
         match d.login_held.ok_or_else(|| Action::HoldLogin {
             key: format!("{}/{}", names.ns, names.state),
@@ -76,7 +84,7 @@ pub(super) fn renew<'a>(
             Held::AfterWait => {
                 state = read_again(&mut again, &names, &state)?;
                 out.refresh_lapses = state.refresh_expires_at;
-                decided = oauth::renew(def, &login, &state, current_token, waiting_for_code, w.now);
+                decided = renew(&state);
             }
             Held::AtOnce => {}
         }
@@ -196,25 +204,13 @@ impl<'a> Grants<'a, '_> {
                     state: issued,
                 } => {
                     // Stored first: a crash after this write loses nothing.
-                    let stored = match self.write(&mut writes, &issued)? {
-                        StateWritten::Stored(rv) => Some(rv),
-                        // Changed under us: read it and store the new refresh token on top.
-                        StateWritten::Conflict => {
-                            let seen = read_again(again, names, &state)?;
-                            let retry = State {
-                                resource_version: seen.resource_version,
-                                ..(*issued).clone()
-                            };
-                            match self.write(&mut writes, &retry)? {
-                                StateWritten::Stored(rv) => Some(rv),
-                                _ => None,
-                            }
+                    match self.store(&mut writes, again, &state, &issued)? {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            out.wake(schedule::add(w.now, RACE_RETRY));
+                            return Ok(keep(&state, current));
                         }
-                        StateWritten::Refused(m) => return Ok(self.refused_write(out, &m)),
-                    };
-                    if stored.is_none() {
-                        out.wake(schedule::add(w.now, RACE_RETRY));
-                        return Ok(keep(&state, current));
+                        Err(m) => return Ok(self.refused_write(out, &m)),
                     }
                     if let Some(at) = issued.refresh_at {
                         out.wake(at);
@@ -265,6 +261,12 @@ impl<'a> Grants<'a, '_> {
                     return Ok(None);
                 }
                 Next::Unusable(why) => {
+                    let rotated = oauth::answer::rotated_in(def, answer);
+                    if let Some(kept) = oauth::after_unusable(def, &req, &state, self.login, rotated, at)
+                        && let Err(m) = self.store(&mut writes, again, &state, &kept)?
+                    {
+                        return Ok(self.refused_write(out, &m));
+                    }
                     out.problem = Some(problems::bad_answer(&why, names.provider));
                     out.wake(oauth::retry_at(at, w.jitter));
                     return Ok(None);
@@ -293,6 +295,31 @@ impl<'a> Grants<'a, '_> {
         }
         // Every grant was tried and none ended it (not an answer `oauth::next` gives).
         Ok(keep(&state, current))
+    }
+
+    /// Stores an answer's state (its refresh token may be the only one alive): on a conflict,
+    /// once more on top of the state read again. `Ok(false)`: changed under us twice;
+    /// `Err`: the API server refused the write, with its message.
+    fn store(
+        &self,
+        writes: &mut std::slice::Iter<'_, StateWritten>,
+        again: &mut std::slice::Iter<'_, Option<Box<Secret>>>,
+        previous: &State,
+        answer: &State,
+    ) -> Result<Result<bool, String>, Action<'a>> {
+        let retry = match self.write(writes, answer)? {
+            StateWritten::Stored(_) => return Ok(Ok(true)),
+            StateWritten::Refused(m) => return Ok(Err(m)),
+            StateWritten::Conflict => State {
+                resource_version: read_again(again, self.names, previous)?.resource_version,
+                ..answer.clone()
+            },
+        };
+        Ok(match self.write(writes, &retry)? {
+            StateWritten::Stored(_) => Ok(true),
+            StateWritten::Conflict => Ok(false),
+            StateWritten::Refused(m) => Err(m),
+        })
     }
 
     fn call(&self, req: &TokenRequest) -> Action<'a> {

@@ -196,3 +196,34 @@ fn the_code_required_status_transport_failures_and_429() {
         "202 means a code only where the definition says so"
     );
 }
+
+#[test]
+fn only_a_success_hands_over_a_rotated_refresh_token() {
+    use crate::decide::oauth::answer::rotated_in;
+    let def = slack();
+    let no_expiry = answer(200, r#"{"ok":true,"access_token":"a b","refresh_token":"r2"}"#);
+    assert_eq!(rotated_in(&def, &no_expiry), Some(Token::new("r2")));
+    let refused = answer(200, r#"{"ok":false,"refresh_token":"r2"}"#);
+    assert_eq!(rotated_in(&def, &refused), None, "the success rule says it failed");
+    let error = answer(400, r#"{"ok":true,"refresh_token":"r2"}"#);
+    assert_eq!(rotated_in(&def, &error), None, "not HTTP 200");
+    let huge = answer(200, &format!(r#"{{"ok":true,"refresh_token":"{}"}}"#, "r".repeat(9000)));
+    assert_eq!(rotated_in(&def, &huge), None, "over the size bound");
+}
+
+#[test]
+fn a_success_rule_that_misses_a_token_is_the_definitions_fault_not_a_refusal() {
+    use crate::decide::oauth::answer::rotated_in;
+    let def = slack();
+    // The admin wrote equals "true"; this server says "yes". It issued (and rotated) anyway.
+    let issued = answer(
+        200,
+        r#"{"ok":"yes","access_token":"xoxe.xoxb-1","refresh_token":"xoxe-1-b","expires_in":43200}"#,
+    );
+    assert_eq!(
+        interpret(&def, &opaque(), &issued, t(0)),
+        Outcome::Unusable(Unusable::SuccessRuleUnmet { field: "ok".into() }),
+        "not stored as a refusal of the login, which a person would then replace in vain"
+    );
+    assert_eq!(rotated_in(&def, &issued), Some(Token::new("xoxe-1-b")));
+}

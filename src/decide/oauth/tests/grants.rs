@@ -3,6 +3,7 @@
 use jsonwebtoken::{DecodingKey, Validation};
 
 use super::*;
+use crate::decide::oauth::assertion::KeyProblem;
 use crate::decide::oauth::request::{self, Unusable};
 
 fn first(def: &Definition, l: &Login, s: &State) -> Result<TokenRequest, Unusable> {
@@ -253,6 +254,73 @@ fn a_malformed_or_mismatched_key_is_named_and_nothing_is_built() {
             matches!(first(&def, &l, &State::default()), Err(Unusable::Key(_))),
             "{}",
             bad.len()
+        );
+    }
+}
+
+#[test]
+fn an_rsa_key_too_large_to_sign_cheaply_is_named_and_not_parsed() {
+    // Signing runs in the reconcile, several times per pass: an 8192-bit key costs a worker
+    // about 30 times a 2048-bit one, each time.
+    const RSA_8192: &str = include_str!("../../../../tests/kit/fixtures/oauth/test-only-rsa8192.key.pem");
+    let def = definition(ProviderOAuth {
+        grants: vec![GrantType::JwtBearer],
+        assertion: Some(assertion(AssertionAlgorithm::RS256)),
+        ..spec()
+    });
+    let l = login(&[("client_id", "c"), ("private_key", RSA_8192)]);
+    assert_eq!(
+        first(&def, &l, &State::default()).map(|r| r.grant),
+        Err(Unusable::Key(KeyProblem::TooLarge))
+    );
+    let fits = login(&[("client_id", "c"), ("private_key", &RSA_KEY.replace('\n', "\\n"))]);
+    assert!(first(&def, &fits, &State::default()).is_ok(), "a 2048-bit key, escaped");
+}
+
+#[test]
+fn a_login_with_too_many_keys_names_that_rather_than_a_missing_key() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let def = definition(ProviderOAuth {
+        grants: vec![GrantType::Password],
+        ..spec()
+    });
+    let mut data: std::collections::BTreeMap<String, ByteString> = (0..40)
+        .map(|i| (format!("a{i:02}"), ByteString(b"x".to_vec())))
+        .collect();
+    data.insert("username".into(), ByteString(b"u".to_vec()));
+    data.insert("password".into(), ByteString(b"p".to_vec()));
+    let secret = Secret {
+        data: Some(data),
+        ..Secret::default()
+    };
+    let l = Login::from_secret(&secret);
+    assert_eq!(
+        first(&def, &l, &State::default()),
+        Err(Unusable::TooManyKeys {
+            key: "username".into(),
+            keys: 42
+        }),
+        "the key is there, past the bound"
+    );
+}
+
+#[test]
+fn a_password_field_cannot_send_a_field_the_grant_or_the_client_authentication_sets() {
+    for name in ["client_secret", "refresh_token", "client_assertion", "scope"] {
+        let spec = ProviderOAuth {
+            grants: vec![GrantType::Password],
+            password_fields: vec![crate::crd::oauth::LoginField {
+                name: name.into(),
+                key: Some("otp".into()),
+                single_use: true,
+            }],
+            ..spec()
+        };
+        // Sent twice otherwise (a second client_secret, a refresh_token in a password grant).
+        assert!(
+            crate::decide::oauth::definition::read(&spec, &hosts()).is_err(),
+            "{name}"
         );
     }
 }

@@ -282,3 +282,60 @@ fn a_held_token_endpoint_call_sends_nothing_and_comes_back_when_allowed() {
     case.endpoint = vec![Attempt::Busy];
     assert_eq!(case.run().requeue, Some(Duration::from_secs(6)));
 }
+
+#[test]
+fn a_refresh_token_rotated_in_an_answer_that_cannot_be_used_is_still_stored() {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("old-refresh")),
+        ..Default::default()
+    }));
+    // The server rotated: "old-refresh" is dead from now on, whatever else the answer lacks.
+    case.endpoint = vec![Attempt::Sent(endpoint(
+        200,
+        r#"{"access_token":"a2","refresh_token":"new-refresh"}"#,
+    ))];
+    let run = case.run();
+    assert_eq!(run.ready(), Some(Reason::MissingExpiry));
+    assert!(run.written.is_empty(), "the access token is not used");
+    let after = data(run.state_writes.last().expect("the rotation is stored"));
+    assert_eq!(after.refresh_token, Some(Token::new("new-refresh")));
+    assert_eq!(after.retired, [Token::new("old-refresh").fingerprint()]);
+    assert_eq!(after.in_flight, None, "the answer was stored, nothing is lost");
+    assert_eq!(after.access_token, None);
+
+    // Someone wrote the state meanwhile: it is read again and the new refresh token stored on it.
+    case.state_writes = vec![StateWritten::Stored(Some("2".into())), StateWritten::Conflict];
+    let raced = case.run();
+    assert_eq!(
+        run.state_writes.len() + 1,
+        raced.state_writes.len(),
+        "{:?}",
+        raced.actions
+    );
+    let after = data(raced.state_writes.last().expect("stored on top"));
+    assert_eq!(after.refresh_token, Some(Token::new("new-refresh")));
+    assert_eq!(raced.ready(), Some(Reason::MissingExpiry));
+}
+
+#[test]
+fn an_access_token_the_provider_refused_is_refreshed_before_it_is_due() {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("r1")),
+        access_token: Some(Token::new("revoked-access")),
+        expires_at: Some(t(3_600)),
+        refresh_at: Some(t(2_400)),
+        ..Default::default()
+    }));
+    case.observed.last_probe_result = Some(crate::crd::ProbeResult::Unauthorized);
+    case.observed.token_fingerprint = Some(Token::new("another-token").fingerprint().to_string());
+    assert!(
+        case.run().token_calls.is_empty(),
+        "another token's 401 refreshes nothing"
+    );
+    case.observed.token_fingerprint = Some(Token::new("revoked-access").fingerprint().to_string());
+    let run = case.run();
+    assert_eq!(run.token_calls.len(), 1, "{:?}", run.actions);
+    assert_eq!(run.token_calls[0].1[0].1, "refresh_token");
+}
