@@ -278,12 +278,13 @@ async fn the_deadline_covers_a_body_that_never_ends() {
             });
         }
     });
-    // The body would take 10,000 s; a deadline of 1 s ends it (the 30 s bound is liveness only:
-    // without the deadline this waits for the whole body).
+    // The body would take 10,000 s; a deadline of 5 s ends it (the 60 s bound is liveness only:
+    // without the deadline this waits for the whole body). 5 s, not 1: on a loaded CI machine the
+    // status line itself once took over a second to arrive.
     let prober = prober();
     let (url, token, profile) = (format!("http://{addr}/probe"), Token::new("slow-body"), generic());
-    let probe = prober.probe(&url, &token, Duration::from_secs(1), &profile);
-    let o = tokio::time::timeout(Duration::from_secs(30), probe)
+    let probe = prober.probe(&url, &token, Duration::from_secs(5), &profile);
+    let o = tokio::time::timeout(Duration::from_secs(60), probe)
         .await
         .expect("the deadline ended the exchange")
         .expect("an unfenced prober sends");
