@@ -9,6 +9,7 @@ pub use crate::decide::provider::oauth::{
 
 use crate::crd::oauth::{ClientAuthentication, GrantType, LoginField, ProviderOAuth};
 use crate::decide::provider::ProviderHost;
+use crate::decide::provider::definition::{path, url_on_hosts};
 use crate::decide::{duration, text};
 
 /// Form fields the grants and the client authentication set: no static parameter or password
@@ -86,45 +87,14 @@ pub fn read(spec: &ProviderOAuth, hosts: &[ProviderHost]) -> Result<Definition, 
     })
 }
 
-fn path(field: &str, p: &str) -> Result<String, String> {
-    if text::has_control(p) {
-        return Err(text::holds_controls(field, p));
-    }
-    if !p.starts_with('/') {
-        return Err(format!("{field} {p:?} must start with /"));
-    }
-    Ok(p.to_owned())
-}
-
-/// An absolute token URL: https, no user info, on one of the provider's hosts.
+/// An absolute token URL: a provider's URL (https, on one of its hosts, no user info) without a
+/// fragment.
 fn token_url(written: &str, hosts: &[ProviderHost]) -> Result<String, String> {
-    if text::has_control(written) {
-        return Err(text::holds_controls(
-            "oauth.tokenUrl",
-            &crate::decide::egress::redacted(written),
-        ));
-    }
-    let url = url::Url::parse(written).map_err(|_| format!("oauth.tokenUrl {written:?} is not a URL"))?;
-    if url.scheme() != "https" {
-        return Err(format!("oauth.tokenUrl {written:?} must be https"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("oauth.tokenUrl must not hold a user name or password".into());
-    }
-    if url.fragment().is_some() {
+    let url = url_on_hosts("oauth.tokenUrl", written, hosts)?;
+    if url::Url::parse(&url).is_ok_and(|u| u.fragment().is_some()) {
         return Err("oauth.tokenUrl must not hold a fragment".into());
     }
-    let (Some(url::Host::Domain(name)), Some(port)) = (url.host(), url.port_or_known_default()) else {
-        return Err(format!("oauth.tokenUrl {written:?} must name one of hosts"));
-    };
-    let name = name.trim_end_matches('.');
-    if !hosts
-        .iter()
-        .any(|h| h.port == port && h.name.eq_ignore_ascii_case(name))
-    {
-        return Err(format!("oauth.tokenUrl's host {name}:{port} is not one of hosts"));
-    }
-    Ok(written.to_owned())
+    Ok(url)
 }
 
 fn field(f: &LoginField) -> Result<Field, String> {
