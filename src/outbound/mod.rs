@@ -85,10 +85,12 @@ impl ProviderClient {
     }
 }
 
-/// The whole exchange's deadline: the timeout asked for, never above what a request may hold a
-/// slot for (`fair_share::MAX_REQUEST_TIMEOUT`; `tenantcred check` takes its timeout from a flag).
-fn deadline(timeout: Duration) -> Duration {
-    timeout.min(crate::decide::fair_share::MAX_REQUEST_TIMEOUT)
+/// The whole exchange's one deadline (connection, TLS, headers, body), from now: the timeout
+/// asked for, never above what a request may hold a slot for (`fair_share::MAX_REQUEST_TIMEOUT`;
+/// `tenantcred check` takes its timeout from a flag). reqwest's own request timeout is not set: two
+/// timers at one instant made the same exchange end two ways.
+fn deadline(timeout: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + timeout.min(crate::decide::fair_share::MAX_REQUEST_TIMEOUT)
 }
 
 /// A client whose connections go only to `port`, each resolved address judged for that port.
@@ -184,19 +186,28 @@ fn media_type(headers: &reqwest::header::HeaderMap) -> Option<crate::decide::err
     ))
 }
 
-/// Reads at most `limit` bytes of the body and stops: the rest is never received into memory.
-async fn read_bounded(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < limit {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = limit - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+/// A body as read: at most the limit, and whether it ended before the deadline did.
+struct Body {
+    bytes: Vec<u8>,
+    /// The deadline came first: `bytes` is what arrived until then.
+    cut: bool,
+}
+
+/// Reads at most `limit` bytes of the body and stops (the rest is never received into memory),
+/// or stops at `until`, the exchange's one deadline, keeping what came.
+async fn read_bounded(resp: &mut reqwest::Response, limit: usize, until: tokio::time::Instant) -> Body {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        match tokio::time::timeout_at(until, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = limit - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-            _ => break,
+            Ok(_) => break,
+            Err(_) => return Body { bytes, cut: true },
         }
     }
-    body
+    Body { bytes, cut: false }
 }
 
 /// The provider's rate-limit, Retry-After and expiry headers, by the names its definition gives

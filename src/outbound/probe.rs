@@ -69,36 +69,29 @@ impl ProviderClient {
             ProbeMethod::Get => client.get(url),
             ProbeMethod::Head => client.head(url),
         };
-        let request = request
-            .header(name, auth)
-            .header(ACCEPT, "application/json")
-            .timeout(deadline(timeout));
+        let request = request.header(name, auth).header(ACCEPT, "application/json");
         // Checked last, right before sending: a reconcile may have waited for a permit.
         self.fence.check()?;
-        // One deadline for all of it (connection, TLS, headers, body), whatever the client does
-        // with its own: a host that accepts and never answers holds the slot this long at most.
+        // One deadline for all of it (connection, TLS, headers, body): a host that accepts and
+        // never answers, or never ends its body, holds the slot this long at most.
+        let until = deadline(timeout);
         let mut raw = None;
-        let exchange = async {
-            match request.send().await {
-                Ok(mut resp) => {
-                    read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
-                    outcome.transport = answered(&resp);
-                    // A success body is not needed; an error body is summarized, never quoted.
-                    if !resp.status().is_success() {
-                        let media = media_type(resp.headers());
-                        let status = resp.status().as_u16();
-                        let body = read_bounded(&mut resp, BODY_LIMIT).await;
-                        outcome.error_body = Some(BodySummary::of(status, media, &body));
-                        raw = Some(RawBody(body));
-                    }
+        match tokio::time::timeout_at(until, request.send()).await {
+            Err(_) => outcome.transport = Transport::Timeout,
+            Ok(Err(e)) => outcome.transport = failed(&e),
+            Ok(Ok(mut resp)) => {
+                read_headers(resp.headers(), profile, Timestamp::now(), &mut outcome);
+                outcome.transport = answered(&resp);
+                // A success body is not needed; an error body is summarized, never quoted. The
+                // status line is the answer: a body cut by the deadline is summarized as it came.
+                if !resp.status().is_success() {
+                    let media = media_type(resp.headers());
+                    let status = resp.status().as_u16();
+                    let body = read_bounded(&mut resp, BODY_LIMIT, until).await.bytes;
+                    outcome.error_body = Some(BodySummary::of(status, media, &body));
+                    raw = Some(RawBody(body));
                 }
-                Err(e) => outcome.transport = failed(&e),
             }
-        };
-        if tokio::time::timeout(deadline(timeout), exchange).await.is_err() {
-            outcome.transport = Transport::Timeout;
-            outcome.error_body = None;
-            raw = None;
         }
         outcome.elapsed = started.elapsed();
         Ok((outcome, raw))

@@ -39,35 +39,31 @@ impl ProviderClient {
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(body)
-            .timeout(deadline(timeout));
+            .body(body);
         if let Some((user, password)) = &request.basic {
             // reqwest marks the header sensitive.
             builder = builder.basic_auth(user.expose(), Some(password.expose()));
         }
-        let request = builder;
         self.fence.check()?;
-        let exchange = async {
-            match request.send().await {
-                Ok(mut resp) => {
+        // One deadline for the whole exchange, body included (as for probes). The body is the
+        // answer here: one the deadline cut is no answer.
+        let until = deadline(timeout);
+        match tokio::time::timeout_at(until, builder.send()).await {
+            Err(_) => answer.transport = Transport::Timeout,
+            Ok(Err(e)) => answer.transport = failed(&e),
+            Ok(Ok(mut resp)) => {
+                let body = read_bounded(&mut resp, BODY_LIMIT, until).await;
+                if body.cut {
+                    answer.transport = Transport::Timeout;
+                } else {
                     let mut headers = ProbeOutcome::answered(resp.status().as_u16());
                     read_headers(resp.headers(), profile, Timestamp::now(), &mut headers);
                     answer.back_off_until = headers.back_off_until();
                     answer.transport = answered(&resp);
                     answer.media_type = media_type(resp.headers());
-                    answer.body = read_bounded(&mut resp, BODY_LIMIT).await;
+                    answer.body = body.bytes;
                 }
-                Err(e) => answer.transport = failed(&e),
             }
-        };
-        // One deadline for the whole exchange, body included (as for probes).
-        if tokio::time::timeout(deadline(timeout), exchange).await.is_err() {
-            answer = oauth::Answer {
-                transport: Transport::Timeout,
-                body: Vec::new(),
-                media_type: None,
-                back_off_until: None,
-            };
         }
         Ok(answer)
     }
