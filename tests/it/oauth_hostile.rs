@@ -22,12 +22,14 @@ fn xero(h: &Harness) -> Value {
                            "clientAuthentication": "client_secret_basic"}}})
 }
 
-async fn the_refresh_token_rotated_in_an_answer_without_expiry_is_kept(mut h: Harness) {
+/// Credential `c` signed in through Xero's shape against a fresh simulator whose access tokens
+/// live `lifetime`, and Ready.
+async fn signed_in(h: &Harness, lifetime: Duration) -> OAuthServer {
     let sim = OAuthServer::start(Flavor::Xero).await;
     sim.register_client(CLIENT, SECRET);
-    sim.set_access_token_lifetime(Duration::from_secs(4));
+    sim.set_access_token_lifetime(lifetime);
     let seed = sim.seed_refresh_token(CLIENT);
-    let def = xero(&h);
+    let def = xero(h);
     h.apply_cluster("apiproviders", &def).await;
     h.secret(
         "login",
@@ -49,6 +51,11 @@ async fn the_refresh_token_rotated_in_an_answer_without_expiry_is_kept(mut h: Ha
         h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
     })
     .await;
+    sim
+}
+
+async fn the_refresh_token_rotated_in_an_answer_without_expiry_is_kept(mut h: Harness) {
+    let sim = signed_in(&h, Duration::from_secs(4)).await;
 
     // The next refresh rotates the refresh token at the server, whose answer then lacks
     // expires_in: the access token is not used, and the credential says why.
@@ -75,32 +82,7 @@ async fn the_refresh_token_rotated_in_an_answer_without_expiry_is_kept(mut h: Ha
 }
 
 async fn an_access_token_the_server_revoked_early_is_refreshed(h: Harness) {
-    let sim = OAuthServer::start(Flavor::Xero).await;
-    sim.register_client(CLIENT, SECRET);
-    sim.set_access_token_lifetime(Duration::from_secs(3600));
-    let seed = sim.seed_refresh_token(CLIENT);
-    let def = xero(&h);
-    h.apply_cluster("apiproviders", &def).await;
-    h.secret(
-        "login",
-        &[
-            ("client_id", CLIENT),
-            ("client_secret", SECRET),
-            ("refresh_token", &seed),
-        ],
-    )
-    .await;
-    h.create(
-        json!({"apiVersion": "tenantcred.dev/v1alpha1", "kind": "TenantApiCredential",
-        "metadata": {"name": "c"},
-        "spec": {"tenant": "acme", "provider": def["metadata"]["name"], "baseUrl": sim.base_url,
-                 "oauth": {"secretRef": {"name": "login"}}}}),
-    )
-    .await;
-    eventually(20, "Ready", async || {
-        h.seen("c").await.is(Type::Ready, Status::True, Reason::TokenValid)
-    })
-    .await;
+    let sim = signed_in(&h, Duration::from_secs(3600)).await;
     sim.revoke_access_tokens();
     h.request_probe("c", "2026-01-01T00:00:00Z").await;
     eventually(30, "a current access token again", async || {

@@ -46,11 +46,7 @@ fn an_oauth_credential_signs_in_stores_its_state_and_then_writes_the_secret() {
 
 #[test]
 fn a_refresh_is_marked_in_flight_before_the_call_and_cleared_by_the_answers_write() {
-    let mut case = Case::oauth();
-    case.oauth_state = Some(stored(&oauth::State {
-        refresh_token: Some(Token::new("old-refresh")),
-        ..Default::default()
-    }));
+    let case = refreshing();
     let run = case.run();
     assert_eq!(
         run.actions[..6],
@@ -82,11 +78,7 @@ fn a_refresh_is_marked_in_flight_before_the_call_and_cleared_by_the_answers_writ
 
 #[test]
 fn a_refresh_held_back_before_it_was_sent_takes_its_mark_back() {
-    let mut case = Case::oauth();
-    case.oauth_state = Some(stored(&oauth::State {
-        refresh_token: Some(Token::new("old-refresh")),
-        ..Default::default()
-    }));
+    let mut case = refreshing();
     case.endpoint = vec![Attempt::Busy];
     let run = case.run();
     assert_eq!(run.token_calls.len(), 1, "asked once, and the shell sent nothing");
@@ -106,11 +98,7 @@ fn a_refresh_held_back_before_it_was_sent_takes_its_mark_back() {
 
 #[test]
 fn a_refused_refresh_token_signs_in_again_in_the_same_reconcile() {
-    let mut case = Case::oauth();
-    case.oauth_state = Some(stored(&oauth::State {
-        refresh_token: Some(Token::new("old-refresh")),
-        ..Default::default()
-    }));
+    let mut case = refreshing();
     let signed_in = case.endpoint.clone();
     case.endpoint = [
         vec![Attempt::Sent(endpoint(400, r#"{"error":"invalid_grant"}"#))],
@@ -285,11 +273,7 @@ fn a_held_token_endpoint_call_sends_nothing_and_comes_back_when_allowed() {
 
 #[test]
 fn a_refresh_token_rotated_in_an_answer_that_cannot_be_used_is_still_stored() {
-    let mut case = Case::oauth();
-    case.oauth_state = Some(stored(&oauth::State {
-        refresh_token: Some(Token::new("old-refresh")),
-        ..Default::default()
-    }));
+    let mut case = refreshing();
     // The server rotated: "old-refresh" is dead from now on, whatever else the answer lacks.
     case.endpoint = vec![Attempt::Sent(endpoint(
         200,
@@ -338,4 +322,14 @@ fn an_access_token_the_provider_refused_is_refreshed_before_it_is_due() {
     let run = case.run();
     assert_eq!(run.token_calls.len(), 1, "{:?}", run.actions);
     assert_eq!(run.token_calls[0].1[0].1, "refresh_token");
+}
+
+/// An OAuth credential whose login's state holds the refresh token `old-refresh`.
+fn refreshing() -> Case {
+    let mut case = Case::oauth();
+    case.oauth_state = Some(stored(&oauth::State {
+        refresh_token: Some(Token::new("old-refresh")),
+        ..Default::default()
+    }));
+    case
 }
