@@ -9,7 +9,7 @@ pub use crate::decide::provider::oauth::{
 
 use crate::crd::oauth::{ClientAuthentication, GrantType, LoginField, ProviderOAuth};
 use crate::decide::provider::ProviderHost;
-use crate::decide::provider::definition::{path, url_on_hosts};
+use crate::decide::provider::location::{path, url_on_hosts};
 use crate::decide::{duration, text};
 
 /// Form fields the grants and the client authentication set: no static parameter or password

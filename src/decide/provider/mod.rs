@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod definition;
 mod format;
+pub mod location;
 pub mod oauth;
 pub mod report;
 pub mod status;
