@@ -12,6 +12,7 @@ mod egress_policy;
 mod examples;
 mod hostile_scenarios;
 mod isolation_scenarios;
+mod layering;
 mod lifecycle_scenarios;
 mod no_panic;
 mod oauth_bad_input;
