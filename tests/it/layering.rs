@@ -1,7 +1,8 @@
 //! The structure the code keeps: `decide` is the pure core (it imports nothing of the shell and
 //! does no IO), every layer imports only layers below it, and no source file imports itself
 //! back through others (no import circle). Read from the source's `use` items and `crate::`,
-//! `super::` paths; test code (`#[cfg(test)]` items, `tests` modules) is left out.
+//! `super::` paths; test code (`#[cfg(test)]` items, `tests` modules) is left out. And no
+//! source file is over 600 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -390,4 +391,23 @@ fn the_reading_finds_the_imports_it_judges() {
         [vec!["a", "b"], vec!["crate", "h", "i"]],
         "comments and test items are not read"
     );
+}
+
+/// A file a reader can hold in mind: none over 600 lines, tests and the kit included.
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        walk(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 100, "only {} files found", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).ok()?.lines().count();
+            (lines > 600).then(|| format!("{}: {lines} lines", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
