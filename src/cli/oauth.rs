@@ -256,15 +256,7 @@ pub async fn check_oauth(req: &CheckRequest, o: &OAuthCheck) -> CheckReport {
         };
         let at = Timestamp::now();
         let outcome = oauth::answer::interpret(def, &settings.profile.token_format, &answer, at);
-        // Only an answer that holds no token may be shown (`--show-body`).
-        let shown = matches!(
-            outcome,
-            oauth::Outcome::Refused(_)
-                | oauth::Outcome::Unusable(oauth::answer::Unusable::NotJson(_))
-                | oauth::Outcome::CodeRequired
-                | oauth::Outcome::RateLimited(_)
-                | oauth::Outcome::Unavailable(_)
-        );
+        let shown = outcome.holds_no_token();
         let body = (req.show_body && shown && !answer.body.is_empty()).then(|| ShownBody::of(&answer.body));
         match oauth::next(def, &request, outcome, &state, login, at, Jitter::new(0.5)) {
             Next::Issued { access_token, state } => {
@@ -301,12 +293,11 @@ pub async fn check_oauth(req: &CheckRequest, o: &OAuthCheck) -> CheckReport {
                 };
             }
             Next::CodeRequired { .. } => {
-                let key = def
-                    .password_fields
-                    .iter()
-                    .find(|f| f.single_use)
-                    .map_or("otp", |f| f.key.as_str());
-                return ended(out, &problems::otp_required(name, ns, login_name, key), body);
+                return ended(
+                    out,
+                    &problems::otp_required(name, ns, login_name, def.code_key()),
+                    body,
+                );
             }
             Next::Refused(summary) => {
                 let _ = writeln!(out, "answer:       {summary} (refused)");

@@ -47,9 +47,9 @@ pub const BODY_WARNING: &str = "tenantcred check: the provider's answer follows 
 /// The most of a body `--show-body` prints, in characters.
 pub const SHOWN_BODY_CHARS: usize = 8 * 1024;
 
-/// An error body as `--show-body` prints it: bounded, with every control or direction-changing
-/// character but the line feed escaped, so the provider's bytes cannot drive the terminal. Its
-/// `Debug` says only its length.
+/// An error body as `--show-body` prints it: bounded, with every character `decide::text` keeps
+/// off terminals (controls, direction-changing and invisible formatting) but the line feed
+/// escaped, so the provider's bytes cannot drive the terminal. Its `Debug` says only its length.
 pub struct ShownBody(String);
 
 impl ShownBody {
@@ -58,10 +58,8 @@ impl ShownBody {
         let mut shown = String::with_capacity(text.len().min(SHOWN_BODY_CHARS));
         let mut chars = text.chars();
         for c in chars.by_ref().take(SHOWN_BODY_CHARS) {
-            let steers = c.is_control() && c != '\n';
-            let bidi =
-                matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
-            if steers || bidi {
+            // The one list of what never reaches a terminal raw (`decide::text`), but the line feed.
+            if crate::decide::text::is_control(c) && c != '\n' {
                 shown.extend(c.escape_unicode());
             } else {
                 shown.push(c);
@@ -96,5 +94,18 @@ mod tests {
         let long = ShownBody::of(&[b'x'; SHOWN_BODY_CHARS + 10]);
         assert!(long.as_str().ends_with("\n… 10 more characters not shown"), "{long:?}");
         assert!(!format!("{long:?}").contains('x'));
+    }
+
+    /// Every character the operator keeps off terminals is escaped here too, whatever list a
+    /// shown body once had of its own.
+    #[test]
+    fn a_shown_body_escapes_every_character_decide_text_keeps_off_terminals() {
+        for (lo, hi) in crate::crd::text::CONTROLS {
+            for c in (u32::from(*lo)..=u32::from(*hi)).filter_map(char::from_u32) {
+                let shown = ShownBody::of(c.to_string().as_bytes());
+                let raw = shown.as_str().contains(c);
+                assert_eq!(raw, c == '\n', "U+{:04X} shown as {:?}", u32::from(c), shown.as_str());
+            }
+        }
     }
 }

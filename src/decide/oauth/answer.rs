@@ -63,6 +63,23 @@ pub enum Outcome {
     NotAllowed(String),
 }
 
+impl Outcome {
+    /// Whether the answer's body holds no token, so a person may see it on their own terminal
+    /// (`tenantcred check --show-body`): a refusal, a page that is not JSON, a request for a
+    /// code, a rate limit, an outage. An issued or otherwise usable-looking answer may hold an
+    /// access or refresh token and is never shown.
+    pub fn holds_no_token(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused(_)
+                | Self::Unusable(Unusable::NotJson(_))
+                | Self::CodeRequired
+                | Self::RateLimited(_)
+                | Self::Unavailable(_)
+        )
+    }
+}
+
 /// Why a successful answer cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unusable {

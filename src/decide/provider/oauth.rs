@@ -29,6 +29,17 @@ pub struct Definition {
     pub refresh_idle_lifetime: Option<Duration>,
 }
 
+impl Definition {
+    /// The login Secret key a code the server asked for goes in: the first single-use password
+    /// field's, else `otp`.
+    pub fn code_key(&self) -> &str {
+        self.password_fields
+            .iter()
+            .find(|f| f.single_use)
+            .map_or("otp", |f| f.key.as_str())
+    }
+}
+
 /// Where the token endpoint is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {

@@ -111,7 +111,7 @@ pub(super) fn renew<'a>(
             return Ok(None);
         }
         Renew::AwaitCode => {
-            out.problem = Some(problems::otp_required(provider, names.ns, login_name, code_key(def)));
+            out.problem = Some(problems::otp_required(provider, names.ns, login_name, def.code_key()));
             return Ok(None);
         }
         Renew::Now => {}
@@ -233,7 +233,7 @@ impl<'a> Grants<'a, '_> {
                         names.provider,
                         names.ns,
                         names.login,
-                        code_key(def),
+                        def.code_key(),
                     ));
                     return Ok(None);
                 }
@@ -421,12 +421,4 @@ fn keep(state: &State, current: Option<&Token>) -> Option<(Token, Lifetime)> {
             expires_at: state.expires_at,
         },
     ))
-}
-
-/// The login Secret key a code goes in: the definition's first single-use field's.
-fn code_key(def: &Definition) -> &str {
-    def.password_fields
-        .iter()
-        .find(|f| f.single_use)
-        .map_or("otp", |f| f.key.as_str())
 }

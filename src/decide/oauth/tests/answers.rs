@@ -227,3 +227,25 @@ fn a_success_rule_that_misses_a_token_is_the_definitions_fault_not_a_refusal() {
     );
     assert_eq!(rotated_in(&def, &issued), Some(Token::new("xoxe-1-b")));
 }
+
+/// What `tenantcred check --show-body` may print: only a body that holds no token. Every answer
+/// that reads as holding one (issued, or a success that could not be used) is never shown.
+#[test]
+fn only_an_answer_that_holds_no_token_may_be_shown() {
+    let def = definition(spec());
+    let read = |status: u16, body: &str| interpret(&def, &opaque(), &answer(status, body), t(0));
+    let issued = read(200, r#"{"access_token":"a1","expires_in":60}"#);
+    let no_expiry = read(200, r#"{"access_token":"a1"}"#);
+    let bad_token = read(200, r#"{"access_token":"a b","expires_in":60}"#);
+    let no_token = read(200, r#"{"token":"a1"}"#);
+    for held in [&issued, &no_expiry, &bad_token, &no_token] {
+        assert!(!held.holds_no_token(), "{held:?}");
+    }
+    let mut html = answer(200, "<html>Sign in</html>");
+    html.media_type = Some(MediaType::Html);
+    let page = interpret(&def, &opaque(), &html, t(0));
+    let refused = read(400, r#"{"error":"invalid_grant"}"#);
+    for free in [&page, &refused] {
+        assert!(free.holds_no_token(), "{free:?}");
+    }
+}
