@@ -92,15 +92,16 @@ pub(super) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Res
     server_side_apply(secrets, desired, Writers::Shared).await
 }
 
-/// Writes the OAuth state Secret: a create when it carries no resourceVersion, else an apply
-/// (forced: tenantcred alone writes it) whose resourceVersion is a precondition. A 409 (created
-/// or changed since it was read) and a 422 are answers the machine decides on.
+/// Writes the OAuth state Secret: a create when it carries no resourceVersion, else one apply as
+/// `decide::secret::apply` says for a Secret tenantcred alone writes, its resourceVersion a
+/// precondition. A 409 (created or changed since it was read) and a 422 are answers the machine
+/// decides on.
 pub(super) async fn write_state(secrets: &Api<Secret>, secret: &Secret) -> Result<StateWritten> {
     let written = match secret.metadata.resource_version {
         None => secrets.create(&PostParams::default(), secret).await,
         Some(_) => {
             let (name, body) = apply_body(secret)?;
-            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let params = apply_params(apply::first(Writers::Operator));
             secrets.patch(&name, &params, &Patch::Apply(&body)).await
         }
     };
@@ -116,10 +117,7 @@ async fn server_side_apply(secrets: &Api<Secret>, secret: &Secret, writers: Writ
     let (name, body) = apply_body(secret)?;
     let mut attempt = apply::first(writers);
     loop {
-        let params = match attempt {
-            Attempt::Plain => PatchParams::apply(FIELD_MANAGER),
-            Attempt::Forced => PatchParams::apply(FIELD_MANAGER).force(),
-        };
+        let params = apply_params(attempt);
         let answered = secrets.patch(&name, &params, &Patch::Apply(&body)).await;
         let answer = match &answered {
             Ok(_) => Answer::Applied,
@@ -165,6 +163,14 @@ pub(super) async fn write_status(
     // The answer is the whole object; nothing of it is needed, so nothing of it is kept.
     let _: serde::de::IgnoredAny = client.request(request).await?;
     Ok(())
+}
+
+/// The server-side apply an attempt is.
+fn apply_params(attempt: Attempt) -> PatchParams {
+    match attempt {
+        Attempt::Plain => PatchParams::apply(FIELD_MANAGER),
+        Attempt::Forced => PatchParams::apply(FIELD_MANAGER).force(),
+    }
 }
 
 #[cfg(test)]

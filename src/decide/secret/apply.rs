@@ -1,14 +1,17 @@
 //! How a Secret is applied. The managed Secret is applied without force first, so a field
 //! someone else owns answers 409 instead of being overwritten; the ownership check comes before
 //! any write, so a 409 there is our own Secret edited by hand, and it is reclaimed with force,
-//! once. (The OAuth state Secret is not applied: it is created, then replaced guarded by its
-//! resourceVersion, `decide::oauth::state`.)
+//! once. The OAuth state Secret is created, then applied with force under its resourceVersion
+//! (`decide::oauth::state`): tenantcred alone writes it, and the precondition makes a change since
+//! it was read a 409 the machine answers (a read again), never a second attempt here.
 
 /// Who writes a Secret's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Writers {
     /// The managed Secret: people and other tools may own some of its fields.
     Shared,
+    /// The OAuth state Secret: tenantcred alone writes it, guarded by the resourceVersion read.
+    Operator,
 }
 
 /// One server-side apply.
@@ -40,6 +43,7 @@ pub enum Next {
 pub fn first(writers: Writers) -> Attempt {
     match writers {
         Writers::Shared => Attempt::Plain,
+        Writers::Operator => Attempt::Forced,
     }
 }
 
@@ -73,5 +77,13 @@ mod tests {
     fn any_other_failure_is_the_callers_without_a_retry() {
         assert_eq!(after(Attempt::Plain, Answer::Failed), Next::Fail);
         assert_eq!(after(Attempt::Forced, Answer::Failed), Next::Fail);
+    }
+
+    /// The state Secret: forced from the first apply (tenantcred's alone), and a 409 (its
+    /// resourceVersion moved since it was read) goes back to the caller, never retried here.
+    #[test]
+    fn the_oauth_state_is_applied_with_force_under_its_version_and_a_conflict_is_the_callers() {
+        assert_eq!(first(Writers::Operator), Attempt::Forced);
+        assert_eq!(after(first(Writers::Operator), Answer::Conflict), Next::Fail);
     }
 }
