@@ -322,8 +322,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .lease_namespace
             .unwrap_or_else(|| client.default_namespace().to_owned()),
         identity,
-        duration_seconds: 15,
-        grace_seconds: 5,
+        duration_seconds: tenantcred::decide::leadership::LEASE_SECONDS,
+        grace_seconds: tenantcred::decide::leadership::LEASE_GRACE_SECONDS,
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

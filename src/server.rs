@@ -13,10 +13,13 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+use crate::decide::leadership::{self, Role};
+
 const LEADER: u8 = 1;
 const STANDBY: u8 = 2;
 
-/// What `/readyz` reports.
+/// What `/readyz` reports: this replica's role and whether its caches are listed, as they
+/// change; what that means is `decide::leadership::readiness`.
 #[derive(Default)]
 pub struct Readiness {
     leadership: AtomicU8,
@@ -37,16 +40,12 @@ impl Readiness {
 
     /// `Ok(detail)` when ready.
     pub fn ready(&self) -> Result<&'static str, &'static str> {
-        let synced = self.synced.load(Ordering::Acquire);
-        match self.leadership.load(Ordering::Acquire) {
-            // A standby is ready either way (it takes nothing from the Service); what it says
-            // tells whether a takeover would start from full caches.
-            STANDBY if synced => Ok("standby: caches synced; another replica holds the lease"),
-            STANDBY => Ok("standby: listing; another replica holds the lease"),
-            LEADER if synced => Ok("leader: caches synced"),
-            LEADER => Err("leader: caches not synced yet"),
-            _ => Err("leadership not known yet"),
-        }
+        let role = match self.leadership.load(Ordering::Acquire) {
+            LEADER => Role::Leader,
+            STANDBY => Role::Standby,
+            _ => Role::Unknown,
+        };
+        leadership::readiness(role, self.synced.load(Ordering::Acquire))
     }
 }
 

@@ -293,11 +293,7 @@ pub async fn check_oauth(req: &CheckRequest, o: &OAuthCheck) -> CheckReport {
                 };
             }
             Next::CodeRequired { .. } => {
-                return ended(
-                    out,
-                    &problems::otp_required(name, ns, login_name, def.code_key()),
-                    body,
-                );
+                return ended(out, &problems::otp_required(name, ns, login_name, def.code_key()), body);
             }
             Next::Refused(summary) => {
                 let _ = writeln!(out, "answer:       {summary} (refused)");

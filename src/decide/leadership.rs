@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+/// How long a leader's lease lasts unrenewed: a standby takes over at most this long after the
+/// leader stops renewing (dies, freezes, loses the API server), plus its watch's notice.
+pub const LEASE_SECONDS: u64 = 15;
+
+/// How long before the lease lapses the leader renews it: room for one slow renewal.
+pub const LEASE_GRACE_SECONDS: u64 = 5;
+
 /// What the replica knows of its lease.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lease {
@@ -44,6 +51,28 @@ pub fn act_until(
 /// before it led). Probes due before then are overdue (`schedule::catch_up`).
 pub fn acting_since(leading_since: Timestamp, listed_at: Option<Timestamp>) -> Timestamp {
     listed_at.map_or(leading_since, |listed| listed.max(leading_since))
+}
+
+/// This replica's part, as `/readyz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not known yet (the election has not answered).
+    Unknown,
+    Leader,
+    Standby,
+}
+
+/// Whether `/readyz` says ready, and what it says. A standby is ready either way (it takes
+/// nothing from the Service); what it says tells whether a takeover would start from full
+/// caches. A leader is ready once every cache holds a full list.
+pub fn readiness(role: Role, caches_listed: bool) -> Result<&'static str, &'static str> {
+    match (role, caches_listed) {
+        (Role::Standby, true) => Ok("standby: caches synced; another replica holds the lease"),
+        (Role::Standby, false) => Ok("standby: listing; another replica holds the lease"),
+        (Role::Leader, true) => Ok("leader: caches synced"),
+        (Role::Leader, false) => Err("leader: caches not synced yet"),
+        (Role::Unknown, _) => Err("leadership not known yet"),
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +131,17 @@ mod tests {
         assert!(act_until(None, "me", Some(at(0)), Some(15)).is_none());
         assert!(act_until(Some("me"), "me", None, Some(15)).is_none());
         assert!(act_until(Some("me"), "me", Some(at(0)), Some(-1)).is_none());
+    }
+
+    #[test]
+    fn a_standby_is_ready_and_a_leader_once_its_caches_are_listed() {
+        assert!(
+            readiness(Role::Standby, false).is_ok(),
+            "takes nothing from the Service"
+        );
+        assert!(readiness(Role::Standby, true).is_ok_and(|m| m.contains("caches synced")));
+        assert!(readiness(Role::Leader, false).is_err());
+        assert_eq!(readiness(Role::Leader, true), Ok("leader: caches synced"));
+        assert!(readiness(Role::Unknown, true).is_err());
     }
 }
