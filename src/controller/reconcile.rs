@@ -127,8 +127,8 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 read,
                 secret: secret_read::read(&ctx.client, None, ns, &name).await?,
             },
-            Action::HoldLogin { key } => {
-                let (held, guard) = ctx.logins.hold(&key, crate::decide::fair_share::PATIENCE).await;
+            Action::HoldLogin { key, patience } => {
+                let (held, guard) = ctx.logins.hold(&key, patience).await;
                 // Held until this reconcile ends.
                 logins.extend(guard);
                 Outcome::LoginHeld(held)
@@ -138,8 +138,9 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 url,
                 request,
                 budget_key,
+                patience,
             } => Outcome::TokenEndpoint(
-                requests::call_token_endpoint(ctx, ns, settings, &url, &request, &budget_key).await?,
+                requests::call_token_endpoint(ctx, ns, settings, (&url, &request), &budget_key, patience).await?,
             ),
             Action::WriteOAuthState { secret } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -160,9 +161,10 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 settings,
                 token,
                 budget_key,
+                patience,
             } => Outcome::Probed {
                 probing,
-                attempt: requests::probe(ctx, ns, settings, &token, &budget_key).await?,
+                attempt: requests::probe(ctx, ns, settings, &token, &budget_key, patience).await?,
             },
             Action::AfterProbe { probing, after } => Outcome::AfterProbe {
                 probing,

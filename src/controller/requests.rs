@@ -2,14 +2,15 @@
 //! within its key's budget and a request slot, and what a probe's answer tells beyond its
 //! credential (the budget, the provider's spend, the metrics).
 
-use super::context::Context;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tracing::debug;
 
+use super::context::Context;
 use crate::Result;
 use crate::crd::RateLimitScope;
-use crate::decide::fair_share;
+
 use crate::decide::oauth;
 use crate::decide::plan::Settings;
 use crate::decide::step::Attempt;
@@ -24,13 +25,14 @@ async fn admit<T>(
     ns: &str,
     settings: &Settings,
     key: &Fingerprint,
+    patience: Duration,
 ) -> std::result::Result<crate::budget::Permit, Attempt<T>> {
     let host = settings.host();
     if let Err(held) = ctx.budget.admit(&host, key, &settings.profile, Timestamp::now()) {
         debug!(%host, %key, until = %held.until, by = ?held.by, "request held back");
         return Err(Attempt::Held(held.until));
     }
-    let Some(permit) = ctx.budget.acquire(ns, &host, fair_share::PATIENCE).await else {
+    let Some(permit) = ctx.budget.acquire(ns, &host, patience).await else {
         ctx.budget.refund(key);
         debug!(%host, %key, "no request slot within its patience");
         return Err(Attempt::Busy);
@@ -43,11 +45,11 @@ pub(super) async fn call_token_endpoint(
     ctx: &Context,
     ns: &str,
     settings: &Settings,
-    url: &str,
-    request: &oauth::TokenRequest,
+    (url, request): (&str, &oauth::TokenRequest),
     key: &Fingerprint,
+    patience: Duration,
 ) -> Result<Attempt<oauth::Answer>> {
-    let _permit = match admit(ctx, ns, settings, key).await {
+    let _permit = match admit(ctx, ns, settings, key, patience).await {
         Ok(permit) => permit,
         Err(attempt) => return Ok(attempt),
     };
@@ -66,8 +68,9 @@ pub(super) async fn probe(
     settings: &Settings,
     token: &Token,
     key: &Fingerprint,
+    patience: Duration,
 ) -> Result<Attempt<Box<ProbeOutcome>>> {
-    let _permit = match admit(ctx, ns, settings, key).await {
+    let _permit = match admit(ctx, ns, settings, key, patience).await {
         Ok(permit) => permit,
         Err(attempt) => return Ok(attempt),
     };

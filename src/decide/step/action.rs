@@ -28,10 +28,10 @@ pub enum Action<'a> {
     /// Read the state Secret tenantcred keeps for an OAuth login (answer
     /// [`Outcome::OAuthStateRead`]).
     ReadOAuthState { name: String, read: StateRead },
-    /// Wait (a bounded while) until no other reconcile of this replica holds the login `key`,
+    /// Wait at most `patience` until no other reconcile of this replica holds the login `key`,
     /// and hold it until this reconcile ends (answer [`Outcome::LoginHeld`]): one token-endpoint
     /// call per login at a time.
-    HoldLogin { key: String },
+    HoldLogin { key: String, patience: Duration },
     /// POST this request to the token endpoint within the account's budget (answer
     /// [`Outcome::TokenEndpoint`]). The request holds secrets: never logged.
     CallTokenEndpoint {
@@ -39,6 +39,8 @@ pub enum Action<'a> {
         url: String,
         request: Box<TokenRequest>,
         budget_key: Fingerprint,
+        /// The longest the call waits for a request slot (`fair_share::PATIENCE`).
+        patience: Duration,
     },
     /// Create the OAuth state Secret (no resourceVersion), or replace it guarded by its
     /// resourceVersion (answer [`Outcome::OAuthStateWritten`]).
@@ -59,6 +61,8 @@ pub enum Action<'a> {
         settings: &'a Settings,
         token: Token,
         budget_key: Fingerprint,
+        /// The longest the probe waits for a request slot (`fair_share::PATIENCE`).
+        patience: Duration,
     },
     /// Tell the rest of the operator what a probe's answer means beyond this credential (answer
     /// [`Outcome::AfterProbe`]).
@@ -204,7 +208,7 @@ impl std::fmt::Debug for Action<'_> {
             Self::ReadSource { which, name } => write!(f, "ReadSource({which:?}, {name})"),
             Self::ReadLogin { name } => write!(f, "ReadLogin({name})"),
             Self::ReadOAuthState { name, read } => write!(f, "ReadOAuthState({name}, {read:?})"),
-            Self::HoldLogin { key } => write!(f, "HoldLogin({key})"),
+            Self::HoldLogin { key, .. } => write!(f, "HoldLogin({key})"),
             Self::CallTokenEndpoint { url, request, .. } => {
                 write!(f, "CallTokenEndpoint({url}, {})", request.grant.as_str())
             }

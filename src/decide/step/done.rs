@@ -153,6 +153,7 @@ impl Done {
                 settings,
                 token: token.clone(),
                 budget_key: budget_key.clone(),
+                patience: crate::decide::fair_share::PATIENCE,
             });
         };
         if !probed.told

@@ -75,6 +75,7 @@ pub(super) fn renew<'a>(
     if matches!(decided, Renew::Now) {
         match d.login_held.ok_or_else(|| Action::HoldLogin {
             key: format!("{}/{}", names.ns, names.state),
+            patience: crate::decide::fair_share::PATIENCE,
         })? {
             Held::Busy => {
                 out.wake(busy_until(w.now, w.jitter));
@@ -328,6 +329,7 @@ impl<'a> Grants<'a, '_> {
             url: self.url.to_owned(),
             request: Box::new(req.clone()),
             budget_key: self.account.clone(),
+            patience: crate::decide::fair_share::PATIENCE,
         }
     }
 
