@@ -86,9 +86,9 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
         Ok((credential, settings)) => Spec::Readable { credential, settings },
         Err(why) => {
             warn!(error = %why.0, "the spec does not match the schema");
-            // It reads nothing and is no longer counted as any provider's.
+            // It reads nothing; its series stay, not Ready, so an alert on readiness sees it.
             ctx.cache.reads_nothing(ns, &name);
-            ctx.metrics.forget(ns, &name);
+            ctx.metrics.unreadable(ns, &name);
             Spec::Unreadable(&why.0)
         }
     };

@@ -83,6 +83,21 @@ impl CredentialSeries {
         }
     }
 
+    /// The credential is not Ready and nothing else of it is known (its spec cannot be read): its
+    /// series stay, saying so, with the labels they had (none, if it never had series), and the
+    /// figures of a token no longer known go.
+    pub fn not_ready(&self, namespace: &str, name: &str) {
+        let mut map = self.lock();
+        let key = format!("{namespace}/{name}");
+        let old = map.remove(key.as_str()).unwrap_or_default();
+        let series = Series {
+            tenant: old.tenant,
+            provider: old.provider,
+            ..Series::default()
+        };
+        map.insert(key.into_boxed_str(), series);
+    }
+
     pub fn remove(&self, namespace: &str, name: &str) {
         self.lock().remove(format!("{namespace}/{name}").as_str());
     }

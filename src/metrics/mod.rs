@@ -185,6 +185,12 @@ impl Metrics {
         self.api_requests.get_or_create(&ApiLabels { verb, resource }).inc();
     }
 
+    /// A credential whose spec cannot be read: still counted, not Ready (an alert on
+    /// `credential_ready == 0` sees it).
+    pub fn unreadable(&self, namespace: &str, name: &str) {
+        self.credentials.not_ready(namespace, name);
+    }
+
     /// Drops every series of a deleted credential.
     pub fn forget(&self, namespace: &str, name: &str) {
         self.credentials.remove(namespace, name);
@@ -240,6 +246,21 @@ mod tests {
         m.observe(&tac("a", "renamed"), &ready_status());
         let text = m.render();
         assert!(!text.contains(r#"tenant="acme""#), "old label set dropped: {text}");
+        m.unreadable("ns", "a");
+        let text = m.render();
+        let series = |metric: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(metric) && l.contains(r#"name="a""#))
+                .count()
+        };
+        assert_eq!(series("tenantcred_credential_ready{"), 1, "still counted: {text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("tenantcred_credential_ready{")
+                && l.contains(r#"name="a""#)
+                && l.ends_with(" 0")),
+            "an unreadable spec is not Ready: {text}"
+        );
+        assert_eq!(series("tenantcred_credential_expiry_timestamp_seconds{"), 0, "{text}");
         m.forget("ns", "a");
         let text = m.render();
         assert!(
