@@ -173,7 +173,8 @@ impl Budget {
         }
     }
 
-    /// Gives back the ledger entry of a probe admitted but never sent (no slot came for it).
+    /// Gives back the ledger entry of a request admitted but never sent (no slot came for it, or
+    /// the fence closed before it went).
     pub fn refund(&self, key: &Fingerprint) {
         self.lock().ledgers.refund(key);
     }

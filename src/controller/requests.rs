@@ -56,7 +56,8 @@ pub(super) async fn call_token_endpoint(
     let answer = ctx
         .provider_client
         .post_form(url, request, settings.timeout, &settings.profile)
-        .await?;
+        .await
+        .inspect_err(|_| ctx.budget.refund(key))?;
     debug!(transport = ?answer.transport, "token endpoint answered");
     Ok(Attempt::Sent(answer))
 }
@@ -77,7 +78,8 @@ pub(super) async fn probe(
     let outcome = ctx
         .provider_client
         .probe(&settings.probe_url(), token, settings.timeout, &settings.profile)
-        .await?;
+        .await
+        .inspect_err(|_| ctx.budget.refund(key))?;
     debug!(%key, transport = ?outcome.transport, elapsed = ?outcome.elapsed, "probed");
     Ok(Attempt::Sent(Box::new(outcome)))
 }
@@ -96,4 +98,43 @@ pub(super) fn tell(ctx: &Context, ns: &str, after: AfterProbe) -> Option<RateLim
     after
         .back_off
         .map(|b| ctx.budget.back_off(ns, &b.host, &b.key, b.scope, b.until, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::controller::scripted::Script;
+    use crate::decide::fair_share::PATIENCE;
+    use crate::outbound::ProviderClient;
+    use crate::testing::{credential, resolve_builtin};
+
+    /// A slot came, then the fence closed (the lease was lost) before the request went: nothing
+    /// was sent, so nothing of the key's hourly budget is spent.
+    #[tokio::test]
+    async fn a_request_the_fence_stopped_spends_nothing_of_the_budget() {
+        let script = Script::new(Vec::new());
+        let mut ctx = Context::test(&script);
+        let closed = Arc::new(crate::fence::Fence::default());
+        ctx.provider_client = ProviderClient::new(Arc::new(ctx.config.egress.clone()), closed).expect("a client");
+        let tac = credential(
+            "c",
+            serde_json::json!({"tenant": "acme", "provider": "raise", "credentialRef": {"name": "src"}}),
+        );
+        let settings = resolve_builtin(&tac, &ctx.config.egress).expect("resolves");
+        let token = Token::new("tok");
+        let key = token.fingerprint();
+        let probed = probe(&ctx, "ns", &settings, &token, &key, PATIENCE).await;
+        assert!(probed.is_err(), "not sent: this replica does not lead");
+        let request = oauth::TokenRequest::of_form(
+            crate::crd::oauth::GrantType::ClientCredentials,
+            [("grant_type", "client_credentials")],
+        );
+        let called =
+            call_token_endpoint(&ctx, "ns", &settings, (&settings.probe_url(), &request), &key, PATIENCE).await;
+        assert!(called.is_err(), "not sent either");
+        assert_eq!(ctx.budget.spent(&key, Timestamp::now()), 0, "both spends given back");
+        script.assert_sent(&[]);
+    }
 }
