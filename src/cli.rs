@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{PROBE_REQUESTED_ANNOTATION, ProbeResult, TenantApiCredential, TenantApiCredentialSpec};
-use crate::decide::conditions::{self, Type};
+use crate::decide::conditions::{self, Standing, Type};
 use crate::decide::egress::Egress;
 use crate::decide::plan;
 use crate::decide::provider::{self, Profile};
@@ -317,52 +317,13 @@ pub struct Row {
     pub last_probe: String,
 }
 
-/// Worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub enum Standing {
-    Degraded,
-    Stalled,
-    NotReady,
-    Progressing,
-    Expiring,
-    Healthy,
-    Suspended,
-}
-
-impl Standing {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Degraded => "Degraded",
-            Self::Stalled => "Stalled",
-            Self::NotReady => "NotReady",
-            Self::Progressing => "Progressing",
-            Self::Expiring => "Expiring",
-            Self::Healthy => "Healthy",
-            Self::Suspended => "Suspended",
-        }
-    }
-}
-
 /// One credential as `status` shows it; what came from the cluster is escaped, as a terminal
 /// must not act on a control character a status patch or an object carried.
 pub fn row(tac: &TenantApiCredential, now: Timestamp) -> Row {
     let status = tac.status.clone().unwrap_or_default();
     let c = &status.conditions;
     let ready = conditions::find(c, Type::Ready);
-    let health = if tac.spec.suspend {
-        Standing::Suspended
-    } else if conditions::is_true(c, Type::Degraded) {
-        Standing::Degraded
-    } else if conditions::is_true(c, Type::Stalled) {
-        Standing::Stalled
-    } else {
-        match ready.map(|r| r.status.as_str()) {
-            Some("True") if conditions::is_true(c, Type::ExpiringSoon) => Standing::Expiring,
-            Some("True") => Standing::Healthy,
-            Some("False") => Standing::NotReady,
-            _ => Standing::Progressing,
-        }
-    };
+    let health = conditions::standing(tac.spec.suspend, c);
     let ago = |t: Timestamp| {
         let secs = now.as_second() - t.as_second();
         match secs {

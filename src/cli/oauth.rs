@@ -162,18 +162,6 @@ pub const SIGN_IN_REASONS: [Reason; 11] = [
     Reason::OtpRequired,
 ];
 
-/// The reason a credential's Ready condition shows for a probe's verdict, where one is decided.
-fn probe_reason(result: ProbeResult) -> Option<Reason> {
-    match result {
-        ProbeResult::Valid => Some(Reason::TokenValid),
-        ProbeResult::Unauthorized => Some(Reason::Unauthorized),
-        ProbeResult::Forbidden => Some(Reason::Forbidden),
-        ProbeResult::Expired => Some(Reason::Expired),
-        ProbeResult::Invalid => Some(Reason::InvalidToken),
-        ProbeResult::RateLimited | ProbeResult::Unavailable => None,
-    }
-}
-
 fn usage(text: String) -> CheckReport {
     CheckReport {
         text,
@@ -289,7 +277,7 @@ pub async fn check_oauth(req: &CheckRequest, o: &OAuthCheck) -> CheckReport {
                     text: out,
                     code: exit_code(result),
                     body: raw.filter(|_| req.show_body).map(|b| ShownBody::of(&b.0)),
-                    reason: probe_reason(result),
+                    reason: crate::decide::plan::decisive_reason(result),
                 };
             }
             Next::CodeRequired { .. } => {

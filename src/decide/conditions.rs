@@ -235,6 +235,52 @@ pub fn state(conditions: &[Condition], type_: Type) -> Option<(Status, Option<Re
     Some((Status::parse(&c.status)?, Reason::parse(&c.reason)))
 }
 
+/// How a credential stands, as `tenantcred status` shows and sorts it: worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Standing {
+    Degraded,
+    Stalled,
+    NotReady,
+    Progressing,
+    Expiring,
+    Healthy,
+    Suspended,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Degraded => "Degraded",
+            Self::Stalled => "Stalled",
+            Self::NotReady => "NotReady",
+            Self::Progressing => "Progressing",
+            Self::Expiring => "Expiring",
+            Self::Healthy => "Healthy",
+            Self::Suspended => "Suspended",
+        }
+    }
+}
+
+/// How a credential stands: suspended by its owner; else the worst its conditions say (Degraded,
+/// Stalled, then Ready's own status), a token about to expire short of healthy.
+pub fn standing(suspended: bool, conditions: &[Condition]) -> Standing {
+    if suspended {
+        return Standing::Suspended;
+    }
+    if is_true(conditions, Type::Degraded) {
+        return Standing::Degraded;
+    }
+    if is_true(conditions, Type::Stalled) {
+        return Standing::Stalled;
+    }
+    match find(conditions, Type::Ready).map(|r| r.status.as_str()) {
+        Some("True") if is_true(conditions, Type::ExpiringSoon) => Standing::Expiring,
+        Some("True") => Standing::Healthy,
+        Some("False") => Standing::NotReady,
+        _ => Standing::Progressing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +318,36 @@ mod tests {
             assert_eq!(Reason::parse(r.as_str()), Some(r));
         }
         assert_eq!(Reason::parse("Nope"), None);
+    }
+
+    #[test]
+    fn a_credential_stands_at_the_worst_its_conditions_say() {
+        let with = |set: &[(Type, &str)]| -> Vec<Condition> {
+            set.iter()
+                .map(|(ty, status)| Condition {
+                    type_: ty.as_str().into(),
+                    status: (*status).into(),
+                    last_transition_time: Time(t(0)),
+                    message: String::new(),
+                    observed_generation: None,
+                    reason: "R".into(),
+                })
+                .collect()
+        };
+        let degraded = with(&[
+            (Type::Ready, "False"),
+            (Type::Degraded, "True"),
+            (Type::Stalled, "True"),
+        ]);
+        assert_eq!(standing(false, &degraded), Standing::Degraded);
+        assert_eq!(standing(true, &degraded), Standing::Suspended, "its owner suspended it");
+        let stalled = with(&[(Type::Ready, "False"), (Type::Stalled, "True")]);
+        assert_eq!(standing(false, &stalled), Standing::Stalled);
+        assert_eq!(standing(false, &with(&[(Type::Ready, "False")])), Standing::NotReady);
+        let expiring = with(&[(Type::Ready, "True"), (Type::ExpiringSoon, "True")]);
+        assert_eq!(standing(false, &expiring), Standing::Expiring);
+        assert_eq!(standing(false, &with(&[(Type::Ready, "True")])), Standing::Healthy);
+        assert_eq!(standing(false, &[]), Standing::Progressing, "not judged yet");
+        assert!(Standing::Degraded < Standing::Healthy, "worst first");
     }
 }

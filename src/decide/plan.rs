@@ -70,6 +70,19 @@ impl Failure {
     }
 }
 
+/// The reason Ready shows once `result` is the decisive answer about a token (`tenantcred check`
+/// names it for a single probe); `None` for answers that never decide (a 429, an outage).
+pub fn decisive_reason(result: ProbeResult) -> Option<Reason> {
+    match result {
+        ProbeResult::Valid => Some(Reason::TokenValid),
+        ProbeResult::Unauthorized => Some(Failure::Unauthorized.reason()),
+        ProbeResult::Forbidden => Some(Failure::Forbidden.reason()),
+        ProbeResult::Expired => Some(Failure::Expired.reason()),
+        ProbeResult::Invalid => Some(Reason::InvalidToken),
+        ProbeResult::RateLimited | ProbeResult::Unavailable => None,
+    }
+}
+
 /// Reads the health the previous status recorded.
 pub fn health_of(status: &TenantApiCredentialStatus) -> Health {
     let degraded = match conditions::state(&status.conditions, Type::Degraded) {
