@@ -6,6 +6,8 @@
 //! therefore waits for at most the window; the backlog waits for changes at most `PATIENCE` per
 //! item, so a flood of changes slows it but never stops it.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 /// Where a watch event comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -19,6 +21,24 @@ pub enum Delivery {
 /// Whether an event wakes the credentials it concerns, ahead of the backlog.
 pub fn wakes(delivery: Delivery) -> bool {
     delivery == Delivery::Change
+}
+
+/// What of a credential's version asks for a reconcile, as one digest to compare with the last:
+/// the uid (a new object), the generation (the spec), the annotations (a probe-now request), the
+/// finalizers and the deletion. Labels, the status and managed fields do not: our own status
+/// writes never wake it.
+pub fn wake_digest(meta: &ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (
+        &meta.uid,
+        meta.generation,
+        &meta.annotations,
+        &meta.finalizers,
+        meta.deletion_timestamp.is_some(),
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// How many backlog reconciles may be queued or running at once: twice the workers, so none
@@ -54,5 +74,34 @@ mod tests {
         assert!(feed_backlog(0, Duration::ZERO));
         assert!(!feed_backlog(3, Duration::from_millis(999)));
         assert!(feed_backlog(3, PATIENCE), "never stopped for good");
+    }
+
+    #[test]
+    fn a_spec_edit_an_annotation_or_a_deletion_wakes_a_credential_and_our_status_writes_do_not() {
+        let meta = ObjectMeta {
+            uid: Some("u".into()),
+            generation: Some(1),
+            ..ObjectMeta::default()
+        };
+        let before = wake_digest(&meta);
+        let mut relabelled = meta.clone();
+        relabelled.labels = Some([("team".to_string(), "a".to_string())].into());
+        relabelled.resource_version = Some("2".into());
+        assert_eq!(wake_digest(&relabelled), before, "a label or a status write: no wake");
+        let edits: [fn(&mut ObjectMeta); 4] = [
+            |m| m.generation = Some(2),
+            |m| m.annotations = Some([("tenantcred.dev/probe-requested-at".to_string(), "now".to_string())].into()),
+            |m| m.finalizers = Some(vec!["x".into()]),
+            |m| {
+                m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::testing::t(
+                    0,
+                )))
+            },
+        ];
+        for edit in edits {
+            let mut edited = meta.clone();
+            edit(&mut edited);
+            assert_ne!(wake_digest(&edited), before, "{edited:?}");
+        }
     }
 }

@@ -15,7 +15,6 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher::Event;
 
-use super::super::hash64;
 use super::keys::{CredentialRef, Id, credential_key, drop_entry, ref_of};
 use super::memory::Memory;
 use super::mirror::{Mirror, Table, by_ref};
@@ -120,18 +119,11 @@ impl Credentials {
         memory.wrote(id, over.resource_version.as_deref(), status);
     }
 
-    /// Whether this version of the credential asks for a reconcile: its spec (generation),
-    /// annotations (a probe-now request), finalizers or deletion changed, or it is new to us. Our
-    /// own status writes do not.
+    /// Whether this version of the credential asks for a reconcile: what
+    /// `decide::priority::wake_digest` reads of it changed since the last, or it is new to us.
     pub(super) fn wakes(&self, tac: &CachedCredential) -> bool {
         let meta = &tac.metadata;
-        let now = hash64((
-            &meta.uid,
-            meta.generation,
-            &meta.annotations,
-            &meta.finalizers,
-            meta.deletion_timestamp.is_some(),
-        ));
+        let now = crate::decide::priority::wake_digest(meta);
         self.wake_table().insert(Id::of_meta(meta), now) != Some(now)
     }
 
