@@ -45,15 +45,16 @@ impl ProviderClient {
             builder = builder.basic_auth(user.expose(), Some(password.expose()));
         }
         self.fence.check()?;
-        // One deadline for the whole exchange, body included (as for probes). The body is the
-        // answer here: one the deadline cut is no answer.
+        // One deadline for the whole exchange, body included (as for probes). Where the body is
+        // the answer (`oauth::answer::body_needed`), one the deadline cut is no answer; a 429 or
+        // an outage keeps its status and headers.
         let until = deadline(timeout);
         match tokio::time::timeout_at(until, builder.send()).await {
             Err(_) => answer.transport = Transport::Timeout,
             Ok(Err(e)) => answer.transport = failed(&e),
             Ok(Ok(mut resp)) => {
                 let body = read_bounded(&mut resp, BODY_LIMIT, until).await;
-                if body.cut {
+                if body.cut && oauth::answer::body_needed(resp.status().as_u16()) {
                     answer.transport = Transport::Timeout;
                 } else {
                     let mut headers = ProbeOutcome::answered(resp.status().as_u16());

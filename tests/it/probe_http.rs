@@ -197,10 +197,7 @@ async fn responses_are_read_to_64_kib_and_no_further() {
     let answer = prober
         .post_form(
             &format!("http://{addr}/Token"),
-            &tenantcred::decide::oauth::TokenRequest::of_form(
-                tenantcred::crd::oauth::GrantType::Password,
-                [("grant_type", "password")],
-            ),
+            &token_request(),
             Duration::from_secs(20),
             &generic(),
         )
@@ -233,10 +230,7 @@ async fn a_fenced_prober_sends_nothing() {
     let grant = prober
         .post_form(
             &format!("{}/Token", p.base_url),
-            &tenantcred::decide::oauth::TokenRequest::of_form(
-                tenantcred::crd::oauth::GrantType::Password,
-                [("grant_type", "password")],
-            ),
+            &token_request(),
             Duration::from_secs(2),
             &generic(),
         )
@@ -245,12 +239,9 @@ async fn a_fenced_prober_sends_nothing() {
     assert!(p.seen().is_empty(), "{:?}", p.seen());
 }
 
-/// A host that answers its headers at once and then trickles the body: the deadline covers the
-/// whole exchange, body included, not only the wait for headers (issue 36). One timer ends it,
-/// so the outcome is always the same: a probe keeps the status line it was answered (the body
-/// summarized as far as it came); a token request, whose body is the answer, timed out.
-#[tokio::test]
-async fn the_deadline_covers_a_body_that_never_ends() {
+/// A host that answers `head` at once and then trickles the body, one byte every 100 ms, for far
+/// longer than a test waits.
+async fn trickling(head: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -266,11 +257,9 @@ async fn the_deadline_covers_a_body_that_never_ends() {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
-                let head = "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n";
                 if conn.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
-                // One byte every 100 ms, for far longer than the test waits.
                 for _ in 0..100_000 {
                     if conn.write_all(b"x").await.is_err() {
                         return;
@@ -280,6 +269,25 @@ async fn the_deadline_covers_a_body_that_never_ends() {
             });
         }
     });
+    (addr, server)
+}
+
+fn token_request() -> tenantcred::decide::oauth::TokenRequest {
+    tenantcred::decide::oauth::TokenRequest::of_form(
+        tenantcred::crd::oauth::GrantType::Password,
+        [("grant_type", "password")],
+    )
+}
+
+/// A host that answers its headers at once and then trickles the body: the deadline covers the
+/// whole exchange, body included, not only the wait for headers (issue 36). One timer ends it,
+/// so the outcome is always the same: a probe keeps the status line it was answered (the body
+/// summarized as far as it came); a token request whose body is the answer timed out; a 429
+/// keeps its status and its Retry-After, whose body tells nothing anyway.
+#[tokio::test]
+async fn the_deadline_covers_a_body_that_never_ends() {
+    let (addr, server) =
+        trickling("HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n").await;
     // The body would take 10,000 s; a deadline of 1 s ends it (the 30 s bound is liveness only:
     // without the deadline this waits for the whole body).
     let prober = prober();
@@ -295,13 +303,7 @@ async fn the_deadline_covers_a_body_that_never_ends() {
         "the body as far as it came is summarized: {o:?}"
     );
 
-    let (token_url, form) = (
-        format!("http://{addr}/Token"),
-        tenantcred::decide::oauth::TokenRequest::of_form(
-            tenantcred::crd::oauth::GrantType::Password,
-            [("grant_type", "password")],
-        ),
-    );
+    let (token_url, form) = (format!("http://{addr}/Token"), token_request());
     let grant = prober.post_form(&token_url, &form, Duration::from_secs(1), &profile);
     let answer = tokio::time::timeout(Duration::from_secs(30), grant)
         .await
@@ -309,5 +311,19 @@ async fn the_deadline_covers_a_body_that_never_ends() {
         .expect("an unfenced prober sends");
     assert_eq!(answer.transport, Transport::Timeout);
     assert!(answer.body.is_empty(), "a cut answer is not read as one");
+    server.abort();
+
+    let (addr, server) = trickling(
+        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 120\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n",
+    )
+    .await;
+    let token_url = format!("http://{addr}/Token");
+    let grant = prober.post_form(&token_url, &form, Duration::from_secs(1), &profile);
+    let answer = tokio::time::timeout(Duration::from_secs(30), grant)
+        .await
+        .expect("the deadline ended the exchange")
+        .expect("an unfenced prober sends");
+    assert_eq!(answer.transport, Transport::Answered(429));
+    assert!(answer.back_off_until.is_some(), "its Retry-After is honoured");
     server.abort();
 }

@@ -96,6 +96,13 @@ pub enum Unusable {
     SuccessRuleUnmet { field: String },
 }
 
+/// Whether an answer with this status means anything without its body: a success's body is the
+/// token, a refusal's names its error code; a 429's or an outage's body tells nothing. An answer
+/// whose body the deadline cut is no answer when its body is needed (`outbound`).
+pub fn body_needed(status: u16) -> bool {
+    matches!(status, 200 | 400 | 401 | 403)
+}
+
 /// Reads `a` as `def` says, checking the access token against `format`.
 pub fn interpret(def: &Definition, format: &TokenFormat, a: &Answer, now: Timestamp) -> Outcome {
     let rules = &def.answer;

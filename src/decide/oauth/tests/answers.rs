@@ -249,3 +249,15 @@ fn only_an_answer_that_holds_no_token_may_be_shown() {
         assert!(free.holds_no_token(), "{free:?}");
     }
 }
+
+/// A cut body is no answer only where the body is the answer.
+#[test]
+fn only_a_success_or_a_refusal_needs_its_body() {
+    use crate::decide::oauth::answer::body_needed;
+    for status in [200, 400, 401, 403] {
+        assert!(body_needed(status), "{status}");
+    }
+    for status in [202, 429, 500, 502, 503] {
+        assert!(!body_needed(status), "{status}");
+    }
+}
