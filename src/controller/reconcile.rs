@@ -140,7 +140,7 @@ async fn run(cached: &CachedCredential, ctx: &Context, ns: &str) -> Result<Reque
                 budget_key,
                 patience,
             } => Outcome::TokenEndpoint(
-                requests::call_token_endpoint(ctx, ns, settings, (&url, &request), &budget_key, patience).await?,
+                requests::call_token_endpoint(ctx, ns, settings, &url, &request, &budget_key, patience).await?,
             ),
             Action::WriteOAuthState { secret } => {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);

@@ -45,7 +45,8 @@ pub(super) async fn call_token_endpoint(
     ctx: &Context,
     ns: &str,
     settings: &Settings,
-    (url, request): (&str, &oauth::TokenRequest),
+    url: &str,
+    request: &oauth::TokenRequest,
     key: &Fingerprint,
     patience: Duration,
 ) -> Result<Attempt<oauth::Answer>> {
@@ -131,8 +132,7 @@ mod tests {
             crate::crd::oauth::GrantType::ClientCredentials,
             [("grant_type", "client_credentials")],
         );
-        let called =
-            call_token_endpoint(&ctx, "ns", &settings, (&settings.probe_url(), &request), &key, PATIENCE).await;
+        let called = call_token_endpoint(&ctx, "ns", &settings, &settings.probe_url(), &request, &key, PATIENCE).await;
         assert!(called.is_err(), "not sent either");
         assert_eq!(ctx.budget.spent(&key, Timestamp::now()), 0, "both spends given back");
         script.assert_sent(&[]);
